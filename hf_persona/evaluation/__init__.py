@@ -1,0 +1,19 @@
+"""Metrics for response selection, generation and persona probes."""
+
+from .metrics import (
+    bleu,
+    distinct_n,
+    ead_n,
+    f1,
+    format_table,
+    hits_at_k,
+    mrr,
+    perplexity,
+    recall_at_k,
+    rouge_l,
+    tokenize,
+    unigram_f1,
+)
+
+__all__ = ["bleu", "distinct_n", "ead_n", "f1", "format_table", "hits_at_k", "mrr", "perplexity",
+           "recall_at_k", "rouge_l", "tokenize", "unigram_f1"]

@@ -1,0 +1,169 @@
+"""Evaluation metrics, each matching a hand-computed example in tests/test_metrics.py.
+
+Conventions: ranking metrics (Hits@k, Recall@k, MRR) are fractions in [0, 1]; text metrics
+(BLEU, ROUGE-L, Distinct, EAD, F1) are percentages in [0, 100], as the papers report them.
+
+Ranks are pessimistic under ties: the positive's rank is 1 + the number of *other* candidates
+scoring at least as high, so a model that gives every candidate the same score gets no credit.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import re
+import string
+from typing import Iterable, Sequence
+
+import numpy as np
+
+_TOKEN = re.compile(r"\w+(?:'\w+)?|[^\w\s]")
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-cased words (keeping in-word apostrophes) and single punctuation marks."""
+    return _TOKEN.findall(text.lower())
+
+
+def _ranks(scores, positive=0) -> np.ndarray:
+    s = np.asarray(scores, dtype=np.float64)
+    if s.ndim != 2 or s.shape[1] == 0:
+        raise ValueError(f"scores must be a 2-D array [queries, candidates], got shape {s.shape}")
+    pos = np.broadcast_to(np.asarray(positive), (s.shape[0],)).astype(int)
+    if (pos < 0).any() or (pos >= s.shape[1]).any():
+        raise ValueError(f"positive indices must lie in [0, {s.shape[1] - 1}]")
+    rows = np.arange(s.shape[0])
+    pos_score = s[rows, pos][:, None]
+    at_least = (s >= pos_score).sum(axis=1) - 1  # other candidates scoring >= the positive
+    return 1 + at_least
+
+
+def hits_at_k(scores, k: int, positive=0) -> float:
+    """Fraction of queries whose positive candidate ranks in the top ``k`` (Hits@k = R@k over C)."""
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    return float((_ranks(scores, positive) <= k).mean())
+
+
+recall_at_k = hits_at_k
+
+
+def mrr(scores, positive=0) -> float:
+    """Mean reciprocal rank of the positive candidate."""
+    return float((1.0 / _ranks(scores, positive)).mean())
+
+
+def perplexity(nll_sum: float, n_tokens: int) -> float:
+    """exp(total negative log-likelihood / number of predicted tokens)."""
+    if n_tokens <= 0:
+        raise ValueError("perplexity needs at least one token")
+    return float(math.exp(nll_sum / n_tokens))
+
+
+def _check_pairs(hyps, refs):
+    hyps, refs = list(hyps), list(refs)
+    if len(hyps) != len(refs):
+        raise ValueError(f"{len(hyps)} hypotheses but {len(refs)} references")
+    if not hyps:
+        raise ValueError("no hypotheses to score")
+    return hyps, refs
+
+
+def bleu(hyps: Sequence[str], refs: Sequence[str], n: int = 4) -> float:
+    """Corpus BLEU-n (sacrebleu, uniform weights over 1..n-grams, 13a tokenisation, 0-100)."""
+    from sacrebleu.metrics import BLEU
+
+    hyps, refs = _check_pairs(hyps, refs)
+    metric = BLEU(max_ngram_order=n, effective_order=False)
+    return float(metric.corpus_score(hyps, [refs]).score)
+
+
+def rouge_l(hyps: Sequence[str], refs: Sequence[str]) -> float:
+    """Mean ROUGE-L F-measure (rouge-score, no stemming, 0-100)."""
+    from rouge_score import rouge_scorer
+
+    hyps, refs = _check_pairs(hyps, refs)
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+    return 100.0 * float(np.mean([scorer.score(r, h)["rougeL"].fmeasure for h, r in zip(hyps, refs)]))
+
+
+def _ngrams(texts: Iterable[str], n: int) -> list[tuple]:
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    grams = []
+    for text in texts:
+        toks = tokenize(text)
+        grams.extend(tuple(toks[i:i + n]) for i in range(len(toks) - n + 1))  # every n-gram, last included
+    return grams
+
+
+def distinct_n(texts: Iterable[str], n: int) -> float:
+    """Corpus-level Distinct-n: distinct n-grams / all n-grams over every text (0-100).
+
+    Every n-gram counts, the last of each text included (the PAL authors' code skips it).
+    """
+    grams = _ngrams(texts, n)
+    return 100.0 * len(set(grams)) / len(grams) if grams else 0.0
+
+
+def ead_n(texts: Iterable[str], n: int, vocab_size: int) -> float:
+    """Expectation-adjusted Distinct-n: distinct / (V · (1 − ((V − 1)/V)^C)), C = n-gram count (0-100)."""
+    if vocab_size < 2:
+        raise ValueError("vocab_size must be at least 2")
+    grams = _ngrams(texts, n)
+    if not grams:
+        return 0.0
+    v, c = float(vocab_size), len(grams)
+    expected = v * (1.0 - ((v - 1.0) / v) ** c)
+    return 100.0 * len(set(grams)) / expected
+
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_PUNCT = str.maketrans("", "", string.punctuation)
+
+
+def _f1_tokens(text: str) -> list[str]:
+    return _ARTICLES.sub(" ", text.lower().translate(_PUNCT)).split()
+
+
+def unigram_f1(hyp: str, ref: str) -> float:
+    """ParlAI-style unigram F1 (lower-case, no punctuation or articles) of one pair, 0-100."""
+    h, r = _f1_tokens(hyp), _f1_tokens(ref)
+    common = sum((collections.Counter(h) & collections.Counter(r)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(h), common / len(r)
+    return 100.0 * 2 * precision * recall / (precision + recall)
+
+
+def f1(hyps: Sequence[str], refs: Sequence[str]) -> float:
+    """Mean unigram F1 over pairs (0-100)."""
+    hyps, refs = _check_pairs(hyps, refs)
+    return float(np.mean([unigram_f1(h, r) for h, r in zip(hyps, refs)]))
+
+
+def format_table(rows: Sequence[dict], floatfmt: str = ".3f") -> str:
+    """A plain-text table with one column per key (union of keys, in first-seen order)."""
+    if not rows:
+        return "(no rows)"
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+
+    def cell(v):
+        if isinstance(v, float):
+            return format(v, floatfmt)
+        return "" if v is None else str(v)
+
+    body = [[cell(row.get(c)) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in body)) for i, c in enumerate(columns)]
+    line = "  ".join(c.ljust(w) for c, w in zip(columns, widths))
+    sep = "  ".join("-" * w for w in widths)
+    out = [line, sep] + ["  ".join(v.rjust(w) if _numeric(v) else v.ljust(w) for v, w in zip(r, widths)) for r in body]
+    return "\n".join(out)
+
+
+def _numeric(v: str) -> bool:
+    try:
+        float(v)
+        return True
+    except ValueError:
+        return False

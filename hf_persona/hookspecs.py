@@ -1,0 +1,60 @@
+"""The plugin contract of hf_persona.
+
+Every hook receives a ``register`` callback (or the CLI group) and calls it once per thing it
+adds. Built-in features in :mod:`hf_persona.default_plugins` implement these hooks exactly like
+third-party distributions, which expose a module through the ``hf_persona`` entry-point group.
+"""
+
+from pluggy import HookimplMarker, HookspecMarker
+
+hookspec = HookspecMarker("hf_persona")
+hookimpl = HookimplMarker("hf_persona")
+
+
+@hookspec
+def register_models(register):
+    """Register model classes.
+
+    ``register(name, config_class, model_class, auto_class="AutoModel")``: ``name`` is the
+    user-facing name, ``config_class`` a ``PretrainedConfig`` subclass with a unique
+    ``model_type``, ``model_class`` a ``PreTrainedModel`` subclass, ``auto_class`` the name of
+    the transformers auto class (``"AutoModel"``, ``"AutoModelForSeq2SeqLM"``,
+    ``"AutoModelForCausalLM"``, ...) the model is registered with in-process.
+    """
+
+
+@hookspec
+def register_rewards(register):
+    """Register reward functions.
+
+    ``register(name, factory)``: ``factory(**options)`` returns a reward callable with the TRL
+    convention ``reward(prompts, completions, **columns) -> list[float]`` (one float per
+    completion; ``columns`` are the dataset's other columns, one value per completion).
+    """
+
+
+@hookspec
+def register_logits_processors(register):
+    """Register logits processors.
+
+    ``register(name, factory)``: ``factory(**options)`` returns a
+    ``transformers.LogitsProcessor`` to pass to ``model.generate(logits_processor=...)``.
+    """
+
+
+@hookspec
+def register_datasets(register):
+    """Register dataset loaders.
+
+    ``register(name, loader)``: ``loader(path=None, **options)`` returns a
+    ``datasets.Dataset``; ``path=None`` loads the data the plugin ships or knows about.
+    """
+
+
+@hookspec
+def register_commands(cli):
+    """Add CLI commands.
+
+    ``cli`` is the root ``click.Group`` of ``hf-persona``; attach commands to it or to its
+    ``train`` and ``eval`` groups (``cli.commands["train"]``).
+    """

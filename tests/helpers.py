@@ -1,0 +1,43 @@
+"""Test helpers shared by the model tests."""
+
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+
+_BLOCKER = textwrap.dedent(
+    """
+    import importlib.abc, sys
+    class _BlockHFPersona(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name == "hf_persona" or name.startswith("hf_persona.") or name.startswith("hf_persona_"):
+                raise ImportError(f"{name} is blocked: this process simulates a user without hf_persona")
+            return None
+    sys.meta_path.insert(0, _BlockHFPersona())
+    try:
+        import hf_persona  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        raise SystemExit("hf_persona is importable; the clean-environment check is invalid")
+    """
+)
+
+
+def run_without_hf_persona(code: str, timeout: int = 300) -> str:
+    """Run ``code`` in a fresh interpreter where ``import hf_persona`` fails; return its stdout.
+
+    The process runs from an empty temporary folder with its own HF_HOME (so the remote-code
+    module cache starts empty) and the Hub offline. A non-zero exit raises with the stderr tail.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "HF_PERSONA_LOAD_PLUGINS")}
+        env.update({"HF_HOME": os.path.join(tmp, "hf_home"), "HF_HUB_OFFLINE": "1", "PYTHONNOUSERSITE": "1"})
+        proc = subprocess.run(
+            [sys.executable, "-c", _BLOCKER + "\n" + textwrap.dedent(code)],
+            cwd=tmp, env=env, capture_output=True, text=True, timeout=timeout,
+        )
+    if proc.returncode != 0:
+        raise AssertionError(f"subprocess failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    return proc.stdout

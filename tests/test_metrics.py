@@ -1,0 +1,77 @@
+import math
+
+import numpy as np
+import pytest
+
+from hf_persona.evaluation import (
+    bleu, distinct_n, ead_n, f1, format_table, hits_at_k, mrr, perplexity, rouge_l, tokenize, unigram_f1,
+)
+
+
+def test_hits_and_mrr_hand_computed():
+    scores = np.array([[0.9, 0.1, 0.5],   # positive (0) ranks 1
+                       [0.2, 0.8, 0.5],   # ranks 3
+                       [0.5, 0.6, 0.1]])  # ranks 2
+    assert hits_at_k(scores, 1) == pytest.approx(1 / 3)
+    assert hits_at_k(scores, 2) == pytest.approx(2 / 3)
+    assert hits_at_k(scores, 3) == 1.0
+    assert mrr(scores) == pytest.approx((1 + 1 / 3 + 1 / 2) / 3)
+    assert hits_at_k(scores, 1, positive=[1, 1, 1]) == pytest.approx(2 / 3)
+
+
+def test_ties_are_pessimistic():
+    assert hits_at_k(np.zeros((4, 20)), 1) == 0.0
+    assert mrr(np.zeros((1, 4))) == pytest.approx(1 / 4)
+
+
+def test_ranking_input_errors():
+    with pytest.raises(ValueError, match="2-D"):
+        hits_at_k([1.0, 2.0], 1)
+    with pytest.raises(ValueError, match="positive indices"):
+        mrr([[1.0, 2.0]], positive=2)
+
+
+def test_perplexity():
+    assert perplexity(2 * math.log(4), 2) == pytest.approx(4.0)
+    with pytest.raises(ValueError):
+        perplexity(1.0, 0)
+
+
+def test_distinct_counts_every_ngram():
+    texts = ["a b a b", "a c"]
+    # unigrams: a b a b a c -> 3 distinct / 6; bigrams: ab ba ab ac -> 3 distinct / 4 (last bigram "a b"
+    # of the first text included: the off-by-one variant would give ab ba | a -> 2/2)
+    assert distinct_n(texts, 1) == pytest.approx(100 * 3 / 6)
+    assert distinct_n(texts, 2) == pytest.approx(100 * 3 / 4)
+    assert distinct_n(["single"], 2) == 0.0
+
+
+def test_ead_formula():
+    texts = ["a b a b", "a c"]
+    v, c = 10, 6
+    expected = 3 / (v * (1 - ((v - 1) / v) ** c))
+    assert ead_n(texts, 1, vocab_size=v) == pytest.approx(100 * expected)
+
+
+def test_bleu_and_rouge_hand_checked():
+    assert bleu(["the cat sat on the mat"], ["the cat sat on the mat"], n=4) == pytest.approx(100.0)
+    # hyp "the cat" vs ref "the cat sat": unigram p=1, bigram p=1, BP = exp(1 - 3/2)
+    assert bleu(["the cat"], ["the cat sat"], n=2) == pytest.approx(100 * math.exp(1 - 1.5), rel=1e-4)
+    # LCS("a b c d", "a c d e") = 3 -> P = R = 3/4 -> F = 0.75
+    assert rouge_l(["a b c d"], ["a c d e"]) == pytest.approx(75.0)
+    with pytest.raises(ValueError, match="2 hypotheses but 1 references"):
+        bleu(["a", "b"], ["a"])
+
+
+def test_f1_and_tokenize():
+    assert tokenize("I'm fine, thanks!") == ["i'm", "fine", ",", "thanks", "!"]
+    # "the cat sat" vs "a cat sat down": articles removed -> {cat, sat} vs {cat, sat, down}: P=1, R=2/3
+    assert unigram_f1("the cat sat", "a cat sat down") == pytest.approx(100 * 0.8)
+    assert f1(["x", "cat"], ["y", "cat"]) == pytest.approx(50.0)
+
+
+def test_format_table():
+    out = format_table([{"model": "cobert", "hits@1": 0.5}, {"model": "bi", "hits@1": 0.25, "mrr": 0.4}])
+    lines = out.splitlines()
+    assert lines[0].split() == ["model", "hits@1", "mrr"]
+    assert "0.500" in lines[2] and "0.400" in lines[3]
