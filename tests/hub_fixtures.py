@@ -1,0 +1,224 @@
+"""Test support for the Hub module: a fake Hub HTTP server, a Hub cache builder, a tiny custom model.
+
+Nothing here talks to the real Hub. ``FakeHub`` implements the endpoints huggingface_hub's
+``create_repo`` / ``create_commit`` call (repo create, validate-yaml, preupload, NDJSON commit)
+on 127.0.0.1 and records every upload; ``write_hub_cache`` lays files out exactly like
+huggingface_hub's cache (``models--ORG--NAME/{blobs,snapshots/<sha>,refs/main}``) so a test can
+load ``ORG/NAME`` by id under ``HF_HUB_OFFLINE=1``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import importlib
+import json
+import os
+import sys
+import textwrap
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+
+class FakeHub:
+    """A minimal Hub API on 127.0.0.1 that accepts commits and records what was uploaded."""
+
+    def __init__(self, token: str = "hf_fake_write_token"):
+        self.token = token
+        self.repos: dict[str, dict] = {}
+        self.requests: list[tuple[str, str]] = []
+        self.validated_yaml: list[str] = []
+        self._lock = threading.Lock()
+        hub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # keep pytest output clean
+                pass
+
+            def _send(self, status, payload, headers=None):
+                body = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                for key, value in (headers or {}).items():
+                    self.send_header(key, value)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self):
+                with hub._lock:
+                    hub.requests.append(("GET", self.path))
+                self._send(404, {"error": "not implemented by the fake hub"}, {"X-Error-Code": "RepoNotFound"})
+
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length)
+                path = self.path.split("?", 1)[0]
+                with hub._lock:
+                    hub.requests.append(("POST", path))
+                if self.headers.get("Authorization") != f"Bearer {hub.token}":
+                    return self._send(401, {"error": "Invalid credentials in Authorization header"})
+                parts = path.strip("/").split("/")
+                if path == "/api/repos/create":
+                    return self._create(json.loads(body))
+                if path == "/api/validate-yaml":
+                    hub.validated_yaml.append(json.loads(body)["content"])
+                    return self._send(200, {"errors": [], "warnings": []})
+                if len(parts) >= 6 and parts[:2] == ["api", "models"] and parts[4] in ("preupload", "commit"):
+                    repo_id = f"{parts[2]}/{parts[3]}"
+                    if repo_id not in hub.repos:
+                        return self._send(404, {"error": "Repository not found"}, {"X-Error-Code": "RepoNotFound"})
+                    if parts[4] == "preupload":
+                        files = json.loads(body)["files"]
+                        return self._send(200, {"files": [
+                            {"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files]})
+                    return self._commit(repo_id, body)
+                return self._send(404, {"error": f"unknown endpoint {path}"})
+
+            def _create(self, payload):
+                repo_id = f"{payload['organization']}/{payload['name']}"
+                base = f"http://127.0.0.1:{hub.port}"
+                with hub._lock:
+                    if repo_id in hub.repos:
+                        return self._send(409, {"error": "You already created this model repo",
+                                                "url": f"{base}/{repo_id}"})
+                    hub.repos[repo_id] = {"visibility": payload.get("visibility"), "type": payload.get("type"),
+                                          "files": {}, "commits": []}
+                return self._send(200, {"url": f"{base}/{repo_id}"})
+
+            def _commit(self, repo_id, body):
+                lines = [json.loads(line) for line in body.decode().splitlines() if line.strip()]
+                if not lines or lines[0]["key"] != "header":
+                    return self._send(400, {"error": "first NDJSON line must be the header"})
+                files = {}
+                for item in lines[1:]:
+                    if item["key"] != "file" or item["value"].get("encoding") != "base64":
+                        return self._send(400, {"error": f"fake hub only accepts regular base64 files, got {item['key']}"})
+                    files[item["value"]["path"]] = base64.b64decode(item["value"]["content"])
+                oid = hashlib.sha1(body).hexdigest()
+                with hub._lock:
+                    repo = hub.repos[repo_id]
+                    repo["files"].update(files)
+                    repo["commits"].append({"oid": oid, "summary": lines[0]["value"]["summary"],
+                                            "files": sorted(files)})
+                base = f"http://127.0.0.1:{hub.port}"
+                return self._send(200, {"commitUrl": f"{base}/{repo_id}/commit/{oid}", "commitOid": oid,
+                                        "pullRequestUrl": None})
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
+                                       daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+def write_hub_cache(cache_dir, repo_id: str, files: dict[str, bytes], commit: str | None = None) -> Path:
+    """Lay ``files`` out as huggingface_hub's cache does and point ``refs/main`` at the snapshot.
+
+    ``blobs/<sha256>`` hold the bytes, ``snapshots/<commit>/<path>`` are relative symlinks to them.
+    Returns the snapshot folder.
+    """
+    org, name = repo_id.split("/")
+    root = Path(cache_dir) / f"models--{org}--{name}"
+    commit = commit or hashlib.sha1(repr(sorted(files)).encode() + b"".join(files[k] for k in sorted(files))).hexdigest()
+    snapshot = root / "snapshots" / commit
+    (root / "blobs").mkdir(parents=True, exist_ok=True)
+    for path, data in files.items():
+        digest = hashlib.sha256(data).hexdigest()
+        (root / "blobs" / digest).write_bytes(data)
+        link = snapshot / path
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if link.exists() or link.is_symlink():
+            link.unlink()
+        os.symlink(os.path.relpath(root / "blobs" / digest, link.parent), link)
+    (root / "refs").mkdir(exist_ok=True)
+    (root / "refs" / "main").write_text(commit)
+    return snapshot
+
+
+TINY_CONFIG_SRC = '''
+from transformers import PretrainedConfig
+
+
+class TinyScorerConfig(PretrainedConfig):
+    model_type = "hfp_tiny_scorer"
+
+    def __init__(self, vocab_size=30522, hidden_size=8, backbone="minilm", **kwargs):
+        self.vocab_size = vocab_size
+        self.hidden_size = hidden_size
+        self.backbone = backbone
+        super().__init__(**kwargs)
+'''
+
+TINY_MODEL_SRC = '''
+import torch
+from transformers import PreTrainedModel
+
+from .configuration_tiny_scorer import TinyScorerConfig
+
+
+class TinyScorerModel(PreTrainedModel):
+    config_class = TinyScorerConfig
+    base_model_prefix = "tiny"
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.embed = torch.nn.Embedding(config.vocab_size, config.hidden_size)
+        self.head = torch.nn.Linear(config.hidden_size, 1)
+        self.post_init()
+
+    def _init_weights(self, module):
+        if isinstance(module, (torch.nn.Linear, torch.nn.Embedding)):
+            module.weight.data.normal_(0.0, 0.5)
+        if isinstance(module, torch.nn.Linear) and module.bias is not None:
+            module.bias.data.zero_()
+
+    def forward(self, input_ids, attention_mask=None):
+        hidden = self.embed(input_ids)
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+        return self.head(pooled).squeeze(-1)
+'''
+
+
+def tiny_model_package(root) -> tuple[type, type]:
+    """Write and import a self-contained custom model package (config + model); returns the classes."""
+    root = Path(root)
+    pkg = root / "hfp_tiny_scorer_pkg"
+    pkg.mkdir(parents=True, exist_ok=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "configuration_tiny_scorer.py").write_text(textwrap.dedent(TINY_CONFIG_SRC))
+    (pkg / "modeling_tiny_scorer.py").write_text(textwrap.dedent(TINY_MODEL_SRC))
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    config_mod = importlib.import_module("hfp_tiny_scorer_pkg.configuration_tiny_scorer")
+    model_mod = importlib.import_module("hfp_tiny_scorer_pkg.modeling_tiny_scorer")
+    return config_mod.TinyScorerConfig, model_mod.TinyScorerModel
+
+
+def save_tiny_model(root, out_dir, tokenizer_dir) -> Path:
+    """Save a seeded tiny custom model with auto_map, code files and a tokenizer into ``out_dir``."""
+    import torch
+    from transformers import AutoTokenizer
+
+    config_cls, model_cls = tiny_model_package(root)
+    config_cls.register_for_auto_class()
+    model_cls.register_for_auto_class("AutoModel")
+    torch.manual_seed(0)
+    model = model_cls(config_cls(hidden_size=8))
+    out_dir = Path(out_dir)
+    model.save_pretrained(out_dir)
+    AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(out_dir)
+    return out_dir

@@ -1,0 +1,337 @@
+"""Hub push/pull without the Hub: a fake Hub server on 127.0.0.1 and a real cache layout offline."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+import torch
+
+from hf_persona import hub
+from hf_persona.backbones import minilm_path
+from hf_persona.errors import HFPersonaError
+
+from tests.hub_fixtures import FakeHub, save_tiny_model, write_hub_cache
+
+CARD = """---
+library_name: transformers
+base_model: {base_model}
+tags: [hf-persona]
+---
+# {repo_id}
+
+Scores a text. Load with `AutoModel.from_pretrained("{repo_id}", trust_remote_code=True)`.
+A literal brace: {{not a placeholder}}.
+
+## Results
+
+{metrics_table}
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    return save_tiny_model(root / "src", root / "model", minilm_path())
+
+
+@pytest.fixture
+def card_path(tmp_path):
+    path = tmp_path / "tiny.md"
+    path.write_text(CARD)
+    return path
+
+
+@pytest.fixture
+def online(monkeypatch):
+    """Point huggingface_hub at a fresh fake Hub and switch offline mode off for this test."""
+    from huggingface_hub import constants
+
+    with FakeHub() as fake:
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setattr(constants, "ENDPOINT", fake.endpoint)
+        monkeypatch.setenv("HF_TOKEN", fake.token)
+        yield fake
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hub-cache"
+    cache.mkdir()
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    return cache
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+
+
+def _scores(model):
+    ids = torch.tensor([[101, 7592, 2088, 102], [101, 2204, 102, 0]])
+    mask = (ids != 0).long()
+    with torch.no_grad():
+        out = model(input_ids=ids, attention_mask=mask)
+    return out if isinstance(out, torch.Tensor) else out[0]
+
+
+def _repo_id():
+    return f"tester/tiny-{uuid.uuid4().hex[:8]}"
+
+
+EXPECTED_FILES = ["README.md", "config.json", "configuration_tiny_scorer.py", "model.safetensors",
+                  "modeling_tiny_scorer.py", "tokenizer.json", "tokenizer_config.json"]
+
+
+# ------------------------------------------------------------------ what gets pushed
+
+def test_collect_files_picks_weights_config_code_and_tokenizer(tiny_dir):
+    names = [p.name for p in hub.collect_files(tiny_dir)]
+    assert names == [n for n in EXPECTED_FILES if n != "README.md"]
+    config = json.loads((tiny_dir / "config.json").read_text())
+    assert config["auto_map"]["AutoModel"] == "modeling_tiny_scorer.TinyScorerModel"
+
+
+def test_pickle_weights_are_refused(tiny_dir, tmp_path):
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_dir, bad)
+    (bad / "training_args.bin").write_bytes(b"trainer bookkeeping, skipped")
+    assert "training_args.bin" not in [p.name for p in hub.collect_files(bad)]
+    (bad / "pytorch_model.bin").write_bytes(b"pickle")
+    with pytest.raises(HFPersonaError, match=r"refusing to push pickle weights pytorch_model\.bin"):
+        hub.collect_files(bad)
+
+
+def test_custom_model_without_auto_map_or_code_is_refused(tiny_dir, tmp_path):
+    import shutil
+
+    folder = tmp_path / "m"
+    shutil.copytree(tiny_dir, folder)
+    (folder / "modeling_tiny_scorer.py").unlink()
+    with pytest.raises(HFPersonaError, match=r"modeling_tiny_scorer\.py, which is missing"):
+        hub.collect_files(folder)
+    config = json.loads((folder / "config.json").read_text())
+    del config["auto_map"]
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(HFPersonaError, match="no auto_map for custom model_type 'hfp_tiny_scorer'"):
+        hub.collect_files(folder)
+
+
+def test_missing_weights_or_tokenizer_is_refused(tiny_dir, tmp_path):
+    import shutil
+
+    folder = tmp_path / "m"
+    shutil.copytree(tiny_dir, folder)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (folder / name).unlink()
+    with pytest.raises(HFPersonaError, match="no tokenizer files"):
+        hub.collect_files(folder)
+    (folder / "model.safetensors").unlink()
+    with pytest.raises(HFPersonaError, match=r"no \*\.safetensors weights"):
+        hub.collect_files(folder)
+    with pytest.raises(HFPersonaError, match="does not exist"):
+        hub.collect_files(tmp_path / "nowhere")
+
+
+# ------------------------------------------------------------------ model card
+
+def test_metrics_table_comes_from_the_json(tmp_path, tiny_dir, card_path):
+    metrics = tmp_path / "eval.json"
+    metrics.write_text(json.dumps({"hits@1": 0.61234, "mrr": 0.7, "n": 200, "note": "text is skipped",
+                                   "nested": {"ppl": 15.92}}))
+    card = hub.build_card(tiny_dir, "org/name", card_template=card_path, metrics_json=metrics)
+    assert "| hits@1 | 0.6123 |" in card
+    assert "| mrr | 0.7 |" in card
+    assert "| n | 200 |" in card
+    assert "| nested.ppl | 15.92 |" in card
+    assert "note" not in card
+    # rows sorted by name, in one table, right under the header
+    table = card.split("## Results\n\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert table == ["| Metric | Value |", "|---|---|", "| hits@1 | 0.6123 |", "| mrr | 0.7 |", "| n | 200 |",
+                     "| nested.ppl | 15.92 |"]
+    # config says backbone="minilm": the card names its Hub id; literal braces survive
+    assert "base_model: sentence-transformers/all-MiniLM-L6-v2" in card
+    assert "{not a placeholder}" in card
+    assert 'AutoModel.from_pretrained("org/name", trust_remote_code=True)' in card
+
+
+def test_card_without_metrics_says_so(tiny_dir, card_path):
+    card = hub.build_card(tiny_dir, "org/name", card_template=card_path)
+    assert "No evaluation results were supplied" in card
+
+
+def test_card_template_found_by_model_type_and_bad_templates(tiny_dir, tmp_path, monkeypatch):
+    cards = tmp_path / "cards"
+    cards.mkdir()
+    (cards / "hfp_tiny_scorer.md").write_text("model {repo_id} on {base_model}\n{metrics_table}\n")
+    monkeypatch.setattr(hub, "MODEL_CARDS_DIR", cards)
+    assert hub.build_card(tiny_dir, "a/b").startswith("model a/b on sentence-transformers/all-MiniLM-L6-v2")
+    (cards / "hfp_tiny_scorer.md").write_text("{metrics_table} {accuracy}")
+    with pytest.raises(HFPersonaError, match=r"unknown placeholder \{accuracy\}"):
+        hub.build_card(tiny_dir, "a/b")
+    (cards / "hfp_tiny_scorer.md").unlink()
+    with pytest.raises(HFPersonaError, match="no model card template for model_type 'hfp_tiny_scorer'"):
+        hub.build_card(tiny_dir, "a/b")
+    with pytest.raises(HFPersonaError, match="not found"):
+        hub.build_card(tiny_dir, "a/b", card_template="no-such-card")
+
+
+def test_bad_metrics_files(tmp_path):
+    (tmp_path / "list.json").write_text("[1, 2]")
+    with pytest.raises(HFPersonaError, match="expected a JSON object"):
+        hub.load_metrics(tmp_path / "list.json")
+    (tmp_path / "words.json").write_text('{"a": "b"}')
+    with pytest.raises(HFPersonaError, match="no numeric metric"):
+        hub.load_metrics(tmp_path / "words.json")
+    with pytest.raises(HFPersonaError, match="does not exist"):
+        hub.load_metrics(tmp_path / "missing.json")
+
+
+def test_every_shipped_card_template_renders():
+    """Every template in model_cards/ is a valid str.format template with only the three fields."""
+    for path in sorted(hub.MODEL_CARDS_DIR.glob("*.md")):
+        card = hub.render_card(path, repo_id="org/name", base_model="base/model", metrics={"m": 1.5})
+        assert "| m | 1.5 |" in card, f"{path.name} does not place {{metrics_table}}"
+        assert card.startswith("---\n"), f"{path.name} has no YAML front matter"
+
+
+# ------------------------------------------------------------------ push against the fake Hub
+
+def test_push_uploads_exactly_the_model_files_and_card(online, tiny_dir, card_path, tmp_path):
+    metrics = tmp_path / "eval.json"
+    metrics.write_text(json.dumps({"hits@1": 0.5}))
+    repo_id = _repo_id()
+    result = hub.push(tiny_dir, repo_id, private=True, card_template=card_path, metrics_json=metrics)
+    repo = online.repos[repo_id]
+    assert sorted(repo["files"]) == EXPECTED_FILES == result.files
+    assert repo["visibility"] == "private"
+    assert len(repo["commits"]) == 1
+    for name in EXPECTED_FILES:
+        if name != "README.md":
+            assert repo["files"][name] == (tiny_dir / name).read_bytes(), name
+    card = repo["files"]["README.md"].decode()
+    assert card == hub.build_card(tiny_dir, repo_id, card_template=card_path, metrics_json=metrics)
+    assert "| hits@1 | 0.5 |" in card and f"# {repo_id}" in card
+    assert online.validated_yaml == [card]
+    assert result.commit_url.startswith(f"{online.endpoint}/{repo_id}/commit/")
+    # pushing again to the existing repo (409 on create) adds a second commit
+    hub.push(tiny_dir, repo_id, card_template=card_path)
+    assert len(repo["commits"]) == 2
+
+
+def test_push_errors_are_one_line(online, tiny_dir, card_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(Path(constants.HF_HOME) / "no-token-here"))
+    monkeypatch.delenv("HF_TOKEN")
+    monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
+    with pytest.raises(HFPersonaError, match="no Hugging Face token found") as exc:
+        hub.push(tiny_dir, "org/x", card_template=card_path)
+    assert "\n" not in str(exc.value)
+    with pytest.raises(HFPersonaError, match=r"rejected the token \(401\)") as exc:
+        hub.push(tiny_dir, "org/x", token="hf_wrong", card_template=card_path)
+    assert "\n" not in str(exc.value)
+    with pytest.raises(HFPersonaError, match="repo id must look like ORG/NAME"):
+        hub.push(tiny_dir, "no-slash", token=online.token, card_template=card_path)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(HFPersonaError, match=r"offline mode is on \(HF_HUB_OFFLINE=1\)"):
+        hub.push(tiny_dir, "org/x", token=online.token, card_template=card_path)
+    assert online.repos == {}
+
+
+def test_push_without_network_says_so(tiny_dir, card_path, monkeypatch):
+    import socket
+
+    from huggingface_hub import constants
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{port}")
+    with pytest.raises(HFPersonaError, match="cannot be reached") as exc:
+        hub.push(tiny_dir, "org/x", token="hf_any", card_template=card_path)
+    assert "\n" not in str(exc.value)
+
+
+# ------------------------------------------------------------------ pull from the offline cache
+
+def test_pull_by_id_from_the_hub_cache_offline(tiny_dir, hub_cache, offline, tmp_path):
+    from transformers import AutoModel
+
+    files = {p.name: p.read_bytes() for p in tiny_dir.iterdir() if p.is_file()}
+    snapshot = write_hub_cache(hub_cache, "tester/tiny-cached", files)
+    assert (hub_cache / "models--tester--tiny-cached" / "refs" / "main").read_text() == snapshot.name
+    expected = _scores(AutoModel.from_pretrained(str(tiny_dir), trust_remote_code=True))
+    model = hub.pull("tester/tiny-cached", trust_remote_code=True)
+    assert type(model).__name__ == "TinyScorerModel"
+    torch.testing.assert_close(_scores(model), expected, rtol=0, atol=0)
+    out = tmp_path / "copy"
+    model = hub.pull("tester/tiny-cached", out_dir=out, trust_remote_code=True)
+    assert sorted(p.name for p in out.iterdir()) == sorted(files)
+    assert not any(p.is_symlink() for p in out.iterdir())
+    torch.testing.assert_close(_scores(model), expected, rtol=0, atol=0)
+
+
+def test_pull_errors(tiny_dir, hub_cache, offline):
+    with pytest.raises(HFPersonaError, match="offline mode is on .* not in the local cache"):
+        hub.pull("tester/never-downloaded")
+    files = {p.name: p.read_bytes() for p in tiny_dir.iterdir() if p.is_file() and p.suffix != ".safetensors"}
+    files["pytorch_model.bin"] = b"pickle bytes"
+    write_hub_cache(hub_cache, "tester/pickle-only", files)
+    with pytest.raises(HFPersonaError, match="no safetensors weights"):
+        hub.pull("tester/pickle-only", trust_remote_code=True)
+    good = {p.name: p.read_bytes() for p in tiny_dir.iterdir() if p.is_file()}
+    write_hub_cache(hub_cache, "tester/needs-trust", good)
+    with pytest.raises(HFPersonaError, match="trust_remote_code=True"):
+        hub.pull("tester/needs-trust")
+
+
+# ------------------------------------------------------------------ push -> pull round trip
+
+def test_push_then_pull_round_trip(online, tiny_dir, card_path, hub_cache, monkeypatch):
+    from huggingface_hub import constants
+    from transformers import AutoModel
+
+    repo_id = _repo_id()
+    hub.push(tiny_dir, repo_id, card_template=card_path)
+    write_hub_cache(hub_cache, repo_id, online.repos[repo_id]["files"])
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    n_requests = len(online.requests)
+    model = hub.pull(repo_id, trust_remote_code=True)
+    assert len(online.requests) == n_requests  # loaded from the cache, not the server
+    expected = _scores(AutoModel.from_pretrained(str(tiny_dir), trust_remote_code=True))
+    torch.testing.assert_close(_scores(model), expected, rtol=0, atol=0)
+
+
+# ------------------------------------------------------------------ the CLI, configured through HF_ENDPOINT
+
+def test_cli_push_through_hf_endpoint_and_exit_codes(tiny_dir, card_path, tmp_path):
+    repo_id = _repo_id()
+    with FakeHub() as fake:
+        env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+        env.update(HF_ENDPOINT=fake.endpoint, HF_TOKEN=fake.token, HF_HOME=str(tmp_path / "home"),
+                   HF_PERSONA_LOAD_PLUGINS="")
+        cmd = [sys.executable, "-c", "from hf_persona.cli import main; main()"]
+        done = subprocess.run(cmd + ["push", str(tiny_dir), "--repo-id", repo_id, "--card", str(card_path)],
+                              env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert f"pushed {len(EXPECTED_FILES)} files" in done.stdout
+        assert sorted(fake.repos[repo_id]["files"]) == EXPECTED_FILES
+        env.pop("HF_TOKEN")
+        done = subprocess.run(cmd + ["push", str(tiny_dir), "--repo-id", repo_id, "--card", str(card_path)],
+                              env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2
+        assert done.stderr.strip().splitlines()[-1].startswith("error: cannot push to")
+        assert "no Hugging Face token found" in done.stderr
