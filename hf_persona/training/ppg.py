@@ -1,0 +1,644 @@
+"""PPG recipes: generators (PPG / DRG) with TRL's SFTTrainer, the critic, scoring and evaluation.
+
+Paper: Lu et al. (2022), "Partner Personas Generation for Dialogue Response Generation". No
+public code exists; every choice not fixed by the paper is written down here and in the README
+(section "Partner persona generation").
+
+* Generators are causal LMs. ``"minilm"`` (offline) becomes ``BertLMHeadModel`` with
+  ``is_decoder=True`` warm-started from the packaged all-MiniLM-L6-v2 encoder (its MLM
+  prediction-head transform is not in that checkpoint and starts random; the output matrix
+  is tied to the word embeddings). Any other name goes through ``AutoModelForCausalLM``
+  (``microsoft/DialoGPT-small`` is the paper's model). Saved generators are plain
+  transformers checkpoints: ``AutoModelForCausalLM.from_pretrained(dir)`` loads them.
+* Supervised training: ``trl.SFTTrainer`` on pre-tokenized examples (``input_ids`` +
+  ``completion_mask`` from :mod:`hf_persona.training.ppg_data`) with completion-only loss.
+* The critic: ``AutoModelForSequenceClassification`` (2 labels) on (persona, response)
+  pairs, trained with ``transformers.Trainer`` for 1 epoch by default.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+from ..errors import HFPersonaError
+from . import ppg_data as D
+
+META_FILE = "ppg_meta.json"
+DEFAULT_MAX_PROMPT_TOKENS = 192
+DEFAULT_MAX_COMPLETION_TOKENS = {D.PPG: 48, D.DRG: 32}
+
+
+# ----------------------------------------------------------------------------------------------
+# small helpers
+# ----------------------------------------------------------------------------------------------
+def _log():
+    from ..utils import get_logger
+
+    return get_logger("hf_persona.ppg")
+
+
+def _atomic_json(path, obj):
+    from ..utils import atomic_write_json
+
+    atomic_write_json(path, obj)
+
+
+def _torch_threads():
+    import torch
+
+    n = os.environ.get("OMP_NUM_THREADS")
+    if n and n.isdigit():
+        torch.set_num_threads(int(n))
+
+
+def _check_task(task):
+    if task not in (D.PPG, D.DRG):
+        raise HFPersonaError(f"task must be 'ppg' or 'drg', got {task!r}")
+
+
+def make_time_budget_callback(minutes: float | None):
+    """A ``TrainerCallback`` that stops training (after saving a checkpoint) once ``minutes`` have passed."""
+    from transformers import TrainerCallback
+
+    class TimeBudgetCallback(TrainerCallback):
+        def __init__(self, limit_s):
+            self.limit_s = limit_s
+            self.start = None
+            self.stopped_early = False
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.start = time.monotonic()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.limit_s is not None and time.monotonic() - self.start >= self.limit_s:
+                control.should_training_stop = True
+                control.should_save = True
+                self.stopped_early = True
+            return control
+
+    return TimeBudgetCallback(None if minutes is None else float(minutes) * 60.0)
+
+
+# ----------------------------------------------------------------------------------------------
+# generators
+# ----------------------------------------------------------------------------------------------
+def load_generator(name_or_path="minilm", tokenizer=None):
+    """``(model, tokenizer)`` for a PPG/DRG generator.
+
+    A BERT checkpoint that is not yet a decoder (the offline MiniLM encoder,
+    ``bert-base-uncased``) is loaded as ``BertLMHeadModel(is_decoder=True)``; anything else
+    (DialoGPT, a saved generator) with ``AutoModelForCausalLM``. The tokenizer gets an EOS
+    (``[SEP]`` for BERT vocabularies) and a pad token, and the model's generation config uses them.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from ..backbones import resolve
+
+    path = resolve(name_or_path)
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except OSError as exc:
+        raise HFPersonaError(f"cannot load a generator from {name_or_path!r}: {exc}") from exc
+    tok = tokenizer if tokenizer is not None else AutoTokenizer.from_pretrained(path)
+    D.prepare_tokenizer(tok)
+    if config.model_type == "bert":
+        from transformers import BertLMHeadModel
+
+        config.is_decoder = True
+        config.add_cross_attention = False
+        model = BertLMHeadModel.from_pretrained(path, config=config)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(path)
+    model.config.pad_token_id = tok.pad_token_id
+    model.config.eos_token_id = tok.eos_token_id
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.generation_config.eos_token_id = tok.eos_token_id
+    model.generation_config.bos_token_id = None
+    return model, tok
+
+
+def read_meta(path) -> dict:
+    f = Path(path) / META_FILE
+    return json.loads(f.read_text()) if f.is_file() else {}
+
+
+def task_examples(task, turns, tokenizer, max_prompt_tokens=DEFAULT_MAX_PROMPT_TOKENS, partner_persona="gold"):
+    """Prompt/completion dicts for ``task`` from turns, each prompt fitted to ``max_prompt_tokens``.
+
+    ``partner_persona`` (DRG only): ``"gold"`` (all gold sentences), ``"bm25"`` (BM25 top-3
+    gold), or a list with one persona list per turn (e.g. PPG-generated personas).
+    Turns whose prompt cannot fit even without context are dropped (count logged).
+    """
+    _check_task(task)
+    out, dropped = [], 0
+    for i, turn in enumerate(turns):
+        if task == D.PPG:
+            builder = D.ppg_example
+        else:
+            if isinstance(partner_persona, (list, tuple)):
+                pp = partner_persona[i]
+            elif partner_persona == "gold":
+                pp = None
+            elif partner_persona == "bm25":
+                pp = D.bm25_top_k(turn["partner_persona"], turn["context"], 3)
+            else:
+                raise HFPersonaError(f"partner_persona must be 'gold', 'bm25' or a list, got {partner_persona!r}")
+
+            def builder(t, pp=pp):
+                return D.drg_example(t, pp)
+
+        fitted = D.fit_turn(turn, tokenizer, builder, max_prompt_tokens)
+        if fitted is None:
+            dropped += 1
+            continue
+        ex = builder(fitted)
+        ex["n_context"] = turn["n_context"]
+        ex["self_persona"] = list(fitted["self_persona"])
+        ex["context"] = list(fitted["context"])
+        ex["context_speakers"] = list(fitted["context_speakers"])
+        ex["response"] = turn["response"]
+        ex["gold_partner_persona"] = list(turn["partner_persona"])
+        out.append(ex)
+    if dropped:
+        _log().warning("dropped %d of %d %s turns whose prompt exceeds %d tokens", dropped, len(turns), task,
+                       max_prompt_tokens)
+    return out
+
+
+def sft_dataset(examples, tokenizer, max_completion_tokens):
+    """A ``datasets.Dataset`` with ``input_ids`` and ``completion_mask`` (see ppg_data.encode_example)."""
+    from datasets import Dataset
+
+    rows = [D.encode_example(tokenizer, e["prompt"], e["completion"], max_completion_tokens) for e in examples]
+    if not rows:
+        raise HFPersonaError("no training examples: the data gave no turn with enough context")
+    return Dataset.from_list(rows)
+
+
+def lora_config(target_modules=None, r=8, alpha=16, dropout=0.05, task_type="CAUSAL_LM"):
+    """A PEFT ``LoraConfig`` with explicit target modules (BERT: query/key/value; GPT-2: c_attn)."""
+    from peft import LoraConfig
+
+    if not target_modules:
+        raise HFPersonaError("LoRA needs explicit target_modules, e.g. query,value (BERT) or c_attn (GPT-2)")
+    return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(target_modules),
+                      task_type=task_type)
+
+
+def train_generator(
+    task,
+    train_rows,
+    output_dir,
+    base="minilm",
+    *,
+    partner_persona="gold",
+    epochs=2.0,
+    max_steps=-1,
+    budget_minutes=None,
+    learning_rate=1e-4,
+    batch_size=8,
+    max_prompt_tokens=DEFAULT_MAX_PROMPT_TOKENS,
+    max_completion_tokens=None,
+    max_context=None,
+    lora_target_modules=None,
+    seed=0,
+    save_steps=200,
+    resume=True,
+    logging_steps=20,
+):
+    """Supervised PPG (``task="ppg"``) or DRG (``task="drg"``) training with ``trl.SFTTrainer``.
+
+    Saves the final generator + tokenizer + ``ppg_meta.json`` in ``output_dir``; checkpoints
+    go to ``output_dir/checkpoints`` and a killed run resumes from the newest complete one.
+    Returns a dict with the step count, final loss and seconds.
+    """
+    from trl import SFTConfig, SFTTrainer
+
+    from ..utils import set_seed
+    from .common import last_checkpoint
+
+    _check_task(task)
+    _torch_threads()
+    set_seed(seed)
+    max_completion_tokens = max_completion_tokens or DEFAULT_MAX_COMPLETION_TOKENS[task]
+    model, tok = load_generator(base)
+    turns = D.build_turns(train_rows, min_context=1, max_context=max_context)
+    examples = task_examples(task, turns, tok, max_prompt_tokens, partner_persona)
+    ds = sft_dataset(examples, tok, max_completion_tokens)
+    out = Path(output_dir)
+    ckpt_dir = out / "checkpoints"
+    args = SFTConfig(
+        output_dir=str(ckpt_dir),
+        num_train_epochs=epochs,
+        max_steps=max_steps,
+        learning_rate=learning_rate,
+        per_device_train_batch_size=batch_size,
+        completion_only_loss=True,
+        max_length=max_prompt_tokens + max_completion_tokens + 2,
+        logging_steps=logging_steps,
+        save_strategy="steps",
+        save_steps=save_steps,
+        save_total_limit=2,
+        report_to=[],
+        seed=seed,
+        use_cpu=True if not _cuda() else False,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+    )
+    peft_config = lora_config(lora_target_modules) if lora_target_modules else None
+    budget = make_time_budget_callback(budget_minutes)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok, peft_config=peft_config,
+                         callbacks=[budget])
+    resume_from = last_checkpoint(ckpt_dir) if resume else None
+    t0 = time.monotonic()
+    result = trainer.train(resume_from_checkpoint=resume_from)
+    seconds = time.monotonic() - t0
+    final = trainer.model
+    if peft_config is not None:
+        final = final.merge_and_unload()
+    final.save_pretrained(out)
+    tok.save_pretrained(out)
+    meta = {
+        "task": task,
+        "base": str(base),
+        "format": "hf_persona.ppg/v1",
+        "partner_persona": partner_persona if isinstance(partner_persona, str) else "given",
+        "max_prompt_tokens": max_prompt_tokens,
+        "max_completion_tokens": max_completion_tokens,
+        "max_context": max_context,
+        "train_examples": len(ds),
+        "steps": trainer.state.global_step,
+        "train_loss": float(result.training_loss),
+        "seconds": seconds,
+        "budget_minutes": budget_minutes,
+        "stopped_by_budget": budget.stopped_early,
+        "lora": list(lora_target_modules) if lora_target_modules else None,
+        "learning_rate": learning_rate,
+        "batch_size": batch_size,
+    }
+    _atomic_json(out / META_FILE, meta)
+    return meta
+
+
+def _cuda():
+    import torch
+
+    return torch.cuda.is_available()
+
+
+# ----------------------------------------------------------------------------------------------
+# generation and likelihood
+# ----------------------------------------------------------------------------------------------
+def _device(model):
+    return next(model.parameters()).device
+
+
+def _left_pad(ids_list, pad_id):
+    import torch
+
+    n = max(len(x) for x in ids_list)
+    ids = torch.full((len(ids_list), n), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(ids_list), n), dtype=torch.long)
+    for i, x in enumerate(ids_list):
+        ids[i, n - len(x):] = torch.tensor(x, dtype=torch.long)
+        mask[i, n - len(x):] = 1
+    return ids, mask
+
+
+def position_ids_from_mask(mask):
+    """Positions counted over real tokens only (0 at the first real token; pads get 0).
+
+    Generation already does this for left-padded prompts; using the same positions when
+    scoring keeps absolute-position models (BERT, GPT-2) consistent between the two.
+    """
+    pos = mask.long().cumsum(-1) - 1
+    return pos.clamp(min=0).masked_fill(mask == 0, 0)
+
+
+def generate(model, tokenizer, prompts, max_new_tokens=32, batch_size=16, do_sample=False, temperature=1.0,
+             top_p=1.0, no_repeat_ngram_size=3):
+    """Completions (decoded, stripped) for text prompts in the shared input format."""
+    import torch
+
+    if isinstance(prompts, str):
+        raise TypeError("prompts must be a list of strings")
+    model.eval()
+    dev = _device(model)
+    outs = []
+    for start in range(0, len(prompts), batch_size):
+        chunk = [D.encode_prompt(tokenizer, p) for p in prompts[start:start + batch_size]]
+        ids, mask = _left_pad(chunk, tokenizer.pad_token_id)
+        with torch.no_grad():
+            gen = model.generate(
+                input_ids=ids.to(dev), attention_mask=mask.to(dev), max_new_tokens=max_new_tokens,
+                do_sample=do_sample, temperature=temperature if do_sample else None,
+                top_p=top_p if do_sample else None, top_k=0 if do_sample else None,
+                eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                no_repeat_ngram_size=no_repeat_ngram_size or None,
+            )
+        new = gen[:, ids.shape[1]:]
+        outs.extend(t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True))
+    return outs
+
+
+def completion_nll(model, tokenizer, prompts, completions, max_completion_tokens=32, batch_size=16):
+    """Summed negative log-likelihood and token count of ``completions`` (+ EOS) given ``prompts``."""
+    import torch
+
+    if len(prompts) != len(completions):
+        raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
+    model.eval()
+    dev = _device(model)
+    total, count = 0.0, 0
+    for start in range(0, len(prompts), batch_size):
+        encs = [D.encode_example(tokenizer, p, c, max_completion_tokens)
+                for p, c in zip(prompts[start:start + batch_size], completions[start:start + batch_size])]
+        n = max(len(e["input_ids"]) for e in encs)
+        ids = torch.full((len(encs), n), tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(encs), n), dtype=torch.long)
+        labels = torch.full((len(encs), n), -100, dtype=torch.long)
+        for i, e in enumerate(encs):
+            L = len(e["input_ids"])
+            ids[i, :L] = torch.tensor(e["input_ids"])
+            mask[i, :L] = 1
+            cm = torch.tensor(e["completion_mask"], dtype=torch.bool)
+            labels[i, :L] = torch.where(cm, torch.tensor(e["input_ids"]), torch.tensor(-100))
+        with torch.no_grad():
+            logits = model(input_ids=ids.to(dev), attention_mask=mask.to(dev)).logits.float()
+        logp = torch.log_softmax(logits[:, :-1], -1)
+        tgt = labels[:, 1:].to(dev)
+        keep = tgt != -100
+        tok_lp = logp.gather(-1, tgt.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        total += float(-(tok_lp * keep).sum())
+        count += int(keep.sum())
+    return total, count
+
+
+# ----------------------------------------------------------------------------------------------
+# critic
+# ----------------------------------------------------------------------------------------------
+def _persona_text(p):
+    if isinstance(p, str):
+        return p
+    if isinstance(p, (list, tuple)) and all(isinstance(x, str) for x in p):
+        return " ".join(p)
+    raise TypeError(f"a persona must be a string or a list of strings, got {type(p).__name__}")
+
+
+class CriticScorer:
+    """A frozen critic: positive-class probability of (persona, response) pairs, batched.
+
+    ``path`` is a folder saved by :func:`train_critic` (any 2-label sequence classifier works).
+    """
+
+    def __init__(self, path, batch_size=64, max_length=128, device=None):
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        if batch_size < 1:
+            raise HFPersonaError(f"critic batch_size must be >= 1, got {batch_size}")
+        p = Path(str(path))
+        if not (p / "config.json").is_file():
+            raise HFPersonaError(f"critic folder {str(path)!r} has no config.json; train one with "
+                                 "'hf-persona train critic' or pass a saved 2-label classifier")
+        self.tokenizer = AutoTokenizer.from_pretrained(p)
+        self.model = AutoModelForSequenceClassification.from_pretrained(p)
+        if self.model.config.num_labels != 2:
+            raise HFPersonaError(f"the critic must have 2 labels, {path} has {self.model.config.num_labels}")
+        self.model.eval().requires_grad_(False)
+        if device is not None:
+            self.model.to(device)
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self._torch = torch
+        self.calls = 0
+
+    def probs(self, personas, responses):
+        """P(label = 1 | persona, response) for each pair."""
+        torch = self._torch
+        if len(personas) != len(responses):
+            raise ValueError(f"{len(personas)} personas but {len(responses)} responses")
+        personas = [_persona_text(p) for p in personas]
+        for r in responses:
+            if not isinstance(r, str):
+                raise TypeError(f"responses must be strings, got {type(r).__name__}")
+        out = []
+        dev = _device(self.model)
+        for start in range(0, len(personas), self.batch_size):
+            self.calls += 1
+            enc = self.tokenizer(personas[start:start + self.batch_size], responses[start:start + self.batch_size],
+                                 truncation=True, max_length=self.max_length, padding=True, return_tensors="pt")
+            with torch.no_grad():
+                logits = self.model(**{k: v.to(dev) for k, v in enc.items()}).logits.float()
+            out.extend(torch.softmax(logits, -1)[:, 1].tolist())
+        return out
+
+    def rewards(self, personas, responses, mode="label"):
+        """+1/-1 from the predicted label (``mode="label"``, the paper) or the probability (``"prob"``)."""
+        if mode not in ("label", "prob"):
+            raise HFPersonaError(f"critic reward mode must be 'label' or 'prob', got {mode!r}")
+        probs = self.probs(personas, responses)
+        if mode == "prob":
+            return probs
+        return [1.0 if p > 0.5 else -1.0 for p in probs]
+
+
+def train_critic(
+    train_rows,
+    output_dir,
+    base="minilm",
+    dev_rows=None,
+    *,
+    epochs=1.0,
+    max_steps=-1,
+    budget_minutes=None,
+    learning_rate=2e-5,
+    batch_size=32,
+    max_length=128,
+    seed=0,
+    resume=True,
+    save_steps=200,
+    max_dev_pairs=2000,
+):
+    """Train the critic on (s, r) positives and swapped negatives (section 3.3); report dev accuracy."""
+    import torch
+    from datasets import Dataset
+    from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
+                              TrainingArguments)
+
+    from ..backbones import resolve
+    from ..utils import set_seed
+    from .common import last_checkpoint
+
+    _torch_threads()
+    set_seed(seed)
+    path = resolve(base)
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
+    pairs = D.critic_examples(train_rows)
+    if not pairs:
+        raise HFPersonaError("no critic examples: the training dialogues have no utterances")
+
+    def enc(batch):
+        e = tok(batch["persona"], batch["response"], truncation=True, max_length=max_length)
+        e["labels"] = batch["label"]
+        return e
+
+    ds = Dataset.from_list(pairs).shuffle(seed=seed)
+    ds = ds.map(enc, batched=True, remove_columns=["persona", "response", "label"])
+    out = Path(output_dir)
+    ckpt = out / "checkpoints"
+    args = TrainingArguments(
+        output_dir=str(ckpt), num_train_epochs=epochs, max_steps=max_steps, learning_rate=learning_rate,
+        per_device_train_batch_size=batch_size, logging_steps=20, save_strategy="steps", save_steps=save_steps,
+        save_total_limit=2, report_to=[], seed=seed, use_cpu=not _cuda(), disable_tqdm=True,
+    )
+    budget = make_time_budget_callback(budget_minutes)
+    trainer = Trainer(model=model, args=args, train_dataset=ds, data_collator=DataCollatorWithPadding(tok),
+                      callbacks=[budget])
+    t0 = time.monotonic()
+    result = trainer.train(resume_from_checkpoint=last_checkpoint(ckpt) if resume else None)
+    seconds = time.monotonic() - t0
+    trainer.model.save_pretrained(out)
+    tok.save_pretrained(out)
+    meta = {"task": "critic", "base": str(base), "train_pairs": len(pairs), "steps": trainer.state.global_step,
+            "train_loss": float(result.training_loss), "seconds": seconds, "budget_minutes": budget_minutes,
+            "stopped_by_budget": budget.stopped_early, "learning_rate": learning_rate}
+    if dev_rows is not None:
+        dev_pairs = D.critic_examples(dev_rows)[:max_dev_pairs]
+        meta["dev_accuracy"] = critic_accuracy(out, dev_pairs)
+        meta["dev_pairs"] = len(dev_pairs)
+    del torch
+    _atomic_json(out / META_FILE, meta)
+    return meta
+
+
+def critic_accuracy(critic, pairs) -> float:
+    """Fraction of (persona, response, label) pairs the critic labels correctly (threshold 0.5)."""
+    scorer = critic if isinstance(critic, CriticScorer) else CriticScorer(critic)
+    if not pairs:
+        raise HFPersonaError("critic accuracy needs at least one pair")
+    probs = scorer.probs([p["persona"] for p in pairs], [p["response"] for p in pairs])
+    return sum(int((pr > 0.5) == bool(p["label"])) for pr, p in zip(probs, pairs)) / len(pairs)
+
+
+# ----------------------------------------------------------------------------------------------
+# the pipeline and its evaluation
+# ----------------------------------------------------------------------------------------------
+def generate_personas(ppg_model, ppg_tok, turns, max_prompt_tokens=DEFAULT_MAX_PROMPT_TOKENS,
+                      max_new_tokens=None, batch_size=16, do_sample=False):
+    """Generated partner personas (one list of sentences per turn) from a PPG model."""
+    max_new_tokens = max_new_tokens or DEFAULT_MAX_COMPLETION_TOKENS[D.PPG]
+    ex = task_examples(D.PPG, turns, ppg_tok, max_prompt_tokens)
+    if len(ex) != len(turns):
+        raise HFPersonaError("some turns do not fit the PPG prompt length; raise max_prompt_tokens")
+    texts = generate(ppg_model, ppg_tok, [e["prompt"] for e in ex], max_new_tokens, batch_size, do_sample)
+    return texts, [D.split_persona(t) or [t] for t in texts]
+
+
+def evaluate(
+    ppg_path,
+    drg_path,
+    critic_path,
+    dev_rows,
+    *,
+    max_examples=200,
+    max_prompt_tokens=DEFAULT_MAX_PROMPT_TOKENS,
+    cold_start=(1, 2, 3),
+    cold_start_examples=100,
+    bm25_drg_path=None,
+    seed=0,
+    batch_size=16,
+    reward_mode="label",
+):
+    """Metrics of the PPG -> DRG pipeline on dev dialogues (flat dict, metric -> number).
+
+    * ``drg.ppl/bleu/rouge_l``: the DRG conditioned on PPG-generated personas (the framework at
+      inference), PPL of the gold response, BLEU/ROUGE-L of greedy responses.
+    * ``drg.gold.ppl``: the same DRG with all gold partner-persona sentences.
+    * ``drg.bm25_gold.ppl/bleu/rouge_l``: the BM25 top-3 gold baseline (``bm25_drg_path`` when
+      given — a DRG trained on BM25 top-3 gold — else this DRG).
+    * ``ppg.ppl/bleu/rouge_l/distinct1/distinct2``: PPG against the gold partner persona;
+      ``gold.distinct1/2`` of the gold personas for reference.
+    * ``drg.reward``: mean critic reward of (generated persona, greedy response).
+    * ``cold_start.nN.ppl``: DRG PPL on turns with exactly N earlier utterances.
+    """
+    import random
+
+    from ..evaluation import bleu, distinct_n, perplexity, rouge_l
+
+    _torch_threads()
+    turns = D.build_turns(dev_rows, min_context=1)
+    rng = random.Random(seed)
+    sample = rng.sample(turns, min(max_examples, len(turns))) if max_examples else turns
+    ppg_model, ppg_tok = load_generator(ppg_path)
+    drg_model, drg_tok = load_generator(drg_path)
+    ppg_max = read_meta(ppg_path).get("max_completion_tokens", DEFAULT_MAX_COMPLETION_TOKENS[D.PPG])
+    drg_max = read_meta(drg_path).get("max_completion_tokens", DEFAULT_MAX_COMPLETION_TOKENS[D.DRG])
+    m = {"n_examples": len(sample)}
+
+    # PPG
+    ppg_ex = task_examples(D.PPG, sample, ppg_tok, max_prompt_tokens)
+    nll, n = completion_nll(ppg_model, ppg_tok, [e["prompt"] for e in ppg_ex], [e["completion"] for e in ppg_ex],
+                            ppg_max, batch_size)
+    m["ppg.ppl"] = perplexity(nll, n)
+    texts = generate(ppg_model, ppg_tok, [e["prompt"] for e in ppg_ex], ppg_max, batch_size)
+    gold_p = [" ".join(t["partner_persona"]) for t in sample]
+    m["ppg.bleu"] = bleu(texts, gold_p)
+    m["ppg.rouge_l"] = rouge_l(texts, gold_p)
+    m["ppg.distinct1"] = distinct_n(texts, 1)
+    m["ppg.distinct2"] = distinct_n(texts, 2)
+    m["gold.distinct1"] = distinct_n(gold_p, 1)
+    m["gold.distinct2"] = distinct_n(gold_p, 2)
+    gen_p = [D.split_persona(t) or [t] for t in texts]
+
+    def drg_metrics(prefix, model, tok, personas, with_generation=True):
+        ex = task_examples(D.DRG, sample, tok, max_prompt_tokens, personas)
+        if len(ex) != len(sample):
+            raise HFPersonaError("some dev turns do not fit the DRG prompt length; raise max_prompt_tokens")
+        nll, n = completion_nll(model, tok, [e["prompt"] for e in ex], [e["completion"] for e in ex], drg_max,
+                                batch_size)
+        m[f"{prefix}.ppl"] = perplexity(nll, n)
+        if with_generation:
+            hyps = generate(model, tok, [e["prompt"] for e in ex], drg_max, batch_size)
+            refs = [t["response"] for t in sample]
+            m[f"{prefix}.bleu"] = bleu(hyps, refs)
+            m[f"{prefix}.rouge_l"] = rouge_l(hyps, refs)
+            return hyps
+        return None
+
+    hyps = drg_metrics("drg", drg_model, drg_tok, gen_p)
+    drg_metrics("drg.gold", drg_model, drg_tok, "gold", with_generation=False)
+    if bm25_drg_path:
+        bm_model, bm_tok = load_generator(bm25_drg_path)
+        drg_metrics("drg.bm25_gold", bm_model, bm_tok, "bm25")
+        del bm_model
+    else:
+        drg_metrics("drg.bm25_gold", drg_model, drg_tok, "bm25")
+    if critic_path:
+        critic = CriticScorer(critic_path)
+        rewards = critic.rewards(gen_p, hyps, mode=reward_mode)
+        m["drg.reward"] = sum(rewards) / len(rewards)
+
+    # cold start: turns with exactly N earlier utterances
+    for nctx in cold_start or ():
+        sub = [t for t in turns if t["n_context"] == nctx]
+        sub = rng.sample(sub, min(cold_start_examples, len(sub)))
+        if not sub:
+            continue
+        _, personas = generate_personas(ppg_model, ppg_tok, sub, max_prompt_tokens, ppg_max, batch_size)
+        ex = task_examples(D.DRG, sub, drg_tok, max_prompt_tokens, personas)
+        nll, n = completion_nll(drg_model, drg_tok, [e["prompt"] for e in ex], [e["completion"] for e in ex],
+                                drg_max, batch_size)
+        m[f"cold_start.n{nctx}.ppl"] = perplexity(nll, n)
+        ex = task_examples(D.DRG, sub, drg_tok, max_prompt_tokens, "bm25")
+        nll, n = completion_nll(drg_model, drg_tok, [e["prompt"] for e in ex], [e["completion"] for e in ex],
+                                drg_max, batch_size)
+        m[f"cold_start.n{nctx}.bm25_gold.ppl"] = perplexity(nll, n)
+        m[f"cold_start.n{nctx}.n_examples"] = len(sub)
+    return {k: (float(v) if isinstance(v, float) else v) for k, v in m.items() if not
+            (isinstance(v, float) and math.isnan(v))}

@@ -1,0 +1,408 @@
+"""PPG reinforcement learning with TRL's ``RLOOTrainer``: critic rewards, alternation, resume.
+
+What the paper does (section 3.3): sample p̂ from PPG and r̂ from DRG, ask the frozen critic
+about (p̂, r̂), turn its label into R = +1/-1 and apply plain REINFORCE,
+Δθ = -R ∇ log P, to both generators. What this module does instead:
+
+* ``trl.RLOOTrainer`` with ``num_generations >= 2`` samples per prompt; each sample's
+  advantage is its reward minus the mean reward of the other samples of the same prompt
+  (leave-one-out baseline). With ±1 rewards this is REINFORCE with a variance-reducing
+  baseline; the expected gradient direction is the paper's.
+* PPG phase: the completion is p̂; the reward (:class:`PPGCriticReward`) builds the DRG
+  prompt from (s, p̂, c), lets the current (frozen during the phase) DRG answer greedily and
+  asks the critic about (p̂, r̂).
+* DRG phase: prompts are built with personas generated (greedily) by the current PPG; the
+  completion is r̂; the reward (:class:`CriticReward`) asks the critic about (p̂, r̂).
+* Schedule: ``rounds`` x (PPG phase of ``steps_per_phase`` steps, then DRG phase of
+  ``steps_per_phase`` steps). Alternating keeps each phase's reward stationary (the other
+  generator is fixed while one learns), which a simultaneous update would not.
+* Resume: ``rl_state.json`` records finished phases; an interrupted phase resumes from its
+  newest complete checkpoint (``hf_persona.training.common.last_checkpoint``).
+
+The one adaptation of ``RLOOTrainer`` (:class:`PPGRLOOTrainer`): TRL computes the
+per-token log-probabilities with a "fused LM head" that multiplies the backbone's last hidden
+state directly by ``get_output_embeddings().weight``. For ``BertLMHeadModel`` that skips the
+MLM prediction-head transform (dense + GELU + LayerNorm) between the encoder and the output
+matrix, so the log-probs of the policy being trained are not those of the policy that sampled
+(:func:`fused_head_mismatch` measures the gap). In addition TRL scores sequences without
+``position_ids``, while ``generate`` counts positions over real tokens; with left-padded
+prompts that shifts the absolute position embeddings of BERT and GPT-2. The subclass
+overrides ``_get_per_token_logps_and_entropies`` only: a plain forward with mask-derived
+``position_ids``, ``log_softmax(logits / temperature)`` gathered at the completion tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from ..errors import HFPersonaError
+from . import ppg as P
+from . import ppg_data as D
+
+STATE_FILE = "rl_state.json"
+
+
+# ----------------------------------------------------------------------------------------------
+# rewards
+# ----------------------------------------------------------------------------------------------
+class _Timed:
+    """Accumulates the wall time spent inside ``__call__`` (for the reward share of a step)."""
+
+    seconds = 0.0
+    calls = 0
+
+    def _timed(self, fn, *a, **k):
+        t0 = time.perf_counter()
+        try:
+            return fn(*a, **k)
+        finally:
+            self.seconds += time.perf_counter() - t0
+            self.calls += 1
+
+
+class CriticReward(_Timed):
+    """TRL reward ``f(prompts, completions, **columns)``: the critic on (persona column, completion).
+
+    ``mode="label"``: +1 when the critic predicts "relevant", else -1 (the paper);
+    ``mode="prob"``: the positive-class probability. ``persona_column`` names the dataset column
+    (one persona per completion: a list of sentences or a string).
+    """
+
+    __name__ = "critic"
+
+    def __init__(self, critic, mode="label", persona_column="partner_persona", batch_size=64):
+        if mode not in ("label", "prob"):
+            raise HFPersonaError(f"critic reward mode must be 'label' or 'prob', got {mode!r}")
+        self.critic = critic if isinstance(critic, P.CriticScorer) else P.CriticScorer(critic, batch_size=batch_size)
+        self.mode = mode
+        self.persona_column = persona_column
+
+    def __call__(self, prompts, completions, **columns):
+        if self.persona_column not in columns:
+            raise HFPersonaError(
+                f"the critic reward needs the column {self.persona_column!r} (the persona to judge the completion "
+                f"against); got columns {sorted(k for k in columns if k not in ('trainer_state', 'log_extra', 'log_metric'))}")
+        personas = columns[self.persona_column]
+        if len(personas) != len(completions):
+            raise HFPersonaError(f"{len(completions)} completions but {len(personas)} personas")
+        completions = [_completion_text(c) for c in completions]
+        return self._timed(self.critic.rewards, personas, completions, self.mode)
+
+
+def _completion_text(c):
+    if isinstance(c, str):
+        return c.strip()
+    if isinstance(c, list) and c and isinstance(c[-1], dict) and "content" in c[-1]:
+        return str(c[-1]["content"]).strip()
+    raise TypeError(f"a completion must be a string (or a conversational message list), got {type(c).__name__}")
+
+
+class PPGCriticReward(_Timed):
+    """Reward of a generated partner persona p̂: the DRG answers (s, p̂, c) greedily with r̂ and
+    the critic judges (p̂, r̂). Needs the columns ``self_persona``, ``context``, ``context_speakers``."""
+
+    __name__ = "ppg_critic"
+
+    def __init__(self, drg_model, drg_tokenizer, critic, mode="label", max_new_tokens=None,
+                 max_prompt_tokens=P.DEFAULT_MAX_PROMPT_TOKENS, batch_size=32):
+        self.drg_model, self.drg_tok = drg_model, drg_tokenizer
+        self.critic = critic if isinstance(critic, P.CriticScorer) else P.CriticScorer(critic)
+        if mode not in ("label", "prob"):
+            raise HFPersonaError(f"critic reward mode must be 'label' or 'prob', got {mode!r}")
+        self.mode = mode
+        self.max_new_tokens = max_new_tokens or P.DEFAULT_MAX_COMPLETION_TOKENS[D.DRG]
+        self.max_prompt_tokens = max_prompt_tokens
+        self.batch_size = batch_size
+        self.last_responses = []
+
+    def _score(self, completions, self_persona, context, context_speakers):
+        personas = [D.split_persona(_completion_text(c)) or [_completion_text(c) or "."] for c in completions]
+        turns = [{"self_persona": s, "partner_persona": p, "context": c, "context_speakers": cs, "response": ".",
+                  "n_context": len(c)}
+                 for s, p, c, cs in zip(self_persona, personas, context, context_speakers)]
+        ex = P.task_examples(D.DRG, turns, self.drg_tok, self.max_prompt_tokens, personas)
+        if len(ex) != len(turns):
+            raise HFPersonaError("a generated persona made the DRG prompt too long; raise max_prompt_tokens")
+        responses = P.generate(self.drg_model, self.drg_tok, [e["prompt"] for e in ex], self.max_new_tokens,
+                               self.batch_size)
+        self.last_responses = responses
+        return self.critic.rewards(personas, responses, self.mode)
+
+    def __call__(self, prompts, completions, **columns):
+        need = ("self_persona", "context", "context_speakers")
+        missing = [k for k in need if k not in columns]
+        if missing:
+            raise HFPersonaError(f"the PPG reward needs the columns {list(need)}; missing {missing}")
+        return self._timed(self._score, completions, columns["self_persona"], columns["context"],
+                           columns["context_speakers"])
+
+
+# ----------------------------------------------------------------------------------------------
+# the RLOO adaptation
+# ----------------------------------------------------------------------------------------------
+def fused_head_mismatch(model, input_ids) -> float:
+    """Largest |log p| gap between TRL's fused LM head and the model's own logits on ``input_ids``.
+
+    About 0 for GPT-2-style heads; large for ``BertLMHeadModel`` (the prediction-head transform
+    is skipped by the fused head). Works on a copy; ``model`` is not patched.
+    """
+    import copy
+
+    import torch
+    from trl.trainer.utils import add_fused_lm_head
+
+    m = copy.deepcopy(model).eval()
+    ref = copy.deepcopy(model).eval()
+    add_fused_lm_head(m)
+    with torch.no_grad():
+        fused = m(input_ids=input_ids, labels=input_ids.clone(), fused_lm_head=True).log_probs
+        logits = ref(input_ids=input_ids).logits[:, :-1].float()
+        plain = torch.log_softmax(logits, -1).gather(-1, input_ids[:, 1:, None])[..., 0]
+    return float((fused - plain).abs().max())
+
+
+def _make_trainer_class():
+    import torch
+    from trl import RLOOTrainer
+
+    class PPGRLOOTrainer(RLOOTrainer):
+        """``RLOOTrainer`` scoring with the model's own LM head and mask-derived positions."""
+
+        def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep,
+                                               batch_size=None, compute_entropy=False, compute_aux_loss=False,
+                                               **unused):
+            extra = {k: v for k, v in unused.items() if v is not None}
+            if extra:
+                raise HFPersonaError(f"PPG RL handles text-only causal LMs; unexpected inputs {sorted(extra)}")
+            batch_size = batch_size or input_ids.size(0)
+            logps, ents = [], []
+            for start in range(0, input_ids.size(0), batch_size):
+                ids = input_ids[start:start + batch_size]
+                mask = attention_mask[start:start + batch_size]
+                pos = P.position_ids_from_mask(mask)
+                with self.accelerator.autocast():
+                    logits = model(input_ids=ids, attention_mask=mask, position_ids=pos).logits
+                logits = logits[:, -logits_to_keep - 1:-1].float() / self.temperature
+                lp = torch.log_softmax(logits, -1)
+                logps.append(lp.gather(-1, ids[:, -logits_to_keep:].unsqueeze(-1)).squeeze(-1))
+                if compute_entropy:
+                    ents.append(-(lp.exp() * lp).sum(-1))
+            return torch.cat(logps), (torch.cat(ents) if compute_entropy else None), None
+
+    return PPGRLOOTrainer
+
+
+def make_rloo_trainer(model, tokenizer, reward, train_dataset, output_dir, *, max_steps, learning_rate=1e-5,
+                      batch_size=8, num_generations=2, max_completion_length=32, beta=0.0, temperature=1.0,
+                      top_p=0.9, save_steps=10, seed=0, lora_target_modules=None, callbacks=None):
+    """An ``RLOOTrainer`` (with the adaptation above) for one generator and one reward."""
+    from trl import RLOOConfig
+
+    if num_generations < 2:
+        raise HFPersonaError(f"RLOO needs at least 2 generations per prompt (leave-one-out baseline), got "
+                             f"{num_generations}")
+    if batch_size % num_generations:
+        raise HFPersonaError(f"batch_size ({batch_size}) must be a multiple of num_generations ({num_generations})")
+    args = RLOOConfig(
+        output_dir=str(output_dir), max_steps=max_steps, learning_rate=learning_rate,
+        per_device_train_batch_size=batch_size, num_generations=num_generations,
+        max_completion_length=max_completion_length, beta=beta, temperature=temperature, top_p=top_p,
+        logging_steps=1, save_strategy="steps", save_steps=save_steps, save_total_limit=2, report_to=[],
+        seed=seed, use_cpu=not P._cuda(), disable_tqdm=True, dataloader_num_workers=0,
+        remove_unused_columns=False,
+        # the sequence-level importance ratio exp(sum log p - sum log p_old) explodes when dropout makes the
+        # two passes differ; sampling and scoring must use the same (deterministic) policy
+        disable_dropout=True,
+    )
+    peft_config = P.lora_config(lora_target_modules) if lora_target_modules else None
+    cls = _make_trainer_class()
+    return cls(model=model, reward_funcs=reward, args=args, train_dataset=train_dataset, processing_class=tokenizer,
+               peft_config=peft_config, callbacks=callbacks)
+
+
+# ----------------------------------------------------------------------------------------------
+# the alternating schedule
+# ----------------------------------------------------------------------------------------------
+def _step_timer():
+    from transformers import TrainerCallback
+
+    class StepTimer(TrainerCallback):
+        def __init__(self):
+            self.seconds = 0.0
+            self.steps = 0
+            self._t = None
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            self._t = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self._t is not None:
+                self.seconds += time.perf_counter() - self._t
+                self.steps += 1
+                self._t = None
+
+    return StepTimer()
+
+
+def _load_state(out):
+    f = Path(out) / STATE_FILE
+    return json.loads(f.read_text()) if f.is_file() else None
+
+
+def _save_model(trainer, tokenizer, path, meta):
+    model = trainer.model
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    if tmp.exists():
+        import shutil
+
+        shutil.rmtree(tmp)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    P._atomic_json(tmp / P.META_FILE, meta)
+    if path.exists():
+        import shutil
+
+        shutil.rmtree(path)
+    tmp.rename(path)
+
+
+def train_rl(
+    ppg_path,
+    drg_path,
+    critic_path,
+    train_rows,
+    output_dir,
+    *,
+    rounds=2,
+    steps_per_phase=10,
+    train_ppg=True,
+    train_drg=True,
+    reward_mode="label",
+    learning_rate=1e-5,
+    batch_size=8,
+    num_generations=2,
+    beta=0.0,
+    temperature=1.0,
+    top_p=0.9,
+    max_prompt_tokens=P.DEFAULT_MAX_PROMPT_TOKENS,
+    max_context=None,
+    lora_target_modules=None,
+    save_steps=5,
+    seed=0,
+    max_prompts=None,
+    log=None,
+):
+    """Alternate RLOO phases on PPG and DRG; returns the state dict (paths of the final models, timings).
+
+    ``train_ppg=False`` / ``train_drg=False`` freeze one generator (the paper's ablation).
+    Re-running with the same ``output_dir`` resumes after a kill.
+    """
+    import random
+
+    from datasets import Dataset
+
+    from ..utils import set_seed
+    from .common import last_checkpoint
+
+    if not (train_ppg or train_drg):
+        raise HFPersonaError("nothing to train: both train_ppg and train_drg are False")
+    if rounds < 1 or steps_per_phase < 1:
+        raise HFPersonaError(f"rounds and steps_per_phase must be >= 1, got {rounds} and {steps_per_phase}")
+    for name, p in (("PPG", ppg_path), ("DRG", drg_path), ("critic", critic_path)):
+        if not (Path(str(p)) / "config.json").is_file():
+            raise HFPersonaError(f"{name} model folder {str(p)!r} has no config.json (train it first)")
+    P._torch_threads()
+    set_seed(seed)
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    state = _load_state(out) or {
+        "ppg": str(ppg_path), "drg": str(drg_path), "done": [], "train_seconds": 0.0, "reward_seconds": 0.0,
+        "steps": 0, "phases": {}, "config": {"rounds": rounds, "steps_per_phase": steps_per_phase,
+                                             "train_ppg": train_ppg, "train_drg": train_drg,
+                                             "learning_rate": learning_rate, "batch_size": batch_size,
+                                             "num_generations": num_generations, "beta": beta,
+                                             "reward_mode": reward_mode}}
+    schedule = []
+    for r in range(rounds):
+        if train_ppg:
+            schedule.append((r, D.PPG))
+        if train_drg:
+            schedule.append((r, D.DRG))
+    critic = P.CriticScorer(critic_path)
+    turns = D.build_turns(train_rows, min_context=1, max_context=max_context)
+    rng = random.Random(seed)
+    rng.shuffle(turns)
+    prompts_per_phase = steps_per_phase * batch_size // num_generations
+    if max_prompts:
+        turns = turns[:max_prompts]
+    say = log or (lambda msg: P._log().info(msg))
+
+    for idx, (r, task) in enumerate(schedule):
+        name = f"round{r}-{task}"
+        if name in state["done"]:
+            continue
+        phase_dir = out / name
+        phase_dir.mkdir(exist_ok=True)
+        # each phase sees fresh prompts (wrapping around the pool)
+        lo = (idx * prompts_per_phase) % max(1, len(turns))
+        chunk = (turns + turns)[lo:lo + prompts_per_phase] if turns else []
+        if not chunk:
+            raise HFPersonaError("no RL prompts: the training dialogues gave no turns")
+        if task == D.PPG:
+            model, tok = P.load_generator(state["ppg"])
+            drg_model, drg_tok = P.load_generator(state["drg"])
+            reward = PPGCriticReward(drg_model, drg_tok, critic, reward_mode, max_prompt_tokens=max_prompt_tokens)
+            ex = P.task_examples(D.PPG, chunk, tok, max_prompt_tokens)
+            ds = Dataset.from_list([{"prompt": e["prompt"], "self_persona": e["self_persona"],
+                                     "context": e["context"], "context_speakers": e["context_speakers"]}
+                                    for e in ex])
+            max_len = P.read_meta(state["ppg"]).get("max_completion_tokens", P.DEFAULT_MAX_COMPLETION_TOKENS[D.PPG])
+        else:
+            model, tok = P.load_generator(state["drg"])
+            cache = phase_dir / "generated_personas.json"
+            if cache.is_file():
+                personas = json.loads(cache.read_text())
+            else:
+                ppg_model, ppg_tok = P.load_generator(state["ppg"])
+                _, personas = P.generate_personas(ppg_model, ppg_tok, chunk, max_prompt_tokens)
+                del ppg_model
+                P._atomic_json(cache, personas)
+            reward = CriticReward(critic, reward_mode, persona_column="partner_persona")
+            ex = P.task_examples(D.DRG, chunk, tok, max_prompt_tokens, personas)
+            ds = Dataset.from_list([{"prompt": e["prompt"], "partner_persona": e["partner_persona"]} for e in ex])
+            max_len = P.read_meta(state["drg"]).get("max_completion_tokens", P.DEFAULT_MAX_COMPLETION_TOKENS[D.DRG])
+        timer = _step_timer()
+        trainer = make_rloo_trainer(
+            model, tok, reward, ds, phase_dir / "checkpoints", max_steps=steps_per_phase,
+            learning_rate=learning_rate, batch_size=batch_size, num_generations=num_generations,
+            max_completion_length=max_len, beta=beta, temperature=temperature, top_p=top_p, save_steps=save_steps,
+            seed=seed + idx, lora_target_modules=lora_target_modules, callbacks=[timer])
+        resume = last_checkpoint(phase_dir / "checkpoints")
+        say(f"RL phase {name}: {len(ds)} prompts, {steps_per_phase} steps" + (f", resuming {resume}" if resume else ""))
+        trainer.train(resume_from_checkpoint=resume)
+        rewards = [x.get("reward") for x in trainer.state.log_history if "reward" in x]
+        final = phase_dir / "final"
+        meta = dict(P.read_meta(state[task]))
+        meta.update({"rl_phase": name, "rl_steps": trainer.state.global_step})
+        _save_model(trainer, tok, final, meta)
+        state[task] = str(final)
+        state["done"].append(name)
+        state["train_seconds"] += timer.seconds
+        state["reward_seconds"] += reward.seconds
+        state["steps"] += timer.steps
+        state["phases"][name] = {"steps": timer.steps, "seconds": timer.seconds, "reward_seconds": reward.seconds,
+                                 "mean_train_reward": (sum(rewards) / len(rewards)) if rewards else None,
+                                 "train_rewards": rewards}
+        P._atomic_json(out / STATE_FILE, state)
+        say(f"RL phase {name} done: mean train reward {state['phases'][name]['mean_train_reward']}")
+        del trainer, model
+    if state["train_seconds"] > 0:
+        state["seconds_per_step"] = state["train_seconds"] / max(1, state["steps"])
+        state["reward_share"] = state["reward_seconds"] / state["train_seconds"]
+    P._atomic_json(out / STATE_FILE, state)
+    return state
