@@ -1,0 +1,103 @@
+"""Configuration of P2Bot's Receiver (Liu et al., 2020, section 4).
+
+This file imports only ``transformers`` so that it can be copied into a checkpoint and loaded
+with ``trust_remote_code=True`` by users who do not have ``hf_persona`` installed.
+"""
+
+from transformers import AutoConfig, PretrainedConfig
+
+
+class ReceiverConfig(PretrainedConfig):
+    r"""Hyper-parameters of the Receiver persona-perception scorer.
+
+    The Receiver encodes each utterance of one speaker and each sentence of a persona into a vector
+    (masked mean pooling over the last hidden layer), builds the relevance grid
+    ``U = H · Wᵀ / √d`` (utterances × persona sentences), aggregates every row with a
+    temperature softmax over the persona sentences, and averages the rows into one score.
+
+    Args:
+        encoder (`dict` or `PretrainedConfig`, *optional*):
+            Configuration of the sentence encoder backbone (any ``AutoModel`` encoder: BERT, DistilBERT,
+            RoBERTa, MiniLM, ...). A dict must carry ``model_type`` (defaults to ``"bert"``).
+        share_encoders (`bool`, defaults to `True`):
+            ``True``: one encoder for utterances and persona sentences (the authors' code);
+            ``False``: a separate impression encoder and persona encoder (the paper's Figure 5).
+        segment_ids (`bool`, defaults to `True`):
+            With a shared encoder, give persona sentences token type id 1 and utterances 0 (the authors'
+            code), so the shared encoder knows which side it reads. Ignored when encoders are separate.
+        margin (`float`, defaults to 0.4):
+            Margin ``m`` of the ranking loss ``max(0, m + c_Z - c_A)`` (paper: 0.4, authors' code: 0.5).
+        l1_weight (`float`, defaults to 1e-4):
+            Weight ``β`` of the L1 sparsity penalty on the relevance grids (paper: 1e-4, code: 1e-2).
+        tau (`float`, defaults to 0.5):
+            Current temperature ``τ`` of the aggregation softmax. Training anneals it and stores the final
+            value here, so a saved model scores with the temperature it ended training with.
+        tau_start (`float`, defaults to 10.0) / tau_end (`float`, defaults to 0.5):
+            The linear annealing schedule used in training (paper: 10 → 0.5).
+        max_utterance_length (`int`, defaults to 64) / max_persona_length (`int`, defaults to 32):
+            Token truncation lengths used by the text-level helpers (``score``, ``relevance``...).
+    """
+
+    model_type = "p2bot_receiver"
+    sub_configs = {"encoder": AutoConfig}
+
+    def __init__(
+        self,
+        encoder=None,
+        share_encoders: bool = True,
+        segment_ids: bool = True,
+        margin: float = 0.4,
+        l1_weight: float = 1e-4,
+        tau: float = 0.5,
+        tau_start: float = 10.0,
+        tau_end: float = 0.5,
+        max_utterance_length: int = 64,
+        max_persona_length: int = 32,
+        **kwargs,
+    ):
+        if encoder is None:
+            encoder = AutoConfig.for_model("bert")
+        elif isinstance(encoder, dict):
+            encoder = dict(encoder)
+            model_type = encoder.pop("model_type", "bert")
+            encoder = AutoConfig.for_model(model_type, **encoder)
+        elif not isinstance(encoder, PretrainedConfig):
+            raise TypeError(
+                f"ReceiverConfig: `encoder` must be a dict or a transformers PretrainedConfig, got {type(encoder).__name__}"
+            )
+        if not hasattr(encoder, "hidden_size"):
+            raise ValueError(
+                f"ReceiverConfig: the encoder config ({type(encoder).__name__}) has no `hidden_size`; "
+                "expected a text encoder such as BERT, DistilBERT or RoBERTa"
+            )
+        for name, value in (("margin", margin), ("l1_weight", l1_weight)):
+            if not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"ReceiverConfig: `{name}` must be a number >= 0, got {value!r}")
+        for name, value in (
+            ("tau", tau),
+            ("tau_start", tau_start),
+            ("tau_end", tau_end),
+        ):
+            if not isinstance(value, (int, float)) or value <= 0:
+                raise ValueError(f"ReceiverConfig: `{name}` must be a number > 0, got {value!r}")
+        for name, value in (("max_utterance_length", max_utterance_length), ("max_persona_length", max_persona_length)):
+            if not isinstance(value, int) or value < 2:
+                raise ValueError(f"ReceiverConfig: `{name}` must be an integer >= 2, got {value!r}")
+        self.encoder = encoder
+        self.share_encoders = bool(share_encoders)
+        self.segment_ids = bool(segment_ids)
+        self.margin = float(margin)
+        self.l1_weight = float(l1_weight)
+        self.tau = float(tau)
+        self.tau_start = float(tau_start)
+        self.tau_end = float(tau_end)
+        self.max_utterance_length = max_utterance_length
+        self.max_persona_length = max_persona_length
+        super().__init__(**kwargs)
+
+    @property
+    def hidden_size(self) -> int:
+        return self.encoder.hidden_size
+
+
+__all__ = ["ReceiverConfig"]

@@ -1,0 +1,519 @@
+"""Training recipe for P2Bot's Receiver on ``transformers.Trainer``.
+
+Each training example is one side of a dialogue: the utterances of one speaker and that speaker's
+persona. Every step pairs the true persona with a distractor persona sampled from another dialogue
+(the whole persona is replaced, as in the paper) and minimises ``max(0, m + c_Z - c_A) + β·|U|₁``.
+The aggregation temperature τ is annealed linearly from ``tau_start`` to ``tau_end`` over the run by
+:class:`TauAnnealingCallback`.
+
+Evaluation during training ranks the true persona against ``eval_negatives`` fixed distractors per
+dev example and reports ``hits_at_1`` (used to keep the best checkpoint) and the mean margin loss.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import torch
+from transformers import Trainer, TrainerCallback, TrainingArguments
+
+from ..errors import HFPersonaError
+from ..utils import atomic_write_json, get_logger
+from .common import last_checkpoint
+
+logger = get_logger(__name__)
+
+SIDES = ("you", "partner")
+
+
+# ----------------------------------------------------------------------------- data
+def dialogue_sides(dataset, sides: Sequence[str] = SIDES, min_utterances: int = 1, group=0) -> list[dict]:
+    """Turn dialogues into (utterances of one speaker, that speaker's persona) examples.
+
+    Accepts PERSONA-CHAT rows (``your_persona``, ``partner_persona``, ``utterances``, ``speakers``
+    with ``"you"``/``"partner"``), MSC rows (``speaker1_persona``/``speaker2_persona`` with
+    ``"Speaker 1"``/``"Speaker 2"``; ``sides`` then names those speakers or stays default to take
+    both), or rows that already hold one side (``utterances`` and ``persona``). Empty utterances are
+    left out; a side with fewer than ``min_utterances`` utterances or an empty persona is skipped and
+    counted in the log. ``group`` is stored in every example: distractor personas are only drawn from
+    examples of the same group (use one group per persona file, e.g. original vs revised).
+    """
+    columns = set(getattr(dataset, "column_names", None) or (dataset[0].keys() if len(dataset) else []))
+    examples, skipped = [], 0
+    if {"utterances", "persona"} <= columns:
+        mode = "single"
+    elif {"your_persona", "partner_persona", "utterances", "speakers"} <= columns:
+        mode = "personachat"
+        bad = [s for s in sides if s not in SIDES]
+        if bad:
+            raise HFPersonaError(f"unknown side(s) {bad}; PERSONA-CHAT sides are {list(SIDES)}")
+    elif {"speaker1_persona", "speaker2_persona", "utterances", "speakers"} <= columns:
+        mode = "msc"
+    else:
+        raise HFPersonaError(
+            "the Receiver needs dialogues with columns (utterances, speakers, your_persona, partner_persona) "
+            f"[PERSONA-CHAT], (utterances, speakers, speaker1_persona, speaker2_persona) [MSC] or "
+            f"(utterances, persona); got columns {sorted(columns)}"
+        )
+    for row_index, row in enumerate(dataset):
+        if mode == "single":
+            pairs = [("", list(row["utterances"]), list(row["persona"]))]
+        elif mode == "personachat":
+            persona_of = {"you": row["your_persona"], "partner": row["partner_persona"]}
+            pairs = [
+                (side, [u for u, s in zip(row["utterances"], row["speakers"]) if s == side], list(persona_of[side]))
+                for side in sides
+            ]
+        else:
+            persona_of = {"Speaker 1": row["speaker1_persona"], "Speaker 2": row["speaker2_persona"]}
+            pairs = [
+                (side, [u for u, s in zip(row["utterances"], row["speakers"]) if s == side], list(persona_of[side]))
+                for side in ("Speaker 1", "Speaker 2")
+            ]
+        for side, utts, persona in pairs:
+            utts = [u for u in utts if u and u.strip()]
+            persona = [p for p in persona if p and p.strip()]
+            if len(utts) < min_utterances or not persona:
+                skipped += 1
+                continue
+            examples.append(
+                {
+                    "dialogue_id": row.get("dialogue_id", row_index),
+                    "group": group,
+                    "side": side,
+                    "utterances": utts,
+                    "persona": persona,
+                }
+            )
+    if skipped:
+        logger.info("receiver data: skipped %d dialogue side(s) with no utterances or no persona", skipped)
+    if not examples:
+        raise HFPersonaError("the Receiver data has no usable (utterances, persona) example")
+    return examples
+
+
+def grouped_sides(datasets, sides: Sequence[str] = SIDES) -> list[dict]:
+    """:func:`dialogue_sides` of one dataset, or of a list of datasets with one distractor group each."""
+    if isinstance(datasets, (list, tuple)):
+        if not datasets:
+            raise HFPersonaError("an empty list of datasets was given to the Receiver")
+        return [e for g, ds in enumerate(datasets) for e in dialogue_sides(ds, sides, group=g)]
+    return dialogue_sides(datasets, sides)
+
+
+class _Tokenized:
+    """Token ids of every distinct sentence, computed once."""
+
+    def __init__(self, tokenizer, max_utterance_length: int, max_persona_length: int):
+        self.tokenizer = tokenizer
+        self.max_len = {"utterance": max_utterance_length, "persona": max_persona_length}
+        self.cache: dict[tuple[str, str], list[int]] = {}
+
+    def add(self, texts: Iterable[str], kind: str) -> None:
+        new = [t for t in dict.fromkeys(texts) if (kind, t) not in self.cache]
+        if not new:
+            return
+        enc = self.tokenizer(new, truncation=True, max_length=self.max_len[kind])
+        for text, ids in zip(new, enc["input_ids"]):
+            self.cache[(kind, text)] = ids
+
+    def __call__(self, text: str, kind: str) -> list[int]:
+        return self.cache[(kind, text)]
+
+
+class ReceiverPairDataset(torch.utils.data.Dataset):
+    """(utterances, true persona, distractor personas) items.
+
+    ``fixed=False`` (training): a fresh distractor is drawn every time an item is read.
+    ``fixed=True`` (evaluation): the distractors of each item are drawn once from ``seed``.
+    Distractors are other personas of the same pool (and the same ``group``, e.g. the original or the
+    revised persona file) that differ from the true one as a *set* of sentences: PERSONA-CHAT reuses
+    personas across dialogues in shuffled order, and a reordered copy is not a distractor.
+    """
+
+    def __init__(self, examples: list[dict], tokenized: _Tokenized, num_negatives: int = 1, seed: int = 0, fixed: bool = False):
+        if num_negatives < 1:
+            raise HFPersonaError(f"num_negatives must be >= 1, got {num_negatives}")
+        self.examples = examples
+        self.tok = tokenized
+        self.num_negatives = num_negatives
+        self.pools: dict = {}
+        for e in examples:
+            self.pools.setdefault(e.get("group", 0), {}).setdefault(frozenset(e["persona"]), tuple(e["persona"]))
+        self.pools = {g: list(p.items()) for g, p in self.pools.items()}
+        smallest = min(len(p) for p in self.pools.values())
+        if smallest < num_negatives + 1:
+            raise HFPersonaError(
+                f"need at least {num_negatives + 1} distinct personas to sample {num_negatives} distractor(s), "
+                f"the data has {smallest}"
+            )
+        for e in examples:
+            tokenized.add(e["utterances"], "utterance")
+            tokenized.add(e["persona"], "persona")
+        self.rng = random.Random(seed)
+        self.fixed = None
+        if fixed:
+            self.fixed = [self._draw(e, random.Random(seed * 1_000_003 + i)) for i, e in enumerate(examples)]
+
+    def _draw(self, example, rng) -> list[tuple]:
+        true = frozenset(example["persona"])
+        pool = self.pools[example.get("group", 0)]
+        picked, keys = [], set()
+        while len(picked) < self.num_negatives:
+            key, persona = pool[rng.randrange(len(pool))]
+            if key != true and key not in keys:
+                picked.append(persona)
+                keys.add(key)
+        return picked
+
+    def __len__(self):
+        return len(self.examples)
+
+    def __getitem__(self, i):
+        e = self.examples[i]
+        negs = self.fixed[i] if self.fixed is not None else self._draw(e, self.rng)
+        return {
+            "utterances": [self.tok(u, "utterance") for u in e["utterances"]],
+            "persona": [self.tok(p, "persona") for p in e["persona"]],
+            "negatives": [[self.tok(p, "persona") for p in neg] for neg in negs],
+        }
+
+
+@dataclass
+class ReceiverCollator:
+    """Pads (utterances, persona, negatives) items into the Receiver's [batch, sentences, tokens] tensors."""
+
+    pad_token_id: int = 0
+
+    def _pad(self, groups: list[list[list[int]]]):
+        n = max([len(g) for g in groups] + [1])
+        t = max([len(s) for g in groups for s in g] + [1])
+        ids = torch.full((len(groups), n, t), self.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(groups), n, t), dtype=torch.long)
+        for b, g in enumerate(groups):
+            for j, s in enumerate(g):
+                ids[b, j, : len(s)] = torch.tensor(s, dtype=torch.long)
+                mask[b, j, : len(s)] = 1
+        return ids, mask
+
+    def __call__(self, items: list[dict]) -> dict:
+        u_ids, u_mask = self._pad([it["utterances"] for it in items])
+        p_ids, p_mask = self._pad([it["persona"] for it in items])
+        batch = {
+            "utterance_input_ids": u_ids,
+            "utterance_attention_mask": u_mask,
+            "persona_input_ids": p_ids,
+            "persona_attention_mask": p_mask,
+        }
+        if items and items[0].get("negatives"):
+            k = len(items[0]["negatives"])
+            flat = [neg for it in items for neg in it["negatives"]]
+            n_ids, n_mask = self._pad(flat)
+            batch["negative_persona_input_ids"] = n_ids.reshape(len(items), k, *n_ids.shape[1:])
+            batch["negative_persona_attention_mask"] = n_mask.reshape(len(items), k, *n_mask.shape[1:])
+        return batch
+
+
+# ----------------------------------------------------------------------------- τ annealing
+def _find_receiver(model):
+    for module in model.modules():
+        if getattr(module, "_is_p2bot_receiver", False):
+            return module
+    raise HFPersonaError(f"no Receiver model found inside {type(model).__name__}")
+
+
+def linear_tau(step: int, total_steps: int, start: float, end: float) -> float:
+    """τ for the optimizer step ``step`` (0-based) of ``total_steps``: ``start`` at the first step,
+    ``end`` at the last one, linear in between (and ``end`` after it)."""
+    if total_steps <= 1:
+        return end
+    frac = min(max(step / (total_steps - 1), 0.0), 1.0)
+    return start + (end - start) * frac
+
+
+class TauAnnealingCallback(TrainerCallback):
+    """Anneal the Receiver's aggregation temperature τ linearly over training (paper: 10 → 0.5).
+
+    τ is set from ``state.global_step`` at the start of training (so a resumed run continues the
+    schedule) and before every optimizer step; at the end τ is ``end`` and stored in the config,
+    so the saved model scores with it. ``start``/``end`` default to the model config's
+    ``tau_start``/``tau_end``. Works through a PEFT wrapper.
+    """
+
+    def __init__(self, start: float | None = None, end: float | None = None):
+        for name, value in (("start", start), ("end", end)):
+            if value is not None and not value > 0:
+                raise ValueError(f"TauAnnealingCallback: {name} must be > 0, got {value}")
+        self.start, self.end = start, end
+
+    def _bounds(self, receiver):
+        start = self.start if self.start is not None else receiver.config.tau_start
+        end = self.end if self.end is not None else receiver.config.tau_end
+        return start, end
+
+    def _apply(self, state, model):
+        if model is None:
+            return
+        receiver = _find_receiver(model)
+        start, end = self._bounds(receiver)
+        receiver.set_tau(linear_tau(state.global_step, state.max_steps, start, end))
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self._apply(state, model)
+
+    def on_step_begin(self, args, state, control, model=None, **kwargs):
+        self._apply(state, model)
+
+    def on_log(self, args, state, control, logs=None, model=None, **kwargs):
+        if logs is not None and model is not None:
+            logs["tau"] = round(_find_receiver(model).tau, 4)
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        if model is not None:
+            receiver = _find_receiver(model)
+            receiver.set_tau(self._bounds(receiver)[1])
+
+
+# ----------------------------------------------------------------------------- trainer
+class ReceiverTrainer(Trainer):
+    """Trainer whose evaluation ranks the true persona against fixed distractors.
+
+    ``prediction_step`` returns the scores ``[true, distractor_1..K]`` per example, and
+    :func:`receiver_metrics` turns them into ``hits_at_1`` (true persona strictly above every
+    distractor) and ``mean_margin``. Evaluation always runs at ``eval_tau`` (the final τ the model
+    is saved with), so checkpoints from different points of the τ schedule compare fairly.
+    """
+
+    def __init__(self, *args, eval_tau: float | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.eval_tau = eval_tau
+
+    def evaluate(self, *args, **kwargs):
+        if self.eval_tau is None:
+            return super().evaluate(*args, **kwargs)
+        receiver = _find_receiver(self.model)
+        current = receiver.tau
+        receiver.set_tau(self.eval_tau)
+        try:
+            return super().evaluate(*args, **kwargs)
+        finally:
+            receiver.set_tau(current)
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad():
+            out = model(**inputs, return_dict=True)
+        loss = out.loss.detach() if out.loss is not None else None
+        if prediction_loss_only:
+            return loss, None, None
+        logits = torch.cat([out.scores.unsqueeze(1), out.negative_scores], dim=1).detach()
+        labels = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
+        return loss, logits, labels
+
+
+def receiver_metrics(eval_pred) -> dict:
+    scores = torch.as_tensor(eval_pred.predictions)
+    pos, neg = scores[:, 0], scores[:, 1:]
+    return {
+        "hits_at_1": float((pos > neg.max(dim=1).values).float().mean()),
+        "mean_margin": float((pos.unsqueeze(1) - neg).mean()),
+    }
+
+
+def _atomic_save(model, tokenizer, output_dir: Path) -> None:
+    """Save model + tokenizer to a temporary folder, then move each file into place with os.replace."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    tmp = output_dir / ".final-tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    model.save_pretrained(tmp, safe_serialization=True)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(tmp)
+    for f in tmp.iterdir():
+        os.replace(f, output_dir / f.name)
+    tmp.rmdir()
+
+
+def train_receiver(
+    train_ds,
+    output_dir,
+    backbone: str = "minilm",
+    eval_ds=None,
+    *,
+    max_steps: int = -1,
+    num_train_epochs: float = 1.0,
+    learning_rate: float = 6.25e-5,
+    batch_size: int = 16,
+    share_encoders: bool = True,
+    margin: float = 0.4,
+    l1_weight: float = 1e-4,
+    tau_start: float = 10.0,
+    tau_end: float = 0.5,
+    max_utterance_length: int = 64,
+    max_persona_length: int = 32,
+    sides: Sequence[str] = SIDES,
+    eval_negatives: int = 7,
+    eval_steps: int | None = None,
+    save_steps: int | None = None,
+    logging_steps: int = 10,
+    warmup_ratio: float = 0.0,
+    seed: int = 0,
+    resume: bool = True,
+    peft_config=None,
+    disable_tqdm: bool | None = None,
+    **training_args,
+):
+    """Train a Receiver and save it (safetensors + tokenizer) to ``output_dir``.
+
+    Args:
+        train_ds / eval_ds: dialogues (see :func:`dialogue_sides` for accepted columns), or a list of
+            such datasets (e.g. original and revised PERSONA-CHAT): distractors are then drawn within
+            each dataset, never across, so a revised copy of the true persona is never a "negative".
+        backbone: ``"minilm"`` (packaged all-MiniLM-L6-v2), a Hub id, a local encoder folder, or a
+            folder holding a saved Receiver (training then continues from it).
+        max_steps / num_train_epochs: run length (``max_steps > 0`` wins).
+        share_encoders: one encoder with segment ids (authors' code) or two encoders (paper).
+        margin, l1_weight, tau_start, tau_end: the loss and annealing hyper-parameters.
+        eval_negatives: distractors per dev example for ``hits_at_1`` during training.
+        eval_steps / save_steps: evaluate and checkpoint every N steps (default: 4 times per run);
+            the best ``hits_at_1`` checkpoint is loaded at the end when ``eval_ds`` is given.
+        resume: continue from the newest complete checkpoint in ``output_dir`` if there is one.
+        peft_config: an optional ``peft.LoraConfig``; the adapters are merged before the final save.
+        training_args: any other ``TrainingArguments`` field.
+
+    Returns:
+        ``(model, metrics)``: the trained :class:`ReceiverModel` (τ = ``tau_end``) and a dict with
+        the training metrics and, with ``eval_ds``, the final ``eval_*`` metrics.
+    """
+    from transformers import AutoTokenizer
+
+    from ..backbones import resolve
+    from ..models.receiver import ReceiverConfig, ReceiverModel
+    from ..utils import set_seed
+
+    set_seed(seed)
+    output_dir = Path(output_dir)
+    source = resolve(backbone)
+    is_receiver = (Path(source) / "config.json").is_file() and '"p2bot_receiver"' in (Path(source) / "config.json").read_text()
+    if is_receiver:
+        model = ReceiverModel.from_pretrained(source)
+        model.config.margin, model.config.l1_weight = float(margin), float(l1_weight)
+        model.config.tau_start, model.config.tau_end = float(tau_start), float(tau_end)
+    else:
+        model = ReceiverModel.from_encoder_pretrained(
+            source,
+            share_encoders=share_encoders,
+            margin=margin,
+            l1_weight=l1_weight,
+            tau=tau_end,
+            tau_start=tau_start,
+            tau_end=tau_end,
+            max_utterance_length=max_utterance_length,
+            max_persona_length=max_persona_length,
+        )
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    model.tokenizer = tokenizer
+
+    tokenized = _Tokenized(tokenizer, model.config.max_utterance_length, model.config.max_persona_length)
+    train_set = ReceiverPairDataset(grouped_sides(train_ds, sides), tokenized, num_negatives=1, seed=seed)
+    eval_set = None
+    if eval_ds is not None:
+        eval_set = ReceiverPairDataset(
+            grouped_sides(eval_ds, sides), tokenized, num_negatives=eval_negatives, seed=seed + 1, fixed=True
+        )
+
+    steps_per_epoch = math.ceil(len(train_set) / batch_size)
+    total = max_steps if max_steps and max_steps > 0 else math.ceil(steps_per_epoch * num_train_epochs)
+    every = max(1, total // 4)
+    eval_steps = eval_steps or every
+    save_steps = save_steps or eval_steps
+
+    train_model = model
+    if peft_config is not None:
+        from peft import get_peft_model
+
+        train_model = get_peft_model(model, peft_config)
+
+    defaults = dict(
+        output_dir=str(output_dir),
+        max_steps=max_steps if max_steps else -1,
+        num_train_epochs=num_train_epochs,
+        learning_rate=learning_rate,
+        per_device_train_batch_size=batch_size,
+        per_device_eval_batch_size=batch_size,
+        warmup_steps=int(round(warmup_ratio * total)),
+        logging_steps=logging_steps,
+        save_strategy="steps",
+        save_steps=save_steps,
+        save_total_limit=2,
+        eval_strategy="steps" if eval_set is not None else "no",
+        eval_steps=eval_steps if eval_set is not None else None,
+        load_best_model_at_end=eval_set is not None and peft_config is None,
+        metric_for_best_model="hits_at_1" if eval_set is not None else None,
+        greater_is_better=True if eval_set is not None else None,
+        remove_unused_columns=False,
+        report_to=[],
+        seed=seed,
+        dataloader_num_workers=0,
+        use_cpu=not torch.cuda.is_available(),
+    )
+    if disable_tqdm is not None:
+        defaults["disable_tqdm"] = disable_tqdm
+    defaults.update(training_args)
+    args = _training_arguments(defaults)
+    trainer = ReceiverTrainer(
+        model=train_model,
+        args=args,
+        train_dataset=train_set,
+        eval_dataset=eval_set,
+        processing_class=tokenizer,
+        data_collator=ReceiverCollator(pad_token_id=tokenizer.pad_token_id or 0),
+        compute_metrics=receiver_metrics if eval_set is not None else None,
+        callbacks=[TauAnnealingCallback(tau_start, tau_end)],
+        eval_tau=tau_end,
+    )
+    checkpoint = last_checkpoint(output_dir) if resume else None
+    if checkpoint:
+        logger.info("resuming Receiver training from %s", checkpoint)
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    metrics = dict(result.metrics)
+    if eval_set is not None:
+        metrics.update(trainer.evaluate())
+    if peft_config is not None:
+        model = train_model.merge_and_unload()
+    model.set_tau(tau_end)
+    model.tokenizer = tokenizer
+    _atomic_save(model, tokenizer, output_dir)
+    metrics["train_examples"] = len(train_set)
+    metrics["eval_examples"] = len(eval_set) if eval_set is not None else 0
+    atomic_write_json(output_dir / "receiver_train_results.json", metrics)
+    return model, metrics
+
+
+def _training_arguments(values: dict) -> TrainingArguments:
+    import dataclasses
+
+    known = {f.name for f in dataclasses.fields(TrainingArguments)}
+    unknown = sorted(k for k in values if k not in known)
+    if unknown:
+        raise HFPersonaError(f"unknown training argument(s) {unknown} for the Receiver recipe")
+    return TrainingArguments(**values)
+
+
+__all__ = [
+    "ReceiverCollator",
+    "ReceiverPairDataset",
+    "ReceiverTrainer",
+    "TauAnnealingCallback",
+    "dialogue_sides",
+    "grouped_sides",
+    "linear_tau",
+    "receiver_metrics",
+    "train_receiver",
+]
