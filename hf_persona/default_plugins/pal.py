@@ -1,0 +1,29 @@
+"""Built-in plugin: the PAL model and strategy contrastive decoding.
+
+Registers ``pal`` (``PALConfig`` / ``PALForConditionalGeneration``) with ``AutoConfig`` and
+``AutoModelForSeq2SeqLM``, and the logits processor ``strategy_contrast``
+(``hf_persona.get_logits_processor("strategy_contrast", model=model, alpha=...)``).
+Heavy imports happen inside the hooks.
+"""
+
+from __future__ import annotations
+
+from hf_persona import hookimpl
+
+
+@hookimpl
+def register_models(register):
+    from hf_persona.models.pal import PALConfig, PALForConditionalGeneration
+
+    register("pal", PALConfig, PALForConditionalGeneration, auto_class="AutoModelForSeq2SeqLM")
+
+
+def _strategy_contrast_factory(**options):
+    from hf_persona.generation import strategy_contrast
+
+    return strategy_contrast(**options)
+
+
+@hookimpl
+def register_logits_processors(register):
+    register("strategy_contrast", _strategy_contrast_factory)

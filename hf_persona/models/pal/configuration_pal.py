@@ -1,0 +1,145 @@
+"""Configuration of PAL (Persona-Augmented emotional support, Cheng et al., 2023).
+
+This file imports only ``transformers`` so that a checkpoint saved with ``save_pretrained``
+loads with ``trust_remote_code=True`` for a user who does not have hf_persona installed.
+"""
+
+from __future__ import annotations
+
+from transformers import AutoConfig, PreTrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+
+# The eight ESConv helping strategies, in the order used everywhere in this model folder
+# (strategy index i <-> STRATEGY_TOKENS[i]).
+STRATEGY_NAMES = (
+    "Question",
+    "Restatement or Paraphrasing",
+    "Reflection of feelings",
+    "Self-disclosure",
+    "Affirmation and Reassurance",
+    "Providing Suggestions",
+    "Information",
+    "Others",
+)
+STRATEGY_TOKENS = tuple(f"[{name}]" for name in STRATEGY_NAMES)
+
+# Paper, Table 2: the named levels and the level chosen for every strategy.
+ALPHA_LEVELS = {"low": 0.0, "medium": 0.375, "high": 0.75}
+DEFAULT_STRATEGY_ALPHA = {
+    "Question": 0.0,
+    "Restatement or Paraphrasing": 0.75,
+    "Reflection of feelings": 0.0,
+    "Self-disclosure": 0.0,
+    "Affirmation and Reassurance": 0.75,
+    "Providing Suggestions": 0.75,
+    "Information": 0.75,
+    "Others": 0.375,
+}
+
+
+class PALConfig(PreTrainedConfig):
+    r"""Configuration of :class:`PALForConditionalGeneration`.
+
+    PAL wraps any sequence-to-sequence backbone (``backbone``: the config of an
+    ``AutoModelForSeq2SeqLM``; offline a BERT-to-BERT ``encoder-decoder`` warm-started from
+    MiniLM, on the Hub ``facebook/blenderbot_small-90M``). The backbone's encoder runs twice,
+    on the dialogue (H_D) and on the persona text (H_P); a masked co-attention (paper eq. 2-3)
+    refines both; the decoder cross-attends over
+
+        H_final = l1 * LN_d(H_D + Z_D) + l2 * A_DP . LN_p(H_P + Z_P) + l3 * H_D,
+        (l1, l2, l3) = softmax(w),   w initialised equal (paper eq. 4).
+
+    **Alignment of the persona term (our choice).** ``LN_p(H_P + Z_P)`` has one row per
+    persona token, while the other two terms have one row per dialogue token, so eq. 4 cannot
+    be summed as written. The authors' code pads both to one length and then keeps only the
+    first ``len(dialogue)`` rows, silently dropping persona tokens beyond the dialogue length
+    and mixing persona token ``i`` into dialogue token ``i`` for no reason. We instead carry
+    the refined persona states onto dialogue positions with the *same* masked attention
+    weights that produced Z_D: ``A_DP = softmax_masked(H_D . H_P^T)`` (rows: dialogue tokens,
+    columns: real persona tokens), persona term at dialogue position ``i`` =
+    ``sum_j A_DP[i, j] * H^_P[j]``. Why: (1) every persona token can contribute, none is
+    truncated, and persona padding gets exactly zero weight; (2) dialogue token ``i`` receives
+    the persona content it attends to, which is what eq. 2 already decided is relevant to it;
+    (3) no new parameters, so eq. 4 keeps exactly three learned weights; (4) H_final keeps the
+    dialogue length and the dialogue mask, so the persona-conditioned states and the
+    persona-free states H_D have the same shape and mask; this is what lets strategy
+    contrastive decoding run both decoder passes as one batch with one cache.
+
+    Args:
+        backbone (`dict` or `PreTrainedConfig`): config of the seq2seq backbone
+            (any ``model_type`` known to ``AutoModelForSeq2SeqLM``; default ``encoder-decoder``).
+        coattention_scale (`bool`, defaults to `False`): divide the co-attention scores by
+            sqrt(hidden). The paper and the authors' code use the unscaled dot product.
+        layer_norm_eps (`float`): epsilon of the two co-attention LayerNorms.
+        strategy_token_ids (`list[int]`): vocabulary ids of the eight strategy tokens, in the
+            order of ``STRATEGY_NAMES``; set by ``PALForConditionalGeneration.from_backbone``.
+        strategy_names (`list[str]`): the eight strategy names (``STRATEGY_NAMES``).
+        strategy_alpha (`dict[str, float]`): default alpha per strategy for strategy
+            contrastive decoding (paper Table 2).
+        persona_placeholder (`str`): the token used as persona text while no persona is known.
+        pad_token_id / eos_token_id / decoder_start_token_id (`int`): special ids used for
+            label shifting and generation.
+    """
+
+    model_type = "pal"
+    sub_configs_defaults = {"backbone": SubConfigSpec(config_class=AutoConfig, model_type="encoder-decoder")}
+
+    backbone: PreTrainedConfig | dict | None = None
+    coattention_scale: bool = False
+    layer_norm_eps: float = 1e-5
+    strategy_token_ids: list | None = None
+    strategy_names: list | None = None
+    strategy_alpha: dict | None = None
+    persona_placeholder: str = "[No persona]"
+    pad_token_id: int | None = None
+    eos_token_id: int | None = None
+    bos_token_id: int | None = None
+    decoder_start_token_id: int | None = None
+    is_encoder_decoder: bool = True
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        if self.strategy_names is None:
+            self.strategy_names = list(STRATEGY_NAMES)
+        if self.strategy_alpha is None:
+            self.strategy_alpha = dict(DEFAULT_STRATEGY_ALPHA)
+        if len(self.strategy_names) != len(STRATEGY_NAMES):
+            raise ValueError(
+                f"PALConfig.strategy_names must list the {len(STRATEGY_NAMES)} ESConv strategies "
+                f"{list(STRATEGY_NAMES)}, got {self.strategy_names!r}"
+            )
+        if self.strategy_token_ids is not None and len(self.strategy_token_ids) != len(self.strategy_names):
+            raise ValueError(
+                f"PALConfig.strategy_token_ids needs one id per strategy ({len(self.strategy_names)}), "
+                f"got {len(self.strategy_token_ids)}"
+            )
+        backbone = self.backbone
+        if isinstance(backbone, PreTrainedConfig) and not getattr(backbone, "is_encoder_decoder", False):
+            raise ValueError(
+                "PALConfig.backbone must be a sequence-to-sequence config (is_encoder_decoder=True), got "
+                f"model_type={backbone.model_type!r}"
+            )
+
+    def get_text_config(self, decoder=None, encoder=None) -> PreTrainedConfig:
+        """The backbone's text config (generation sizes its caches from the decoder's)."""
+        return self.backbone.get_text_config(decoder=decoder, encoder=encoder)
+
+    @property
+    def hidden_size(self) -> int:
+        """Hidden size of the backbone encoder (the size the co-attention works in)."""
+        backbone = self.backbone
+        encoder = getattr(backbone, "encoder", None)
+        if isinstance(encoder, PreTrainedConfig):
+            return encoder.hidden_size
+        return getattr(backbone, "d_model", None) or backbone.hidden_size
+
+    @property
+    def vocab_size(self) -> int:
+        backbone = self.backbone
+        decoder = getattr(backbone, "decoder", None)
+        if isinstance(decoder, PreTrainedConfig):
+            return decoder.vocab_size
+        return backbone.vocab_size
+
+
+__all__ = ["PALConfig", "STRATEGY_NAMES", "STRATEGY_TOKENS", "ALPHA_LEVELS", "DEFAULT_STRATEGY_ALPHA"]

@@ -1,0 +1,219 @@
+"""Strategy-based contrastive decoding for PAL (Cheng et al., 2023, section 3.4, eq. 6).
+
+At every decoding step the next-token scores become
+
+    (1 + alpha) * logits(d, p) - alpha * logits(d)
+
+where ``logits(d, p)`` is PAL conditioned on dialogue and persona and ``logits(d)`` is the same
+model over the plain dialogue states H_D for the same decoder prefix. ``alpha`` is chosen per
+sequence from the strategy token that sequence decoded first (the token right after the
+decoder start; paper Table 2 by default) and held for the rest of the response; before that
+token exists (the first step, which picks the strategy) the scores pass through unchanged.
+
+This file ships inside the PAL model folder (``modeling_pal.py`` imports it), so
+``save_pretrained`` copies it and a user with only transformers installed gets it with
+``trust_remote_code=True``: ``proc = model.strategy_contrast_processor()``.
+
+How it runs inside ``model.generate(..., logits_processor=LogitsProcessorList([proc]))``:
+
+* PAL's ``_get_logits_processor`` moves the processor to the front of the processor list, so
+  it combines raw scores *before* repetition penalty, temperature, top-k and top-p, and binds
+  it to the model for that call (``generate`` unbinds it when it returns).
+* While bound, PAL's forward runs the persona-free decoder pass in the same batch as the
+  persona pass (rows [0, R) over H_final, rows [R, 2R) over H_D), so the persona-free prefix is
+  never recomputed: it lives in the same KV cache, and PAL's ``_reorder_cache`` applies every
+  beam reordering to both halves. The processor receives the persona-free last-position logits
+  from that forward.
+* Greedy / sampling: the processor sees raw logits and returns the raw combination (eq. 6 up to
+  normalisation). Beam search: transformers hands processors log-probabilities; the processor
+  then combines log-probabilities and renormalises with ``log_softmax`` so beams keep
+  comparable scores (eq. 6 is a proportionality).
+"""
+
+from __future__ import annotations
+
+import math
+from numbers import Real
+
+import torch
+from transformers import LogitsProcessor
+
+from .configuration_pal import ALPHA_LEVELS, DEFAULT_STRATEGY_ALPHA, STRATEGY_NAMES
+
+
+def _canonical_strategy(name, strategy_names=STRATEGY_NAMES) -> str:
+    if not isinstance(name, str):
+        raise TypeError(
+            f"strategy names must be strings, got {type(name).__name__} {name!r}; valid strategies: {list(strategy_names)}"
+        )
+    key = name.strip()
+    if key.startswith("[") and key.endswith("]"):
+        key = key[1:-1].strip()
+    for candidate in strategy_names:
+        if candidate.lower() == key.lower():
+            return candidate
+    raise ValueError(f"unknown strategy {name!r}; valid strategies: {list(strategy_names)}")
+
+
+def _alpha_value(value, where: str, strategy_names=STRATEGY_NAMES) -> float:
+    if isinstance(value, str):
+        level = value.strip().lower()
+        if level not in ALPHA_LEVELS:
+            raise ValueError(
+                f"{where}: unknown alpha level {value!r}; use a number >= 0 or one of {list(ALPHA_LEVELS)} "
+                f"(valid strategies: {list(strategy_names)})"
+            )
+        return ALPHA_LEVELS[level]
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(
+            f"{where}: alpha must be a number >= 0 or one of {list(ALPHA_LEVELS)}, got {type(value).__name__} {value!r} "
+            f"(valid strategies: {list(strategy_names)})"
+        )
+    value = float(value)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(
+            f"{where}: alpha must be a finite number >= 0, got {value!r} (valid strategies: {list(strategy_names)})"
+        )
+    return value
+
+
+def resolve_strategy_alphas(alpha=None, base_table=None, strategy_names=STRATEGY_NAMES) -> dict:
+    """Turn a user's alpha choice into ``{strategy name: alpha}`` for all eight strategies.
+
+    ``alpha`` may be:
+      * ``None``: ``base_table`` (default: paper Table 2);
+      * a number >= 0 or a level name (``"low"`` 0, ``"medium"`` 0.375, ``"high"`` 0.75): every strategy;
+      * a dict ``{strategy: number or level}``: overrides for the strategies it names; the others
+        keep ``base_table``. Keys are strategy names, case-insensitive, with or without brackets
+        (``"Question"``, ``"[Question]"``).
+
+    Unknown strategies, unknown levels, negative / non-finite / non-numeric values raise an error
+    that lists the valid strategy names.
+    """
+    base = DEFAULT_STRATEGY_ALPHA if base_table is None else base_table
+    table = {}
+    for name, value in dict(base).items():
+        canonical = _canonical_strategy(name, strategy_names)
+        table[canonical] = _alpha_value(value, f"alpha table entry {name!r}", strategy_names)
+    missing = [n for n in strategy_names if n not in table]
+    if missing:
+        raise ValueError(f"alpha table misses strategies {missing}; valid strategies: {list(strategy_names)}")
+    if alpha is None:
+        return table
+    if isinstance(alpha, dict):
+        if not alpha:
+            raise ValueError(f"alpha table is empty; name some of the strategies {list(strategy_names)}")
+        for name, value in alpha.items():
+            canonical = _canonical_strategy(name, strategy_names)
+            table[canonical] = _alpha_value(value, f"alpha for strategy {name!r}", strategy_names)
+        return table
+    if isinstance(alpha, (str, Real)):
+        value = _alpha_value(alpha, "alpha", strategy_names)
+        return {name: value for name in strategy_names}
+    raise TypeError(
+        f"alpha must be None, a number, a level name {list(ALPHA_LEVELS)} or a dict strategy -> alpha, "
+        f"got {type(alpha).__name__}; valid strategies: {list(strategy_names)}"
+    )
+
+
+class StrategyContrastiveLogitsProcessor(LogitsProcessor):
+    """``(1 + alpha) * logits(d, p) - alpha * logits(d)`` with alpha read from each sequence's strategy.
+
+    Args:
+        strategy_token_ids: vocabulary ids of the eight strategy tokens, in the order of
+            ``strategy_names`` (``model.config.strategy_token_ids``).
+        alpha: see :func:`resolve_strategy_alphas` (None = ``base_table`` = paper Table 2).
+        base_table: the table ``alpha`` starts from (``model.config.strategy_alpha``).
+        strategy_position: index in the decoder sequence of the strategy slot (1: right after
+            the decoder start token). A strategy forced through ``decoder_input_ids`` counts too.
+        unknown_strategy_alpha: alpha for a sequence whose strategy slot holds a non-strategy
+            token (an untrained model may do that). Default 0: plain decoding.
+
+    Use it only with PAL's ``generate``; called outside of it (no persona-free logits for the
+    step) it raises ``RuntimeError``. After a call, ``last_alpha`` holds the per-row alphas used.
+    """
+
+    _is_pal_strategy_contrast = True
+
+    def __init__(
+        self,
+        strategy_token_ids,
+        alpha=None,
+        base_table=None,
+        strategy_names=STRATEGY_NAMES,
+        strategy_position: int = 1,
+        unknown_strategy_alpha: float = 0.0,
+    ):
+        if strategy_token_ids is None or len(strategy_token_ids) != len(strategy_names):
+            raise ValueError(
+                f"strategy_token_ids must give one vocabulary id per strategy {list(strategy_names)}, "
+                f"got {strategy_token_ids!r} (build the model with PALForConditionalGeneration.from_backbone)"
+            )
+        if not isinstance(strategy_position, int) or strategy_position < 0:
+            raise ValueError(f"strategy_position must be an int >= 0, got {strategy_position!r}")
+        self.strategy_names = tuple(strategy_names)
+        self.alphas = resolve_strategy_alphas(alpha, base_table, self.strategy_names)
+        self.unknown_strategy_alpha = _alpha_value(unknown_strategy_alpha, "unknown_strategy_alpha", self.strategy_names)
+        self.strategy_token_ids = [int(t) for t in strategy_token_ids]
+        self.strategy_position = strategy_position
+        self._token_alpha = {tid: self.alphas[name] for tid, name in zip(self.strategy_token_ids, self.strategy_names)}
+        self._model = None
+        self._scores_are_log_probs = False
+        self._pending = None
+        self.last_alpha = None
+
+    # -- binding (called by PAL's generate plumbing) --------------------------------------
+    def _bind(self, model, scores_are_log_probs: bool) -> None:
+        self._model = model
+        self._scores_are_log_probs = bool(scores_are_log_probs)
+        self._pending = None
+
+    def _unbind(self) -> None:
+        self._model = None
+        self._pending = None
+
+    def _receive_persona_free_logits(self, logits: torch.Tensor) -> None:
+        self._pending = logits
+
+    # -- alpha per row -----------------------------------------------------------------------
+    def alphas_for(self, input_ids: torch.LongTensor) -> torch.Tensor:
+        """Per-row alpha for the decoder sequences ``input_ids`` ([rows, length]): 0 while the
+        strategy slot is not decoded yet, the strategy's alpha afterwards."""
+        rows, length = input_ids.shape
+        if length <= self.strategy_position:
+            return torch.zeros(rows, dtype=torch.float32, device=input_ids.device)
+        values = [
+            self._token_alpha.get(int(t), self.unknown_strategy_alpha)
+            for t in input_ids[:, self.strategy_position].tolist()
+        ]
+        return torch.tensor(values, dtype=torch.float32, device=input_ids.device)
+
+    def combine(self, scores: torch.Tensor, persona_free: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+        """The eq. 6 combination for one step (rows with alpha 0 are returned untouched)."""
+        a = alpha.to(scores.dtype)[:, None]
+        persona_free = persona_free.to(scores.dtype)
+        if self._scores_are_log_probs:
+            persona_free = torch.log_softmax(persona_free, dim=-1)
+            combined = torch.log_softmax((1 + a) * scores - a * persona_free, dim=-1)
+        else:
+            combined = (1 + a) * scores - a * persona_free
+        return torch.where(a == 0, scores, combined)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        persona_free = self._pending
+        self._pending = None
+        if persona_free is None:
+            raise RuntimeError(
+                "StrategyContrastiveLogitsProcessor got no persona-free logits for this step: pass it to "
+                "generate() of a PAL model (PALForConditionalGeneration), which runs the persona-free pass"
+            )
+        if persona_free.shape != scores.shape:
+            raise RuntimeError(
+                f"persona-free logits {tuple(persona_free.shape)} do not match the scores {tuple(scores.shape)}"
+            )
+        alpha = self.alphas_for(input_ids).to(scores.device)
+        self.last_alpha = alpha
+        return self.combine(scores, persona_free, alpha)
+
+
+__all__ = ["StrategyContrastiveLogitsProcessor", "resolve_strategy_alphas"]

@@ -1,0 +1,481 @@
+"""PAL: persona-augmented encoder-decoder for emotional support (Cheng et al., 2023, section 3.3).
+
+Self-contained: imports only torch, transformers and single-dot siblings, so a checkpoint saved
+with ``save_pretrained`` (which copies this file, ``configuration_pal.py`` and
+``generation_pal.py``) loads with ``AutoModelForSeq2SeqLM.from_pretrained(dir, trust_remote_code=True)``.
+
+Public API (stable):
+
+* ``PALForConditionalGeneration.from_backbone(name_or_path, tokenizer=None)`` builds a model
+  from any seq2seq checkpoint, or warm-starts a BERT-to-BERT encoder-decoder from an encoder
+  checkpoint (e.g. the packaged MiniLM folder); the tokenizer gets the PAL tokens first.
+* ``model(input_ids, attention_mask, persona_input_ids=None, persona_attention_mask=None,
+  decoder_input_ids=None, labels=None, ...)``: with ``persona_input_ids=None`` the decoder
+  attends over the plain dialogue states H_D (the persona-free model ``logits(d)``); with a
+  persona it attends over H_final (``logits(d, p)``). ``labels`` are shifted right with
+  ``config.decoder_start_token_id`` to make ``decoder_input_ids`` when those are not given.
+* ``model.encode(...)`` returns a :class:`PALEncoderOutput` with both H_final and H_D.
+* ``model.generate(input_ids=..., attention_mask=..., persona_input_ids=..., persona_attention_mask=...)``
+  works with and without persona; ``model.strategies_of(sequences)`` names the strategy each
+  generated sequence chose (its first decoded token).
+* ``model.strategy_contrast_processor(alpha=...)`` builds the strategy contrastive
+  LogitsProcessor (paper section 3.4) that ships in ``generation_pal.py``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModelForSeq2SeqLM, GenerationMixin, PreTrainedModel
+from transformers.modeling_outputs import ModelOutput
+
+from .configuration_pal import STRATEGY_NAMES, STRATEGY_TOKENS, PALConfig
+from .generation_pal import StrategyContrastiveLogitsProcessor
+
+
+@dataclass
+class PALEncoderOutput(ModelOutput):
+    """Output of the PAL encoder stage.
+
+    Attributes:
+        last_hidden_state: the states the decoder cross-attends over, ``[batch, dialogue_len, hidden]``:
+            H_final when a persona was given, H_D otherwise.
+        dialogue_hidden_state: H_D, the plain encoder states of the dialogue (same shape).
+            Strategy contrastive decoding uses them for ``logits(d)``.
+        persona_hidden_state: H^_P = LN_p(H_P + Z_P), ``[batch, persona_len, hidden]`` (None without persona).
+        coattention_weights: A_DP, ``[batch, dialogue_len, persona_len]``, the masked softmax of
+            eq. 2 (None without persona).
+        mixture_weights: (l1, l2, l3) = softmax(w) of eq. 4 (None without persona).
+    """
+
+    last_hidden_state: torch.FloatTensor | None = None
+    dialogue_hidden_state: torch.FloatTensor | None = None
+    persona_hidden_state: torch.FloatTensor | None = None
+    coattention_weights: torch.FloatTensor | None = None
+    mixture_weights: torch.FloatTensor | None = None
+    hidden_states: tuple | None = None
+    attentions: tuple | None = None
+
+
+@dataclass
+class PALSeq2SeqLMOutput(ModelOutput):
+    """Output of :class:`PALForConditionalGeneration`.
+
+    Attributes:
+        loss: mean token cross-entropy over the labels that are not -100 (paper eq. 5).
+        logits: ``[batch, target_len, vocab]``.
+        past_key_values: the decoder cache.
+        encoder_last_hidden_state: the states the decoder attended over (H_final or H_D).
+        dialogue_hidden_state: H_D.
+        mixture_weights: (l1, l2, l3) (None without persona).
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    past_key_values: object | None = None
+    encoder_last_hidden_state: torch.FloatTensor | None = None
+    dialogue_hidden_state: torch.FloatTensor | None = None
+    mixture_weights: torch.FloatTensor | None = None
+
+
+def _masked_softmax(scores: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
+    """Softmax over the last dim where ``key_mask`` (``[batch, keys]``, 1 = real) is 0 gets weight 0."""
+    keep = key_mask[:, None, :].to(torch.bool)
+    scores = scores.masked_fill(~keep, torch.finfo(scores.dtype).min)
+    weights = torch.softmax(scores, dim=-1)
+    # exact zeros on padding, even when every key of a row is padding (then the row is all zero)
+    return weights * keep.to(weights.dtype)
+
+
+class PALPersonaFusion(nn.Module):
+    """Masked co-attention (paper eq. 2-3) and the learned mixture (eq. 4).
+
+    Z_D = softmax_m(H_D H_P^T) H_P,   H^_D = LN_d(H_D + Z_D)
+    Z_P = softmax_m(H_P H_D^T) H_D,   H^_P = LN_p(H_P + Z_P)
+    H_final = l1 H^_D + l2 (A_DP H^_P) + l3 H_D,  (l1, l2, l3) = softmax(w)
+
+    ``softmax_m`` gives padded keys exactly zero weight (the authors' code lets padding take
+    part in both softmaxes). ``A_DP`` is the eq. 2 attention matrix; it carries the refined
+    persona states onto dialogue positions (see ``PALConfig`` for why).
+    """
+
+    def __init__(self, hidden_size: int, layer_norm_eps: float = 1e-5, scale: bool = False):
+        super().__init__()
+        self.dialogue_norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
+        self.persona_norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
+        self.mixture_logits = nn.Parameter(torch.zeros(3))
+        self.scale = 1.0 / math.sqrt(hidden_size) if scale else 1.0
+
+    def forward(self, dialogue_states, dialogue_mask, persona_states, persona_mask):
+        scores = torch.matmul(dialogue_states, persona_states.transpose(1, 2)) * self.scale  # [B, n, m]
+        attn_dp = _masked_softmax(scores, persona_mask)  # dialogue queries over persona keys
+        attn_pd = _masked_softmax(scores.transpose(1, 2), dialogue_mask)  # persona queries over dialogue keys
+        refined_dialogue = self.dialogue_norm(dialogue_states + torch.matmul(attn_dp, persona_states))
+        refined_persona = self.persona_norm(persona_states + torch.matmul(attn_pd, dialogue_states))
+        persona_on_dialogue = torch.matmul(attn_dp, refined_persona)  # [B, n, h]
+        lam = torch.softmax(self.mixture_logits, dim=0)
+        fused = lam[0] * refined_dialogue + lam[1] * persona_on_dialogue + lam[2] * dialogue_states
+        return fused, refined_persona, attn_dp, lam
+
+
+class _PALEncoderView:
+    """What ``get_encoder()`` returns: runs the backbone encoder on dialogue (and persona) and fuses.
+
+    Not an ``nn.Module`` on purpose: it owns no weights (they live in the model), so it must not
+    be registered a second time in the module tree.
+    """
+
+    main_input_name = "input_ids"
+
+    def __init__(self, model: "PALForConditionalGeneration"):
+        self._model = model
+
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        persona_input_ids=None,
+        persona_attention_mask=None,
+        inputs_embeds=None,
+        output_attentions=None,
+        output_hidden_states=None,
+        return_dict=True,
+    ):
+        return self._model.encode(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            persona_input_ids=persona_input_ids,
+            persona_attention_mask=persona_attention_mask,
+            inputs_embeds=inputs_embeds,
+        )
+
+    __call__ = forward
+
+
+class PALPreTrainedModel(PreTrainedModel):
+    config_class = PALConfig
+    config: PALConfig
+    base_model_prefix = "pal"
+    main_input_name = "input_ids"
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        if isinstance(module, PALPersonaFusion):
+            module.mixture_logits.zero_()  # equal initial weights (paper eq. 4)
+            for norm in (module.dialogue_norm, module.persona_norm):
+                norm.weight.fill_(1.0)
+                norm.bias.zero_()
+        elif isinstance(module, nn.LayerNorm):
+            module.weight.fill_(1.0)
+            module.bias.zero_()
+
+
+class PALForConditionalGeneration(PALPreTrainedModel, GenerationMixin):
+    """PAL over a seq2seq backbone; see the module docstring for the API."""
+
+    def __init__(self, config: PALConfig, backbone: PreTrainedModel | None = None):
+        super().__init__(config)
+        if backbone is None:
+            backbone = AutoModelForSeq2SeqLM.from_config(config.backbone)
+        self.backbone = backbone
+        self.fusion = PALPersonaFusion(config.hidden_size, config.layer_norm_eps, config.coattention_scale)
+        self._contrast = None  # the bound StrategyContrastiveLogitsProcessor while generate() runs
+        self.post_init()
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_backbone(cls, name_or_path: str, tokenizer=None, **config_kwargs) -> "PALForConditionalGeneration":
+        """Build PAL from a backbone checkpoint (local folder or Hub id).
+
+        * a seq2seq checkpoint (``facebook/blenderbot_small-90M``, BART, T5) is used as is;
+        * an encoder-only checkpoint (BERT, e.g. the packaged MiniLM folder) becomes a
+          BERT-to-BERT encoder-decoder whose encoder and decoder both start from it
+          (``is_decoder=True``, cross-attention layers freshly initialised).
+
+        ``tokenizer`` (loaded from ``name_or_path`` when None) receives the PAL special tokens
+        (``processing_pal.add_pal_tokens``) and the embeddings are resized to it. Keep using
+        that same tokenizer with the model. Extra ``config_kwargs`` go to :class:`PALConfig`.
+        """
+        from transformers import AutoTokenizer, EncoderDecoderModel
+
+        from .processing_pal import add_pal_tokens
+
+        if tokenizer is None:
+            tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+        add_pal_tokens(tokenizer)
+        base_config = AutoConfig.from_pretrained(name_or_path)
+        if getattr(base_config, "is_encoder_decoder", False):
+            backbone = AutoModelForSeq2SeqLM.from_pretrained(name_or_path)
+            backbone.resize_token_embeddings(len(tokenizer))
+            start = backbone.config.decoder_start_token_id
+            if start is None:
+                start = getattr(backbone.generation_config, "decoder_start_token_id", None)
+            if start is None:
+                start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.pad_token_id
+            eos = tokenizer.eos_token_id
+        else:
+            backbone = EncoderDecoderModel.from_encoder_decoder_pretrained(name_or_path, name_or_path)
+            backbone.encoder.resize_token_embeddings(len(tokenizer))
+            backbone.decoder.resize_token_embeddings(len(tokenizer))
+            backbone.config.encoder.vocab_size = len(tokenizer)
+            backbone.config.decoder.vocab_size = len(tokenizer)
+            start = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
+            eos = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
+        if start is None or eos is None or tokenizer.pad_token_id is None:
+            raise ValueError(
+                f"PAL needs a decoder start, an end-of-sequence and a padding token; the tokenizer of "
+                f"{name_or_path!r} gives start={start}, eos={eos}, pad={tokenizer.pad_token_id}"
+            )
+        backbone.config.decoder_start_token_id = start
+        backbone.config.pad_token_id = tokenizer.pad_token_id
+        config = PALConfig(
+            backbone=backbone.config,
+            strategy_token_ids=tokenizer.convert_tokens_to_ids(list(STRATEGY_TOKENS)),
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=eos,
+            decoder_start_token_id=start,
+            **config_kwargs,
+        )
+        model = cls(config, backbone=backbone)
+        model.generation_config.decoder_start_token_id = start
+        model.generation_config.eos_token_id = eos
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+        model.generation_config.bos_token_id = None
+        return model
+
+    # ------------------------------------------------------------------ embeddings
+    def get_input_embeddings(self):
+        return self.backbone.get_input_embeddings()
+
+    def get_output_embeddings(self):
+        return self.backbone.get_output_embeddings()
+
+    def set_output_embeddings(self, new_embeddings):
+        return self.backbone.set_output_embeddings(new_embeddings)
+
+    def resize_token_embeddings(self, new_num_tokens: int | None = None, **kwargs):
+        """Resize encoder and decoder vocabularies (both halves of a BERT-to-BERT backbone)."""
+        backbone = self.backbone
+        if hasattr(backbone, "encoder") and hasattr(backbone, "decoder") and hasattr(backbone.config, "encoder"):
+            backbone.encoder.resize_token_embeddings(new_num_tokens, **kwargs)
+            out = backbone.decoder.resize_token_embeddings(new_num_tokens, **kwargs)
+            backbone.config.encoder.vocab_size = new_num_tokens
+            backbone.config.decoder.vocab_size = new_num_tokens
+            return out
+        return backbone.resize_token_embeddings(new_num_tokens, **kwargs)
+
+    def get_encoder(self, modality: str | None = None):
+        return _PALEncoderView(self)
+
+    # ------------------------------------------------------------------ encoder stage
+    def _backbone_encode(self, input_ids, attention_mask, inputs_embeds=None):
+        encoder = self.backbone.get_encoder()
+        out = encoder(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds, return_dict=True)
+        return out.last_hidden_state
+
+    def encode(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.LongTensor | None = None,
+        persona_input_ids: torch.LongTensor | None = None,
+        persona_attention_mask: torch.LongTensor | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+    ) -> PALEncoderOutput:
+        """Encode the dialogue (H_D) and, when ``persona_input_ids`` is given, fuse the persona.
+
+        Without persona the decoder states are H_D itself (the persona-free model of eq. 6).
+        """
+        if input_ids is None and inputs_embeds is None:
+            raise ValueError("PAL.encode needs the dialogue: pass input_ids (or inputs_embeds)")
+        ref = input_ids if input_ids is not None else inputs_embeds
+        if attention_mask is None:
+            attention_mask = torch.ones(ref.shape[:2], dtype=torch.long, device=ref.device)
+        dialogue = self._backbone_encode(input_ids, attention_mask, inputs_embeds)
+        if persona_input_ids is None:
+            return PALEncoderOutput(last_hidden_state=dialogue, dialogue_hidden_state=dialogue)
+        if persona_input_ids.shape[0] != dialogue.shape[0]:
+            raise ValueError(
+                f"persona_input_ids has batch size {persona_input_ids.shape[0]} but the dialogue has "
+                f"{dialogue.shape[0]}; give one persona per dialogue (a placeholder when none is known)"
+            )
+        if persona_attention_mask is None:
+            persona_attention_mask = torch.ones_like(persona_input_ids)
+        if (persona_attention_mask.sum(dim=1) == 0).any():
+            raise ValueError(
+                "a persona row has no real token (persona_attention_mask all zero); use the "
+                "placeholder persona from processing_pal when no persona is known"
+            )
+        persona = self._backbone_encode(persona_input_ids, persona_attention_mask)
+        fused, refined_persona, attn_dp, lam = self.fusion(dialogue, attention_mask, persona, persona_attention_mask)
+        return PALEncoderOutput(
+            last_hidden_state=fused,
+            dialogue_hidden_state=dialogue,
+            persona_hidden_state=refined_persona,
+            coattention_weights=attn_dp,
+            mixture_weights=lam,
+        )
+
+    # ------------------------------------------------------------------ forward
+    def _shift_right(self, labels: torch.LongTensor) -> torch.LongTensor:
+        start = self.config.decoder_start_token_id
+        pad = self.config.pad_token_id
+        if start is None or pad is None:
+            raise ValueError("PALConfig needs decoder_start_token_id and pad_token_id to shift labels")
+        shifted = labels.new_full(labels.shape, pad)
+        shifted[:, 1:] = labels[:, :-1]
+        shifted[:, 0] = start
+        return shifted.masked_fill(shifted == -100, pad)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.LongTensor | None = None,
+        persona_input_ids: torch.LongTensor | None = None,
+        persona_attention_mask: torch.LongTensor | None = None,
+        decoder_input_ids: torch.LongTensor | None = None,
+        decoder_attention_mask: torch.LongTensor | None = None,
+        encoder_outputs: PALEncoderOutput | tuple | None = None,
+        past_key_values=None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> PALSeq2SeqLMOutput:
+        """Teacher-forced or incremental decoding.
+
+        ``persona_input_ids=None`` gives the persona-free distribution logits(d) (decoder over H_D);
+        a persona gives logits(d, p) (decoder over H_final). ``labels`` use -100 for ignored
+        positions; ``labels = [strategy] + response + eos`` in PAL's format.
+        """
+        if encoder_outputs is None:
+            encoder_outputs = self.encode(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                persona_input_ids=persona_input_ids,
+                persona_attention_mask=persona_attention_mask,
+                inputs_embeds=inputs_embeds,
+            )
+        elif not isinstance(encoder_outputs, PALEncoderOutput):
+            states = encoder_outputs[0] if isinstance(encoder_outputs, (tuple, list)) else encoder_outputs.last_hidden_state
+            encoder_outputs = PALEncoderOutput(last_hidden_state=states)
+        states = encoder_outputs.last_hidden_state
+        if attention_mask is None:
+            attention_mask = torch.ones(states.shape[:2], dtype=torch.long, device=states.device)
+        if decoder_input_ids is None:
+            if labels is None:
+                raise ValueError("PAL.forward needs decoder_input_ids or labels")
+            decoder_input_ids = self._shift_right(labels)
+
+        contrast = self._contrast
+        fuse = contrast is not None and encoder_outputs.dialogue_hidden_state is not None
+        rows = states.shape[0]
+        if fuse:
+            # strategy contrastive decoding: the persona-free pass rides in the same batch;
+            # rows [0, R) attend over H_final, rows [R, 2R) over H_D; one cache of 2R rows,
+            # kept aligned under beam reordering by _reorder_cache.
+            states = torch.cat([states, encoder_outputs.dialogue_hidden_state], dim=0)
+            attention_mask = torch.cat([attention_mask, attention_mask], dim=0)
+            decoder_input_ids = torch.cat([decoder_input_ids, decoder_input_ids], dim=0)
+            if decoder_attention_mask is not None:
+                decoder_attention_mask = torch.cat([decoder_attention_mask, decoder_attention_mask], dim=0)
+
+        out = self.backbone(
+            encoder_outputs=(states,),
+            attention_mask=attention_mask,
+            decoder_input_ids=decoder_input_ids,
+            decoder_attention_mask=decoder_attention_mask,
+            past_key_values=past_key_values,
+            use_cache=use_cache,
+            return_dict=True,
+        )
+        logits = out.logits
+        if fuse:
+            logits, persona_free = logits[:rows], logits[rows:]
+            contrast._receive_persona_free_logits(persona_free[:, -1, :])
+
+        loss = None
+        if labels is not None:
+            loss = nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1).to(logits.device), ignore_index=-100
+            )
+        return PALSeq2SeqLMOutput(
+            loss=loss,
+            logits=logits,
+            past_key_values=out.past_key_values,
+            encoder_last_hidden_state=encoder_outputs.last_hidden_state,
+            dialogue_hidden_state=encoder_outputs.dialogue_hidden_state,
+            mixture_weights=encoder_outputs.mixture_weights,
+        )
+
+    # ------------------------------------------------------------------ generation plumbing
+    def _reorder_cache(self, past_key_values, beam_idx):
+        """Beam reordering; with contrastive decoding the cache holds 2R rows (persona, then
+        persona-free) and both halves follow the same beam indices."""
+        if self._contrast is not None:
+            beam_idx = torch.cat([beam_idx, beam_idx + beam_idx.shape[0]])
+        past_key_values.reorder_cache(beam_idx)
+        return past_key_values
+
+    def _get_logits_processor(self, generation_config, *args, logits_processor=None, **kwargs):
+        """Put the strategy contrastive processor first, so it combines raw logits before
+        repetition penalty, temperature, top-k and top-p (transformers otherwise appends
+        user processors after its own repetition penalty), and bind it to this call."""
+        custom = list(logits_processor) if logits_processor is not None else []
+        contrast = [p for p in custom if getattr(p, "_is_pal_strategy_contrast", False)]
+        if len(contrast) > 1:
+            raise ValueError("pass at most one StrategyContrastiveLogitsProcessor to generate()")
+        others = [p for p in custom if not getattr(p, "_is_pal_strategy_contrast", False)]
+        processors = super()._get_logits_processor(
+            generation_config, *args, logits_processor=type(logits_processor)(others) if custom else logits_processor, **kwargs
+        )
+        if contrast:
+            proc = contrast[0]
+            proc._bind(self, scores_are_log_probs=(generation_config.num_beams or 1) > 1)
+            self._contrast = proc
+            processors.insert(0, proc)
+        return processors
+
+    def generate(self, *args, **kwargs):
+        try:
+            return super().generate(*args, **kwargs)
+        finally:
+            if self._contrast is not None:
+                self._contrast._unbind()
+            self._contrast = None
+
+    # ------------------------------------------------------------------ helpers
+    def strategies_of(self, sequences: torch.LongTensor, position: int = 1) -> list:
+        """Name of the strategy each generated sequence chose: its token at ``position``
+        (1 = first token after the decoder start). ``None`` where that token is not a strategy token."""
+        ids = list(self.config.strategy_token_ids or [])
+        names = list(self.config.strategy_names or STRATEGY_NAMES)
+        lookup = dict(zip(ids, names))
+        if sequences.shape[1] <= position:
+            return [None] * sequences.shape[0]
+        return [lookup.get(int(t)) for t in sequences[:, position].tolist()]
+
+    def strategy_contrast_processor(self, alpha=None, **kwargs) -> StrategyContrastiveLogitsProcessor:
+        """The strategy contrastive LogitsProcessor for this model (ships with the checkpoint).
+
+        ``alpha``: None (the config's per-strategy table, paper Table 2), a number or level name
+        ("low", "medium", "high") for every strategy, or a dict strategy -> number/level.
+        """
+        return StrategyContrastiveLogitsProcessor(
+            strategy_token_ids=self.config.strategy_token_ids,
+            alpha=alpha,
+            base_table=self.config.strategy_alpha,
+            **kwargs,
+        )
+
+
+__all__ = ["PALForConditionalGeneration", "PALPreTrainedModel", "PALPersonaFusion", "PALEncoderOutput", "PALSeq2SeqLMOutput"]
+
+
+PALConfig.register_for_auto_class()
+PALForConditionalGeneration.register_for_auto_class("AutoModelForSeq2SeqLM")

@@ -1,0 +1,295 @@
+"""The ONE input format of PAL, shared by training and inference.
+
+Imports only torch and transformers (this file ships with PAL checkpoints).
+
+Encoder input (dialogue): the turns, oldest first, each as ``speaker marker [+ strategy token] text``
+(seeker turns start with ``[Seeker]``; supporter turns with ``[Supporter]`` followed by the
+turn's strategy token), joined with the tokenizer's separator, ending with the supporter cue
+``[Supporter]`` (the model answers as the supporter), wrapped in the tokenizer's own special
+tokens (``[CLS] ... [SEP]`` for BERT). Too long: the oldest tokens are dropped (the end of the
+dialogue and the cue are always kept).
+
+Persona input: the persona sentences joined with the separator, wrapped the same way. No
+persona sentence yet (the first seeker turns): the placeholder token ``[No persona]``. Too long
+for ``max_persona_length``: the OLDEST sentences are dropped whole (new inferences accumulate at
+the end and are kept); a single sentence longer than the limit keeps its first tokens.
+``persona_truncated`` in the returned dict says whether anything was dropped.
+
+Target: ``labels = [strategy token] + response tokens + eos`` (the response truncated to fit
+``max_target_length``).
+
+Bad input: a history without any seeker turn, an unknown speaker, an unknown strategy label,
+lengths that do not match, an empty / whitespace-only response, a response without its
+strategy: ``ValueError`` naming the problem and what was expected.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .configuration_pal import STRATEGY_NAMES, STRATEGY_TOKENS
+
+SEEKER_TOKEN = "[Seeker]"
+SUPPORTER_TOKEN = "[Supporter]"
+PERSONA_PLACEHOLDER = "[No persona]"
+PAL_SPECIAL_TOKENS = (*STRATEGY_TOKENS, SEEKER_TOKEN, SUPPORTER_TOKEN, PERSONA_PLACEHOLDER)
+
+SEEKER_NAMES = ("usr", "seeker", "user")
+SUPPORTER_NAMES = ("sys", "supporter", "system")
+
+
+def add_pal_tokens(tokenizer) -> int:
+    """Add the eight strategy tokens, the two speaker markers and the persona placeholder as
+    special tokens (never split, never lower-cased). Idempotent; returns how many were new.
+    Resize the model's embeddings afterwards (``from_backbone`` does it)."""
+    vocab = tokenizer.get_vocab()
+    new = [t for t in PAL_SPECIAL_TOKENS if t not in vocab]
+    if not new:
+        return 0
+    return tokenizer.add_tokens(new, special_tokens=True)
+
+
+def strategy_token_id(tokenizer, strategy: str) -> int:
+    """Vocabulary id of a strategy given by name (case-insensitive, brackets optional)."""
+    token = STRATEGY_TOKENS[_strategy_index(strategy)]
+    tid = tokenizer.convert_tokens_to_ids(token)
+    if tid is None or tid == tokenizer.unk_token_id:
+        raise ValueError(f"the tokenizer has no token {token!r}; call add_pal_tokens(tokenizer) first")
+    return tid
+
+
+def _strategy_index(strategy) -> int:
+    if isinstance(strategy, str):
+        key = strategy.strip()
+        if key.startswith("[") and key.endswith("]"):
+            key = key[1:-1].strip()
+        for i, name in enumerate(STRATEGY_NAMES):
+            if name.lower() == key.lower():
+                return i
+    raise ValueError(f"unknown strategy label {strategy!r}; expected one of {list(STRATEGY_NAMES)}")
+
+
+def _speaker_role(speaker) -> str:
+    key = str(speaker).strip().lower()
+    if key in SEEKER_NAMES:
+        return "seeker"
+    if key in SUPPORTER_NAMES:
+        return "supporter"
+    raise ValueError(
+        f"unknown speaker {speaker!r}; expected a seeker name {list(SEEKER_NAMES)} or a supporter name {list(SUPPORTER_NAMES)}"
+    )
+
+
+def _special_frame(tokenizer):
+    """Ids the tokenizer puts before and after a single text (e.g. [CLS] / [SEP] for BERT)."""
+    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
+    full = tokenizer("a", add_special_tokens=True)["input_ids"]
+    for start in range(len(full) - len(plain) + 1):
+        if full[start : start + len(plain)] == plain:
+            return full[:start], full[start + len(plain) :]
+    return [], []
+
+
+def _separator_id(tokenizer) -> int:
+    for tid in (tokenizer.sep_token_id, tokenizer.eos_token_id):
+        if tid is not None:
+            return tid
+    raise ValueError("the tokenizer has neither a sep nor an eos token to separate turns")
+
+
+def _ids(tokenizer, text: str) -> list:
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def build_pal_example(
+    history_utterances,
+    history_speakers,
+    history_strategies=None,
+    persona_sentences=None,
+    response: str | None = None,
+    strategy: str | None = None,
+    tokenizer=None,
+    max_source_length: int = 512,
+    max_persona_length: int = 128,
+    max_target_length: int = 50,
+) -> dict:
+    """Build one PAL example.
+
+    Args:
+        history_utterances: the dialogue so far, oldest first (``list[str]``).
+        history_speakers: one speaker per utterance: ``"usr"``/``"seeker"`` or ``"sys"``/``"supporter"``.
+        history_strategies: one label per utterance (``""`` or None for seeker turns; an ESConv
+            strategy name for supporter turns). None: supporter turns get no strategy token.
+        persona_sentences: the seeker persona inferred so far (``list[str]``; empty/None = placeholder).
+        response: the supporter response to learn (None at inference).
+        strategy: the strategy of ``response`` (required with a response; optional otherwise).
+        tokenizer: a tokenizer that went through :func:`add_pal_tokens`.
+        max_source_length / max_persona_length / max_target_length: token limits (including
+            the tokenizer's special tokens; labels include the strategy token and eos).
+
+    Returns:
+        ``{"input_ids", "persona_input_ids", "persona_truncated"}`` plus ``"labels"`` and
+        ``"strategy_id"`` (0-7, index into ``STRATEGY_NAMES``) when a response is given, or
+        ``"strategy_id"`` alone when only ``strategy`` is given.
+    """
+    if tokenizer is None:
+        raise ValueError("build_pal_example needs the tokenizer (after add_pal_tokens)")
+    missing = [t for t in PAL_SPECIAL_TOKENS if t not in tokenizer.get_vocab()]
+    if missing:
+        raise ValueError(f"the tokenizer lacks the PAL tokens {missing}; call add_pal_tokens(tokenizer) first")
+    utterances = list(history_utterances)
+    speakers = list(history_speakers)
+    if len(utterances) != len(speakers):
+        raise ValueError(
+            f"history_utterances has {len(utterances)} turns but history_speakers has {len(speakers)}; give one speaker per turn"
+        )
+    strategies = [None] * len(utterances) if history_strategies is None else list(history_strategies)
+    if len(strategies) != len(utterances):
+        raise ValueError(
+            f"history_strategies has {len(strategies)} labels for {len(utterances)} turns; give one per turn ('' for seeker turns)"
+        )
+    roles = [_speaker_role(s) for s in speakers]
+    if "seeker" not in roles:
+        raise ValueError(
+            "the dialogue history has no seeker turn; PAL answers a seeker, so the history needs at least one "
+            f"turn by {list(SEEKER_NAMES)}"
+        )
+    for name, limit in (("max_source_length", max_source_length), ("max_persona_length", max_persona_length)):
+        if limit < 4:
+            raise ValueError(f"{name} must be at least 4 tokens, got {limit}")
+    if max_target_length < 3:
+        raise ValueError(f"max_target_length must be at least 3 (strategy, one token, eos), got {max_target_length}")
+
+    prefix, suffix = _special_frame(tokenizer)
+    sep = _separator_id(tokenizer)
+    vocab = tokenizer.get_vocab()
+    seeker_id, supporter_id = vocab[SEEKER_TOKEN], vocab[SUPPORTER_TOKEN]
+
+    body: list = []
+    for text, role, label in zip(utterances, roles, strategies):
+        if not isinstance(text, str):
+            raise TypeError(f"utterances must be strings, got {type(text).__name__}")
+        turn = [seeker_id] if role == "seeker" else [supporter_id]
+        if role == "supporter" and label:
+            turn.append(strategy_token_id(tokenizer, label))
+        elif role == "seeker" and label:
+            raise ValueError(f"a seeker turn carries the strategy label {label!r}; only supporter turns have strategies")
+        turn.extend(_ids(tokenizer, text))
+        turn.append(sep)
+        body.extend(turn)
+    body.append(supporter_id)  # the cue: the next turn is the supporter's
+    room = max_source_length - len(prefix) - len(suffix)
+    if len(body) > room:
+        body = body[len(body) - room :]  # keep the most recent tokens
+    input_ids = prefix + body + suffix
+
+    if isinstance(persona_sentences, str) or (
+        persona_sentences is not None and any(not isinstance(s, str) for s in persona_sentences)
+    ):
+        raise TypeError("persona_sentences must be a list of strings (one persona sentence each)")
+    sentences = [s.strip() for s in (persona_sentences or []) if s.strip()]
+    room = max_persona_length - len(prefix) - len(suffix)
+    truncated = False
+    if sentences:
+        pieces = [_ids(tokenizer, s) for s in sentences]
+        kept: list = []
+        used = 0
+        for piece in reversed(pieces):  # newest first
+            cost = len(piece) + (1 if kept else 0)
+            if used + cost > room:
+                if not kept:  # a single sentence longer than the limit: keep its beginning
+                    kept.insert(0, piece[:room])
+                truncated = True
+                break
+            kept.insert(0, piece)
+            used += cost
+        persona_body: list = []
+        for i, piece in enumerate(kept):
+            if i:
+                persona_body.append(sep)
+            persona_body.extend(piece)
+    else:
+        persona_body = [vocab[PERSONA_PLACEHOLDER]]
+    example = {
+        "input_ids": input_ids,
+        "persona_input_ids": prefix + persona_body + suffix,
+        "persona_truncated": truncated,
+    }
+
+    if response is not None:
+        if not isinstance(response, str) or not response.strip():
+            raise ValueError("the response is empty; a training example needs a non-empty supporter response")
+        if strategy is None:
+            raise ValueError(
+                f"a response needs its strategy (labels = [strategy] + response + eos); expected one of {list(STRATEGY_NAMES)}"
+            )
+    if strategy is not None:
+        index = _strategy_index(strategy)
+        example["strategy_id"] = index
+        if response is not None:
+            eos = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
+            if eos is None:
+                raise ValueError("the tokenizer has neither a sep nor an eos token to end the response")
+            words = _ids(tokenizer, response.strip())[: max_target_length - 2]
+            example["labels"] = [strategy_token_id(tokenizer, strategy)] + words + [eos]
+    return example
+
+
+@dataclass
+class PALCollator:
+    """Pad a list of :func:`build_pal_example` dicts into a batch of tensors.
+
+    Returns ``input_ids``/``attention_mask``, ``persona_input_ids``/``persona_attention_mask``
+    (right padding with the tokenizer's pad id) and, when present, ``labels`` padded with -100
+    and ``strategy_id``. Other keys are dropped. The model shifts ``labels`` into
+    ``decoder_input_ids`` itself.
+    """
+
+    tokenizer: object
+    label_pad_id: int = -100
+    pad_to_multiple_of: int | None = None
+
+    def _pad(self, rows, value):
+        longest = max(len(r) for r in rows)
+        if self.pad_to_multiple_of:
+            m = self.pad_to_multiple_of
+            longest = ((longest + m - 1) // m) * m
+        ids = torch.full((len(rows), longest), value, dtype=torch.long)
+        mask = torch.zeros((len(rows), longest), dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, : len(r)] = torch.as_tensor(list(r), dtype=torch.long)
+            mask[i, : len(r)] = 1
+        return ids, mask
+
+    def __call__(self, features) -> dict:
+        if not features:
+            raise ValueError("PALCollator got an empty batch")
+        pad = self.tokenizer.pad_token_id
+        if pad is None:
+            raise ValueError("the tokenizer has no pad token")
+        batch = {}
+        batch["input_ids"], batch["attention_mask"] = self._pad([f["input_ids"] for f in features], pad)
+        batch["persona_input_ids"], batch["persona_attention_mask"] = self._pad(
+            [f["persona_input_ids"] for f in features], pad
+        )
+        if any("labels" in f for f in features):
+            if not all("labels" in f for f in features):
+                raise ValueError("some examples of the batch have labels and some do not")
+            batch["labels"], _ = self._pad([f["labels"] for f in features], self.label_pad_id)
+        if all("strategy_id" in f for f in features):
+            batch["strategy_id"] = torch.tensor([int(f["strategy_id"]) for f in features], dtype=torch.long)
+        return batch
+
+
+__all__ = [
+    "add_pal_tokens",
+    "build_pal_example",
+    "strategy_token_id",
+    "PALCollator",
+    "PAL_SPECIAL_TOKENS",
+    "SEEKER_TOKEN",
+    "SUPPORTER_TOKEN",
+    "PERSONA_PLACEHOLDER",
+]
