@@ -1,0 +1,118 @@
+"""Evaluation of the P2Bot Transmitter on PERSONA-CHAT: Hits@1 of N by the NUP head, F1 of the
+beam-searched (eq. 3 re-ranked) response, perplexity of the real response."""
+
+from __future__ import annotations
+
+import random
+
+from ..errors import HFPersonaError
+
+
+def transmitter_eval_examples(dataset, n_candidates: int = 20, seed: int = 0, max_examples: int | None = None) -> list:
+    """Responder turns of ``dataset`` with ``n_candidates`` candidates (the real reply first).
+
+    Distractors are replies of the same split (any dialogue, never equal to the real one), drawn
+    with ``random.Random(seed + index)``. ``max_examples`` keeps a seeded random subset.
+    """
+    from hf_persona.data import sample_candidates
+    from hf_persona.training.transmitter import dialogue_examples
+
+    if n_candidates < 2:
+        raise HFPersonaError(f"n_candidates must be at least 2, got {n_candidates}")
+    examples = dialogue_examples(dataset, both_sides=False)
+    if not examples:
+        raise HFPersonaError("no responder turns to evaluate")
+    if max_examples is not None and len(examples) > max_examples:
+        keep = sorted(random.Random(seed).sample(range(len(examples)), max_examples))
+        examples = [examples[i] for i in keep]
+    pool = [u for row in dataset for u in row["utterances"] if u.strip()]
+    out = []
+    for i, ex in enumerate(examples):
+        cands = [ex["response"]] + sample_candidates(pool, n_candidates - 1, exclude={ex["response"]},
+                                                     seed=seed + i)
+        out.append({**ex, "candidates": cands})
+    return out
+
+
+def evaluate_transmitter(model, tokenizer, examples, num_beams: int = 2, alpha: float | None = None,
+                         generate_batch_size: int = 8, with_f1: bool = True, max_new_tokens: int | None = None) -> dict:
+    """``hits@1`` (%, real reply ranked first among the candidates by log p(next)), ``f1`` (unigram
+    F1 of the generated reply, 0-100), ``ppl`` (of the real replies, ``<eos>`` included)."""
+    import numpy as np
+
+    from hf_persona.evaluation import hits_at_k, mrr, perplexity, unigram_f1
+    from hf_persona.models.transmitter import build_example, pad_batch, special_token_ids
+
+    if not examples:
+        raise HFPersonaError("no examples to evaluate")
+    model.eval()
+    cfg = model.config
+    pad = special_token_ids(tokenizer)["pad"]
+    scores = np.array([model.rank_candidates(tokenizer, ex["persona"], ex["history"], ex["candidates"])
+                       for ex in examples])
+    nll, n_tok = 0.0, 0
+    for start in range(0, len(examples), 16):
+        chunk = examples[start:start + 16]
+        batch = pad_batch([build_example(tokenizer, ex["persona"], ex["history"], ex["response"],
+                                         cfg.max_context_tokens, cfg.max_response_tokens) for ex in chunk], pad)
+        s = model.score_batch(batch)
+        nll -= float(s["logprob_sum"].sum())
+        n_tok += int(s["n_tokens"].sum())
+    metrics = {
+        "hits@1": 100.0 * hits_at_k(scores, 1),
+        "mrr": 100.0 * mrr(scores),
+        "ppl": perplexity(nll, n_tok),
+        "n_examples": len(examples),
+        "n_candidates": int(scores.shape[1]),
+    }
+    if with_f1:
+        f1s = []
+        for start in range(0, len(examples), generate_batch_size):
+            chunk = examples[start:start + generate_batch_size]
+            replies = model.respond_batch(tokenizer, [ex["persona"] for ex in chunk], [ex["history"] for ex in chunk],
+                                          num_beams=num_beams, alpha=alpha, max_new_tokens=max_new_tokens)
+            f1s.extend(unigram_f1(r, ex["response"]) for r, ex in zip(replies, chunk))
+        metrics["f1"] = float(np.mean(f1s))
+    return metrics
+
+
+def run_transmitter_eval(models, data, dev_from: int = 800, n_candidates: int = 20, max_examples: int | None = None,
+                         num_beams: int = 2, alpha: float | None = None, receiver=None, persona_scorer=None,
+                         user_model=None, selfplay_episodes: int = 50, seed: int = 0, json_out=None):
+    """Evaluate ``models`` (list of ``(name or None, folder)``) on the dialogues of ``data`` from
+    ``dev_from`` on. Returns ``(table_rows, flat_metrics)``; ``flat_metrics`` keys are ``metric``
+    for one unnamed model, else ``name.metric``; written to ``json_out`` when given."""
+    from pathlib import Path
+
+    from hf_persona.data import read_personachat
+    from hf_persona.training.selfplay import evaluate_selfplay, persona_scorer_from_receiver, selfplay_seeds
+    from hf_persona.training.transmitter import load_transmitter
+    from hf_persona.utils import atomic_write_json
+
+    dataset = read_personachat(data) if isinstance(data, (str, Path)) else data
+    if dev_from and len(dataset) > dev_from:
+        dataset = dataset.select(range(dev_from, len(dataset)))
+    elif dev_from and len(dataset) <= dev_from:
+        raise HFPersonaError(f"{data}: only {len(dataset)} dialogues, none from index {dev_from} on to evaluate; "
+                             "lower --dev-from")
+    examples = transmitter_eval_examples(dataset, n_candidates=n_candidates, seed=seed, max_examples=max_examples)
+    if receiver is not None and persona_scorer is None:
+        persona_scorer = persona_scorer_from_receiver(receiver)
+    user = user_tok = None
+    if persona_scorer is not None:
+        user, user_tok = load_transmitter(user_model or models[0][1])
+        seeds = selfplay_seeds(dataset)[:selfplay_episodes]
+    rows, flat = [], {}
+    for name, path in models:
+        model, tokenizer = load_transmitter(path)
+        metrics = evaluate_transmitter(model, tokenizer, examples, num_beams=num_beams, alpha=alpha)
+        if persona_scorer is not None:
+            sp = evaluate_selfplay(model, user, tokenizer, seeds, persona_scorer, seed=seed)
+            metrics["persona_reward"] = sp["persona_reward"]
+            metrics["persona_score"] = sp["persona_score"]
+        rows.append({"variant": name or Path(path).name, **{k: v for k, v in metrics.items()}})
+        for k, v in metrics.items():
+            flat[k if name is None else f"{name}.{k}"] = v
+    if json_out:
+        atomic_write_json(json_out, flat)
+    return rows, flat

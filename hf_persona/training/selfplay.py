@@ -1,0 +1,371 @@
+"""P2Bot self-play fine-tuning (paper section 3.2) on TRL's ``GRPOTrainer`` with a custom rollout.
+
+Two Transmitters talk: the *user* (interlocutor A, frozen) opens with the first utterance of a
+real dialogue, the *agent* (B, learning) answers; they alternate for ``turns`` agent turns. Every
+agent utterance is one TRL "completion" whose prompt is the agent's state (persona + history at
+that turn). The rewards (RS.1 language style, RS.2 discourse coherence, RS.3 persona perception
+discounted over the episode, minus the information penalty) are plain TRL reward functions with
+weights. TRL's group-mean advantage with ``scale_rewards="none"``, ``beta=0`` and one policy
+update per rollout (``num_iterations=1``) is REINFORCE with a mean baseline; one seed dialogue
+per optimisation step makes that group the batch, as in the paper. ``baseline="leave_one_out"``
+scales the weights by ``G/(G-1)``, which turns the group-mean advantage into the exact
+leave-one-out one (``r_i - mean_{j != i} r_j = G/(G-1) * (r_i - mean_j r_j)``).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import time
+from pathlib import Path
+
+from ..errors import HFPersonaError
+from ..utils import atomic_write_json, get_logger
+
+logger = get_logger(__name__)
+
+PAPER_WEIGHTS = {"language_style": 0.4, "discourse_coherence": 0.1, "persona_perception": 0.5,
+                 "repetition_penalty": 0.1}
+REWARD_NAMES = tuple(PAPER_WEIGHTS)
+_KEY = re.compile(r"^\[(\d+)\] ")
+
+
+def selfplay_seeds(dataset) -> list:
+    """One seed per dialogue: the opener (user) persona, the answerer (agent) persona, the opening line.
+
+    In PERSONA-CHAT the partner usually speaks first; when the responder opened (no partner line),
+    the roles swap so the user is always the one who spoke first in the data.
+    """
+    needed = {"your_persona", "partner_persona", "utterances", "speakers"}
+    if needed - set(dataset.column_names):
+        raise HFPersonaError(f"self-play seeds need PERSONA-CHAT rows with {sorted(needed)}")
+    seeds = []
+    for row in dataset:
+        utts, speakers = list(row["utterances"]), list(row["speakers"])
+        if not utts or not utts[0].strip():
+            continue
+        personas = {"you": list(row["your_persona"]), "partner": list(row["partner_persona"])}
+        opener = speakers[0]
+        other = "you" if opener == "partner" else "partner"
+        seeds.append({"user_persona": personas[opener], "agent_persona": personas[other],
+                      "first_utterance": utts[0], "dialogue_id": row.get("dialogue_id", -1)})
+    if not seeds:
+        raise HFPersonaError("no self-play seeds: no dialogue has a non-empty first utterance")
+    return seeds
+
+
+def simulate_episodes(agent, user, tokenizer, seeds, turns: int = 3, agent_decoding: str = "sample",
+                      user_num_beams: int = 2, agent_num_beams: int = 2, max_new_tokens: int | None = None) -> list:
+    """Run one self-play episode per seed, all seeds batched turn by turn.
+
+    The user's first line comes from the seed; afterwards the user answers with beam search
+    re-ranked by eq. 3 (``x*``), the agent by multinomial sampling (``agent_decoding="sample"``,
+    training) or the same beam re-ranking (``"beam"``). Returns per episode the utterances of both
+    speakers, the agent's context/response token ids and the history before each agent turn.
+    """
+    if turns < 1:
+        raise HFPersonaError(f"turns must be at least 1, got {turns}")
+    if agent_decoding not in ("sample", "beam"):
+        raise HFPersonaError(f"agent_decoding must be 'sample' or 'beam', got {agent_decoding!r}")
+    episodes = [{"user_persona": s["user_persona"], "agent_persona": s["agent_persona"],
+                 "user_utterances": [s["first_utterance"]], "agent_utterances": [], "histories": [],
+                 "context_ids": [], "response_ids": []} for s in seeds]
+    dialogue = [[s["first_utterance"]] for s in seeds]
+    for n in range(turns):
+        histories = [list(d) for d in dialogue]
+        if agent_decoding == "sample":
+            texts, contexts, resp = agent.respond_batch(tokenizer, [e["agent_persona"] for e in episodes], histories,
+                                                        do_sample=True, max_new_tokens=max_new_tokens,
+                                                        return_ids=True)
+        else:
+            texts, contexts, resp = agent.respond_batch(tokenizer, [e["agent_persona"] for e in episodes], histories,
+                                                        num_beams=agent_num_beams, max_new_tokens=max_new_tokens,
+                                                        return_ids=True)
+        for e, d, h, t, c, r in zip(episodes, dialogue, histories, texts, contexts, resp):
+            e["histories"].append(h)
+            e["agent_utterances"].append(t)
+            e["context_ids"].append(c)
+            e["response_ids"].append(r)
+            d.append(t)
+        if n + 1 < turns:
+            replies = user.respond_batch(tokenizer, [e["user_persona"] for e in episodes],
+                                         [list(d) for d in dialogue], num_beams=user_num_beams,
+                                         max_new_tokens=max_new_tokens)
+            for e, d, t in zip(episodes, dialogue, replies):
+                e["user_utterances"].append(t)
+                d.append(t)
+    return episodes
+
+
+def episode_columns(episodes) -> dict:
+    """Flatten episodes into per-agent-turn columns for the reward functions."""
+    cols = {k: [] for k in ("persona", "history", "user_persona", "episode_agent_utterances",
+                            "episode_user_utterances", "turn", "completion")}
+    for e in episodes:
+        for n, text in enumerate(e["agent_utterances"]):
+            cols["persona"].append(e["agent_persona"])
+            cols["history"].append(e["histories"][n])
+            cols["user_persona"].append(e["user_persona"])
+            cols["episode_agent_utterances"].append(list(e["agent_utterances"]))
+            cols["episode_user_utterances"].append(list(e["user_utterances"]))
+            cols["turn"].append(n)
+            cols["completion"].append(text)
+    return cols
+
+
+def build_rewards(names, frozen_model, tokenizer, persona_scorer=None, gamma: float = 0.5,
+                  language_model=None, coherence_form: str = "log_prob") -> list:
+    """The reward callables for ``names`` (a subset of ``REWARD_NAMES``), in that order.
+
+    RS.1 scores with ``language_model`` (a path / Hub id of a causal LM) or, by default, the frozen
+    supervised Transmitter; RS.2 with the frozen supervised Transmitter's NUP head; RS.3 with
+    ``persona_scorer`` (a ``persona_perception`` reward), discounted with ``gamma``.
+    """
+    from .p2bot_rewards import DiscourseCoherenceReward, EpisodePersonaReward, LanguageStyleReward, RepetitionPenalty
+
+    out = []
+    for name in names:
+        if name == "language_style":
+            if language_model is not None:
+                out.append(LanguageStyleReward(model=language_model))
+            else:
+                out.append(LanguageStyleReward(model=frozen_model, tokenizer=tokenizer))
+        elif name == "discourse_coherence":
+            out.append(DiscourseCoherenceReward(model=frozen_model, tokenizer=tokenizer, form=coherence_form))
+        elif name == "persona_perception":
+            if persona_scorer is None:
+                raise HFPersonaError("the persona_perception reward (RS.3) needs a Receiver: pass receiver=DIR "
+                                     "(a trained Receiver) or drop RS.3 from the weights")
+            out.append(EpisodePersonaReward(persona_scorer, gamma=gamma))
+        elif name == "repetition_penalty":
+            out.append(RepetitionPenalty())
+        else:
+            raise HFPersonaError(f"unknown self-play reward {name!r}; valid: {', '.join(REWARD_NAMES)}")
+    return out
+
+
+def make_rollout_func(user, tokenizer, seeds: list, turns: int, episodes_per_seed: int,
+                      max_new_tokens: int | None = None):
+    """A TRL ``rollout_func``: each group of ``num_generations`` identical prompts is one seed,
+    played ``episodes_per_seed`` times; every agent turn becomes one completion."""
+
+    def rollout(prompts, trainer):
+        group = trainer.num_generations
+        if group != turns * episodes_per_seed:
+            raise HFPersonaError(f"num_generations ({group}) must equal turns × episodes_per_seed "
+                                 f"({turns} × {episodes_per_seed})")
+        if len(prompts) % group:
+            raise HFPersonaError(f"got {len(prompts)} prompts, not a multiple of num_generations={group}")
+        keys = []
+        for g in range(0, len(prompts), group):
+            block = prompts[g:g + group]
+            if any(p != block[0] for p in block):
+                raise HFPersonaError("self-play expects each prompt repeated num_generations times in a row")
+            match = _KEY.match(block[0])
+            if not match:
+                raise HFPersonaError(f"self-play prompt {block[0][:40]!r} does not start with its seed key '[i] '")
+            keys.append(int(match.group(1)))
+        agent = trainer.accelerator.unwrap_model(trainer.model)
+        run_seeds = [seeds[k] for k in keys for _ in range(episodes_per_seed)]
+        episodes = simulate_episodes(agent, user, tokenizer, run_seeds, turns=turns, agent_decoding="sample",
+                                     max_new_tokens=max_new_tokens)
+        cols = episode_columns(episodes)
+        prompt_ids = [c for e in episodes for c in e["context_ids"]]
+        completion_ids = [r for e in episodes for r in e["response_ids"]]
+        completion_ids = [r if r else [tokenizer.eos_token_id] for r in completion_ids]
+        cols.pop("completion")
+        return {"prompt_ids": prompt_ids, "completion_ids": completion_ids, "logprobs": None, **cols}
+
+    return rollout
+
+
+def persona_scorer_from_receiver(receiver):
+    """The Receiver's ``persona_perception`` reward (registered by its plugin) for ``receiver``."""
+    import hf_persona
+
+    if callable(receiver) and not isinstance(receiver, str):
+        return receiver
+    return hf_persona.get_reward("persona_perception", model=str(receiver))
+
+
+def train_selfplay(
+    sft_model,
+    output_dir,
+    train_data=None,
+    receiver=None,
+    persona_scorer=None,
+    weights: dict | None = None,
+    baseline: str = "mean",
+    turns: int = 3,
+    episodes_per_seed: int = 2,
+    seeds_per_step: int = 1,
+    gamma: float = 0.5,
+    learning_rate: float = 1e-6,
+    max_steps: int = 1000,
+    budget_minutes: float | None = None,
+    save_steps: int = 20,
+    dev_from: int = 800,
+    language_model=None,
+    max_new_tokens: int = 32,
+    seed: int = 0,
+    resume: bool = True,
+    json_out=None,
+) -> dict:
+    """Self-play fine-tuning of a supervised Transmitter; returns a summary (saved to ``json_out``).
+
+    ``weights`` maps reward names to λ (default: the paper's 0.4 / 0.1 / 0.5 and 0.1 for the
+    penalty); a reward left out or with weight 0 is not computed. ``receiver`` is a trained Receiver
+    folder (RS.3) or pass ``persona_scorer`` directly. Each optimisation step plays
+    ``seeds_per_step × episodes_per_seed`` episodes; the paper's 2000 dialogues of 3 turns
+    correspond to ``max_steps = 2000 / episodes_per_seed``.
+    """
+    import torch
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer
+
+    from hf_persona.data import read_personachat, sample_path
+    from hf_persona.training.common import last_checkpoint
+    from hf_persona.training.transmitter import budget_callback, load_transmitter
+    from hf_persona.utils import set_seed
+
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    set_seed(seed)
+    weights = dict(PAPER_WEIGHTS if weights is None else weights)
+    unknown = set(weights) - set(REWARD_NAMES)
+    if unknown:
+        raise HFPersonaError(f"unknown reward weights {sorted(unknown)}; valid: {', '.join(REWARD_NAMES)}")
+    names = [n for n in REWARD_NAMES if weights.get(n, 0.0) != 0.0]
+    if not names:
+        raise HFPersonaError("self-play needs at least one reward with a non-zero weight")
+    if baseline not in ("mean", "leave_one_out"):
+        raise HFPersonaError(f"baseline must be 'mean' or 'leave_one_out', got {baseline!r}")
+    if episodes_per_seed < 1 or seeds_per_step < 1:
+        raise HFPersonaError("episodes_per_seed and seeds_per_step must be at least 1")
+    group = turns * episodes_per_seed
+    if group < 2:
+        raise HFPersonaError("a baseline needs at least 2 agent turns per group (turns × episodes_per_seed)")
+
+    if train_data is None:
+        train_data = sample_path("personachat")
+    if isinstance(train_data, (str, Path)):
+        dataset = read_personachat(train_data)
+        if dev_from is not None and len(dataset) > dev_from:
+            dataset = dataset.select(range(dev_from))
+    else:
+        dataset = train_data
+    seeds = selfplay_seeds(dataset)
+    order = list(range(len(seeds)))
+    random.Random(seed).shuffle(order)
+    prompts = [f"[{i}] {seeds[i]['first_utterance']}" for i in order]
+
+    agent, tokenizer = load_transmitter(sft_model)
+    user, _ = load_transmitter(sft_model)
+    user.eval()
+    for p in user.parameters():
+        p.requires_grad_(False)
+    tokenizer.padding_side = "left"
+    if "persona_perception" in names and persona_scorer is None:
+        if receiver is None:
+            raise HFPersonaError("RS.3 (persona_perception) needs receiver=<trained Receiver folder>")
+        persona_scorer = persona_scorer_from_receiver(receiver)
+    reward_funcs = build_rewards(names, user, tokenizer, persona_scorer=persona_scorer, gamma=gamma,
+                                 language_model=language_model)
+    scale = group / (group - 1) if baseline == "leave_one_out" else 1.0
+    reward_weights = [float(weights[n]) * scale for n in names]
+
+    output_dir = Path(output_dir)
+    resume_from = last_checkpoint(output_dir) if resume else None
+    args = GRPOConfig(
+        output_dir=str(output_dir),
+        learning_rate=learning_rate,
+        lr_scheduler_type="constant",
+        per_device_train_batch_size=group * seeds_per_step,
+        steps_per_generation=1,
+        num_generations=group,
+        num_iterations=1,
+        beta=0.0,
+        loss_type="dr_grpo",
+        scale_rewards="none",
+        max_completion_length=max_new_tokens,
+        temperature=1.0,
+        reward_weights=reward_weights,
+        disable_dropout=True,
+        max_steps=max_steps,
+        logging_steps=1,
+        save_steps=save_steps,
+        save_total_limit=2,
+        report_to=[],
+        seed=seed,
+        use_cpu=not torch.cuda.is_available(),
+        bf16=False,
+        log_completions=False,
+        disable_tqdm=True,
+        shuffle_dataset=False,
+    )
+    trainer = GRPOTrainer(
+        model=agent,
+        reward_funcs=reward_funcs,
+        args=args,
+        train_dataset=Dataset.from_dict({"prompt": prompts}),
+        processing_class=tokenizer,
+        rollout_func=make_rollout_func(user, tokenizer, seeds, turns, episodes_per_seed, max_new_tokens),
+        callbacks=[budget_callback(budget_minutes)] if budget_minutes else None,
+    )
+    start = time.monotonic()
+    trainer.train(resume_from_checkpoint=resume_from)
+    seconds = time.monotonic() - start
+    trainer.save_model(str(output_dir))
+    tokenizer.padding_side = "right"
+    tokenizer.save_pretrained(str(output_dir))
+    history = [h for h in trainer.state.log_history if "reward" in h]
+    steps_run = trainer.state.global_step - (int(Path(resume_from).name.split("-")[1]) if resume_from else 0)
+    summary = {
+        "output_dir": str(output_dir),
+        "sft_model": str(sft_model),
+        "rewards": names,
+        "weights": {n: weights[n] for n in names},
+        "baseline": baseline,
+        "global_step": trainer.state.global_step,
+        "episodes": trainer.state.global_step * seeds_per_step * episodes_per_seed,
+        "seconds": seconds,
+        "seconds_per_episode": seconds / max(1, steps_run * seeds_per_step * episodes_per_seed),
+        "learning_rate": learning_rate,
+        "first_reward": history[0]["reward"] if history else None,
+        "last_reward": history[-1]["reward"] if history else None,
+        "resumed_from": resume_from,
+        "budget_minutes": budget_minutes,
+    }
+    for n in names:
+        key = f"rewards/{n}/mean"
+        vals = [h[key] for h in history if key in h]
+        if vals:
+            summary[f"{n}.first"] = vals[0]
+            summary[f"{n}.last"] = vals[-1]
+    if json_out:
+        atomic_write_json(json_out, summary)
+    return summary
+
+
+def evaluate_selfplay(agent, user, tokenizer, seeds, persona_scorer, gamma: float = 0.5, turns: int = 3,
+                      agent_decoding: str = "sample", batch_size: int = 16, seed: int = 0,
+                      max_new_tokens: int | None = None) -> dict:
+    """Mean RS.3 (eq. 8) and mean per-utterance persona score r(a) of the agent on self-play episodes."""
+    import torch
+
+    from .p2bot_rewards import EpisodePersonaReward, discounted_persona_returns
+
+    reward = EpisodePersonaReward(persona_scorer, gamma=gamma)
+    torch.manual_seed(seed)
+    rs3, raw = [], []
+    for start in range(0, len(seeds), batch_size):
+        episodes = simulate_episodes(agent, user, tokenizer, seeds[start:start + batch_size], turns=turns,
+                                     agent_decoding=agent_decoding, max_new_tokens=max_new_tokens)
+        for e in episodes:
+            a = reward.score_utterances(e["agent_utterances"], [e["agent_persona"]] * len(e["agent_utterances"]))
+            u = reward.score_utterances(e["user_utterances"], [e["user_persona"]] * len(e["user_utterances"]))
+            rs3.extend(discounted_persona_returns(a, u, gamma))
+            raw.extend(a)
+    if not rs3:
+        raise HFPersonaError("no self-play episodes to evaluate")
+    return {"persona_reward": sum(rs3) / len(rs3), "persona_score": sum(raw) / len(raw), "episodes": len(seeds)}

@@ -1,0 +1,293 @@
+"""Supervised training of the P2Bot Transmitter (paper section 3.1) on ``transformers.Trainer``.
+
+Each responder turn of a PERSONA-CHAT dialogue gives one example (persona, history, response) and
+one sampled distractor response from another dialogue; the batch holds both sequences, the LM loss
+reads the real response only and the NUP head learns real (1) versus distractor (0).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from pathlib import Path
+
+from ..errors import HFPersonaError
+from ..utils import atomic_write_json, get_logger
+
+logger = get_logger(__name__)
+
+PAPER_LEARNING_RATE = 6.25e-5
+
+
+def _check_personachat(dataset) -> None:
+    needed = {"your_persona", "partner_persona", "utterances", "speakers"}
+    missing = needed - set(dataset.column_names)
+    if missing:
+        raise HFPersonaError(
+            f"the Transmitter trains on PERSONA-CHAT rows; the dataset lacks columns {sorted(missing)} "
+            f"(has {dataset.column_names}); read it with hf_persona.data.read_personachat"
+        )
+
+
+def dialogue_examples(dataset, both_sides: bool = True, max_history: int | None = None) -> list:
+    """(persona, history, response) for every turn of every dialogue.
+
+    ``both_sides`` also uses the partner's turns (answered with the partner's persona), which
+    self-play needs since both interlocutors are Transmitters. ``history`` ends with the utterance
+    being answered; ``max_history`` keeps only the last turns.
+    """
+    _check_personachat(dataset)
+    out = []
+    for row in dataset:
+        personas = {"you": list(row["your_persona"]), "partner": list(row["partner_persona"])}
+        utts, speakers = list(row["utterances"]), list(row["speakers"])
+        for i, (utt, spk) in enumerate(zip(utts, speakers)):
+            if spk not in personas:
+                raise HFPersonaError(f"dialogue {row.get('dialogue_id')}: unknown speaker {spk!r}")
+            if spk == "partner" and not both_sides:
+                continue
+            if not utt.strip():
+                continue
+            history = utts[:i]
+            if max_history is not None:
+                history = history[-max_history:] if max_history > 0 else []
+            out.append({"persona": personas[spk], "history": history, "response": utt,
+                        "dialogue_id": row.get("dialogue_id", -1), "side": spk})
+    return out
+
+
+def add_distractors(examples: list, seed: int = 0) -> list:
+    """Give each example one ``distractor``: a response drawn from a different dialogue."""
+    rng = random.Random(seed)
+    n = len(examples)
+    if len({e["dialogue_id"] for e in examples}) < 2:
+        raise HFPersonaError("sampling distractors needs at least two dialogues")
+    out = []
+    for ex in examples:
+        while True:
+            other = examples[rng.randrange(n)]
+            if other["dialogue_id"] != ex["dialogue_id"] and other["response"] != ex["response"]:
+                break
+        out.append({**ex, "distractor": other["response"]})
+    return out
+
+
+class TransmitterCollator:
+    """Turns examples with a ``distractor`` into one padded batch of 2·B sequences.
+
+    Row 2i is the real response (LM labels, ``nup_labels`` 1), row 2i+1 the distractor (no LM
+    labels, ``nup_labels`` 0).
+    """
+
+    def __init__(self, tokenizer, max_context_tokens: int = 256, max_response_tokens: int = 32):
+        from hf_persona.models.transmitter import special_token_ids
+
+        self.tokenizer = tokenizer
+        self.ids = special_token_ids(tokenizer)
+        self.max_context_tokens = max_context_tokens
+        self.max_response_tokens = max_response_tokens
+
+    def __call__(self, features):
+        from hf_persona.models.transmitter import build_example, pad_batch
+
+        examples = []
+        for f in features:
+            gold = build_example(self.tokenizer, f["persona"], f["history"], f["response"],
+                                 self.max_context_tokens, self.max_response_tokens)
+            gold["nup_label"] = 1
+            examples.append(gold)
+            if f.get("distractor") is not None:
+                neg = build_example(self.tokenizer, f["persona"], f["history"], f["distractor"],
+                                    self.max_context_tokens, self.max_response_tokens, with_labels=False)
+                neg["nup_label"] = 0
+                examples.append(neg)
+        return pad_batch(examples, self.ids["pad"])
+
+
+def register_transmitter_auto_classes() -> None:
+    """Register the Transmitter with AutoConfig / AutoModelForCausalLM in this process."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from hf_persona.models.transmitter import TransmitterConfig, TransmitterForDialogue
+
+    AutoConfig.register(TransmitterConfig.model_type, TransmitterConfig, exist_ok=True)
+    AutoModelForCausalLM.register(TransmitterConfig, TransmitterForDialogue, exist_ok=True)
+
+
+def load_transmitter(name_or_path, **config_kwargs):
+    """(model, tokenizer) from a trained Transmitter folder, or warm-started from a backbone.
+
+    A folder whose ``config.json`` says ``model_type: p2bot_transmitter`` loads as is; anything
+    else (``minilm``, ``gpt2``, ``microsoft/DialoGPT-small``, a BERT folder) is a backbone to
+    warm-start, with ``config_kwargs`` passed to ``TransmitterConfig``.
+    """
+    from transformers import AutoTokenizer
+
+    from hf_persona.backbones import resolve
+    from hf_persona.models.transmitter import TransmitterForDialogue, prepare_tokenizer
+
+    register_transmitter_auto_classes()
+    path = resolve(name_or_path)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    prepare_tokenizer(tokenizer)
+    if _is_transmitter_dir(path):
+        if config_kwargs:
+            raise HFPersonaError(f"{path} is a trained Transmitter; options {sorted(config_kwargs)} "
+                                 "only apply when warm-starting from a backbone")
+        model = TransmitterForDialogue.from_pretrained(path)
+        model.adapt_to_tokenizer(tokenizer)
+    else:
+        model = TransmitterForDialogue.from_backbone(path, tokenizer=tokenizer, **config_kwargs)
+    return model, tokenizer
+
+
+class _BudgetCallback:
+    """Stops training (with a checkpoint) once ``minutes`` of wall time have passed in this run."""
+
+    def __new__(cls, minutes):
+        from transformers import TrainerCallback
+
+        class Budget(TrainerCallback):
+            def __init__(self):
+                self.start = time.monotonic()
+                self.minutes = minutes
+
+            def on_step_end(self, args, state, control, **kwargs):
+                if (time.monotonic() - self.start) / 60.0 >= self.minutes:
+                    control.should_training_stop = True
+                    control.should_save = True
+                return control
+
+        return Budget()
+
+
+def budget_callback(minutes: float):
+    """A ``TrainerCallback`` that stops (and checkpoints) after ``minutes`` of wall time."""
+    if minutes is None or minutes <= 0:
+        raise HFPersonaError(f"budget minutes must be positive, got {minutes}")
+    return _BudgetCallback(minutes)
+
+
+def train_transmitter(
+    output_dir,
+    train_data=None,
+    backbone: str = "minilm",
+    dev_from: int = 800,
+    both_sides: bool = True,
+    epochs: float = 2.0,
+    max_steps: int = -1,
+    budget_minutes: float | None = None,
+    batch_size: int = 8,
+    learning_rate: float = PAPER_LEARNING_RATE,
+    lm_weight: float = 0.6,
+    label_smoothing: float = 0.05,
+    max_context_tokens: int = 256,
+    max_response_tokens: int = 32,
+    save_steps: int = 200,
+    seed: int = 0,
+    resume: bool = True,
+    json_out=None,
+) -> dict:
+    """Supervised Transmitter training; returns a summary dict (also saved to ``json_out``).
+
+    ``train_data``: a PERSONA-CHAT file path or a ``datasets.Dataset`` of ``read_personachat``
+    rows; with a path, only its first ``dev_from`` dialogues train (the rest stay for evaluation).
+    Resumes from the newest complete checkpoint in ``output_dir`` unless ``resume`` is false.
+    """
+    import torch
+    from transformers import Trainer, TrainingArguments
+
+    from hf_persona.data import read_personachat, sample_path
+    from hf_persona.training.common import last_checkpoint
+    from hf_persona.utils import set_seed
+
+    set_seed(seed)
+    if train_data is None:
+        train_data = sample_path("personachat")
+    if isinstance(train_data, (str, Path)):
+        dataset = read_personachat(train_data)
+        if dev_from is not None and len(dataset) > dev_from:
+            dataset = dataset.select(range(dev_from))
+    else:
+        dataset = train_data
+    examples = add_distractors(dialogue_examples(dataset, both_sides=both_sides), seed=seed)
+    if not examples:
+        raise HFPersonaError("no training examples: the dataset holds no non-empty turns")
+    output_dir = Path(output_dir)
+    resume_from = last_checkpoint(output_dir) if resume else None
+    if resume_from:
+        logger.info("resuming from %s", resume_from)
+    if _is_transmitter_dir(backbone):  # continue from a trained Transmitter
+        model, tokenizer = load_transmitter(backbone)
+    else:
+        model, tokenizer = load_transmitter(
+            backbone, lm_weight=lm_weight, label_smoothing=label_smoothing,
+            max_context_tokens=max_context_tokens, max_response_tokens=max_response_tokens,
+        )
+
+    class _ListDataset(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(examples)
+
+        def __getitem__(self, i):
+            return examples[i]
+
+    args = TrainingArguments(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=batch_size,
+        num_train_epochs=epochs,
+        max_steps=max_steps,
+        learning_rate=learning_rate,
+        lr_scheduler_type="linear",
+        warmup_steps=0,
+        weight_decay=0.0,
+        logging_steps=10,
+        save_steps=save_steps,
+        save_total_limit=2,
+        report_to=[],
+        remove_unused_columns=False,
+        seed=seed,
+        dataloader_num_workers=0,
+        use_cpu=not torch.cuda.is_available(),
+        disable_tqdm=True,
+    )
+    callbacks = [budget_callback(budget_minutes)] if budget_minutes else []
+    trainer = Trainer(model=model, args=args, train_dataset=_ListDataset(),
+                      data_collator=TransmitterCollator(tokenizer, max_context_tokens, max_response_tokens),
+                      callbacks=callbacks)
+    start = time.monotonic()
+    result = trainer.train(resume_from_checkpoint=resume_from)
+    seconds = time.monotonic() - start
+    trainer.save_model(str(output_dir))
+    tokenizer.save_pretrained(str(output_dir))
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    summary = {
+        "output_dir": str(output_dir),
+        "backbone": str(backbone),
+        "examples": len(examples),
+        "global_step": trainer.state.global_step,
+        "epochs_done": float(trainer.state.epoch or 0.0),
+        "train_loss": float(result.training_loss) if result.training_loss is not None else math.nan,
+        "first_logged_loss": losses[0] if losses else None,
+        "last_logged_loss": losses[-1] if losses else None,
+        "seconds": seconds,
+        "resumed_from": resume_from,
+        "learning_rate": learning_rate,
+        "batch_size": batch_size,
+        "budget_minutes": budget_minutes,
+    }
+    if json_out:
+        atomic_write_json(json_out, summary)
+    return summary
+
+
+def _is_transmitter_dir(name_or_path) -> bool:
+    cfg = Path(str(name_or_path)) / "config.json"
+    if not cfg.is_file():
+        return False
+    try:
+        return json.loads(cfg.read_text()).get("model_type") == "p2bot_transmitter"
+    except json.JSONDecodeError:
+        return False

@@ -1,0 +1,414 @@
+"""P2Bot Transmitter: formatting, loss, ranking / re-ranking, rewards, self-play, round trips."""
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tests.helpers import run_without_hf_persona
+
+
+@pytest.fixture(scope="module")
+def tok(minilm_path):
+    from transformers import AutoTokenizer
+
+    from hf_persona.models.transmitter import prepare_tokenizer
+
+    t = AutoTokenizer.from_pretrained(minilm_path)
+    prepare_tokenizer(t)
+    return t
+
+
+def _tiny(tok, **kw):
+    from transformers import BertConfig
+
+    from hf_persona.models.transmitter import TransmitterConfig, TransmitterForDialogue
+
+    torch.manual_seed(0)
+    cfg = TransmitterConfig(
+        backbone_config=BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                   intermediate_size=64, max_position_embeddings=256),
+        max_context_tokens=96, max_response_tokens=12, **kw)
+    model = TransmitterForDialogue(cfg)
+    model.adapt_to_tokenizer(tok)
+    return model
+
+
+@pytest.fixture(scope="module")
+def tiny(tok):
+    return _tiny(tok).eval()
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory, tok, tiny):
+    out = tmp_path_factory.mktemp("tiny_transmitter")
+    tiny.save_pretrained(out)
+    tok.save_pretrained(out)
+    return str(out)
+
+
+# ---------------------------------------------------------------- formatting
+def test_context_format_speakers_and_truncation(tok):
+    from hf_persona.models.transmitter import build_context_ids, build_example, special_token_ids
+
+    ids = special_token_ids(tok)
+    ctx = build_context_ids(tok, ["i like cats ."], ["hello", "hi there", "what do you do ?"])
+    toks = tok.convert_ids_to_tokens(ctx)
+    # the answered utterance (last) is the partner's; speakers alternate backwards
+    assert toks == ["<persona>", "i", "like", "cats", ".", "<partner>", "hello", "<self>", "hi", "there",
+                    "<partner>", "what", "do", "you", "do", "?", "<self>"]
+    short = build_context_ids(tok, ["i like cats ."], ["hello", "hi there", "what do you do ?"], max_context_tokens=14)
+    assert len(short) <= 14 and short[-1] == ids["self"]
+    assert "hello" not in tok.convert_ids_to_tokens(short)  # oldest turn dropped first
+    assert "what" in tok.convert_ids_to_tokens(short)
+    ex = build_example(tok, ["i like cats ."], ["hi"], "me too")
+    n_ctx = ex["context_length"]
+    assert ex["input_ids"][-1] == ids["nup"] and ex["cls_index"] == len(ex["input_ids"]) - 1
+    assert ex["labels"][:n_ctx] == [-100] * n_ctx and ex["labels"][-1] == -100
+    assert ex["labels"][n_ctx:-1] == ex["input_ids"][n_ctx:-1]
+    assert ex["labels"][-2] == ids["eos"]
+    with pytest.raises(TypeError, match="list of strings"):
+        build_context_ids(tok, "i like cats", [])
+
+
+def test_pad_batch_left_and_right(tok):
+    from hf_persona.models.transmitter import pad_batch
+
+    exs = [{"input_ids": [5, 6, 7], "labels": [-100, 6, 7], "cls_index": 2}, {"input_ids": [8], "cls_index": 0}]
+    r = pad_batch(exs, 0)
+    assert r["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0]] and r["cls_index"].tolist() == [2, 0]
+    assert r["labels"].tolist() == [[-100, 6, 7], [-100, -100, -100]]
+    left = pad_batch(exs, 0, padding_side="left")
+    assert left["input_ids"].tolist() == [[5, 6, 7], [0, 0, 8]] and left["cls_index"].tolist() == [2, 2]
+    assert left["attention_mask"].tolist() == [[1, 1, 1], [0, 0, 1]]
+
+
+# ---------------------------------------------------------------- model
+def test_loss_is_weighted_sum_with_label_smoothing(tok, tiny):
+    from hf_persona.models.transmitter import build_example, pad_batch
+
+    gold = build_example(tok, ["i like cats ."], ["hi , how are you ?"], "good , i love my cat")
+    neg = build_example(tok, ["i like cats ."], ["hi , how are you ?"], "the bus is late", with_labels=False)
+    gold["nup_label"], neg["nup_label"] = 1, 0
+    batch = pad_batch([gold, neg], tok.pad_token_id)
+    out = tiny(**batch)
+    # reference: label-smoothed CE over labelled tokens (eps = 0.05), plain CE for NUP
+    logp = torch.log_softmax(out.logits[:, :-1].float(), -1)
+    labels = batch["labels"][:, 1:]
+    mask = labels != -100
+    nll = -logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    smooth = -logp.mean(-1)
+    eps = 0.05
+    lm_ref = (((1 - eps) * nll + eps * smooth) * mask).sum() / mask.sum()
+    nup_ref = F.cross_entropy(out.nup_logits, batch["nup_labels"])
+    assert torch.allclose(out.lm_loss, lm_ref, atol=1e-5)
+    assert torch.allclose(out.nup_loss, nup_ref, atol=1e-6)
+    assert torch.allclose(out.loss, 0.6 * lm_ref + 0.4 * nup_ref, atol=1e-5)
+    # the NUP head reads the <nup> position: padding after it changes nothing
+    b2 = pad_batch([gold], tok.pad_token_id)
+    one = tiny(input_ids=b2["input_ids"], attention_mask=b2["attention_mask"], cls_index=b2["cls_index"]).nup_logits
+    assert torch.allclose(one[0], out.nup_logits[0], atol=1e-5)
+
+
+def test_left_padding_and_cache_do_not_change_outputs(tok, tiny):
+    from hf_persona.models.transmitter import build_context_ids, pad_batch
+
+    ctx = build_context_ids(tok, ["i like cats ."], ["hi"])
+    alone = tiny(input_ids=torch.tensor([ctx])).logits[0, -1]
+    batch = pad_batch([{"input_ids": ctx}, {"input_ids": ctx[:3]}], tok.pad_token_id, padding_side="left")
+    padded = tiny(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[0, -1]
+    assert torch.allclose(alone, padded, atol=1e-5)
+    x = torch.tensor([ctx])
+    a = tiny.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=5, do_sample=False, use_cache=True)
+    b = tiny.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=5, do_sample=False, use_cache=False)
+    assert a.tolist() == b.tolist()
+
+
+def test_rank_and_rerank_match_definitions(tok, tiny):
+    from hf_persona.models.transmitter import build_context_ids, build_example, encode_response, pad_batch, \
+        special_token_ids
+
+    persona, history = ["i like cats ."], ["do you have pets ?"]
+    cands = ["yes a cat", "no", "i drive a bus every day"]
+    scores = tiny.rank_candidates(tok, persona, history, cands)
+    for c, s in zip(cands, scores):
+        ex = build_example(tok, persona, history, c, 96, 12)
+        logits = tiny(**{k: v for k, v in pad_batch([ex], tok.pad_token_id).items() if k != "labels"}).nup_logits
+        assert math.isclose(s, torch.log_softmax(logits, -1)[0, 1].item(), abs_tol=1e-5)
+    ids = special_token_ids(tok)
+    ctx = build_context_ids(tok, persona, history, 96)
+    resp = [encode_response(tok, c, 12) for c in cands]
+    for alpha in (0.0, 0.1, 1.0):
+        total = tiny.rerank_scores(ctx, resp, ids, alpha)
+        for i, r in enumerate(resp):
+            ex = {"input_ids": ctx + r + [ids["nup"]], "labels": [-100] * len(ctx) + r + [-100],
+                  "cls_index": len(ctx) + len(r)}
+            out = tiny(input_ids=torch.tensor([ex["input_ids"]]))
+            lp = torch.log_softmax(out.logits[0, :-1], -1)
+            tok_lp = sum(lp[len(ctx) - 1 + j, t].item() for j, t in enumerate(r))
+            expect = alpha * tok_lp / len(r) + (1 - alpha) * torch.log_softmax(out.nup_logits[0], -1)[1].item()
+            assert math.isclose(total[i].item(), expect, abs_tol=1e-4)
+    reply = tiny.respond(tok, persona, history, num_beams=2, max_new_tokens=6)
+    assert isinstance(reply, str)
+
+
+def test_config_validation(tok):
+    from hf_persona.models.transmitter import TransmitterConfig
+
+    with pytest.raises(ValueError, match="lm_weight"):
+        TransmitterConfig(lm_weight=1.5)
+    with pytest.raises(TypeError, match="backbone_config"):
+        TransmitterConfig(backbone_config=3)
+    cfg = TransmitterConfig(backbone_config={"model_type": "bert", "hidden_size": 32, "num_attention_heads": 2})
+    assert cfg.backbone_config.is_decoder and cfg.hidden_size == 32
+
+
+def test_learns_lm_and_nup(tok):
+    """A few Adam steps on a fixed batch lower both parts of the loss and separate gold from distractor."""
+    from hf_persona.models.transmitter import build_example, pad_batch
+
+    model = _tiny(tok)
+    exs = []
+    for persona, hist, gold, neg in [(["i like cats ."], ["hi"], "i love my cat", "the bus is late"),
+                                     (["i am a chef ."], ["what do you do ?"], "i cook food", "blue is nice")]:
+        g = build_example(tok, persona, hist, gold)
+        n = build_example(tok, persona, hist, neg, with_labels=False)
+        g["nup_label"], n["nup_label"] = 1, 0
+        exs += [g, n]
+    batch = pad_batch(exs, tok.pad_token_id)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    model.train()
+    first = model(**batch)
+    for _ in range(40):
+        opt.zero_grad()
+        model(**batch).loss.backward()
+        opt.step()
+    model.eval()
+    last = model(**batch)
+    assert last.lm_loss < 0.5 * first.lm_loss
+    assert last.nup_loss < first.nup_loss
+    p = torch.softmax(last.nup_logits, -1)[:, 1]
+    assert p[0] > p[1] and p[2] > p[3]
+
+
+# ---------------------------------------------------------------- rewards
+def test_discounted_persona_returns_by_hand():
+    from hf_persona.training.p2bot_rewards import discounted_persona_returns
+
+    r = discounted_persona_returns([1.0, 2.0, 3.0], [10.0, 20.0, 30.0], gamma=0.5)
+    # a1: 1 + .5*20 + .25*2 + .125*30 + .0625*3 ; a2: 2 + .5*30 + .25*3 ; a3: 3 ; x1 (data) never counts
+    assert r == pytest.approx([15.4375, 17.75, 3.0])
+    assert discounted_persona_returns([1.0, 2.0], [5.0, 7.0], gamma=0.0) == [1.0, 2.0]
+    with pytest.raises(ValueError, match="one user score per agent turn"):
+        discounted_persona_returns([1.0], [1.0, 2.0])
+
+
+def test_repetition_penalty_and_columns():
+    import hf_persona
+    from hf_persona.plugins import load_plugins
+
+    load_plugins(entry_points=False)
+    pen = hf_persona.get_reward("repetition_penalty")
+    out = pen(["", "", ""], ["i like cats", "dogs bark", "a b"], history=[["i like cats"], ["i like cats"], ["a c"]])
+    assert out == pytest.approx([-1.0, 0.0, -0.5])
+    with pytest.raises(ValueError, match="'history' column"):
+        pen([""], ["x"])
+
+
+def test_language_style_and_coherence_rewards(tok, tiny):
+    import hf_persona
+    from hf_persona.models.transmitter import build_context_ids, special_token_ids
+
+    rs1 = hf_persona.get_reward("language_style", model=tiny, tokenizer=tok)
+    texts = ["i like cats", "hello there friend , how are you"]
+    batched = rs1(["", ""], texts)
+    ids = special_token_ids(tok)
+    for text, value in zip(texts, batched):
+        prefix = build_context_ids(tok, [], [], 16)
+        body = tok.encode(" " + text, add_special_tokens=False) + [ids["eos"]]
+        logits = tiny(input_ids=torch.tensor([prefix + body])).logits[0]
+        lp = torch.log_softmax(logits[:-1], -1)
+        ref = sum(lp[len(prefix) - 1 + j, t].item() for j, t in enumerate(body)) / len(body)
+        assert value == pytest.approx(ref, abs=1e-4)
+    rs2 = hf_persona.get_reward("discourse_coherence", model=tiny, tokenizer=tok)
+    persona, history = [["i like cats ."]] * 2, [["hi"], ["hi", "hello", "pets ?"]]
+    got = rs2(["", ""], ["yes a cat", "no"], persona=persona, history=history)
+    ref = [tiny.rank_candidates(tok, p, h, [c])[0] for p, h, c in zip(persona, history, ["yes a cat", "no"])]
+    assert got == pytest.approx(ref, abs=1e-5)
+    half = hf_persona.get_reward("discourse_coherence", model=tiny, tokenizer=tok, form="prob_minus_half")
+    assert half([""], ["no"], persona=persona[:1], history=history[:1])[0] == pytest.approx(
+        math.exp(rs2([""], ["no"], persona=persona[:1], history=history[:1])[0]) - 0.5, abs=1e-6)
+    with pytest.raises(ValueError, match="'persona' column"):
+        rs2([""], ["no"], history=[["hi"]])
+
+
+def _overlap_scorer(prompts, completions, persona, **kw):
+    from hf_persona.evaluation import tokenize
+
+    return [len(set(tokenize(c)) & set(tokenize(" ".join(p)))) / max(1, len(set(tokenize(c))))
+            for c, p in zip(completions, persona)]
+
+
+def test_episode_persona_reward_matches_eq8():
+    from hf_persona.training.p2bot_rewards import EpisodePersonaReward, discounted_persona_returns
+
+    agent_p, user_p = ["i like cats"], ["i drive a bus"]
+    agent_u, user_u = ["cats are great", "i like it", "hello"], ["do you drive ?", "a bus !", "ok"]
+    reward = EpisodePersonaReward(_overlap_scorer, gamma=0.5)
+    cols = dict(persona=[agent_p] * 3, user_persona=[user_p] * 3, episode_agent_utterances=[agent_u] * 3,
+                episode_user_utterances=[user_u] * 3, turn=[0, 1, 2])
+    got = reward([""] * 3, agent_u, **cols)
+    a = _overlap_scorer(None, agent_u, [agent_p] * 3)
+    u = _overlap_scorer(None, user_u, [user_p] * 3)
+    assert got == pytest.approx(discounted_persona_returns(a, u, 0.5))
+    assert got[0] > a[0]  # later persona mentions flow back with the discount
+
+
+def test_leave_one_out_scaling_identity():
+    g = 6
+    r = torch.randn(g)
+    loo = r - (r.sum() - r) / (g - 1)
+    assert torch.allclose(loo, (r - r.mean()) * g / (g - 1), atol=1e-6)
+
+
+# ---------------------------------------------------------------- self-play
+def test_simulate_episodes_structure(tok, tiny):
+    from hf_persona.training.selfplay import episode_columns, simulate_episodes
+
+    seeds = [{"user_persona": ["i drive a bus ."], "agent_persona": ["i like cats ."], "first_utterance": "hi !"},
+             {"user_persona": ["i cook ."], "agent_persona": ["i swim ."], "first_utterance": "hello , how are you ?"}]
+    torch.manual_seed(0)
+    eps = simulate_episodes(tiny, tiny, tok, seeds, turns=3, max_new_tokens=4)
+    for e, s in zip(eps, seeds):
+        assert e["user_utterances"][0] == s["first_utterance"]
+        assert len(e["user_utterances"]) == 3 and len(e["agent_utterances"]) == 3
+        for n in range(3):
+            assert len(e["histories"][n]) == 2 * n + 1
+            assert e["histories"][n][-1] == e["user_utterances"][n]
+            assert len(e["response_ids"][n]) <= 4
+    cols = episode_columns(eps)
+    assert cols["turn"] == [0, 1, 2, 0, 1, 2] and cols["persona"][3] == ["i swim ."]
+
+
+def test_selfplay_trains_and_resumes(tmp_path, tiny_dir):
+    from hf_persona.data import sample_path
+    from hf_persona.training.selfplay import train_selfplay
+
+    out = tmp_path / "sp"
+    kw = dict(train_data=sample_path("personachat"), dev_from=None, persona_scorer=_overlap_scorer,
+              episodes_per_seed=1, learning_rate=1e-3, save_steps=1, max_new_tokens=4)
+    first = train_selfplay(tiny_dir, out, max_steps=1, **kw)
+    assert first["global_step"] == 1 and first["rewards"][2] == "persona_perception"
+    assert (out / "checkpoint-1" / "trainer_state.json").is_file()
+    second = train_selfplay(tiny_dir, out, max_steps=2, baseline="leave_one_out", **kw)
+    assert second["resumed_from"].endswith("checkpoint-1") and second["global_step"] == 2
+    from hf_persona.models.transmitter import TransmitterForDialogue
+
+    before = TransmitterForDialogue.from_pretrained(tiny_dir)
+    after = TransmitterForDialogue.from_pretrained(out)
+    assert any(not torch.equal(a, b) for a, b in zip(before.parameters(), after.parameters()))
+
+
+# ---------------------------------------------------------------- training / CLI / hub
+def test_supervised_training_resumes(tmp_path, tiny_dir):
+    from hf_persona.data import sample_path
+    from hf_persona.training.transmitter import train_transmitter
+
+    out = tmp_path / "sft"
+    s1 = train_transmitter(out, train_data=sample_path("personachat"), backbone=tiny_dir, max_steps=2, batch_size=2,
+                           save_steps=2, max_context_tokens=64)
+    assert s1["global_step"] == 2 and (out / "model.safetensors").is_file()
+    s2 = train_transmitter(out, train_data=sample_path("personachat"), backbone=tiny_dir, max_steps=3, batch_size=2,
+                           save_steps=2, max_context_tokens=64)
+    assert s2["resumed_from"].endswith("checkpoint-2") and s2["global_step"] == 3
+
+
+def test_eval_cli_writes_json(tmp_path, tiny_dir):
+    from hf_persona.cli import main
+    from hf_persona.data import sample_path
+
+    out = tmp_path / "m.json"
+    main(["eval", "transmitter", "--model", tiny_dir, "--data", str(sample_path("personachat")), "--dev-from", "30",
+          "--max-examples", "4", "--candidates", "5", "--json", str(out)])
+    metrics = json.loads(out.read_text())
+    assert metrics["n_examples"] == 4 and metrics["n_candidates"] == 5
+    assert 0 <= metrics["hits@1"] <= 100 and 0 <= metrics["f1"] <= 100 and metrics["ppl"] > 1
+    with pytest.raises(SystemExit) as exc:
+        main(["eval", "transmitter", "--model", tiny_dir, "--data", str(sample_path("personachat")),
+              "--dev-from", "500"])
+    assert exc.value.code == 2
+
+
+def test_auto_registration_and_safetensors(tiny_dir):
+    from pathlib import Path
+
+    import transformers
+
+    from hf_persona.plugins import get_model_spec
+
+    spec = get_model_spec("transmitter")
+    assert spec.auto_class == "AutoModelForCausalLM"
+    model = transformers.AutoModelForCausalLM.from_pretrained(tiny_dir)
+    assert type(model).__name__ == "TransmitterForDialogue"
+    files = {p.name for p in Path(tiny_dir).iterdir()}
+    assert "model.safetensors" in files and not any(f.endswith(".bin") for f in files)
+    assert {"modeling_transmitter.py", "configuration_transmitter.py", "processing_transmitter.py"} <= files
+
+
+def test_trust_remote_code_round_trip_with_generate(tok, tiny, tiny_dir):
+    from hf_persona.models.transmitter import build_example, pad_batch
+
+    ex = build_example(tok, ["i like cats ."], ["hi , do you have pets ?"], "yes a cat")
+    batch = pad_batch([ex], tok.pad_token_id)
+    ctx = torch.tensor([ex["input_ids"][: ex["context_length"]]])
+    with torch.no_grad():
+        ref = tiny(input_ids=batch["input_ids"], cls_index=batch["cls_index"])
+        gen = tiny.generate(ctx, attention_mask=torch.ones_like(ctx), max_new_tokens=5, do_sample=False)
+    code = f"""
+import json, torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+m = AutoModelForCausalLM.from_pretrained({tiny_dir!r}, trust_remote_code=True).eval()
+t = AutoTokenizer.from_pretrained({tiny_dir!r}, trust_remote_code=True)
+x = torch.tensor({batch['input_ids'].tolist()})
+with torch.no_grad():
+    o = m(input_ids=x, cls_index=torch.tensor({batch['cls_index'].tolist()}))
+    ctx = torch.tensor({ctx.tolist()})
+    g = m.generate(ctx, attention_mask=torch.ones_like(ctx), max_new_tokens=5, do_sample=False)
+print(json.dumps({{"cls": type(m).__name__, "logits": o.logits[0, -3].tolist()[:50], "nup": o.nup_logits[0].tolist(),
+                  "gen": g.tolist(), "vocab": len(t)}}))
+"""
+    got = json.loads(run_without_hf_persona(code).strip().splitlines()[-1])
+    assert got["cls"] == "TransmitterForDialogue" and got["vocab"] == len(tok)
+    assert torch.allclose(torch.tensor(got["logits"]), ref.logits[0, -3, :50], atol=1e-4)
+    assert torch.allclose(torch.tensor(got["nup"]), ref.nup_logits[0], atol=1e-4)
+    assert got["gen"] == gen.tolist()
+
+
+def test_peft_lora_trains_adapters_only(tok):
+    from peft import LoraConfig, get_peft_model
+
+    from hf_persona.models.transmitter import build_example, pad_batch
+
+    model = _tiny(tok)
+    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["query", "value"],
+                                                  modules_to_save=["nup_head"]))
+    g = build_example(tok, ["i like cats ."], ["hi"], "i love my cat")
+    n = build_example(tok, ["i like cats ."], ["hi"], "the bus", with_labels=False)
+    g["nup_label"], n["nup_label"] = 1, 0
+    batch = pad_batch([g, n], tok.pad_token_id)
+    frozen = {k: v.clone() for k, v in peft_model.named_parameters() if not v.requires_grad}
+    opt = torch.optim.Adam([p for p in peft_model.parameters() if p.requires_grad], lr=1e-2)
+    first = peft_model(**batch).loss.item()
+    for _ in range(15):
+        opt.zero_grad()
+        loss = peft_model(**batch).loss
+        loss.backward()
+        lora_grads = [p.grad for k, p in peft_model.named_parameters() if "lora_" in k]
+        assert lora_grads and all(gr is not None for gr in lora_grads)
+        opt.step()
+    assert peft_model(**batch).loss.item() < first
+    for k, v in peft_model.named_parameters():
+        if k in frozen:
+            assert torch.equal(v, frozen[k])
