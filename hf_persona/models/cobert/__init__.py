@@ -1,0 +1,26 @@
+"""CoBERT persona-aware response selection and its Bi-encoder baseline (transformers one-folder style)."""
+
+from .configuration_cobert import BiEncoderConfig, CoBERTConfig
+from .modeling_cobert import (
+    BiEncoderForResponseSelection,
+    CandidateCache,
+    CoBERTForResponseSelection,
+    ResponseSelectionOutput,
+    build_context_inputs,
+    build_persona_inputs,
+    build_response_inputs,
+    co_attention_match,
+)
+
+__all__ = [
+    "BiEncoderConfig",
+    "BiEncoderForResponseSelection",
+    "CandidateCache",
+    "CoBERTConfig",
+    "CoBERTForResponseSelection",
+    "ResponseSelectionOutput",
+    "build_context_inputs",
+    "build_persona_inputs",
+    "build_response_inputs",
+    "co_attention_match",
+]

@@ -1,0 +1,475 @@
+"""Training and evaluation of CoBERT and the Bi-encoder baseline on PERSONA-CHAT-style data.
+
+Examples: for every responder turn with a non-empty context, ``context`` = the utterances before
+it (oldest first), ``persona`` = the responder's persona, ``response`` = the turn. Persona sentences
+that occur verbatim in the response are removed (the leakage filter of the paper's code).
+
+Training runs on :class:`transformers.Trainer` with a cross-entropy over in-batch negatives plus
+optionally ``num_negatives`` sampled responses per row (paper: 1 positive to 15 negatives, which
+batch size 16 gives with in-batch negatives alone). Each evaluation ranks held-back examples among
+sampled distractors and reports Hits@1/20; the best checkpoint by that number is kept and loaded
+at the end. Ranking evaluation (:func:`evaluate_ranking`) follows the paper (C = 100: R@1, R@10,
+R@50, MRR) and the PERSONA-CHAT protocol (Hits@1 of 20), with and without the persona.
+
+Public entry points: :func:`ranking_examples`, :func:`train_cobert`, :func:`evaluate_ranking`,
+:func:`evaluate_cobert_file`, :func:`load_selector`.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from pathlib import Path
+
+from ..errors import HFPersonaError
+from ..utils import atomic_write_json, get_logger, set_seed
+
+logger = get_logger(__name__)
+
+MODEL_KINDS = ("cobert", "biencoder")
+
+
+# ----------------------------------------------------------------------------------------------
+# examples
+# ----------------------------------------------------------------------------------------------
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def ranking_examples(dataset, both_sides: bool = False, remove_persona_leakage: bool = True) -> list[dict]:
+    """Turn PERSONA-CHAT dialogues (``read_personachat`` rows) into ranking examples.
+
+    Each example is ``{"dialogue_id", "context": list[str], "persona": list[str], "response": str}``.
+    With ``both_sides`` the partner's turns are added too (with ``partner_persona``), which doubles
+    the training data. Turns without any preceding utterance are skipped and counted in the log.
+    """
+    required = {"utterances", "speakers", "your_persona"}
+    columns = set(dataset.column_names) if hasattr(dataset, "column_names") else set(dataset[0]) if len(dataset) else set()
+    if not required <= columns:
+        raise HFPersonaError(f"ranking examples need PERSONA-CHAT rows with columns {sorted(required)}; "
+                             f"got {sorted(columns)}")
+    examples, skipped, leaked = [], 0, 0
+    for row in dataset:
+        utts, speakers = row["utterances"], row["speakers"]
+        personas = {"you": row["your_persona"], "partner": row.get("partner_persona") or []}
+        for i, (utt, who) in enumerate(zip(utts, speakers)):
+            if who != "you" and not (both_sides and who == "partner"):
+                continue
+            context = [u for u in utts[:i] if u.strip()]
+            if not context or not utt.strip():
+                skipped += 1
+                continue
+            persona = list(personas[who])
+            if remove_persona_leakage:
+                kept = [p for p in persona if _norm(p) not in _norm(utt)]
+                leaked += len(persona) - len(kept)
+                persona = kept
+            examples.append({"dialogue_id": row.get("dialogue_id", -1), "context": context, "persona": persona,
+                             "response": utt})
+    if skipped:
+        logger.info("ranking_examples: skipped %d turns with no preceding context", skipped)
+    if leaked:
+        logger.info("ranking_examples: removed %d persona sentences that appear verbatim in the response", leaked)
+    if not examples:
+        raise HFPersonaError("no ranking examples: the data has no responder turn with a preceding context")
+    return examples
+
+
+def candidate_sets(examples: list[dict], num_candidates: int = 100, seed: int = 0, queries=None):
+    """For each example: the gold response first, then ``num_candidates - 1`` distinct distractors
+    sampled (seeded) from the responses of *other* dialogues in ``examples``.
+
+    Returns ``(pool, indices)``: ``pool`` the unique response texts, ``indices[i]`` the pool indices
+    of example ``i``'s candidates (gold at position 0). ``queries`` (positions in ``examples``)
+    restricts the rows to those examples while still drawing distractors from all of them.
+    """
+    from ..data import sample_candidates
+
+    if num_candidates < 2:
+        raise HFPersonaError(f"num_candidates must be >= 2, got {num_candidates}")
+    pool = list(dict.fromkeys(e["response"] for e in examples))
+    position = {t: i for i, t in enumerate(pool)}
+    by_dialogue: dict = {}
+    for e in examples:
+        by_dialogue.setdefault(e["dialogue_id"], set()).add(e["response"])
+    indices = []
+    for i in (range(len(examples)) if queries is None else queries):
+        e = examples[i]
+        exclude = by_dialogue[e["dialogue_id"]] | {e["response"]}
+        try:
+            distractors = sample_candidates(pool, num_candidates - 1, exclude=exclude, seed=seed * 1_000_003 + i)
+        except HFPersonaError as err:
+            raise HFPersonaError(f"cannot build {num_candidates} candidates per example: {err}; "
+                                 f"use fewer candidates or more dialogues") from err
+        indices.append([position[e["response"]]] + [position[t] for t in distractors])
+    return pool, indices
+
+
+def _max_candidates(examples) -> int:
+    """Largest candidate count :func:`candidate_sets` can serve for every example."""
+    pool = set(e["response"] for e in examples)
+    by_dialogue: dict = {}
+    for e in examples:
+        by_dialogue.setdefault(e["dialogue_id"], set()).add(e["response"])
+    return 1 + min(len(pool - responses) for responses in by_dialogue.values())
+
+
+# ----------------------------------------------------------------------------------------------
+# models
+# ----------------------------------------------------------------------------------------------
+
+
+def _classes(kind: str):
+    from ..models.cobert import (BiEncoderConfig, BiEncoderForResponseSelection, CoBERTConfig,
+                                 CoBERTForResponseSelection)
+
+    if kind == "cobert":
+        return CoBERTConfig, CoBERTForResponseSelection
+    if kind == "biencoder":
+        return BiEncoderConfig, BiEncoderForResponseSelection
+    raise HFPersonaError(f"model kind must be one of {MODEL_KINDS}, got {kind!r}")
+
+
+def build_model(kind: str = "cobert", backbone: str = "minilm", **config_kwargs):
+    """A fresh CoBERT / Bi-encoder around the encoder ``backbone`` ("minilm", Hub id or path),
+    with the backbone's tokenizer attached as ``model.tokenizer``."""
+    from transformers import AutoTokenizer
+
+    from ..backbones import resolve
+
+    _, model_cls = _classes(kind)
+    path = resolve(backbone)
+    model = model_cls.from_encoder(path, **config_kwargs)
+    model.tokenizer = AutoTokenizer.from_pretrained(path)
+    return model
+
+
+def load_selector(path):
+    """Load a saved CoBERT or Bi-encoder (folder or Hub id) with its tokenizer."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from ..models.cobert import BiEncoderConfig, CoBERTConfig
+
+    try:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=False)
+    except (OSError, ValueError) as err:
+        raise HFPersonaError(f"cannot load a CoBERT/Bi-encoder config from {path!r}: {err}") from err
+    kinds = {CoBERTConfig.model_type: "cobert", BiEncoderConfig.model_type: "biencoder"}
+    if config.model_type not in kinds:
+        raise HFPersonaError(f"{path!r} holds a {config.model_type!r} model; expected one of {sorted(kinds)}")
+    _, model_cls = _classes(kinds[config.model_type])
+    model = model_cls.from_pretrained(path)
+    model.tokenizer = AutoTokenizer.from_pretrained(path)
+    return model
+
+
+# ----------------------------------------------------------------------------------------------
+# training
+# ----------------------------------------------------------------------------------------------
+
+
+class _ExampleDataset:
+    def __init__(self, examples):
+        self.examples = examples
+
+    def __len__(self):
+        return len(self.examples)
+
+    def __getitem__(self, i):
+        return self.examples[i]
+
+
+class RankingCollator:
+    """Tokenizes a list of examples into model inputs and samples ``num_negatives`` extra responses
+    per row from ``pool`` (never the row's own response)."""
+
+    def __init__(self, model, tokenizer, pool=(), num_negatives: int = 0, seed: int = 0):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.pool = list(dict.fromkeys(pool))
+        self.num_negatives = num_negatives
+        self.rng = random.Random(seed)
+        if num_negatives and len(self.pool) <= num_negatives:
+            raise HFPersonaError(f"num_negatives={num_negatives} needs more than that many distinct responses")
+
+    def __call__(self, rows):
+        from ..models.cobert import build_response_inputs
+
+        batch = self.model.build_inputs([r["context"] for r in rows], [r["persona"] for r in rows],
+                                        [r["response"] for r in rows], tokenizer=self.tokenizer)
+        if self.num_negatives:
+            negs = []
+            for r in rows:
+                picked = []
+                while len(picked) < self.num_negatives:
+                    t = self.pool[self.rng.randrange(len(self.pool))]
+                    if t != r["response"] and t not in picked:
+                        picked.append(t)
+                negs.extend(picked)
+            res = build_response_inputs(self.tokenizer, negs, self.model._limit(self.model.config.max_response_length))
+            k = self.num_negatives
+            batch["negative_input_ids"] = res["input_ids"].view(len(rows), k, -1)
+            batch["negative_attention_mask"] = res["attention_mask"].view(len(rows), k, -1)
+        return batch
+
+
+def _make_trainer_class():
+    from transformers import Trainer
+
+    class RankingTrainer(Trainer):
+        """Trainer whose evaluation ranks held-back examples among sampled distractors."""
+
+        ranking_eval = None  # (examples, pool, indices)
+
+        def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
+            if self.ranking_eval is None:
+                return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+            start = time.time()
+            examples, pool, indices = self.ranking_eval
+            metrics = _score_sets(self.model, examples, pool, indices, with_persona=True,
+                                  batch_size=self.args.per_device_eval_batch_size)
+            out = {f"{metric_key_prefix}_{k}": v for k, v in metrics.items()}
+            out[f"{metric_key_prefix}_runtime"] = round(time.time() - start, 3)
+            self.log(out)
+            self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, out)
+            return out
+
+    return RankingTrainer
+
+
+def _budget_callback(minutes):
+    from transformers import TrainerCallback
+
+    class TimeBudgetCallback(TrainerCallback):
+        """Stop after ``minutes`` of training, evaluating and saving first."""
+
+        def __init__(self):
+            self.start = None
+            self.stopped_at = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.start = time.monotonic()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if minutes is not None and time.monotonic() - self.start > minutes * 60:
+                control.should_training_stop = True
+                control.should_evaluate = True
+                control.should_save = True
+                self.stopped_at = state.global_step
+            return control
+
+    return TimeBudgetCallback()
+
+
+def train_cobert(
+    train_ds,
+    output_dir,
+    backbone: str = "minilm",
+    model: str = "cobert",
+    eval_ds=None,
+    eval_examples: int = 200,
+    eval_candidates: int = 20,
+    epochs: float = 1.0,
+    max_steps: int = -1,
+    budget_minutes: float | None = None,
+    batch_size: int = 16,
+    gradient_accumulation_steps: int = 1,
+    learning_rate: float = 5e-5,
+    warmup_ratio: float = 0.1,
+    num_negatives: int = 0,
+    both_sides: bool = False,
+    eval_steps: int | None = None,
+    seed: int = 0,
+    resume: bool = True,
+    save_total_limit: int = 2,
+    json_out=None,
+    **config_kwargs,
+):
+    """Train CoBERT (``model="cobert"``) or the Bi-encoder (``model="biencoder"``) and return it.
+
+    Args:
+        train_ds: PERSONA-CHAT dialogues (``read_personachat``) or a list of ranking examples.
+        output_dir: checkpoints go to ``output_dir/checkpoint-*``; the best model (by eval Hits@1)
+            and its tokenizer to ``output_dir`` itself.
+        backbone: "minilm" (offline), a Hub id or a local encoder folder.
+        eval_ds: held-back dialogues for the per-epoch (or per ``eval_steps``) evaluation; when None,
+            the last 10% of the training dialogues are held back for it.
+        eval_examples / eval_candidates: size of that evaluation (examples, candidates per example).
+        max_steps / budget_minutes: stop after this many optimiser steps / this wall time.
+        num_negatives: sampled negatives per row on top of the in-batch negatives.
+        resume: continue from the newest complete checkpoint in ``output_dir`` if there is one.
+        config_kwargs: CoBERTConfig / BiEncoderConfig fields (num_hops, hop1_pooling, ...).
+    """
+    import torch
+    from transformers import TrainingArguments
+
+    from .common import last_checkpoint, train_resumable
+
+    set_seed(seed)
+    if isinstance(train_ds, list):
+        train_examples = train_ds
+    else:
+        if eval_ds is None and len(train_ds) >= 10:
+            n_dev = max(1, len(train_ds) // 10)
+            eval_ds = train_ds.select(range(len(train_ds) - n_dev, len(train_ds)))
+            train_ds = train_ds.select(range(len(train_ds) - n_dev))
+        train_examples = ranking_examples(train_ds, both_sides=both_sides)
+    dev_examples = None
+    if eval_ds is not None:
+        dev_examples = eval_ds if isinstance(eval_ds, list) else ranking_examples(eval_ds)
+        if eval_examples and len(dev_examples) > eval_examples:
+            dev_examples = random.Random(seed).sample(dev_examples, eval_examples)
+    if batch_size < 2 and not num_negatives:
+        raise HFPersonaError("batch_size 1 without num_negatives leaves no negative candidates")
+
+    net = build_model(model, backbone, **config_kwargs)
+    tokenizer = net.tokenizer
+    collator = RankingCollator(net, tokenizer, pool=[e["response"] for e in train_examples],
+                               num_negatives=num_negatives, seed=seed)
+    steps_per_epoch = max(1, math.ceil(len(train_examples) / (batch_size * gradient_accumulation_steps)))
+    strategy = "steps" if eval_steps else "epoch"
+    has_eval = dev_examples is not None and _max_candidates(dev_examples) >= 2
+    args = TrainingArguments(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=batch_size,
+        per_device_eval_batch_size=32,
+        gradient_accumulation_steps=gradient_accumulation_steps,
+        learning_rate=learning_rate,
+        warmup_steps=int(warmup_ratio * (max_steps if max_steps > 0 else steps_per_epoch * epochs)),
+        num_train_epochs=epochs,
+        max_steps=max_steps,
+        max_grad_norm=1.0,
+        eval_strategy=strategy if has_eval else "no",
+        save_strategy=strategy,
+        eval_steps=eval_steps,
+        save_steps=eval_steps,
+        logging_steps=max(1, min(50, steps_per_epoch // 5)),
+        load_best_model_at_end=has_eval,
+        metric_for_best_model="hits@1" if has_eval else None,
+        greater_is_better=True,
+        save_total_limit=save_total_limit,
+        remove_unused_columns=False,
+        report_to="none",
+        seed=seed,
+        dataloader_num_workers=0,
+        use_cpu=not torch.cuda.is_available(),
+        disable_tqdm=False,
+    )
+    trainer_cls = _make_trainer_class()
+    budget = _budget_callback(budget_minutes)
+    trainer = trainer_cls(model=net, args=args, train_dataset=_ExampleDataset(train_examples),
+                          eval_dataset=_ExampleDataset(dev_examples) if has_eval else None,
+                          data_collator=collator, processing_class=tokenizer, callbacks=[budget])
+    if has_eval:
+        n_cand = min(eval_candidates, _max_candidates(dev_examples))
+        if n_cand < eval_candidates:
+            logger.warning("held-back set too small for %d candidates; evaluating with %d", eval_candidates, n_cand)
+        pool, indices = candidate_sets(dev_examples, n_cand, seed=seed)
+        trainer.ranking_eval = (dev_examples, pool, indices)
+    ckpt = last_checkpoint(output_dir) if resume else None
+    if ckpt:
+        logger.info("resuming from %s", ckpt)
+    started = time.time()
+    result = train_resumable(trainer, resume=resume)  # SIGTERM/SIGINT: checkpoint, then stop
+    trainer.save_model(str(output_dir))
+    summary = {
+        "model": model, "backbone": backbone, "train_examples": len(train_examples),
+        "global_step": trainer.state.global_step, "train_loss": result.training_loss,
+        "train_seconds": round(time.time() - started, 1), "resumed_from": ckpt,
+        "best_checkpoint": trainer.state.best_model_checkpoint, "best_eval_hits@1": trainer.state.best_metric,
+        "stopped_by_budget": budget.stopped_at is not None,
+    }
+    atomic_write_json(Path(output_dir) / "train_summary.json", summary)
+    if json_out:
+        atomic_write_json(json_out, summary)
+    trained = trainer.model
+    trained.tokenizer = tokenizer
+    return trained
+
+
+# ----------------------------------------------------------------------------------------------
+# evaluation
+# ----------------------------------------------------------------------------------------------
+
+
+def _score_sets(model, examples, pool, indices, with_persona=True, batch_size=8):
+    import numpy as np
+
+    from ..evaluation import hits_at_k, mrr
+
+    cache = model.encode_candidates(pool)
+    personas = [e["persona"] if with_persona else [] for e in examples]
+    scores = model.score_candidates([e["context"] for e in examples], personas, cache,
+                                    candidate_indices=indices, batch_size=batch_size).float().cpu().numpy()
+    c = scores.shape[1]
+    out = {"hits@1": hits_at_k(scores, 1), "mrr": mrr(scores)}
+    for k in (10, 50):
+        if k < c:
+            out[f"r@{k}"] = hits_at_k(scores, k)
+    return out if np.isfinite(scores).all() else {**out, "nonfinite_scores": True}
+
+
+def evaluate_ranking(model, examples, num_candidates: int = 100, hits_candidates: int = 20, seed: int = 0,
+                     personas=(True, False), batch_size: int = 32, max_examples: int | None = None) -> dict:
+    """Rank each example's gold response among distractors from other dialogues.
+
+    Returns a flat dict: ``r@1``, ``r@10``, ``r@50``, ``mrr`` with ``num_candidates`` candidates (paper
+    protocol, C = 100), ``hits@1_20`` / ``mrr_20`` with the first ``hits_candidates`` of them
+    (PERSONA-CHAT protocol), and the same keys with ``_no_persona`` for ``n_P = 0``; plus ``examples``.
+    With ``max_examples`` a seeded random subset of the examples is scored; distractors still come
+    from all of them.
+    """
+    if not examples:
+        raise HFPersonaError("no examples to evaluate")
+    if hits_candidates > num_candidates:
+        raise HFPersonaError(f"hits_candidates ({hits_candidates}) must not exceed num_candidates ({num_candidates})")
+    queries = None
+    if max_examples and max_examples < len(examples):
+        queries = sorted(random.Random(seed).sample(range(len(examples)), max_examples))
+    pool, indices = candidate_sets(examples, num_candidates, seed=seed, queries=queries)
+    if queries is not None:
+        examples = [examples[i] for i in queries]
+    from ..evaluation import hits_at_k, mrr
+
+    cache = model.encode_candidates(pool)
+    out = {"examples": len(examples), "candidates": num_candidates}
+    for use_persona in personas:
+        ps = [e["persona"] if use_persona else [] for e in examples]
+        scores = model.score_candidates([e["context"] for e in examples], ps, cache, candidate_indices=indices,
+                                        batch_size=batch_size).float().cpu().numpy()
+        suffix = "" if use_persona else "_no_persona"
+        out[f"r@1{suffix}"] = hits_at_k(scores, 1)
+        for k in (10, 50):
+            if k < num_candidates:
+                out[f"r@{k}{suffix}"] = hits_at_k(scores, k)
+        out[f"mrr{suffix}"] = mrr(scores)
+        out[f"hits@1_{hits_candidates}{suffix}"] = hits_at_k(scores[:, :hits_candidates], 1)
+        out[f"mrr_{hits_candidates}{suffix}"] = mrr(scores[:, :hits_candidates])
+    return out
+
+
+def evaluate_cobert_file(model_path, data_path, skip_dialogues: int = 0, max_examples: int | None = None,
+                         num_candidates: int = 100, hits_candidates: int = 20, seed: int = 0, json_out=None,
+                         batch_size: int = 32) -> dict:
+    """Load a saved model and evaluate it on the dialogues of ``data_path`` after the first
+    ``skip_dialogues`` (e.g. 800 when those were used for training)."""
+    from ..data import read_personachat
+
+    dialogues = read_personachat(data_path)
+    if skip_dialogues:
+        if skip_dialogues >= len(dialogues):
+            raise HFPersonaError(f"skip_dialogues={skip_dialogues} leaves nothing of {len(dialogues)} dialogues")
+        dialogues = dialogues.select(range(skip_dialogues, len(dialogues)))
+    examples = ranking_examples(dialogues)
+    if max_examples:
+        examples = examples[:max_examples]
+    model = load_selector(model_path)
+    metrics = evaluate_ranking(model, examples, num_candidates=num_candidates, hits_candidates=hits_candidates,
+                               seed=seed, batch_size=batch_size)
+    metrics["model_type"] = model.config.model_type
+    if json_out:
+        atomic_write_json(json_out, metrics)
+    return metrics
