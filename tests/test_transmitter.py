@@ -194,17 +194,6 @@ def test_learns_lm_and_nup(tok):
 
 
 # ---------------------------------------------------------------- rewards
-def test_discounted_persona_returns_by_hand():
-    from hf_persona.training.p2bot_rewards import discounted_persona_returns
-
-    r = discounted_persona_returns([1.0, 2.0, 3.0], [10.0, 20.0, 30.0], gamma=0.5)
-    # a1: 1 + .5*20 + .25*2 + .125*30 + .0625*3 ; a2: 2 + .5*30 + .25*3 ; a3: 3 ; x1 (data) never counts
-    assert r == pytest.approx([15.4375, 17.75, 3.0])
-    assert discounted_persona_returns([1.0, 2.0], [5.0, 7.0], gamma=0.0) == [1.0, 2.0]
-    with pytest.raises(ValueError, match="one user score per agent turn"):
-        discounted_persona_returns([1.0], [1.0, 2.0])
-
-
 def test_repetition_penalty_and_columns():
     import hf_persona
     from hf_persona.plugins import load_plugins
@@ -244,26 +233,34 @@ def test_language_style_and_coherence_rewards(tok, tiny):
         rs2([""], ["no"], history=[["hi"]])
 
 
-def _overlap_scorer(prompts, completions, persona, **kw):
-    from hf_persona.evaluation import tokenize
+@pytest.fixture(scope="module")
+def receiver(tiny_bert_dir):
+    from hf_persona.models.receiver import ReceiverModel
 
-    return [len(set(tokenize(c)) & set(tokenize(" ".join(p)))) / max(1, len(set(tokenize(c))))
-            for c, p in zip(completions, persona)]
+    torch.manual_seed(0)
+    return ReceiverModel.from_encoder_pretrained(tiny_bert_dir).eval()
 
 
-def test_episode_persona_reward_matches_eq8():
-    from hf_persona.training.p2bot_rewards import EpisodePersonaReward, discounted_persona_returns
+def test_selfplay_columns_give_eq8_through_receiver_plugin(receiver):
+    """RS.3 of each agent turn, via the Receiver plugin's discounted mode on our episode columns,
+    equals eq. 8 assembled by hand from per-utterance scores."""
+    from hf_persona.training.selfplay import episode_columns, persona_scorer_from_receiver
 
-    agent_p, user_p = ["i like cats"], ["i drive a bus"]
-    agent_u, user_u = ["cats are great", "i like it", "hello"], ["do you drive ?", "a bus !", "ok"]
-    reward = EpisodePersonaReward(_overlap_scorer, gamma=0.5)
-    cols = dict(persona=[agent_p] * 3, user_persona=[user_p] * 3, episode_agent_utterances=[agent_u] * 3,
-                episode_user_utterances=[user_u] * 3, turn=[0, 1, 2])
-    got = reward([""] * 3, agent_u, **cols)
-    a = _overlap_scorer(None, agent_u, [agent_p] * 3)
-    u = _overlap_scorer(None, user_u, [user_p] * 3)
-    assert got == pytest.approx(discounted_persona_returns(a, u, 0.5))
-    assert got[0] > a[0]  # later persona mentions flow back with the discount
+    ep = {"agent_persona": ["i like cats ."], "user_persona": ["i drive a bus ."],
+          "user_utterances": ["hi !", "do you drive ?", "a bus !"], "agent_utterances": ["cats !", "i like it", "ok"],
+          "histories": [["hi !"], ["hi !", "cats !", "do you drive ?"], ["hi !", "cats !", "do you drive ?",
+                                                                         "i like it", "a bus !"]],
+          "context_ids": [[1]] * 3, "response_ids": [[2]] * 3}
+    cols = episode_columns([ep])
+    assert cols["future_turns"] == [["do you drive ?", "i like it", "a bus !", "ok"], ["a bus !", "ok"], []]
+    completions = cols.pop("completion")
+    rs3 = persona_scorer_from_receiver(receiver, gamma=0.5)([""] * 3, completions, **cols)
+    turn = persona_scorer_from_receiver(receiver, mode="turn")
+    a = turn([""] * 3, ep["agent_utterances"], persona=[ep["agent_persona"]] * 3)
+    u = turn([""] * 3, ep["user_utterances"], persona=[ep["user_persona"]] * 3)
+    g = 0.5
+    expect = [a[0] + g * u[1] + g**2 * a[1] + g**3 * u[2] + g**4 * a[2], a[1] + g * u[2] + g**2 * a[2], a[2]]
+    assert rs3 == pytest.approx(expect, abs=1e-5)
 
 
 def test_leave_one_out_scaling_identity():
@@ -290,14 +287,28 @@ def test_simulate_episodes_structure(tok, tiny):
             assert len(e["response_ids"][n]) <= 4
     cols = episode_columns(eps)
     assert cols["turn"] == [0, 1, 2, 0, 1, 2] and cols["persona"][3] == ["i swim ."]
+    assert cols["partner_persona"][3] == ["i cook ."] and len(cols["future_turns"][0]) == 4
 
 
-def test_selfplay_trains_and_resumes(tmp_path, tiny_dir):
+def test_evaluate_selfplay_means(tok, tiny, receiver):
+    from hf_persona.training.selfplay import episode_columns, evaluate_selfplay, persona_scorer_from_receiver, \
+        simulate_episodes
+
+    seeds = [{"user_persona": ["i drive a bus ."], "agent_persona": ["i like cats ."], "first_utterance": "hi !"}]
+    got = evaluate_selfplay(tiny, tiny, tok, seeds, receiver, turns=2, seed=3, max_new_tokens=4)
+    torch.manual_seed(3)
+    cols = episode_columns(simulate_episodes(tiny, tiny, tok, seeds, turns=2, max_new_tokens=4))
+    comps = cols.pop("completion")
+    rs3 = persona_scorer_from_receiver(receiver)(["", ""], comps, **cols)
+    assert got["persona_reward"] == pytest.approx(sum(rs3) / 2, abs=1e-5) and got["episodes"] == 1
+
+
+def test_selfplay_trains_and_resumes(tmp_path, tiny_dir, receiver):
     from hf_persona.data import sample_path
     from hf_persona.training.selfplay import train_selfplay
 
     out = tmp_path / "sp"
-    kw = dict(train_data=sample_path("personachat"), dev_from=None, persona_scorer=_overlap_scorer,
+    kw = dict(train_data=sample_path("personachat"), dev_from=None, receiver=receiver,
               episodes_per_seed=1, learning_rate=1e-3, save_steps=1, max_new_tokens=4)
     first = train_selfplay(tiny_dir, out, max_steps=1, **kw)
     assert first["global_step"] == 1 and first["rewards"][2] == "persona_perception"

@@ -77,7 +77,7 @@ def evaluate_transmitter(model, tokenizer, examples, num_beams: int = 2, alpha: 
 
 
 def run_transmitter_eval(models, data, dev_from: int = 800, n_candidates: int = 20, max_examples: int | None = None,
-                         num_beams: int = 2, alpha: float | None = None, receiver=None, persona_scorer=None,
+                         num_beams: int = 2, alpha: float | None = None, receiver=None,
                          user_model=None, selfplay_episodes: int = 50, seed: int = 0, json_out=None):
     """Evaluate ``models`` (list of ``(name or None, folder)``) on the dialogues of ``data`` from
     ``dev_from`` on. Returns ``(table_rows, flat_metrics)``; ``flat_metrics`` keys are ``metric``
@@ -85,7 +85,7 @@ def run_transmitter_eval(models, data, dev_from: int = 800, n_candidates: int = 
     from pathlib import Path
 
     from hf_persona.data import read_personachat
-    from hf_persona.training.selfplay import evaluate_selfplay, persona_scorer_from_receiver, selfplay_seeds
+    from hf_persona.training.selfplay import evaluate_selfplay, selfplay_seeds
     from hf_persona.training.transmitter import load_transmitter
     from hf_persona.utils import atomic_write_json
 
@@ -96,18 +96,19 @@ def run_transmitter_eval(models, data, dev_from: int = 800, n_candidates: int = 
         raise HFPersonaError(f"{data}: only {len(dataset)} dialogues, none from index {dev_from} on to evaluate; "
                              "lower --dev-from")
     examples = transmitter_eval_examples(dataset, n_candidates=n_candidates, seed=seed, max_examples=max_examples)
-    if receiver is not None and persona_scorer is None:
-        persona_scorer = persona_scorer_from_receiver(receiver)
-    user = user_tok = None
-    if persona_scorer is not None:
-        user, user_tok = load_transmitter(user_model or models[0][1])
+    user = None
+    if receiver is not None:
+        from hf_persona.default_plugins.receiver import load_receiver
+
+        receiver = load_receiver(receiver)
+        user, _ = load_transmitter(user_model or models[0][1])
         seeds = selfplay_seeds(dataset)[:selfplay_episodes]
     rows, flat = [], {}
     for name, path in models:
         model, tokenizer = load_transmitter(path)
         metrics = evaluate_transmitter(model, tokenizer, examples, num_beams=num_beams, alpha=alpha)
-        if persona_scorer is not None:
-            sp = evaluate_selfplay(model, user, tokenizer, seeds, persona_scorer, seed=seed)
+        if receiver is not None:
+            sp = evaluate_selfplay(model, user, tokenizer, seeds, receiver, seed=seed)
             metrics["persona_reward"] = sp["persona_reward"]
             metrics["persona_score"] = sp["persona_score"]
         rows.append({"variant": name or Path(path).name, **{k: v for k, v in metrics.items()}})

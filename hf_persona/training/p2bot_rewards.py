@@ -12,8 +12,10 @@ completion; higher is better), usable in TRL's ``GRPOTrainer(reward_funcs=...)``
   code variant ``p - 0.5``). Columns: ``persona`` and ``history``.
 * ``repetition_penalty`` (the authors' information penalty): minus the largest cosine similarity
   between the completion's word-count vector and any earlier utterance. Column: ``history``.
-* :func:`discounted_persona_returns` (RS.3, eq. 8) turns per-utterance persona-perception scores
-  (from the Receiver's ``persona_perception`` reward) into the discounted return of each agent turn.
+
+RS.3 (persona perception, eq. 8) is the Receiver plugin's ``persona_perception`` reward in its
+``mode="discounted"`` form, fed by the self-play columns of
+:func:`hf_persona.training.selfplay.episode_columns`.
 """
 
 from __future__ import annotations
@@ -207,76 +209,4 @@ class RepetitionPenalty:
             if isinstance(history, str):
                 raise HFPersonaError("repetition_penalty: each 'history' value must be a list of utterances")
             out.append(-max((bow_cosine(text, h) for h in history), default=0.0))
-        return out
-
-
-def discounted_persona_returns(agent_scores, user_scores, gamma: float = 0.5) -> list:
-    """RS.3 for each agent turn (eq. 8).
-
-    ``agent_scores[n]`` is r(a_n), the persona-perception score of the agent's n-th utterance
-    against the agent's persona; ``user_scores[n]`` is r(x_n) for the user's n-th utterance
-    (index 0, the opening taken from data, never enters: it precedes every agent turn). Turns
-    interleave x_1, a_1, x_2, a_2, ...; the return of a_n adds, for every later turn k,
-    ``gamma^(2(k-n)-1) r(x_k) + gamma^(2(k-n)) r(a_k)``.
-    """
-    n_turns = len(agent_scores)
-    if len(user_scores) != n_turns:
-        raise HFPersonaError(f"need one user score per agent turn, got {len(user_scores)} and {n_turns}")
-    if not 0.0 <= gamma <= 1.0:
-        raise HFPersonaError(f"gamma must be in [0, 1], got {gamma}")
-    returns = []
-    for n in range(n_turns):
-        total = float(agent_scores[n])
-        for k in range(n + 1, n_turns):
-            total += gamma ** (2 * (k - n) - 1) * float(user_scores[k]) + gamma ** (2 * (k - n)) * float(agent_scores[k])
-        returns.append(total)
-    return returns
-
-
-class EpisodePersonaReward:
-    """RS.3 inside a TRL trainer: per-utterance Receiver scores, discounted over the episode.
-
-    Needs the columns the self-play rollout forwards: ``persona`` (agent persona), ``user_persona``,
-    ``episode_agent_utterances``, ``episode_user_utterances`` and ``turn`` (0-based agent turn).
-    ``scorer`` is a ``persona_perception`` reward (TRL convention, persona column ``persona``).
-    """
-
-    __name__ = "persona_perception"
-
-    def __init__(self, scorer, gamma: float = 0.5):
-        if not callable(scorer):
-            raise TypeError("scorer must be a reward callable (e.g. get_reward('persona_perception', ...))")
-        self.scorer = scorer
-        self.gamma = float(gamma)
-
-    def score_utterances(self, utterances, personas) -> list:
-        """r(x) for each (utterance, persona) pair, deduplicated, in one scorer call."""
-        keys = [(u, tuple(p)) for u, p in zip(utterances, personas)]
-        unique = list(dict.fromkeys(keys))
-        if not unique:
-            return []
-        values = self.scorer(prompts=[""] * len(unique), completions=[u for u, _ in unique],
-                             persona=[list(p) for _, p in unique])
-        table = dict(zip(unique, (float(v) for v in values)))
-        return [table[k] for k in keys]
-
-    def __call__(self, prompts, completions, **columns) -> list:
-        n = len(completions)
-        agent_persona = _column(columns, "persona", n, "persona_perception")
-        user_persona = _column(columns, "user_persona", n, "persona_perception")
-        agent_utts = _column(columns, "episode_agent_utterances", n, "persona_perception")
-        user_utts = _column(columns, "episode_user_utterances", n, "persona_perception")
-        turns = _column(columns, "turn", n, "persona_perception")
-        utterances, personas = [], []
-        for i in range(n):
-            utterances += list(agent_utts[i]) + list(user_utts[i])
-            personas += [agent_persona[i]] * len(agent_utts[i]) + [user_persona[i]] * len(user_utts[i])
-        flat = self.score_utterances(utterances, personas)
-        out, pos = [], 0
-        for i in range(n):
-            na, nu = len(agent_utts[i]), len(user_utts[i])
-            a_scores = flat[pos:pos + na]
-            u_scores = flat[pos + na:pos + na + nu]
-            pos += na + nu
-            out.append(discounted_persona_returns(a_scores, u_scores, self.gamma)[int(turns[i])])
         return out

@@ -99,16 +99,24 @@ def simulate_episodes(agent, user, tokenizer, seeds, turns: int = 3, agent_decod
 
 
 def episode_columns(episodes) -> dict:
-    """Flatten episodes into per-agent-turn columns for the reward functions."""
-    cols = {k: [] for k in ("persona", "history", "user_persona", "episode_agent_utterances",
-                            "episode_user_utterances", "turn", "completion")}
+    """Flatten episodes into per-agent-turn columns for the reward functions.
+
+    ``persona`` / ``history``: the agent's persona and the dialogue before its turn (RS.2, penalty);
+    ``partner_persona`` and ``future_turns`` (the turns after it, ``[x_{n+1}, a_{n+1}, ...]``,
+    partner first): the columns of the Receiver's ``persona_perception`` reward in its
+    ``mode="discounted"`` form, which is RS.3 (eq. 8).
+    """
+    cols = {k: [] for k in ("persona", "history", "partner_persona", "future_turns", "turn", "completion")}
     for e in episodes:
-        for n, text in enumerate(e["agent_utterances"]):
+        agent, user = e["agent_utterances"], e["user_utterances"]
+        for n, text in enumerate(agent):
+            future = []
+            for k in range(n + 1, len(agent)):
+                future += [user[k], agent[k]]
             cols["persona"].append(e["agent_persona"])
             cols["history"].append(e["histories"][n])
-            cols["user_persona"].append(e["user_persona"])
-            cols["episode_agent_utterances"].append(list(e["agent_utterances"]))
-            cols["episode_user_utterances"].append(list(e["user_utterances"]))
+            cols["partner_persona"].append(e["user_persona"])
+            cols["future_turns"].append(future)
             cols["turn"].append(n)
             cols["completion"].append(text)
     return cols
@@ -119,10 +127,11 @@ def build_rewards(names, frozen_model, tokenizer, persona_scorer=None, gamma: fl
     """The reward callables for ``names`` (a subset of ``REWARD_NAMES``), in that order.
 
     RS.1 scores with ``language_model`` (a path / Hub id of a causal LM) or, by default, the frozen
-    supervised Transmitter; RS.2 with the frozen supervised Transmitter's NUP head; RS.3 with
-    ``persona_scorer`` (a ``persona_perception`` reward), discounted with ``gamma``.
+    supervised Transmitter; RS.2 with the frozen supervised Transmitter's NUP head; RS.3 is
+    ``persona_scorer``: the Receiver's ``persona_perception`` reward in ``mode="discounted"``
+    (see :func:`persona_scorer_from_receiver`), or any callable with the same columns.
     """
-    from .p2bot_rewards import DiscourseCoherenceReward, EpisodePersonaReward, LanguageStyleReward, RepetitionPenalty
+    from .p2bot_rewards import DiscourseCoherenceReward, LanguageStyleReward, RepetitionPenalty
 
     out = []
     for name in names:
@@ -137,7 +146,7 @@ def build_rewards(names, frozen_model, tokenizer, persona_scorer=None, gamma: fl
             if persona_scorer is None:
                 raise HFPersonaError("the persona_perception reward (RS.3) needs a Receiver: pass receiver=DIR "
                                      "(a trained Receiver) or drop RS.3 from the weights")
-            out.append(EpisodePersonaReward(persona_scorer, gamma=gamma))
+            out.append(persona_scorer)
         elif name == "repetition_penalty":
             out.append(RepetitionPenalty())
         else:
@@ -180,13 +189,15 @@ def make_rollout_func(user, tokenizer, seeds: list, turns: int, episodes_per_see
     return rollout
 
 
-def persona_scorer_from_receiver(receiver):
-    """The Receiver's ``persona_perception`` reward (registered by its plugin) for ``receiver``."""
+def persona_scorer_from_receiver(receiver, gamma: float = 0.5, mode: str = "discounted"):
+    """The Receiver plugin's ``persona_perception`` reward for ``receiver`` (a folder or model).
+
+    ``mode="discounted"`` is RS.3 (eq. 8) over the self-play columns of :func:`episode_columns`;
+    ``mode="turn"`` the plain per-utterance score r(a).
+    """
     import hf_persona
 
-    if callable(receiver) and not isinstance(receiver, str):
-        return receiver
-    return hf_persona.get_reward("persona_perception", model=str(receiver))
+    return hf_persona.get_reward("persona_perception", model=receiver, mode=mode, gamma=gamma)
 
 
 def train_selfplay(
@@ -268,7 +279,7 @@ def train_selfplay(
     if "persona_perception" in names and persona_scorer is None:
         if receiver is None:
             raise HFPersonaError("RS.3 (persona_perception) needs receiver=<trained Receiver folder>")
-        persona_scorer = persona_scorer_from_receiver(receiver)
+        persona_scorer = persona_scorer_from_receiver(receiver, gamma=gamma)
     reward_funcs = build_rewards(names, user, tokenizer, persona_scorer=persona_scorer, gamma=gamma,
                                  language_model=language_model)
     scale = group / (group - 1) if baseline == "leave_one_out" else 1.0
@@ -347,25 +358,28 @@ def train_selfplay(
     return summary
 
 
-def evaluate_selfplay(agent, user, tokenizer, seeds, persona_scorer, gamma: float = 0.5, turns: int = 3,
+def evaluate_selfplay(agent, user, tokenizer, seeds, receiver, gamma: float = 0.5, turns: int = 3,
                       agent_decoding: str = "sample", batch_size: int = 16, seed: int = 0,
                       max_new_tokens: int | None = None) -> dict:
-    """Mean RS.3 (eq. 8) and mean per-utterance persona score r(a) of the agent on self-play episodes."""
+    """Mean RS.3 (eq. 8, ``persona_reward``) and mean per-utterance persona score r(a)
+    (``persona_score``) of the agent's turns on self-play episodes with the frozen ``user``.
+
+    ``receiver``: a Receiver folder or model (scored through the ``persona_perception`` plugin).
+    """
     import torch
 
-    from .p2bot_rewards import EpisodePersonaReward, discounted_persona_returns
-
-    reward = EpisodePersonaReward(persona_scorer, gamma=gamma)
+    discounted = persona_scorer_from_receiver(receiver, gamma=gamma, mode="discounted")
+    turn = persona_scorer_from_receiver(receiver, gamma=gamma, mode="turn")
     torch.manual_seed(seed)
     rs3, raw = [], []
     for start in range(0, len(seeds), batch_size):
         episodes = simulate_episodes(agent, user, tokenizer, seeds[start:start + batch_size], turns=turns,
                                      agent_decoding=agent_decoding, max_new_tokens=max_new_tokens)
-        for e in episodes:
-            a = reward.score_utterances(e["agent_utterances"], [e["agent_persona"]] * len(e["agent_utterances"]))
-            u = reward.score_utterances(e["user_utterances"], [e["user_persona"]] * len(e["user_utterances"]))
-            rs3.extend(discounted_persona_returns(a, u, gamma))
-            raw.extend(a)
+        cols = episode_columns(episodes)
+        completions = cols.pop("completion")
+        prompts = [""] * len(completions)
+        rs3.extend(discounted(prompts, completions, **cols))
+        raw.extend(turn(prompts, completions, **cols))
     if not rs3:
         raise HFPersonaError("no self-play episodes to evaluate")
     return {"persona_reward": sum(rs3) / len(rs3), "persona_score": sum(raw) / len(raw), "episodes": len(seeds)}

@@ -103,7 +103,9 @@ class TransmitterCollator:
                                     self.max_context_tokens, self.max_response_tokens, with_labels=False)
                 neg["nup_label"] = 0
                 examples.append(neg)
-        return pad_batch(examples, self.ids["pad"])
+        batch = pad_batch(examples, self.ids["pad"])
+        batch["return_logits"] = False  # the LM head runs on labelled positions only
+        return batch
 
 
 def register_transmitter_auto_classes() -> None:

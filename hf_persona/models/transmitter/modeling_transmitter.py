@@ -46,6 +46,8 @@ class TransmitterOutput(ModelOutput):
         nup_loss: cross-entropy of the NUP head against ``nup_labels``.
         logits: next-token logits ``[batch, seq, vocab]``.
         nup_logits: ``[batch, 2]`` NUP logits read at ``cls_index`` (default: last attended token).
+        label_logprobs: with ``labels``, ``[batch, seq - 1]`` log-probability (no smoothing) of each
+            next-token label, 0 where the label is ignored.
     """
 
     loss: torch.FloatTensor | None = None
@@ -53,6 +55,7 @@ class TransmitterOutput(ModelOutput):
     nup_loss: torch.FloatTensor | None = None
     logits: torch.FloatTensor | None = None
     nup_logits: torch.FloatTensor | None = None
+    label_logprobs: torch.FloatTensor | None = None
     past_key_values: object | None = None
     hidden_states: tuple | None = None
     attentions: tuple | None = None
@@ -150,10 +153,13 @@ class TransmitterForDialogue(TransmitterPreTrainedModel, GenerationMixin):
         cls_index: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int = 0,
+        return_logits: bool = True,
         **kwargs,
     ) -> TransmitterOutput:
         r"""
         labels: token ids to predict (``-100`` = ignored), shifted inside, as for any causal LM.
+        return_logits: ``False`` skips the full ``[batch, seq, vocab]`` logits (the LM head then runs
+            on the labelled positions only: training and scoring stay cheap).
         nup_labels: ``[batch]`` 1 for a real next utterance, 0 for a distractor.
         cls_index: ``[batch]`` position of the ``<nup>`` token; default the last attended token.
         """
@@ -175,24 +181,24 @@ class TransmitterForDialogue(TransmitterPreTrainedModel, GenerationMixin):
             **kwargs,
         )
         hidden = outputs[0]
-        if labels is None and logits_to_keep:
-            logits = self.lm_head(hidden[:, -logits_to_keep:])
-        else:
-            logits = self.lm_head(hidden)
+        logits = None
+        if return_logits:
+            logits = self.lm_head(hidden[:, -logits_to_keep:] if (labels is None and logits_to_keep) else hidden)
 
-        lm_loss = None
+        lm_loss = label_logprobs = None
         if labels is not None:
-            shift_logits = logits[:, :-1].float()
-            shift_labels = labels[:, 1:].to(shift_logits.device)
-            if bool((shift_labels != IGNORE_INDEX).any()):
-                lm_loss = F.cross_entropy(
-                    shift_logits.reshape(-1, shift_logits.size(-1)),
-                    shift_labels.reshape(-1),
-                    ignore_index=IGNORE_INDEX,
-                    label_smoothing=self.config.label_smoothing,
+            shift_labels = labels[:, 1:].to(hidden.device)
+            selected = shift_labels != IGNORE_INDEX
+            label_logprobs = hidden.new_zeros(shift_labels.shape, dtype=torch.float32)
+            if bool(selected.any()):
+                sel_logits = self.lm_head(hidden[:, :-1][selected]).float()
+                sel_labels = shift_labels[selected]
+                lm_loss = F.cross_entropy(sel_logits, sel_labels, label_smoothing=self.config.label_smoothing)
+                label_logprobs = label_logprobs.masked_scatter(
+                    selected, torch.log_softmax(sel_logits, -1).gather(-1, sel_labels[:, None]).squeeze(-1)
                 )
             else:  # a batch of distractors only: no LM term, but keep the graph
-                lm_loss = shift_logits.sum() * 0.0
+                lm_loss = hidden.sum() * 0.0
 
         # NUP head on the <nup> token (or the last attended token)
         if cls_index is None:
@@ -218,6 +224,7 @@ class TransmitterForDialogue(TransmitterPreTrainedModel, GenerationMixin):
             nup_loss=nup_loss,
             logits=logits,
             nup_logits=nup_logits,
+            label_logprobs=label_logprobs,
             past_key_values=getattr(outputs, "past_key_values", None),
             hidden_states=getattr(outputs, "hidden_states", None),
             attentions=getattr(outputs, "attentions", None),
@@ -232,18 +239,17 @@ class TransmitterForDialogue(TransmitterPreTrainedModel, GenerationMixin):
         ``labels``, ``cls_index``). Log-probs are the model's own (no label smoothing).
         """
         device = self.device
+        labels = batch["labels"].to(device)
         out = self(
             input_ids=batch["input_ids"].to(device),
             attention_mask=batch["attention_mask"].to(device),
             cls_index=batch["cls_index"].to(device),
+            labels=labels,
+            return_logits=False,
         )
-        logp = torch.log_softmax(out.logits[:, :-1].float(), dim=-1)
-        labels = batch["labels"][:, 1:].to(device)
-        mask = labels != IGNORE_INDEX
-        token_logp = logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1) * mask
         return {
-            "logprob_sum": token_logp.sum(-1).cpu(),
-            "n_tokens": mask.sum(-1).cpu(),
+            "logprob_sum": out.label_logprobs.sum(-1).cpu(),
+            "n_tokens": (labels[:, 1:] != IGNORE_INDEX).sum(-1).cpu(),
             "nup_logprob": torch.log_softmax(out.nup_logits.float(), dim=-1)[:, 1].cpu(),
         }
 
