@@ -1,0 +1,154 @@
+"""P2Bot Transmitter benchmark: supervised training, self-play variants, evaluation.
+
+Data: ``../shared/data/personachat/valid_both_original_no_cands.txt`` (1,000 dialogues): the first
+800 train (supervised examples and self-play seeds), the last 200 are the development set (never
+trained on). Offline MiniLM backbone warm-started as a causal decoder, seed 0.
+
+Stages (each reused when its summary JSON already exists in ``--work``, so a killed run resumes):
+
+1. ``sft``: supervised Transmitter, ``--sft-minutes`` of wall clock (continues from its checkpoints).
+2. self-play from the supervised model, ``--selfplay-minutes`` each: ``selfplay`` (RS.1 + RS.2 +
+   RS.3 + information penalty, the paper's weights) and, unless ``--no-variants``, the variant
+   table's ``rs1`` (RS.1 only) and ``rs2`` (RS.1 + RS.2).
+3. evaluation on the development dialogues: Hits@1 of ``--candidates`` (NUP head), unigram F1 of
+   the beam-2 reply re-ranked by eq. 3, perplexity of the real replies, and the mean RS.3 persona
+   reward of the agent on ``--selfplay-episodes`` dev self-play episodes (frozen supervised user).
+
+RS.3 uses the Receiver plugin's ``persona_perception`` reward; by default the zero-shot MiniLM
+Receiver (``--receiver minilm``), or pass a trained Receiver folder.
+
+    OMP_NUM_THREADS=1 python benchmarks/p2bot.py --sft-minutes 8 --selfplay-minutes 7 --work /tmp/p2bot_bench
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def _load(path: Path):
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=None, help="PERSONA-CHAT both-personas file (default: shared data)")
+    ap.add_argument("--work", default="/tmp/p2bot_bench", help="folder for models and checkpoints")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "p2bot.json"))
+    ap.add_argument("--sft-minutes", type=float, default=8.0)
+    ap.add_argument("--sft-lr", type=float, default=1e-4)
+    ap.add_argument("--sft-batch-size", type=int, default=8)
+    ap.add_argument("--max-context-tokens", type=int, default=128)
+    ap.add_argument("--selfplay-minutes", type=float, default=7.0)
+    ap.add_argument("--selfplay-lr", type=float, default=2e-5)
+    ap.add_argument("--episodes-per-seed", type=int, default=2)
+    ap.add_argument("--receiver", default="minilm", help="Receiver folder for RS.3 (default: zero-shot MiniLM)")
+    ap.add_argument("--no-variants", action="store_true", help="skip the rs1 / rs2 variant runs")
+    ap.add_argument("--candidates", type=int, default=20)
+    ap.add_argument("--eval-examples", type=int, default=100)
+    ap.add_argument("--selfplay-episodes", type=int, default=40)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    from hf_persona.data import shared_data_dir
+    from hf_persona.evaluation.transmitter import run_transmitter_eval
+    from hf_persona.training.selfplay import train_selfplay
+    from hf_persona.training.transmitter import train_transmitter
+    from hf_persona.utils import atomic_write_json
+
+    data = args.data
+    if data is None:
+        root = shared_data_dir()
+        if root is None:
+            raise SystemExit("real data not found: pass --data or set HF_PERSONA_DATA")
+        data = str(root / "personachat" / "valid_both_original_no_cands.txt")
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+
+    # 1. supervised
+    sft_dir = work / "sft"
+    sft_summary = _load(work / "sft_summary.json")
+    if sft_summary is None:
+        sft_summary = train_transmitter(sft_dir, train_data=data, backbone="minilm", dev_from=800,
+                                        budget_minutes=args.sft_minutes, batch_size=args.sft_batch_size,
+                                        learning_rate=args.sft_lr, max_context_tokens=args.max_context_tokens,
+                                        save_steps=25, seed=args.seed, json_out=work / "sft_summary.json")
+
+    # 2. self-play runs
+    receiver = args.receiver
+    runs = {"selfplay": None}
+    if not args.no_variants:
+        runs = {"rs1": {"language_style": 0.4}, "rs2": {"language_style": 0.4, "discourse_coherence": 0.1},
+                "selfplay": None}
+    summaries = {}
+    for name, weights in runs.items():
+        path = work / f"{name}_summary.json"
+        summary = _load(path)
+        if summary is None:
+            summary = train_selfplay(sft_dir, work / name, train_data=data, receiver=receiver, weights=weights,
+                                     episodes_per_seed=args.episodes_per_seed, learning_rate=args.selfplay_lr,
+                                     max_steps=100000, budget_minutes=args.selfplay_minutes, save_steps=10,
+                                     dev_from=800, seed=args.seed, json_out=path)
+        summaries[name] = summary
+
+    # 3. evaluation
+    models = [("sft", str(sft_dir))] + [(n, str(work / n)) for n in runs]
+    start = time.monotonic()
+    rows, flat = run_transmitter_eval(models, data, dev_from=800, n_candidates=args.candidates,
+                                      max_examples=args.eval_examples, num_beams=2, receiver=receiver,
+                                      user_model=str(sft_dir), selfplay_episodes=args.selfplay_episodes,
+                                      seed=args.seed, json_out=work / "eval.json")
+    eval_seconds = time.monotonic() - start
+
+    result = {k: v for k, v in flat.items()}
+    result["selfplay.seconds_per_episode"] = summaries["selfplay"]["seconds_per_episode"]
+    for name, s in summaries.items():
+        result[f"{name}.episodes"] = s["episodes"]
+        result[f"{name}.steps"] = s["global_step"]
+        result[f"{name}.train_seconds"] = s["seconds"]
+    # the supervised stage may have run in several resumed pieces: sft_summary*.json
+    pieces = [json.loads(p.read_text()) for p in sorted(work.glob("sft_summary*.json"))]
+    result["sft.steps"] = max(p["global_step"] for p in pieces)
+    result["sft.train_seconds"] = sum(p["seconds"] for p in pieces)
+    result["sft.runs"] = len(pieces)
+    result["sft.examples_seen"] = result["sft.steps"] * args.sft_batch_size
+    gain = result["selfplay.persona_reward"] - result["sft.persona_reward"]
+    f1_rel = (result["selfplay.f1"] - result["sft.f1"]) / max(result["sft.f1"], 1e-9)
+    result["selfplay.persona_reward_gain"] = gain
+    result["selfplay.f1_relative_change"] = f1_rel
+    result["criterion.persona_reward_up_and_f1_within_5pct"] = bool(gain > 0 and f1_rel >= -0.05)
+    result["config"] = {
+        "data": Path(data).name, "train_dialogues": "first 800", "dev_dialogues": "last 200",
+        "backbone": "minilm (all-MiniLM-L6-v2 as causal decoder)", "seed": args.seed,
+        "sft_budget_minutes_per_run": [p.get("budget_minutes") for p in pieces],
+        "sft_lr": sft_summary.get("learning_rate"),
+        "sft_batch_size": args.sft_batch_size, "max_context_tokens": args.max_context_tokens,
+        "selfplay_budget_minutes": args.selfplay_minutes, "selfplay_lr": args.selfplay_lr,
+        "selfplay_baseline": "batch mean (one seed x episodes_per_seed episodes x 3 turns per step)",
+        "episodes_per_seed": args.episodes_per_seed, "turns": 3, "gamma": 0.5,
+        "weights_selfplay": summaries["selfplay"]["weights"],
+        "receiver": receiver, "candidates": args.candidates, "eval_examples": args.eval_examples,
+        "selfplay_eval_episodes": args.selfplay_episodes, "selfplay_eval_agent_decoding": "multinomial sampling",
+        "f1_decoding": "beam 2, eq. 3 re-ranking alpha 0.1, max 32 tokens", "hits_at_1_unit": "percent",
+        "eval_seconds": eval_seconds, "hardware": "shared 2-core CPU (7 concurrent users), no GPU",
+        "variants": list(runs),
+    }
+    atomic_write_json(args.out, result)
+    from hf_persona.evaluation import format_table
+
+    print(format_table(rows))
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
