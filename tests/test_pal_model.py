@@ -279,6 +279,18 @@ def test_remote_code_round_trip_without_hf_persona(pal, tmp_path):
     with torch.no_grad():
         ref_logits = loaded(**batch).logits
     ref_seq = loaded.generate(**inputs, max_new_tokens=5, do_sample=False)
+    # strategy contrastive decoding from the checkpoint's own code (greedy and 2 beams)
+    from transformers import LogitsProcessorList
+
+    forced = torch.tensor([[loaded.config.decoder_start_token_id, tok.convert_tokens_to_ids("[Information]")]] * 2)
+    alpha = {"Information": 0.6}
+    ref_contrast = loaded.generate(**inputs, decoder_input_ids=forced, max_new_tokens=4, do_sample=False,
+                                   logits_processor=LogitsProcessorList([loaded.strategy_contrast_processor(alpha)]))
+    ref_beam = loaded.generate(**inputs, decoder_input_ids=forced, max_new_tokens=4, num_beams=2,
+                               logits_processor=LogitsProcessorList([loaded.strategy_contrast_processor(alpha)]))
+    rec_scores = loaded.generate(**inputs, decoder_input_ids=forced, max_new_tokens=2, do_sample=False,
+                                 output_scores=True, return_dict_in_generate=True,
+                                 logits_processor=LogitsProcessorList([loaded.strategy_contrast_processor(alpha)])).scores
     torch.save({"batch": dict(batch)}, tmp_path / "batch.pt")
     out = run_without_hf_persona(f"""
         import json, torch
@@ -292,13 +304,32 @@ def test_remote_code_round_trip_without_hf_persona(pal, tmp_path):
             logits = model(**batch).logits
         inputs = {{k: batch[k] for k in ("input_ids", "attention_mask", "persona_input_ids", "persona_attention_mask")}}
         seq = model.generate(**inputs, max_new_tokens=5, do_sample=False)
-        torch.save({{"logits": logits, "seq": seq}}, {str(tmp_path / 'remote.pt')!r})
+        from transformers import LogitsProcessorList
+        proc = model.strategy_contrast_processor({{"Information": 0.6}})
+        assert type(proc).__name__ == "StrategyContrastiveLogitsProcessor" and "hf_persona" not in type(proc).__module__
+        forced = torch.tensor([[model.config.decoder_start_token_id, model.config.strategy_token_ids[6]]] * 2)
+        contrast = model.generate(**inputs, decoder_input_ids=forced, max_new_tokens=4, do_sample=False,
+                                  logits_processor=LogitsProcessorList([proc]))
+        beam = model.generate(**inputs, decoder_input_ids=forced, max_new_tokens=4, num_beams=2,
+                              logits_processor=LogitsProcessorList([model.strategy_contrast_processor({{"Information": 0.6}})]))
+        scores = model.generate(**inputs, decoder_input_ids=forced, max_new_tokens=2, do_sample=False,
+                                output_scores=True, return_dict_in_generate=True,
+                                logits_processor=LogitsProcessorList([model.strategy_contrast_processor({{"Information": 0.6}})])).scores
+        torch.save({{"logits": logits, "seq": seq, "contrast": contrast, "beam": beam, "scores": scores}},
+                   {str(tmp_path / 'remote.pt')!r})
         print("ok", type(model).__module__)
     """)
     assert out.startswith("ok")
     remote = torch.load(tmp_path / "remote.pt")
     torch.testing.assert_close(remote["logits"], ref_logits, atol=1e-5, rtol=1e-5)
     assert torch.equal(remote["seq"], ref_seq)
+    assert torch.equal(remote["contrast"], ref_contrast) and torch.equal(remote["beam"], ref_beam)
+    for mine, theirs in zip(rec_scores, remote["scores"]):
+        torch.testing.assert_close(theirs, mine, atol=1e-5, rtol=1e-5)
+    # the contrast really acted (alpha 0.6 on [Information]) in the remote process too
+    with torch.no_grad():
+        plain = loaded(**inputs, decoder_input_ids=forced).logits[:, -1]
+    assert (remote["scores"][0] - plain).abs().max() > 1e-4
 
 
 def test_lora_trains_adapters(pal):

@@ -48,14 +48,14 @@ class PALEncoderOutput(ModelOutput):
         persona_hidden_state: H^_P = LN_p(H_P + Z_P), ``[batch, persona_len, hidden]`` (None without persona).
         coattention_weights: A_DP, ``[batch, dialogue_len, persona_len]``, the masked softmax of
             eq. 2 (None without persona).
-        mixture_weights: (l1, l2, l3) = softmax(w) of eq. 4 (None without persona).
+
+    The mixture weights (l1, l2, l3) of eq. 4 are ``model.mixture_weights()``.
     """
 
     last_hidden_state: torch.FloatTensor | None = None
     dialogue_hidden_state: torch.FloatTensor | None = None
     persona_hidden_state: torch.FloatTensor | None = None
     coattention_weights: torch.FloatTensor | None = None
-    mixture_weights: torch.FloatTensor | None = None
     hidden_states: tuple | None = None
     attentions: tuple | None = None
 
@@ -70,7 +70,6 @@ class PALSeq2SeqLMOutput(ModelOutput):
         past_key_values: the decoder cache.
         encoder_last_hidden_state: the states the decoder attended over (H_final or H_D).
         dialogue_hidden_state: H_D.
-        mixture_weights: (l1, l2, l3) (None without persona).
     """
 
     loss: torch.FloatTensor | None = None
@@ -78,7 +77,6 @@ class PALSeq2SeqLMOutput(ModelOutput):
     past_key_values: object | None = None
     encoder_last_hidden_state: torch.FloatTensor | None = None
     dialogue_hidden_state: torch.FloatTensor | None = None
-    mixture_weights: torch.FloatTensor | None = None
 
 
 def _masked_softmax(scores: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
@@ -317,7 +315,6 @@ class PALForConditionalGeneration(PALPreTrainedModel, GenerationMixin):
             dialogue_hidden_state=dialogue,
             persona_hidden_state=refined_persona,
             coattention_weights=attn_dp,
-            mixture_weights=lam,
         )
 
     # ------------------------------------------------------------------ forward
@@ -410,7 +407,6 @@ class PALForConditionalGeneration(PALPreTrainedModel, GenerationMixin):
             past_key_values=out.past_key_values,
             encoder_last_hidden_state=encoder_outputs.last_hidden_state,
             dialogue_hidden_state=encoder_outputs.dialogue_hidden_state,
-            mixture_weights=encoder_outputs.mixture_weights,
         )
 
     # ------------------------------------------------------------------ generation plumbing
@@ -450,6 +446,10 @@ class PALForConditionalGeneration(PALPreTrainedModel, GenerationMixin):
             self._contrast = None
 
     # ------------------------------------------------------------------ helpers
+    def mixture_weights(self) -> torch.Tensor:
+        """(l1, l2, l3) = softmax(w) of eq. 4: weights of H^_D, the aligned H^_P and H_D."""
+        return torch.softmax(self.fusion.mixture_logits, dim=0)
+
     def strategies_of(self, sequences: torch.LongTensor, position: int = 1) -> list:
         """Name of the strategy each generated sequence chose: its token at ``position``
         (1 = first token after the decoder start). ``None`` where that token is not a strategy token."""

@@ -1,0 +1,239 @@
+"""Strategy contrastive decoding (PAL section 3.4): per-step equality with two uncached full
+passes, beams, sampling, processor ordering, alpha = 0 identity, alpha tables and errors."""
+
+import pytest
+import torch
+from transformers import AutoTokenizer, LogitsProcessor, LogitsProcessorList
+from transformers.generation.logits_process import RepetitionPenaltyLogitsProcessor
+
+import hf_persona
+from hf_persona.generation import (
+    DEFAULT_STRATEGY_ALPHA,
+    STRATEGY_NAMES,
+    StrategyContrastiveLogitsProcessor,
+    resolve_strategy_alphas,
+)
+from hf_persona.models.pal import PALCollator, PALForConditionalGeneration, build_pal_example
+
+# a distinct alpha per strategy, so a wrong lookup cannot pass
+DISTINCT = {name: round(0.15 + 0.2 * i, 2) for i, name in enumerate(STRATEGY_NAMES)}
+
+
+@pytest.fixture(scope="module")
+def pal(tiny_bert_dir):
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert_dir)
+    model = PALForConditionalGeneration.from_backbone(tiny_bert_dir, tokenizer).eval()
+    examples = [
+        build_pal_example(["hi", "hello , how can i help ?", "i lost my job and i feel awful about it"],
+                          ["usr", "sys", "usr"], ["", "Question", ""], ["i am a teacher .", "i have two kids ."],
+                          tokenizer=tokenizer),
+        build_pal_example(["my dog died"], ["usr"], None, [], tokenizer=tokenizer),
+        build_pal_example(["exams are next week", "you sound worried", "i cannot sleep"], ["usr", "sys", "usr"],
+                          ["", "Reflection of feelings", ""], ["i am a student ."], tokenizer=tokenizer),
+    ]
+    batch = PALCollator(tokenizer)(examples)
+    assert (batch["attention_mask"] == 0).any() and (batch["persona_attention_mask"] == 0).any()  # padded
+    return model, tokenizer, batch
+
+
+class Recorder(LogitsProcessor):
+    """Placed after the contrastive processor: records what it produced at each step."""
+
+    def __init__(self):
+        self.steps = []
+
+    def __call__(self, input_ids, scores):
+        self.steps.append((input_ids.clone(), scores.clone()))
+        return scores
+
+
+def _inputs(batch, rows_per_example=1):
+    keys = ("input_ids", "attention_mask", "persona_input_ids", "persona_attention_mask")
+    return {k: batch[k].repeat_interleave(rows_per_example, dim=0) for k in keys}
+
+
+def _reference(model, batch, input_ids, table, log_probs=False, unknown=0.0, rows_per_example=1):
+    """(1+a)*logits(d,p) - a*logits(d) from two independent full decoder passes without cache."""
+    enc = _inputs(batch, rows_per_example)
+    with torch.no_grad():
+        a = model(**enc, decoder_input_ids=input_ids, use_cache=False).logits[:, -1].float()
+        b = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], decoder_input_ids=input_ids,
+                  use_cache=False).logits[:, -1].float()
+    by_id = dict(zip(model.config.strategy_token_ids, STRATEGY_NAMES))
+    if input_ids.shape[1] > 1:
+        alpha = torch.tensor([table[by_id[t]] if t in by_id else unknown for t in input_ids[:, 1].tolist()])
+    else:
+        alpha = torch.zeros(input_ids.shape[0])
+    alpha = alpha[:, None]
+    if log_probs:
+        a, b = torch.log_softmax(a, -1), torch.log_softmax(b, -1)
+        out = torch.log_softmax((1 + alpha) * a - alpha * b, -1)
+        return torch.where(alpha == 0, a, out), alpha
+    return (1 + alpha) * a - alpha * b, alpha
+
+
+def _forced(model, tokenizer, strategies, rows_per_example=1):
+    start = model.config.decoder_start_token_id
+    ids = [[start, tokenizer.convert_tokens_to_ids(f"[{s}]")] for s in strategies]
+    return torch.tensor(ids).repeat_interleave(rows_per_example, dim=0)
+
+
+@pytest.mark.parametrize("group", [STRATEGY_NAMES[0:3], STRATEGY_NAMES[3:6], STRATEGY_NAMES[5:8]])
+def test_greedy_each_strategy_matches_two_full_passes(pal, group):
+    model, tok, batch = pal
+    proc = model.strategy_contrast_processor(alpha=DISTINCT)
+    rec = Recorder()
+    seq = model.generate(**_inputs(batch), decoder_input_ids=_forced(model, tok, group), max_new_tokens=3,
+                         do_sample=False, logits_processor=LogitsProcessorList([proc, rec]))
+    assert len(rec.steps) == 3 and seq.shape[1] == 5
+    for input_ids, produced in rec.steps:
+        expected, alpha = _reference(model, batch, input_ids, DISTINCT)
+        assert alpha.squeeze(1).tolist() == pytest.approx([DISTINCT[s] for s in group])
+        torch.testing.assert_close(produced, expected, atol=1e-5, rtol=1e-5)
+    assert model.strategies_of(seq) == list(group)
+    assert model._contrast is None and proc._model is None  # unbound after generate
+
+
+def test_first_step_is_plain_then_alpha_of_the_generated_strategy(pal):
+    model, tok, batch = pal
+    proc = model.strategy_contrast_processor(alpha=DISTINCT, unknown_strategy_alpha=0.4)
+    rec = Recorder()
+    model.generate(**_inputs(batch), max_new_tokens=3, do_sample=False, logits_processor=LogitsProcessorList([proc, rec]))
+    first_ids, first_scores = rec.steps[0]
+    assert first_ids.shape[1] == 1
+    with torch.no_grad():
+        plain = model(**_inputs(batch), decoder_input_ids=first_ids).logits[:, -1]
+    torch.testing.assert_close(first_scores, plain, atol=1e-5, rtol=1e-5)
+    for input_ids, produced in rec.steps[1:]:
+        expected, _ = _reference(model, batch, input_ids, DISTINCT, unknown=0.4)
+        torch.testing.assert_close(produced, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_beam_search_three_beams_matches_full_passes(pal):
+    model, tok, batch = pal
+    proc = model.strategy_contrast_processor(alpha=DISTINCT)
+    rec = Recorder()
+    strategies = ["Providing Suggestions", "Others", "Restatement or Paraphrasing"]
+    out = model.generate(**_inputs(batch), decoder_input_ids=_forced(model, tok, strategies), num_beams=3,
+                         num_return_sequences=2, max_new_tokens=5, do_sample=False,
+                         logits_processor=LogitsProcessorList([proc, rec]))
+    assert out.shape[0] == 6
+    reordered = False
+    previous = None
+    for input_ids, produced in rec.steps:
+        assert input_ids.shape[0] == 9  # 3 examples x 3 beams
+        if previous is not None and not torch.equal(input_ids[:, :-1], previous):
+            reordered = True
+        previous = input_ids
+        expected, _ = _reference(model, batch, input_ids, DISTINCT, log_probs=True, rows_per_example=3)
+        # beams that start finished carry -inf-free scores; compare everywhere
+        torch.testing.assert_close(produced, expected, atol=1e-5, rtol=1e-5)
+    assert reordered, "the beams never reordered; the test would not exercise the cache alignment"
+    assert model.strategies_of(out) == [s for s in strategies for _ in range(2)]
+
+
+def test_sampling_num_return_sequences_matches_full_passes(pal):
+    model, tok, batch = pal
+    proc = model.strategy_contrast_processor()  # paper Table 2
+    rec = Recorder()
+    strategies = ["Information", "Affirmation and Reassurance", "Question"]
+    torch.manual_seed(3)
+    out = model.generate(**_inputs(batch), decoder_input_ids=_forced(model, tok, strategies), do_sample=True,
+                         top_k=10, top_p=0.9, temperature=0.5, num_return_sequences=2, max_new_tokens=4,
+                         logits_processor=LogitsProcessorList([proc, rec]))
+    assert out.shape[0] == 6
+    for input_ids, produced in rec.steps:
+        expected, alpha = _reference(model, batch, input_ids, DEFAULT_STRATEGY_ALPHA, rows_per_example=2)
+        assert alpha.squeeze(1).tolist() == [0.75, 0.75, 0.75, 0.75, 0.0, 0.0]
+        torch.testing.assert_close(produced, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_combination_happens_before_repetition_penalty(pal):
+    model, tok, batch = pal
+    proc = model.strategy_contrast_processor(alpha=DISTINCT)
+    rec = Recorder()
+    model.generate(**_inputs(batch), decoder_input_ids=_forced(model, tok, STRATEGY_NAMES[4:7]), max_new_tokens=3,
+                   do_sample=False, repetition_penalty=1.5, logits_processor=LogitsProcessorList([proc, rec]))
+    penalty = RepetitionPenaltyLogitsProcessor(1.5)
+    for input_ids, produced in rec.steps:
+        combined, _ = _reference(model, batch, input_ids, DISTINCT)
+        torch.testing.assert_close(produced, penalty(input_ids, combined), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("sampling", [False, True])
+def test_alpha_zero_is_plain_generate(pal, sampling):
+    model, _, batch = pal
+    kwargs = dict(max_new_tokens=6, do_sample=sampling, top_k=10, top_p=0.9, temperature=0.7) if sampling else \
+        dict(max_new_tokens=6, do_sample=False)
+    torch.manual_seed(11)
+    plain = model.generate(**_inputs(batch), **kwargs)
+    torch.manual_seed(11)
+    proc = model.strategy_contrast_processor(alpha=0.0)
+    contrast = model.generate(**_inputs(batch), logits_processor=LogitsProcessorList([proc]), **kwargs)
+    assert torch.equal(plain, contrast)
+    assert proc.last_alpha is not None and (proc.last_alpha == 0).all()
+
+
+def test_nonzero_alpha_changes_the_distribution(pal):
+    model, tok, batch = pal
+    proc = model.strategy_contrast_processor(alpha="high")
+    rec_c, rec_p = Recorder(), Recorder()
+    forced = _forced(model, tok, ["Information"] * 3)
+    model.generate(**_inputs(batch), decoder_input_ids=forced, max_new_tokens=1, logits_processor=LogitsProcessorList([proc, rec_c]))
+    model.generate(**_inputs(batch), decoder_input_ids=forced, max_new_tokens=1, logits_processor=LogitsProcessorList([rec_p]))
+    assert (rec_c.steps[0][1] - rec_p.steps[0][1]).abs().max() > 1e-3
+
+
+# ---------------------------------------------------------------- alpha tables and errors
+def test_table2_defaults_and_levels():
+    assert resolve_strategy_alphas() == {
+        "Question": 0.0, "Restatement or Paraphrasing": 0.75, "Reflection of feelings": 0.0, "Self-disclosure": 0.0,
+        "Affirmation and Reassurance": 0.75, "Providing Suggestions": 0.75, "Information": 0.75, "Others": 0.375}
+    assert set(resolve_strategy_alphas("medium").values()) == {0.375}
+    assert set(resolve_strategy_alphas(0.3).values()) == {0.3}
+    table = resolve_strategy_alphas({"question": "high", "[Others]": 0.1})
+    assert table["Question"] == 0.75 and table["Others"] == 0.1 and table["Information"] == 0.75
+
+
+@pytest.mark.parametrize(
+    "alpha, error",
+    [
+        ({"Hugging": 0.5}, ValueError),
+        ({"Question": "very high"}, ValueError),
+        ({"Question": -0.1}, ValueError),
+        ({"Question": float("nan")}, ValueError),
+        ({"Question": True}, TypeError),
+        ({"Question": [0.5]}, TypeError),
+        ({}, ValueError),
+        ("extreme", ValueError),
+        (float("inf"), ValueError),
+        ([0.5] * 8, TypeError),
+    ],
+)
+def test_bad_alpha_lists_valid_strategies(alpha, error):
+    with pytest.raises(error) as err:
+        resolve_strategy_alphas(alpha)
+    for name in STRATEGY_NAMES:
+        assert name in str(err.value)
+
+
+def test_processor_needs_pal_generate(pal):
+    model, _, _ = pal
+    proc = model.strategy_contrast_processor()
+    with pytest.raises(RuntimeError, match="PAL"):
+        proc(torch.zeros(1, 2, dtype=torch.long), torch.zeros(1, 5))
+    with pytest.raises(ValueError, match="one vocabulary id per strategy"):
+        StrategyContrastiveLogitsProcessor([1, 2, 3])
+
+
+def test_plugin_factory(pal):
+    model, tok, _ = pal
+    proc = hf_persona.get_logits_processor("strategy_contrast", model=model, alpha={"Question": "medium"})
+    assert isinstance(proc, StrategyContrastiveLogitsProcessor)
+    assert proc.alphas["Question"] == 0.375 and proc.alphas["Information"] == 0.75
+    assert proc.strategy_token_ids == model.config.strategy_token_ids
+    by_tokenizer = hf_persona.get_logits_processor("strategy_contrast", tokenizer=tok)
+    assert by_tokenizer.strategy_token_ids == model.config.strategy_token_ids
+    with pytest.raises(TypeError, match="PAL model"):
+        hf_persona.get_logits_processor("strategy_contrast", model=torch.nn.Linear(2, 2))
