@@ -270,14 +270,36 @@ class TauAnnealingCallback(TrainerCallback):
     def on_step_begin(self, args, state, control, model=None, **kwargs):
         self._apply(state, model)
 
-    def on_log(self, args, state, control, logs=None, model=None, **kwargs):
-        if logs is not None and model is not None:
-            logs["tau"] = round(_find_receiver(model).tau, 4)
-
     def on_train_end(self, args, state, control, model=None, **kwargs):
         if model is not None:
             receiver = _find_receiver(model)
             receiver.set_tau(self._bounds(receiver)[1])
+
+
+class TimeBudgetCallback(TrainerCallback):
+    """Stop training (with a final checkpoint) once ``minutes`` of wall-clock training have passed."""
+
+    def __init__(self, minutes: float):
+        if not minutes > 0:
+            raise ValueError(f"TimeBudgetCallback: minutes must be > 0, got {minutes}")
+        self.seconds = minutes * 60.0
+        self.start = None
+        self.stopped_at = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        import time
+
+        self.start = time.monotonic()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        import time
+
+        if self.start is not None and time.monotonic() - self.start > self.seconds:
+            self.stopped_at = state.global_step
+            control.should_training_stop = True
+            control.should_save = True
+            control.should_evaluate = args.eval_strategy != "no"
+        return control
 
 
 # ----------------------------------------------------------------------------- trainer
@@ -293,6 +315,12 @@ class ReceiverTrainer(Trainer):
     def __init__(self, *args, eval_tau: float | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.eval_tau = eval_tau
+
+    def log(self, logs, *args, **kwargs):
+        # Record the τ in force with every log entry (it lands in trainer_state.json's log_history).
+        logs = dict(logs)
+        logs["tau"] = round(_find_receiver(self.model).tau, 6)
+        return super().log(logs, *args, **kwargs)
 
     def evaluate(self, *args, **kwargs):
         if self.eval_tau is None:
@@ -367,6 +395,7 @@ def train_receiver(
     resume: bool = True,
     peft_config=None,
     disable_tqdm: bool | None = None,
+    time_budget_minutes: float | None = None,
     **training_args,
 ):
     """Train a Receiver and save it (safetensors + tokenizer) to ``output_dir``.
@@ -385,6 +414,8 @@ def train_receiver(
             the best ``hits_at_1`` checkpoint is loaded at the end when ``eval_ds`` is given.
         resume: continue from the newest complete checkpoint in ``output_dir`` if there is one.
         peft_config: an optional ``peft.LoraConfig``; the adapters are merged before the final save.
+        time_budget_minutes: stop early (saving a checkpoint) when training has run this long; the
+            τ schedule still spans ``max_steps``, so pick ``max_steps`` to fit the budget.
         training_args: any other ``TrainingArguments`` field.
 
     Returns:
@@ -475,7 +506,8 @@ def train_receiver(
         processing_class=tokenizer,
         data_collator=ReceiverCollator(pad_token_id=tokenizer.pad_token_id or 0),
         compute_metrics=receiver_metrics if eval_set is not None else None,
-        callbacks=[TauAnnealingCallback(tau_start, tau_end)],
+        callbacks=[TauAnnealingCallback(tau_start, tau_end)]
+        + ([TimeBudgetCallback(time_budget_minutes)] if time_budget_minutes else []),
         eval_tau=tau_end,
     )
     checkpoint = last_checkpoint(output_dir) if resume else None
@@ -483,8 +515,13 @@ def train_receiver(
         logger.info("resuming Receiver training from %s", checkpoint)
     result = trainer.train(resume_from_checkpoint=checkpoint)
     metrics = dict(result.metrics)
+    metrics["global_step"] = trainer.state.global_step
     if eval_set is not None:
-        metrics.update(trainer.evaluate())
+        if trainer.state.best_metric is not None and args.load_best_model_at_end:
+            metrics["best_checkpoint"] = trainer.state.best_model_checkpoint
+            metrics["eval_hits_at_1"] = trainer.state.best_metric
+        else:
+            metrics.update(trainer.evaluate())
     if peft_config is not None:
         model = train_model.merge_and_unload()
     model.set_tau(tau_end)
@@ -511,6 +548,7 @@ __all__ = [
     "ReceiverPairDataset",
     "ReceiverTrainer",
     "TauAnnealingCallback",
+    "TimeBudgetCallback",
     "dialogue_sides",
     "grouped_sides",
     "linear_tau",

@@ -36,6 +36,9 @@ class ReceiverConfig(PretrainedConfig):
             The linear annealing schedule used in training (paper: 10 → 0.5).
         max_utterance_length (`int`, defaults to 64) / max_persona_length (`int`, defaults to 32):
             Token truncation lengths used by the text-level helpers (``score``, ``relevance``...).
+        encode_chunk_size (`int`, defaults to 64):
+            In ``forward``, the real sentences of a batch are sorted by length and encoded in chunks of
+            this many, each cut to its longest sentence (same result, less padding compute).
     """
 
     model_type = "p2bot_receiver"
@@ -53,6 +56,7 @@ class ReceiverConfig(PretrainedConfig):
         tau_end: float = 0.5,
         max_utterance_length: int = 64,
         max_persona_length: int = 32,
+        encode_chunk_size: int = 64,
         **kwargs,
     ):
         if encoder is None:
@@ -83,6 +87,8 @@ class ReceiverConfig(PretrainedConfig):
         for name, value in (("max_utterance_length", max_utterance_length), ("max_persona_length", max_persona_length)):
             if not isinstance(value, int) or value < 2:
                 raise ValueError(f"ReceiverConfig: `{name}` must be an integer >= 2, got {value!r}")
+        if not isinstance(encode_chunk_size, int) or encode_chunk_size < 1:
+            raise ValueError(f"ReceiverConfig: `encode_chunk_size` must be an integer >= 1, got {encode_chunk_size!r}")
         self.encoder = encoder
         self.share_encoders = bool(share_encoders)
         self.segment_ids = bool(segment_ids)
@@ -93,6 +99,7 @@ class ReceiverConfig(PretrainedConfig):
         self.tau_end = float(tau_end)
         self.max_utterance_length = max_utterance_length
         self.max_persona_length = max_persona_length
+        self.encode_chunk_size = encode_chunk_size
         super().__init__(**kwargs)
 
     @property

@@ -217,10 +217,24 @@ class ReceiverModel(ReceiverPreTrainedModel):
         slot_mask = _slot_mask(attention_mask)
         flat_ids = input_ids.reshape(b * s, t)
         flat_mask = attention_mask.reshape(b * s, t)
-        real = slot_mask.reshape(-1)
-        pooled = self.encode(flat_ids[real], flat_mask[real], kind=kind)
-        out = pooled.new_zeros(b * s, pooled.shape[-1])
-        out = out.index_copy(0, real.nonzero(as_tuple=True)[0], pooled)
+        real_index = slot_mask.reshape(-1).nonzero(as_tuple=True)[0]
+        # Sort the real sentences by length and encode them in chunks cut to each chunk's longest
+        # sentence: the pooled vectors are the same (padding is masked), the padding compute is not spent.
+        # extent = position of the last real token + 1 (correct for right and left padding alike)
+        positions = torch.arange(1, t + 1, device=flat_mask.device)
+        lengths = (flat_mask[real_index].to(torch.bool) * positions).max(dim=-1).values if t else flat_mask.new_zeros(0)
+        order = torch.argsort(lengths, descending=True)
+        real_index, lengths = real_index[order], lengths[order]
+        chunk = max(1, int(self.config.encode_chunk_size))
+        pieces = []
+        for start in range(0, real_index.shape[0], chunk):
+            idx = real_index[start : start + chunk]
+            width = max(int(lengths[start]), 1)
+            pieces.append(self.encode(flat_ids[idx, :width], flat_mask[idx, :width], kind=kind))
+        hidden = self.config.encoder.hidden_size
+        pooled = torch.cat(pieces) if pieces else flat_ids.new_zeros(0, hidden, dtype=self.dtype)
+        out = pooled.new_zeros(b * s, hidden)
+        out = out.index_copy(0, real_index, pooled)
         return out.reshape(b, s, -1), slot_mask
 
     def forward(

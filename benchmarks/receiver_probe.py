@@ -1,0 +1,215 @@
+"""Receiver persona-perception probe on real PERSONA-CHAT (P2Bot, section 5.4).
+
+Protocol (quality):
+  * data: ``<data-dir>/personachat/valid_both_{original,revised}_no_cands.txt`` (1,000 dialogues each,
+    the same dialogues with original / revised personas); one example = one dialogue side (a speaker's
+    utterances + that speaker's persona), both sides used;
+  * training: the first ``--first`` (800) dialogues of BOTH files (one model; distractors drawn within a
+    file, never across), of which the last ``--select`` (30) dialogues per file are held out to pick the
+    best checkpoint; MiniLM backbone; the run length is sized to ``--budget-minutes`` from a timing pass;
+  * probe: the last 200 dialogues of each file, ``--candidates`` (32) personas per side (true + 31
+    distractors from the other distinct personas of the same file, seed ``--seed``), Hits@1 and the MRR
+    of the true persona sentences among all candidate sentences. Baselines on the very same items:
+    TF-IDF IR and zero-shot mean-pooled MiniLM cosine.
+
+Protocol (speed): ``pairs_per_second`` is the end-to-end probe throughput of the Receiver ((side,
+persona) pairs scored per second, sentence encodings cached across the probe);
+``unbatched_pairs_per_second`` is the naive loop ``model.score(utterances, persona)`` per pair on the
+first ``--speed-items`` items, and ``batched_speedup`` their ratio (median of ``--repeats`` runs each).
+
+    python benchmarks/receiver_probe.py --budget-minutes 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from hf_persona.backbones import resolve  # noqa: E402
+from hf_persona.data import read_personachat, shared_data_dir  # noqa: E402
+from hf_persona.evaluation.receiver_probe import (  # noqa: E402
+    CosineScorer,
+    ReceiverScorer,
+    TfidfScorer,
+    build_probe_items,
+    run_probe,
+)
+from hf_persona.training.receiver import (  # noqa: E402
+    ReceiverCollator,
+    ReceiverPairDataset,
+    _Tokenized,
+    dialogue_sides,
+    grouped_sides,
+    train_receiver,
+)
+from hf_persona.utils import atomic_write_json, set_seed  # noqa: E402
+
+
+def calibrate_step_seconds(backbone, train_sets, batch_size, steps=3, seed=0):
+    """Median seconds of one forward+backward+Adam step of a fresh Receiver on real training batches."""
+    from transformers import AutoTokenizer
+
+    from hf_persona.models.receiver import ReceiverModel
+
+    src = resolve(backbone)
+    model = ReceiverModel.from_encoder_pretrained(src)
+    model.train()
+    tok = AutoTokenizer.from_pretrained(src)
+    ds = ReceiverPairDataset(grouped_sides(train_sets), _Tokenized(tok, 64, 32), num_negatives=1, seed=seed)
+    collate = ReceiverCollator(tok.pad_token_id or 0)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-7)
+    times = []
+    for i in range(steps + 1):
+        batch = collate([ds[(i * batch_size + j) % len(ds)] for j in range(batch_size)])
+        t0 = time.perf_counter()
+        loss = model(**batch).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        if i:  # the first step warms up
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def persona_overlap(train_ds, probe_ds):
+    tr = {frozenset(e["persona"]) for e in dialogue_sides(train_ds)}
+    pr = {frozenset(e["persona"]) for e in dialogue_sides(probe_ds)}
+    tr_s = {s for p in tr for s in p}
+    pr_s = {s for p in pr for s in p}
+    return {
+        "probe_personas": len(pr),
+        "probe_personas_seen_in_training": len(pr & tr),
+        "probe_persona_sentences": len(pr_s),
+        "probe_persona_sentences_seen_in_training": len(pr_s & tr_s),
+    }
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", default=None, help="Folder holding personachat/ (default: shared data dir)")
+    p.add_argument("--backbone", default="minilm")
+    p.add_argument("--first", type=int, default=800)
+    p.add_argument("--select", type=int, default=30, help="dialogues per file kept out of training for checkpoint choice")
+    p.add_argument("--budget-minutes", type=float, default=8.0, help="wall-clock training budget")
+    p.add_argument("--max-steps", type=int, default=None, help="override the budget-derived step count")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--evals", type=int, default=1, help="checkpoint evaluations on the selection split")
+    p.add_argument("--lr", type=float, default=6.25e-5)
+    p.add_argument("--candidates", type=int, default=32)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--speed-items", type=int, default=10)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--model-dir", default="/tmp/hf_persona_receiver_probe_model")
+    p.add_argument("--skip-train", action="store_true", help="evaluate the model already in --model-dir")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "receiver_probe.json"))
+    args = p.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    set_seed(args.seed)
+    data_dir = Path(args.data_dir) if args.data_dir else shared_data_dir()
+    if data_dir is None:
+        sys.exit("real data not found: pass --data-dir or set HF_PERSONA_DATA")
+    files = {k: data_dir / "personachat" / f"valid_both_{k}_no_cands.txt" for k in ("original", "revised")}
+    data = {k: read_personachat(v) for k, v in files.items()}
+    n_train = args.first - args.select
+    train = {k: ds.select(range(n_train)) for k, ds in data.items()}
+    select = {k: ds.select(range(n_train, args.first)) for k, ds in data.items()}
+    probe = {k: ds.select(range(args.first, len(ds))) for k, ds in data.items()}
+
+    result = {
+        "backbone": args.backbone,
+        "data": {k: str(v) for k, v in files.items()},
+        "train_dialogues_per_file": n_train,
+        "selection_dialogues_per_file": args.select,
+        "probe_dialogues_per_file": len(probe["original"]),
+        "candidates": args.candidates,
+        "seed": args.seed,
+        "torch_threads": args.threads,
+    }
+    if not args.skip_train:
+        step_s = calibrate_step_seconds(args.backbone, list(train.values()), args.batch_size, seed=args.seed)
+        # ~85% of the budget for optimizer steps, the rest for the selection evaluation(s) and saving.
+        steps = args.max_steps or max(10, int(args.budget_minutes * 60 * 0.85 / step_s))
+        print(f"calibrated {step_s:.2f}s/step -> {steps} steps", flush=True)
+        t0 = time.perf_counter()
+        _, metrics = train_receiver(
+            list(train.values()), args.model_dir, backbone=args.backbone, eval_ds=list(select.values()),
+            max_steps=steps, batch_size=args.batch_size, learning_rate=args.lr, eval_negatives=3,
+            eval_steps=max(1, steps // args.evals), seed=args.seed, resume=False, logging_steps=10,
+            time_budget_minutes=args.budget_minutes * 1.15, disable_tqdm=True,
+        )
+        result["training"] = {
+            "budget_minutes": args.budget_minutes,
+            "calibrated_seconds_per_step": step_s,
+            "planned_steps": steps,
+            "steps": metrics.get("global_step"),
+            "batch_size": args.batch_size,
+            "learning_rate": args.lr,
+            "train_examples": metrics.get("train_examples"),
+            "epochs": metrics.get("epoch"),
+            "train_loss": metrics.get("train_loss"),
+            "selection_hits@1_of_4": metrics.get("eval_hits_at_1"),
+            "wall_seconds": time.perf_counter() - t0,
+        }
+        print(json.dumps(result["training"]), flush=True)
+
+    from hf_persona.models.receiver import ReceiverModel
+
+    model = ReceiverModel.from_pretrained(args.model_dir).eval()
+    result["tau"] = model.tau
+    result["share_encoders"] = model.config.share_encoders
+    zeroshot = CosineScorer(resolve(args.backbone))
+    pairs, seconds = 0, 0.0
+    for split, ds in probe.items():
+        items = build_probe_items(dialogue_sides(ds), num_candidates=args.candidates, seed=args.seed)
+        result[f"probe_items.{split}"] = len(items)
+        result[f"overlap.{split}"] = persona_overlap(train[split], ds)
+        for name, scorer in (("receiver", ReceiverScorer(model)), ("zeroshot", zeroshot), ("ir", TfidfScorer())):
+            r = run_probe(items, scorer)
+            result[f"{name}.hits@1.{split}"] = r["hits@1"]
+            result[f"{name}.mrr.{split}"] = r["mrr"]
+            if name == "receiver":
+                pairs += r["pairs"]
+                seconds += r["seconds"]
+            print(split, name, round(r["hits@1"], 4), round(r["mrr"], 4), flush=True)
+    result["pairs_per_second"] = pairs / seconds
+
+    # speed: the unbatched per-pair loop vs the batched probe on the same items
+    items = build_probe_items(dialogue_sides(probe["original"]), num_candidates=args.candidates, seed=args.seed)
+    items = items[: args.speed_items]
+    loop_rates, batch_rates = [], []
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        loop_scores = [[model.score(it["utterances"], list(c)) for c in it["candidates"]] for it in items]
+        loop_rates.append(len(items) * args.candidates / (time.perf_counter() - t0))
+        r = run_probe(items, ReceiverScorer(model))
+        batch_rates.append(r["pairs_per_second"])
+    # both paths compute the same scores
+    batched = ReceiverScorer(model)
+    batched.prepare(items)
+    diff = max(abs(a - b) for it, row in zip(items, loop_scores) for a, b in zip(batched.persona_scores(it), row))
+    result["unbatched_pairs_per_second"] = statistics.median(loop_rates)
+    result["batched_pairs_per_second_same_items"] = statistics.median(batch_rates)
+    result["batched_speedup"] = result["batched_pairs_per_second_same_items"] / result["unbatched_pairs_per_second"]
+    result["batched_vs_loop_max_abs_diff"] = diff
+    result["speed_items"] = len(items)
+    result["command"] = "python benchmarks/receiver_probe.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    atomic_write_json(args.out, result)
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    main()

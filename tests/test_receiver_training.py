@@ -1,0 +1,223 @@
+"""Receiver data pipeline, τ schedule, Trainer recipe (eval, best checkpoint, resume), probe and baselines."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from hf_persona.data import read_personachat, sample_path, split_by_dialogue
+from hf_persona.errors import HFPersonaError
+from hf_persona.evaluation.receiver_probe import (
+    ReceiverScorer,
+    TfidfScorer,
+    build_probe_items,
+    run_probe,
+)
+from hf_persona.training.receiver import (
+    ReceiverCollator,
+    ReceiverPairDataset,
+    TauAnnealingCallback,
+    _Tokenized,
+    dialogue_sides,
+    grouped_sides,
+    linear_tau,
+    train_receiver,
+)
+
+
+@pytest.fixture(scope="module")
+def sample():
+    return read_personachat(sample_path("personachat"))
+
+
+def test_dialogue_sides_split_speakers(sample):
+    ex = dialogue_sides(sample)
+    row = sample[0]
+    you = [e for e in ex if e["dialogue_id"] == row["dialogue_id"] and e["side"] == "you"][0]
+    partner = [e for e in ex if e["dialogue_id"] == row["dialogue_id"] and e["side"] == "partner"][0]
+    assert you["utterances"] == [u for u, s in zip(row["utterances"], row["speakers"]) if s == "you"]
+    assert you["persona"] == row["your_persona"] and partner["persona"] == row["partner_persona"]
+    assert partner["utterances"] == [u for u, s in zip(row["utterances"], row["speakers"]) if s == "partner" and u]
+    only_you = dialogue_sides(sample, sides=["you"])
+    assert len(only_you) == len(sample) and {e["side"] for e in only_you} == {"you"}
+    single = dialogue_sides([{"utterances": ["a b", ""], "persona": ["x"]}, {"utterances": [], "persona": ["y"]}])
+    assert len(single) == 1 and single[0]["utterances"] == ["a b"]  # empty utterance and empty side dropped
+    with pytest.raises(HFPersonaError, match="columns"):
+        dialogue_sides([{"text": "hi"}])
+    with pytest.raises(HFPersonaError, match="side"):
+        dialogue_sides(sample, sides=["me"])
+
+
+def test_distractors_never_equal_the_true_persona_as_a_set(minilm_path):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(minilm_path)
+    base = [{"utterances": [f"u{i}"], "persona": [f"a{i % 3}", f"b{i % 3}"], "group": 0} for i in range(9)]
+    # the same persona in shuffled order is the same persona
+    base.append({"utterances": ["u9"], "persona": ["b0", "a0"], "group": 0})
+    other_group = [{"utterances": ["v"], "persona": ["z1"], "group": 1}, {"utterances": ["w"], "persona": ["z2"], "group": 1}]
+    ds = ReceiverPairDataset(base + other_group, _Tokenized(tok, 16, 16), num_negatives=1, seed=0)
+    for _ in range(5):
+        for i, e in enumerate(base + other_group):
+            neg = ds._draw(e, ds.rng)[0]
+            assert frozenset(neg) != frozenset(e["persona"])
+            assert frozenset(neg) in {frozenset(x["persona"]) for x in (base + other_group) if x["group"] == e["group"]}
+    fixed1 = ReceiverPairDataset(base, _Tokenized(tok, 16, 16), num_negatives=2, seed=3, fixed=True)
+    fixed2 = ReceiverPairDataset(base, _Tokenized(tok, 16, 16), num_negatives=2, seed=3, fixed=True)
+    assert fixed1.fixed == fixed2.fixed
+    with pytest.raises(HFPersonaError, match="distinct personas"):
+        ReceiverPairDataset(base, _Tokenized(tok, 16, 16), num_negatives=3)
+
+
+def test_collator_shapes_and_masks():
+    items = [
+        {"utterances": [[101, 7, 102]], "persona": [[101, 5, 102], [101, 6, 6, 102]], "negatives": [[[101, 9, 102]]]},
+        {"utterances": [[101, 8, 102], [101, 102]], "persona": [[101, 4, 102]], "negatives": [[[101, 3, 3, 3, 102]]]},
+    ]
+    b = ReceiverCollator(pad_token_id=0)(items)
+    assert b["utterance_input_ids"].shape == (2, 2, 3)
+    assert b["persona_input_ids"].shape == (2, 2, 4)
+    assert b["negative_persona_input_ids"].shape == (2, 1, 1, 5)
+    assert b["utterance_attention_mask"][0, 1].sum() == 0  # padding slot
+    assert b["persona_attention_mask"][0].tolist() == [[1, 1, 1, 0], [1, 1, 1, 1]]
+    assert b["negative_persona_input_ids"][1, 0, 0].tolist() == [101, 3, 3, 3, 102]
+
+
+def test_linear_tau_schedule():
+    assert linear_tau(0, 20, 10.0, 0.5) == 10.0
+    assert linear_tau(19, 20, 10.0, 0.5) == pytest.approx(0.5)
+    assert linear_tau(10, 21, 10.0, 0.5) == pytest.approx(5.25)
+    assert linear_tau(50, 20, 10.0, 0.5) == pytest.approx(0.5)
+    with pytest.raises(ValueError):
+        TauAnnealingCallback(start=0)
+
+
+def test_train_eval_best_checkpoint_resume_and_tau(tiny_bert_dir, tmp_path, sample):
+    train, dev = split_by_dialogue(sample, first=28)
+    out = tmp_path / "run"
+    model, metrics = train_receiver(train, out, backbone=tiny_bert_dir, eval_ds=dev, max_steps=4, batch_size=8,
+                                    eval_steps=2, logging_steps=1, resume=False, disable_tqdm=True)
+    state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())
+    taus = [h["tau"] for h in state["log_history"] if "loss" in h]
+    # τ before each optimizer step: 10 → 0.5 linearly over 4 steps (logged after steps 1..4)
+    assert taus == pytest.approx([10.0, 10 - 9.5 / 3, 10 - 2 * 9.5 / 3, 0.5], abs=1e-3)
+    assert model.tau == 0.5 and json.loads((out / "config.json").read_text())["tau"] == 0.5
+    assert metrics["best_checkpoint"] in (str(out / "checkpoint-2"), str(out / "checkpoint-4"))
+    assert 0.0 <= metrics["eval_hits_at_1"] <= 1.0 and metrics["global_step"] == 4
+    assert (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
+    assert json.loads((out / "receiver_train_results.json").read_text())["global_step"] == 4
+    # resume: a longer run continues from the newest complete checkpoint, the τ schedule follows
+    _, metrics = train_receiver(train, out, backbone=tiny_bert_dir, eval_ds=dev, max_steps=6, batch_size=8,
+                                eval_steps=2, logging_steps=1, resume=True, disable_tqdm=True)
+    state = json.loads((out / "checkpoint-6" / "trainer_state.json").read_text())
+    steps_logged = [h["step"] for h in state["log_history"] if "loss" in h]
+    assert metrics["global_step"] == 6 and steps_logged[-2:] == [5, 6]
+    assert [h["tau"] for h in state["log_history"] if "loss" in h][-1] == pytest.approx(0.5)
+
+
+def test_full_finetune_loss_goes_down(tiny_bert_dir, sample):
+    from transformers import AutoTokenizer
+
+    from hf_persona.models.receiver import ReceiverModel
+
+    torch.manual_seed(0)
+    model = ReceiverModel.from_encoder_pretrained(tiny_bert_dir)
+    tok = AutoTokenizer.from_pretrained(tiny_bert_dir)
+    ds = ReceiverPairDataset(grouped_sides(sample), _Tokenized(tok, 32, 16), num_negatives=1, seed=0, fixed=True)
+    batch = ReceiverCollator()([ds[i] for i in range(6)])
+    model.eval()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(6):
+        loss = model(**batch).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+
+
+# ----------------------------------------------------------------------------- probe
+class _FixedScorer:
+    """Scores from a lookup: persona scores per item, sentence scores by sentence text."""
+
+    def __init__(self, persona, sentence):
+        self.persona, self.sentence = persona, sentence
+
+    def prepare(self, items):
+        pass
+
+    def persona_scores(self, item):
+        return np.asarray(self.persona[item["utterances"][0]])
+
+    def sentence_scores(self, item, sentences):
+        return np.asarray([self.sentence[s] for s in sentences])
+
+
+def test_run_probe_hits_and_mrr_by_hand():
+    items = [
+        {"utterances": ["q1"], "candidates": [("t1", "t2"), ("d1",), ("d2",)]},
+        {"utterances": ["q2"], "candidates": [("t3",), ("d1",), ("d2",)]},
+    ]
+    persona = {"q1": [0.9, 0.1, 0.2], "q2": [0.5, 0.5, 0.1]}  # q2: tie -> counted as a miss
+    sentence = {"t1": 3.0, "t2": 1.0, "d1": 2.0, "d2": 0.0, "t3": -1.0}
+    r = run_probe(items, _FixedScorer(persona, sentence))
+    assert r["hits@1"] == 0.5
+    # item 1: t1 rank 1, t2 rank 3 (t1, d1 above); item 2: t3 rank 3 -> mean(1, 1/3, 1/3)
+    assert r["mrr"] == pytest.approx((1 + 1 / 3 + 1 / 3) / 3)
+    assert r["pairs"] == 6
+
+
+def test_build_probe_items_is_seeded_and_clean(sample):
+    ex = dialogue_sides(sample)
+    a = build_probe_items(ex, num_candidates=8, seed=1)
+    b = build_probe_items(ex, num_candidates=8, seed=1)
+    c = build_probe_items(ex, num_candidates=8, seed=2)
+    assert [x["candidates"] for x in a] == [x["candidates"] for x in b]
+    assert [x["candidates"] for x in a] != [x["candidates"] for x in c]
+    for it in a:
+        assert list(it["candidates"][0]) == it["persona"]
+        keys = [frozenset(p) for p in it["candidates"]]
+        assert len(set(keys)) == 8  # distinct, none equal to the true persona
+    with pytest.raises(HFPersonaError, match="distractor personas"):
+        build_probe_items(ex, num_candidates=500)
+
+
+def test_tfidf_scorer_by_hand():
+    items = [{"utterances": ["i love dogs"], "candidates": [("dogs are great",), ("i hate cats",)]}]
+    s = TfidfScorer()
+    s.prepare(items)
+    # documents: "i love dogs", "dogs are great", "i hate cats": df(dogs)=2, df(i)=2, df(love)=1 ...
+    idf = lambda df: np.log(4 / (1 + df)) + 1  # noqa: E731
+    assert s.idf["dogs"] == pytest.approx(idf(2)) and s.idf["love"] == pytest.approx(idf(1))
+    q = np.array([idf(2), idf(1), idf(2)])  # i, love, dogs
+    d1 = np.array([idf(2), idf(1), idf(1)])  # dogs, are, great
+    expected = idf(2) * idf(2) / (np.linalg.norm(q) * np.linalg.norm(d1))
+    scores = s.persona_scores(items[0])
+    assert scores[0] == pytest.approx(expected)
+    assert scores[0] > 0 and scores[1] > 0  # "i" is shared with the second persona
+    assert s.sentence_scores(items[0], ["zebra"])[0] == 0.0
+
+
+def test_receiver_scorer_matches_model_scores(tiny_bert_dir, sample):
+    from hf_persona.models.receiver import ReceiverModel
+
+    model = ReceiverModel.from_encoder_pretrained(tiny_bert_dir).eval()
+    items = build_probe_items(dialogue_sides(sample)[:6], num_candidates=4, seed=0)
+    scorer = ReceiverScorer(model)
+    scorer.prepare(items)
+    for it in items[:3]:
+        direct = model.score_batch([it["utterances"]] * 4, [list(c) for c in it["candidates"]])
+        assert np.allclose(scorer.persona_scores(it), direct.numpy(), atol=1e-4)
+        sents = list(it["candidates"][1])
+        single = [model.score(it["utterances"], [s]) for s in sents]
+        assert np.allclose(scorer.sentence_scores(it, sents), single, atol=1e-4)
+
+
+def test_real_data_probe_items(shared_data):
+    ds = read_personachat(shared_data / "personachat" / "valid_both_revised_no_cands.txt")
+    items = build_probe_items(dialogue_sides(ds.select(range(800, 1000))), num_candidates=32, seed=0)
+    assert len(items) == 400
+    for it in items:
+        assert len({frozenset(p) for p in it["candidates"]}) == 32
