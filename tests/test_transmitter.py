@@ -423,3 +423,15 @@ def test_peft_lora_trains_adapters_only(tok):
     for k, v in peft_model.named_parameters():
         if k in frozen:
             assert torch.equal(v, frozen[k])
+
+
+def test_model_card_renders(tiny_dir):
+    from pathlib import Path
+
+    from hf_persona.hub import render_card
+
+    template = Path(__file__).resolve().parents[1] / "model_cards" / "transmitter.md"
+    card = render_card(template, repo_id="me/p2bot-tx", base_model="minilm",
+                       metrics={"hits@1": 12.5, "f1": 11.0, "ppl": 80.0})
+    assert card.startswith("---\nlibrary_name: transformers")
+    assert "me/p2bot-tx" in card and "12.5" in card and "trust_remote_code=True" in card

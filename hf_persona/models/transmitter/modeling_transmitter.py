@@ -265,13 +265,67 @@ class TransmitterForDialogue(TransmitterPreTrainedModel, GenerationMixin):
         return examples
 
     @torch.no_grad()
+    def score_continuations(self, context_ids, response_ids_list, ids: dict, need_lm: bool = True,
+                            batch_size: int = 20) -> dict:
+        """Score several replies to ONE context, encoding the context once (its key/value cache is
+        shared by all replies). Same numbers as :meth:`score_batch` on the full sequences.
+
+        Each reply is scored as ``reply + <eos> + <nup>`` (``<eos>`` added when missing). Returns
+        ``logprob_sum`` / ``n_tokens`` over reply + ``<eos>`` (when ``need_lm``) and ``nup_logprob``.
+        """
+        import copy
+
+        device = self.device
+        context = torch.tensor([list(context_ids)], device=device)
+        ctx_out = self(input_ids=context, use_cache=True, logits_to_keep=1, return_logits=need_lm)
+        past = ctx_out.past_key_values
+        first_logp = torch.log_softmax(ctx_out.logits[0, -1].float(), -1) if need_lm else None
+        n_ctx = context.shape[1]
+        sums, counts, nups = [], [], []
+        responses = []
+        for resp in response_ids_list:
+            resp = list(resp)
+            if not resp or resp[-1] != ids["eos"]:
+                resp = resp + [ids["eos"]]
+            responses.append(resp)
+        for start in range(0, len(responses), batch_size):
+            chunk = responses[start:start + batch_size]
+            rows = [r + [ids["nup"]] for r in chunk]
+            width = max(len(r) for r in rows)
+            b = len(rows)
+            input_ids = torch.full((b, width), ids["pad"], dtype=torch.long)
+            mask = torch.zeros((b, n_ctx + width), dtype=torch.long)
+            mask[:, :n_ctx] = 1
+            labels = torch.full((b, width), IGNORE_INDEX, dtype=torch.long)
+            for i, r in enumerate(rows):
+                input_ids[i, : len(r)] = torch.tensor(r)
+                mask[i, n_ctx: n_ctx + len(r)] = 1
+                if len(r) > 2:  # reply tokens after the first; the first is predicted by the context
+                    labels[i, 1: len(r) - 1] = torch.tensor(r[1:-1])
+            cache = copy.deepcopy(past)
+            cache.batch_repeat_interleave(b)
+            out = self(input_ids=input_ids.to(device), attention_mask=mask.to(device), past_key_values=cache,
+                       use_cache=True, cls_index=torch.tensor([len(r) - 1 for r in rows], device=device),
+                       labels=labels.to(device) if need_lm else None, return_logits=False)
+            nups.extend(torch.log_softmax(out.nup_logits.float(), -1)[:, 1].cpu().tolist())
+            if need_lm:
+                tail = out.label_logprobs.sum(-1).cpu()
+                for i, r in enumerate(chunk):
+                    sums.append(float(first_logp[r[0]]) + float(tail[i]))
+                    counts.append(len(r))
+        result = {"nup_logprob": torch.tensor(nups)}
+        if need_lm:
+            result["logprob_sum"] = torch.tensor(sums)
+            result["n_tokens"] = torch.tensor(counts)
+        return result
+
+    @torch.no_grad()
     def rerank_scores(self, context_ids, response_ids_list, ids: dict, alpha: float) -> torch.Tensor:
         """Eq. 3 score of each response: ``alpha * log p(r)/|r| + (1 - alpha) * log p(next)``.
 
         ``|r|`` counts the response tokens plus ``<eos>``; ``ids`` is ``special_token_ids(tokenizer)``.
         """
-        examples = self._examples_from_ids(context_ids, response_ids_list, ids["nup"], ids["eos"])
-        s = self.score_batch(pad_batch(examples, ids["pad"]))
+        s = self.score_continuations(context_ids, response_ids_list, ids, need_lm=True)
         lp_norm = s["logprob_sum"] / s["n_tokens"].clamp(min=1)
         return alpha * lp_norm + (1.0 - alpha) * s["nup_logprob"]
 
@@ -286,12 +340,8 @@ class TransmitterForDialogue(TransmitterPreTrainedModel, GenerationMixin):
         try:
             context = build_context_ids(tokenizer, persona, history, self.config.max_context_tokens)
             resp_ids = [encode_response(tokenizer, c, self.config.max_response_tokens) for c in candidates]
-            examples = self._examples_from_ids(context, resp_ids, ids["nup"], ids["eos"])
-            scores = []
-            for start in range(0, len(examples), batch_size):
-                batch = pad_batch(examples[start:start + batch_size], ids["pad"])
-                scores.extend(self.score_batch(batch)["nup_logprob"].tolist())
-            return scores
+            out = self.score_continuations(context, resp_ids, ids, need_lm=False, batch_size=batch_size)
+            return out["nup_logprob"].tolist()
         finally:
             self.train(was_training)
 
