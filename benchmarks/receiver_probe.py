@@ -55,7 +55,7 @@ from hf_persona.training.receiver import (  # noqa: E402
 from hf_persona.utils import atomic_write_json, set_seed  # noqa: E402
 
 
-def calibrate_step_seconds(backbone, train_sets, batch_size, steps=3, seed=0):
+def calibrate_step_seconds(backbone, train_sets, batch_size, steps=3, seed=0, negatives="sampled"):
     """Median seconds of one forward+backward+Adam step of a fresh Receiver on real training batches."""
     from transformers import AutoTokenizer
 
@@ -65,7 +65,8 @@ def calibrate_step_seconds(backbone, train_sets, batch_size, steps=3, seed=0):
     model = ReceiverModel.from_encoder_pretrained(src)
     model.train()
     tok = AutoTokenizer.from_pretrained(src)
-    ds = ReceiverPairDataset(grouped_sides(train_sets), _Tokenized(tok, 64, 32), num_negatives=1, seed=seed)
+    ds = ReceiverPairDataset(grouped_sides(train_sets), _Tokenized(tok, 64, 32),
+                             num_negatives=1 if negatives == "sampled" else 0, seed=seed)
     collate = ReceiverCollator(tok.pad_token_id or 0)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-7)
     times = []
@@ -105,6 +106,7 @@ def main(argv=None):
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--evals", type=int, default=1, help="checkpoint evaluations on the selection split")
     p.add_argument("--lr", type=float, default=6.25e-5)
+    p.add_argument("--negatives", choices=["sampled", "in_batch"], default="sampled")
     p.add_argument("--candidates", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--speed-items", type=int, default=10)
@@ -138,7 +140,8 @@ def main(argv=None):
         "torch_threads": args.threads,
     }
     if not args.skip_train:
-        step_s = calibrate_step_seconds(args.backbone, list(train.values()), args.batch_size, seed=args.seed)
+        step_s = calibrate_step_seconds(args.backbone, list(train.values()), args.batch_size, seed=args.seed,
+                                        negatives=args.negatives)
         # ~85% of the budget for optimizer steps, the rest for the selection evaluation(s) and saving.
         steps = args.max_steps or max(10, int(args.budget_minutes * 60 * 0.85 / step_s))
         print(f"calibrated {step_s:.2f}s/step -> {steps} steps", flush=True)
@@ -146,6 +149,7 @@ def main(argv=None):
         _, metrics = train_receiver(
             list(train.values()), args.model_dir, backbone=args.backbone, eval_ds=list(select.values()),
             max_steps=steps, batch_size=args.batch_size, learning_rate=args.lr, eval_negatives=3,
+            negatives=args.negatives,
             eval_steps=max(1, steps // args.evals), seed=args.seed, resume=False, logging_steps=10,
             time_budget_minutes=args.budget_minutes * 1.15, disable_tqdm=True,
         )
@@ -156,6 +160,7 @@ def main(argv=None):
             "steps": metrics.get("global_step"),
             "batch_size": args.batch_size,
             "learning_rate": args.lr,
+            "negatives": args.negatives,
             "train_examples": metrics.get("train_examples"),
             "epochs": metrics.get("epoch"),
             "train_loss": metrics.get("train_loss"),

@@ -283,3 +283,28 @@ def test_peft_lora_trains_adapters(tiny_bert_dir):
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0] - 0.1
+
+
+def test_in_batch_negatives_match_pairwise_scores(tiny):
+    groups_u = [UTTS, UTTS[:1], ["i am a nurse at the hospital"]]
+    groups_p = [PERSONA, OTHER, PERSONA]  # item 2 shares item 0's persona: not a distractor for it
+    u_ids, u_mask = _stack(tiny, groups_u)
+    p_ids, p_mask = _stack(tiny, groups_p)
+    mask = torch.tensor([[False, True, False], [True, False, True], [False, True, False]])
+    with torch.no_grad():
+        out = tiny(u_ids, u_mask, p_ids, p_mask, in_batch_negative_mask=mask)
+    cross = tiny.score_batch([u for u in groups_u for _ in groups_p], [p for _ in groups_u for p in groups_p]).view(3, 3)
+    assert torch.allclose(out.pairwise_scores, cross, atol=1e-4)
+    assert torch.allclose(out.scores, cross.diagonal(), atol=1e-4)
+    m = tiny.config.margin
+    pairs = [(0, 1), (1, 0), (1, 2), (2, 1)]
+    hinge = sum(torch.relu(m + cross[i, j] - cross[i, i]) for i, j in pairs) / 4
+    assert out.loss.item() == pytest.approx(hinge.item() + tiny.config.l1_weight * _l1_of(tiny, groups_u, groups_p, pairs), rel=1e-4)
+    with pytest.raises(ValueError, match="not both"):
+        tiny(u_ids, u_mask, p_ids, p_mask, p_ids, p_mask, in_batch_negative_mask=mask)
+
+
+def _l1_of(model, groups_u, groups_p, pairs):
+    used = set(pairs) | {(i, i) for i in range(len(groups_u))}
+    total = sum(model.relevance(groups_u[i], groups_p[j]).abs().sum().item() for i, j in used)
+    return total / len(used)

@@ -84,6 +84,22 @@ def test_collator_shapes_and_masks():
     assert b["negative_persona_input_ids"][1, 0, 0].tolist() == [101, 3, 3, 3, 102]
 
 
+def test_collator_in_batch_negative_mask():
+    def item(group, persona):
+        return {"utterances": [[101, 102]], "persona": [[101, 5, 102]], "negatives": [], "key": (group, frozenset(persona))}
+
+    items = [item(0, ["a", "b"]), item(0, ["b", "a"]), item(0, ["c"]), item(1, ["c"])]
+    b = ReceiverCollator()(items)
+    assert "negative_persona_input_ids" not in b
+    # same persona in another order (0, 1) is not a distractor, nor is another group's persona (2, 3)
+    assert b["in_batch_negative_mask"].tolist() == [
+        [False, False, True, False],
+        [False, False, True, False],
+        [True, True, False, False],
+        [False, False, False, False],
+    ]
+
+
 def test_linear_tau_schedule():
     assert linear_tau(0, 20, 10.0, 0.5) == 10.0
     assert linear_tau(19, 20, 10.0, 0.5) == pytest.approx(0.5)
@@ -221,3 +237,11 @@ def test_real_data_probe_items(shared_data):
     assert len(items) == 400
     for it in items:
         assert len({frozenset(p) for p in it["candidates"]}) == 32
+
+
+def test_in_batch_training_runs_and_rejects_unknown_mode(tiny_bert_dir, tmp_path, sample):
+    model, metrics = train_receiver(sample, tmp_path / "ib", backbone=tiny_bert_dir, negatives="in_batch",
+                                    max_steps=2, batch_size=8, resume=False, disable_tqdm=True)
+    assert metrics["global_step"] == 2 and metrics["train_loss"] > 0
+    with pytest.raises(HFPersonaError, match="negatives"):
+        train_receiver(sample, tmp_path / "x", backbone=tiny_bert_dir, negatives="hard", max_steps=1)

@@ -138,8 +138,8 @@ class ReceiverPairDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, examples: list[dict], tokenized: _Tokenized, num_negatives: int = 1, seed: int = 0, fixed: bool = False):
-        if num_negatives < 1:
-            raise HFPersonaError(f"num_negatives must be >= 1, got {num_negatives}")
+        if num_negatives < 0:
+            raise HFPersonaError(f"num_negatives must be >= 0 (0: in-batch distractors), got {num_negatives}")
         self.examples = examples
         self.tok = tokenized
         self.num_negatives = num_negatives
@@ -162,6 +162,8 @@ class ReceiverPairDataset(torch.utils.data.Dataset):
             self.fixed = [self._draw(e, random.Random(seed * 1_000_003 + i)) for i, e in enumerate(examples)]
 
     def _draw(self, example, rng) -> list[tuple]:
+        if self.num_negatives == 0:
+            return []
         true = frozenset(example["persona"])
         pool = self.pools[example.get("group", 0)]
         picked, keys = [], set()
@@ -182,6 +184,7 @@ class ReceiverPairDataset(torch.utils.data.Dataset):
             "utterances": [self.tok(u, "utterance") for u in e["utterances"]],
             "persona": [self.tok(p, "persona") for p in e["persona"]],
             "negatives": [[self.tok(p, "persona") for p in neg] for neg in negs],
+            "key": (e.get("group", 0), frozenset(e["persona"])),
         }
 
 
@@ -217,6 +220,13 @@ class ReceiverCollator:
             n_ids, n_mask = self._pad(flat)
             batch["negative_persona_input_ids"] = n_ids.reshape(len(items), k, *n_ids.shape[1:])
             batch["negative_persona_attention_mask"] = n_mask.reshape(len(items), k, *n_mask.shape[1:])
+        elif items and "key" in items[0]:
+            # in-batch distractors: another item's persona counts when it is from the same group and differs
+            # from the side's own persona as a set of sentences
+            keys = [it["key"] for it in items]
+            batch["in_batch_negative_mask"] = torch.tensor(
+                [[a[0] == b[0] and a[1] != b[1] for b in keys] for a in keys], dtype=torch.bool
+            )
         return batch
 
 
@@ -386,6 +396,7 @@ def train_receiver(
     max_utterance_length: int = 64,
     max_persona_length: int = 32,
     sides: Sequence[str] = SIDES,
+    negatives: str = "sampled",
     eval_negatives: int = 7,
     eval_steps: int | None = None,
     save_steps: int | None = None,
@@ -409,6 +420,9 @@ def train_receiver(
         max_steps / num_train_epochs: run length (``max_steps > 0`` wins).
         share_encoders: one encoder with segment ids (authors' code) or two encoders (paper).
         margin, l1_weight, tau_start, tau_end: the loss and annealing hyper-parameters.
+        negatives: ``"sampled"`` (the paper: one distractor persona drawn per example and step) or
+            ``"in_batch"`` (every other persona of the batch is a distractor: ``batch_size - 1`` of them
+            at no extra encoding cost; the hinge is averaged over them).
         eval_negatives: distractors per dev example for ``hits_at_1`` during training.
         eval_steps / save_steps: evaluate and checkpoint every N steps (default: 4 times per run);
             the best ``hits_at_1`` checkpoint is loaded at the end when ``eval_ds`` is given.
@@ -452,7 +466,11 @@ def train_receiver(
     model.tokenizer = tokenizer
 
     tokenized = _Tokenized(tokenizer, model.config.max_utterance_length, model.config.max_persona_length)
-    train_set = ReceiverPairDataset(grouped_sides(train_ds, sides), tokenized, num_negatives=1, seed=seed)
+    if negatives not in ("sampled", "in_batch"):
+        raise HFPersonaError(f"negatives must be 'sampled' or 'in_batch', got {negatives!r}")
+    train_set = ReceiverPairDataset(
+        grouped_sides(train_ds, sides), tokenized, num_negatives=1 if negatives == "sampled" else 0, seed=seed
+    )
     eval_set = None
     if eval_ds is not None:
         eval_set = ReceiverPairDataset(

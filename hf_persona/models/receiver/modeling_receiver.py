@@ -38,6 +38,8 @@ class ReceiverOutput(ModelOutput):
             Cumulative score ``c`` of every dialogue side against its (true) persona.
         negative_scores (`torch.FloatTensor` of shape `(batch, num_negatives)`, *optional*):
             Cumulative scores against the distractor personas.
+        pairwise_scores (`torch.FloatTensor` of shape `(batch, batch)`, *optional*):
+            With ``in_batch_negative_mask``: the score of side ``i`` against the persona of item ``j``.
         relevance (`torch.FloatTensor` of shape `(batch, utterances, persona_sentences)`):
             The grid ``U = H·Wᵀ/√d`` against the true persona (padded cells are 0).
         weights (`torch.FloatTensor` of shape `(batch, utterances, persona_sentences)`):
@@ -53,6 +55,7 @@ class ReceiverOutput(ModelOutput):
     loss: Optional[torch.FloatTensor] = None
     scores: Optional[torch.FloatTensor] = None
     negative_scores: Optional[torch.FloatTensor] = None
+    pairwise_scores: Optional[torch.FloatTensor] = None
     relevance: Optional[torch.FloatTensor] = None
     weights: Optional[torch.FloatTensor] = None
     utterance_scores: Optional[torch.FloatTensor] = None
@@ -131,7 +134,10 @@ class ReceiverModel(ReceiverPreTrainedModel):
     Tensor inputs are 3-D: ``[batch, sentences, tokens]``. A slot whose attention mask is all zero is a
     padding slot (a shorter dialogue or a shorter persona in the batch) and takes no part in the score.
     Negative personas may be ``[batch, sentences, tokens]`` (one distractor each) or
-    ``[batch, negatives, sentences, tokens]``.
+    ``[batch, negatives, sentences, tokens]``. Alternatively ``in_batch_negative_mask`` ([batch, batch],
+    True where item ``j``'s persona is a valid distractor for side ``i``) uses the other personas of the
+    batch as distractors: no extra encoding, ``batch - 1`` distractors per side, the hinge loss averaged
+    over the valid pairs.
     """
 
     _is_p2bot_receiver = True
@@ -245,6 +251,7 @@ class ReceiverModel(ReceiverPreTrainedModel):
         persona_attention_mask: torch.LongTensor,
         negative_persona_input_ids: Optional[torch.LongTensor] = None,
         negative_persona_attention_mask: Optional[torch.LongTensor] = None,
+        in_batch_negative_mask: Optional[torch.BoolTensor] = None,
         return_loss: bool = True,
         return_dict: Optional[bool] = None,
         **kwargs,
@@ -268,6 +275,11 @@ class ReceiverModel(ReceiverPreTrainedModel):
 
         H, umask = self._encode_slots(utterance_input_ids, utterance_attention_mask, "utterance")
         batch = H.shape[0]
+        if in_batch_negative_mask is not None:
+            if negative_persona_input_ids is not None:
+                raise ValueError("ReceiverModel.forward: give either negative personas or in_batch_negative_mask, not both")
+            return self._forward_in_batch(H, umask, persona_input_ids, persona_attention_mask,
+                                          in_batch_negative_mask, return_loss, return_dict)
 
         # All persona sentences (true and distractors) go through the persona encoder in one pass.
         num_neg = 0
@@ -331,6 +343,48 @@ class ReceiverModel(ReceiverPreTrainedModel):
             utterance_scores=utt_scores,
             utterance_embeddings=H,
             persona_embeddings=W[:, 0],
+        )
+        return output if return_dict else output.to_tuple()
+
+    def _forward_in_batch(self, H, umask, persona_input_ids, persona_attention_mask, neg_mask, return_loss, return_dict):
+        """Score every side against every persona of the batch; ``neg_mask[i, j]`` marks persona ``j`` as a
+        valid distractor for side ``i`` (another dialogue's persona, not equal to side ``i``'s own)."""
+        batch = H.shape[0]
+        if neg_mask.shape != (batch, batch):
+            raise ValueError(
+                f"ReceiverModel.forward: in_batch_negative_mask must have shape [{batch}, {batch}], got {tuple(neg_mask.shape)}"
+            )
+        neg_mask = neg_mask.to(torch.bool) & ~torch.eye(batch, dtype=torch.bool, device=neg_mask.device)
+        W, pmask = self._encode_slots(persona_input_ids, persona_attention_mask, "persona")  # [B, L, d]
+        N, L = H.shape[1], W.shape[1]
+        U = relevance_grid(H.unsqueeze(1), W.unsqueeze(0))  # [B (sides), B (personas), N, L]
+        U = U * (umask[:, None, :, None] & pmask[None, :, None, :]).to(U.dtype)
+        flat_scores, flat_utt, flat_w = aggregate(
+            U.reshape(batch * batch, N, L),
+            umask.unsqueeze(1).expand(batch, batch, N).reshape(batch * batch, N),
+            pmask.unsqueeze(0).expand(batch, batch, L).reshape(batch * batch, L),
+            self.tau,
+        )
+        pairwise = flat_scores.reshape(batch, batch)
+        scores = pairwise.diagonal()
+        loss = None
+        if return_loss:
+            hinge = torch.relu(self.config.margin + pairwise - scores.unsqueeze(1))
+            weight = neg_mask.to(hinge.dtype)
+            margin_loss = (hinge * weight).sum() / weight.sum().clamp(min=1.0)
+            used = (neg_mask | torch.eye(batch, dtype=torch.bool, device=neg_mask.device)).to(U.dtype)
+            l1 = (U.abs().sum(dim=(-1, -2)) * used).sum() / used.sum()
+            loss = margin_loss + self.config.l1_weight * l1
+        idx = torch.arange(batch, device=H.device)
+        output = ReceiverOutput(
+            loss=loss,
+            scores=scores,
+            pairwise_scores=pairwise,
+            relevance=U[idx, idx],
+            weights=flat_w.reshape(batch, batch, N, L)[idx, idx],
+            utterance_scores=flat_utt.reshape(batch, batch, N)[idx, idx],
+            utterance_embeddings=H,
+            persona_embeddings=W,
         )
         return output if return_dict else output.to_tuple()
 
