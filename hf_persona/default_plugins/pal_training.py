@@ -1,0 +1,100 @@
+"""Built-in plugin: ``hf-persona train pal`` and ``hf-persona eval pal`` (PAL and its two baselines).
+
+Heavy imports happen inside the commands.
+"""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from hf_persona import hookimpl
+
+_VARIANTS = ("pal", "no_persona", "hard_prompt")
+
+
+def _parse_alpha(value):
+    """--alpha: 'table' (paper Table 2), a level name, a number, or a JSON object strategy -> alpha."""
+    if value is None:
+        return None
+    text = value.strip()
+    if text.startswith("{"):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise click.BadParameter(f"--alpha JSON could not be parsed: {exc}") from exc
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+@click.command("pal")
+@click.option("--data", required=True, type=click.Path(file_okay=False, exists=True),
+              help="PESConv folder: train/ and valid/ annotate-persona outputs, or one output (split 90/10).")
+@click.option("--output-dir", required=True, type=click.Path(file_okay=False))
+@click.option("--variant", type=click.Choice(_VARIANTS), default="pal", show_default=True,
+              help="pal (persona fused by co-attention), no_persona, hard_prompt (persona text before the dialogue).")
+@click.option("--backbone", default="minilm", show_default=True,
+              help="Seq2seq Hub id (facebook/blenderbot_small-90M) or an encoder warm-started as BERT2BERT (minilm).")
+@click.option("--max-steps", default=-1, show_default=True)
+@click.option("--epochs", default=1.0, show_default=True)
+@click.option("--budget-minutes", default=None, type=float, help="Stop (after evaluating and saving) after this wall time.")
+@click.option("--batch-size", default=8, show_default=True)
+@click.option("--lr", "learning_rate", default=5e-5, show_default=True)
+@click.option("--warmup-steps", default=100, show_default=True)
+@click.option("--eval-steps", default=100, show_default=True)
+@click.option("--max-train-examples", default=None, type=int)
+@click.option("--max-eval-examples", default=200, show_default=True, help="Validation examples for the loss.")
+@click.option("--max-source-length", default=256, show_default=True)
+@click.option("--max-persona-length", default=96, show_default=True)
+@click.option("--max-target-length", default=50, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--no-resume", is_flag=True, help="Start afresh even when OUTPUT_DIR holds checkpoints.")
+@click.option("--json", "json_out", default=None, type=click.Path(dir_okay=False))
+def train_pal_cmd(data, output_dir, variant, backbone, max_steps, epochs, budget_minutes, batch_size, learning_rate,
+                  warmup_steps, eval_steps, max_train_examples, max_eval_examples, max_source_length,
+                  max_persona_length, max_target_length, seed, no_resume, json_out):
+    """Train PAL (or a baseline) on PESConv with the Trainer (progress, best checkpoint, resume)."""
+    from hf_persona.training.pal import train_pal
+
+    summary = train_pal(
+        data, output_dir, variant=variant, backbone=backbone, max_steps=max_steps, epochs=epochs,
+        budget_minutes=budget_minutes, batch_size=batch_size, learning_rate=learning_rate, warmup_steps=warmup_steps,
+        eval_steps=eval_steps, max_train_examples=max_train_examples, max_eval_examples=max_eval_examples,
+        max_source_length=max_source_length, max_persona_length=max_persona_length,
+        max_target_length=max_target_length, seed=seed, resume=not no_resume, json_out=json_out,
+    )
+    click.echo(json.dumps(summary, indent=2, default=str))
+
+
+@click.command("pal")
+@click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False, exists=True),
+              help="Output folder of `train pal`.")
+@click.option("--data", required=True, type=click.Path(file_okay=False, exists=True), help="PESConv folder.")
+@click.option("--split", type=click.Choice(["valid", "train"]), default="valid", show_default=True)
+@click.option("--max-examples", default=None, type=int, help="Teacher-forced examples (ACC, PPL).")
+@click.option("--max-generate", default=None, type=int, help="Sampled examples (BLEU, Distinct, EAD, ROUGE-L, cos-sim).")
+@click.option("--alpha", default=None,
+              help="Strategy contrastive decoding: 'table' (paper Table 2), low/medium/high, a number, or JSON.")
+@click.option("--batch-size", default=16, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--json", "json_out", default=None, type=click.Path(dir_okay=False), help="Write the metrics JSON here.")
+def eval_pal_cmd(model_dir, data, split, max_examples, max_generate, alpha, batch_size, seed, json_out):
+    """Paper Table 3 metrics with the paper's decoding (top-k 10, top-p 0.9, T 0.5, rep. 1.03)."""
+    from hf_persona.evaluation import format_table
+    from hf_persona.training.pal import METRIC_KEYS, evaluate_pal
+
+    metrics = evaluate_pal(model_dir, data, split=split, max_examples=max_examples, max_generate=max_generate,
+                           alpha=_parse_alpha(alpha), batch_size=batch_size, seed=seed, json_out=json_out)
+    row = {"model": metrics["variant"], **{k: metrics[k] for k in METRIC_KEYS},
+           "ppl_no_strategy": metrics["ppl_no_strategy"]}
+    click.echo(format_table([row]))
+    click.echo("ppl includes the strategy token (as the paper's code); ppl_no_strategy excludes it")
+
+
+@hookimpl
+def register_commands(cli):
+    cli.commands["train"].add_command(train_pal_cmd)
+    cli.commands["eval"].add_command(eval_pal_cmd)

@@ -1,0 +1,553 @@
+"""Training and evaluation of PAL and its two baselines on PESConv.
+
+Variants (all use :class:`hf_persona.models.pal.PALForConditionalGeneration`, the same
+backbone, tokenizer, special tokens, target format and training recipe, so the only thing that
+differs is how the persona reaches the model):
+
+* ``pal``: the dialogue and the persona are encoded separately and fused (co-attention, eq. 2-4).
+* ``no_persona``: the persona is never given; ``PAL.forward(persona_input_ids=None)`` runs the
+  plain backbone encoder-decoder over the dialogue (the Blenderbot-Joint analogue: PAL
+  trained without persona). The fusion module stays unused.
+* ``hard_prompt``: no fusion either; the persona text is put in front of the dialogue in the
+  encoder input (``[CLS] persona : p1 [SEP] p2 [SEP] dialogue : [Seeker] ... [Supporter] [SEP]``),
+  the paper's "Persona: {persona} \\n Dialogue history: {context} \\n Response:" prompt.
+
+Examples: every supporter turn of a PESConv dialogue that has at least one seeker turn before it
+(the model answers a seeker) and a non-empty text gives one example, built with
+``processing_pal.build_pal_example`` from the turns before it and ``personas[i]`` (the persona
+known before that turn; a placeholder while there is none).
+
+Evaluation (:func:`evaluate_pal`) reports the paper's Table 3 columns:
+
+* ``acc``: strategy accuracy, the arg-max over the eight strategy tokens of the first decoder
+  step (teacher forced);
+* ``ppl``: exp of the mean token NLL over ``[strategy] + response + eos`` (this includes the
+  strategy token, as the authors' code does; the paper's Table 3 uses that number) and
+  ``ppl_no_strategy`` over ``response + eos`` only;
+* on sampled responses (paper settings: top-k 10, top-p 0.9, temperature 0.5, repetition
+  penalty 1.03, 10-50 new tokens): ``bleu2``, ``bleu4``, ``dist1``, ``dist2``, ``ead1``, ``ead2``,
+  ``rougeL`` and ``cos_sim``, the mean cosine similarity between a generated response and the
+  persona text (sentences joined by a space), with MiniLM mean-pooled sentence embeddings, over
+  examples that have a persona. Optionally with the strategy contrastive logits processor.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from pathlib import Path
+from typing import Sequence
+
+from ..errors import HFPersonaError
+from ..utils import atomic_write_json, get_logger, set_seed
+
+logger = get_logger(__name__)
+
+VARIANTS = ("pal", "no_persona", "hard_prompt")
+TRAINING_CONFIG_NAME = "pal_training.json"
+#: decoding settings of the paper (section 4.3, and the authors' code for the length limits)
+PAPER_DECODING = {
+    "do_sample": True,
+    "top_k": 10,
+    "top_p": 0.9,
+    "temperature": 0.5,
+    "repetition_penalty": 1.03,
+    "max_new_tokens": 50,
+    "min_new_tokens": 10,
+}
+METRIC_KEYS = ("acc", "ppl", "bleu2", "bleu4", "dist1", "dist2", "ead1", "ead2", "rougeL", "cos_sim")
+
+
+def _check_variant(variant: str) -> str:
+    if variant not in VARIANTS:
+        raise HFPersonaError(f"unknown PAL variant {variant!r}; expected one of {', '.join(VARIANTS)}")
+    return variant
+
+
+# ----------------------------------------------------------------------------------------------
+# data
+# ----------------------------------------------------------------------------------------------
+
+
+def load_pesconv_splits(path, valid_fraction: float = 0.1, seed: int = 0):
+    """(train_rows, valid_rows) from a PESConv folder.
+
+    ``path`` holds either ``train/`` and ``valid/`` (each an ``annotate-persona`` output) or is
+    itself one annotation output, which is then split by dialogue (``valid_fraction``).
+    """
+    from .pesconv import load_pesconv_rows
+
+    p = Path(path)
+    if (p / "train").is_dir():
+        train = load_pesconv_rows(p / "train")
+        valid = load_pesconv_rows(p / "valid") if (p / "valid").is_dir() else []
+        return train, valid
+    rows = load_pesconv_rows(p)
+    order = list(range(len(rows)))
+    random.Random(seed).shuffle(order)
+    n_valid = max(1, int(round(valid_fraction * len(rows)))) if len(rows) > 1 else 0
+    valid_ids = set(order[:n_valid])
+    return [r for i, r in enumerate(rows) if i not in valid_ids], [r for i, r in enumerate(rows) if i in valid_ids]
+
+
+def _frame(tokenizer):
+    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
+    full = tokenizer("a", add_special_tokens=True)["input_ids"]
+    for start in range(len(full) - len(plain) + 1):
+        if full[start : start + len(plain)] == plain:
+            return len(full[:start]), len(full[start + len(plain) :])
+    return 0, 0
+
+
+def hard_prompt_input(example: dict, tokenizer, max_source_length: int) -> list[int]:
+    """Encoder input of the Hard Prompt baseline: persona text in front of the dialogue.
+
+    ``[prefix] persona : <persona body> [SEP] dialogue : <dialogue body> [suffix]``, where the
+    bodies are those of ``example["persona_input_ids"]`` / ``example["input_ids"]`` (special
+    tokens stripped). When too long, the oldest dialogue tokens are dropped first (the cue at the
+    end is kept); a persona that alone exceeds half the limit keeps its newest tokens.
+    """
+    n_pre, n_suf = _frame(tokenizer)
+    ids, pids = example["input_ids"], example["persona_input_ids"]
+    prefix, suffix = ids[:n_pre], ids[len(ids) - n_suf :] if n_suf else []
+    dialogue = ids[n_pre : len(ids) - n_suf]
+    persona = pids[n_pre : len(pids) - n_suf]
+    sep = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
+    head = tokenizer("persona :", add_special_tokens=False)["input_ids"]
+    mid = tokenizer("dialogue :", add_special_tokens=False)["input_ids"]
+    room = max_source_length - len(prefix) - len(suffix) - len(head) - len(mid) - 1
+    if room < 2:
+        raise HFPersonaError(f"max_source_length={max_source_length} leaves no room for a hard prompt")
+    if len(persona) > room // 2 and len(persona) + len(dialogue) > room:
+        persona = persona[len(persona) - max(room // 2, room - len(dialogue)) :]
+    keep_dialogue = room - len(persona)
+    if len(dialogue) > keep_dialogue:
+        dialogue = dialogue[len(dialogue) - keep_dialogue :]
+    return prefix + head + persona + [sep] + mid + dialogue + suffix
+
+
+class _VocabCachingTokenizer:
+    """Forwards to a tokenizer but answers ``get_vocab()`` from a copy taken once.
+
+    ``build_pal_example`` looks the PAL tokens up in ``get_vocab()`` several times per example,
+    and a fast tokenizer rebuilds that 30k-entry dict on every call (~80 ms), which made building
+    ESConv examples take hours. The vocabulary does not change while examples are built.
+    """
+
+    def __init__(self, tokenizer):
+        self._tokenizer = tokenizer
+        self._vocab = tokenizer.get_vocab()
+
+    def get_vocab(self):
+        return self._vocab
+
+    def __call__(self, *args, **kwargs):
+        return self._tokenizer(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._tokenizer, name)
+
+
+def pesconv_examples(rows: Sequence[dict], tokenizer, variant: str = "pal", max_source_length: int = 256,
+                     max_persona_length: int = 96, max_target_length: int = 50, with_text: bool = False):
+    """Build PAL training/evaluation examples from PESConv rows. Returns (examples, skipped counts).
+
+    One example per supporter turn with a seeker turn before it and a non-empty response.
+    ``with_text`` keeps ``response``, ``persona``, ``strategy``, ``dialogue_id`` and ``turn`` for
+    evaluation. Unknown strategy labels raise ``ValueError`` naming the dialogue and turn.
+    """
+    from ..models.pal import build_pal_example
+
+    _check_variant(variant)
+    tokenizer = _VocabCachingTokenizer(tokenizer)
+    examples = []
+    skipped = {"no_seeker_turn_before": 0, "empty_response": 0}
+    for r, row in enumerate(rows):
+        utts, spk, strat, personas = row["utterances"], row["speakers"], row["strategies"], row["personas"]
+        if not (len(utts) == len(spk) == len(strat) == len(personas)):
+            raise HFPersonaError(
+                f"PESConv dialogue {row.get('dialogue_id', r)}: utterances, speakers, strategies and personas "
+                "must have one entry per turn"
+            )
+        seeker_seen = False
+        for i, who in enumerate(spk):
+            if who == "usr":
+                seeker_seen = True
+                continue
+            if not seeker_seen:
+                skipped["no_seeker_turn_before"] += 1
+                continue
+            if not utts[i] or not utts[i].strip():
+                skipped["empty_response"] += 1
+                continue
+            try:
+                ex = build_pal_example(
+                    utts[:i], spk[:i], strat[:i], personas[i], response=utts[i], strategy=strat[i],
+                    tokenizer=tokenizer, max_source_length=max_source_length,
+                    max_persona_length=max_persona_length, max_target_length=max_target_length,
+                )
+            except ValueError as exc:
+                raise HFPersonaError(f"PESConv dialogue {row.get('dialogue_id', r)}, turn {i}: {exc}") from exc
+            if variant == "hard_prompt":
+                ex["input_ids"] = hard_prompt_input(ex, tokenizer, max_source_length)
+            ex.pop("persona_truncated", None)
+            if with_text:
+                ex.update(response=utts[i], persona=list(personas[i]), strategy=strat[i],
+                          dialogue_id=row.get("dialogue_id", r), turn=i)
+            examples.append(ex)
+    return examples, skipped
+
+
+class VariantCollator:
+    """``PALCollator`` that drops the persona tensors for the variants that do not fuse a persona."""
+
+    def __init__(self, tokenizer, variant: str):
+        from ..models.pal import PALCollator
+
+        self.inner = PALCollator(tokenizer)
+        self.variant = _check_variant(variant)
+
+    def __call__(self, features):
+        batch = self.inner([{k: f[k] for k in ("input_ids", "persona_input_ids", "labels", "strategy_id") if k in f}
+                            for f in features])
+        batch.pop("strategy_id", None)
+        if self.variant != "pal":
+            batch.pop("persona_input_ids")
+            batch.pop("persona_attention_mask")
+        return batch
+
+
+# ----------------------------------------------------------------------------------------------
+# training
+# ----------------------------------------------------------------------------------------------
+
+
+def _time_budget_callback(minutes):
+    from .persona_extractor import _TimeBudget
+
+    return _TimeBudget.make(minutes)
+
+
+def train_pal(
+    data,
+    output_dir,
+    *,
+    variant: str = "pal",
+    backbone: str = "minilm",
+    max_steps: int = -1,
+    epochs: float = 1.0,
+    budget_minutes: float | None = None,
+    batch_size: int = 8,
+    learning_rate: float = 5e-5,
+    warmup_steps: int = 100,
+    eval_steps: int = 100,
+    max_train_examples: int | None = None,
+    max_eval_examples: int = 200,
+    max_source_length: int = 256,
+    max_persona_length: int = 96,
+    max_target_length: int = 50,
+    seed: int = 0,
+    resume: bool = True,
+    logging_steps: int = 10,
+    progress: bool = True,
+    json_out=None,
+) -> dict:
+    """Train PAL (or a baseline, ``variant``) on a PESConv folder with ``transformers.Trainer``.
+
+    Progress bar and loss logging, evaluation on up to ``max_eval_examples`` validation examples
+    every ``eval_steps`` steps, the checkpoint with the lowest validation loss is saved as the
+    final model (with its tokenizer and ``pal_training.json``), a rerun with the same
+    ``output_dir`` resumes from the last complete checkpoint, SIGTERM saves a checkpoint first.
+    ``budget_minutes`` stops after that much wall time (evaluating and saving first).
+    Returns a summary dict (also written to ``json_out``).
+    """
+    from transformers import AutoTokenizer, Trainer, TrainingArguments
+
+    from ..backbones import resolve
+    from ..models.pal import PALForConditionalGeneration, add_pal_tokens
+    from .common import last_checkpoint, train_resumable
+
+    _check_variant(variant)
+    train_rows, valid_rows = load_pesconv_splits(data, seed=seed)
+    if not train_rows:
+        raise HFPersonaError(f"{data}: no training dialogues")
+    if not valid_rows:
+        raise HFPersonaError(f"{data}: no validation dialogues (expected a valid/ folder or enough dialogues to split)")
+    path = resolve(backbone)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    add_pal_tokens(tokenizer)
+    lengths = dict(max_source_length=max_source_length, max_persona_length=max_persona_length,
+                   max_target_length=max_target_length)
+    train_ex, train_skipped = pesconv_examples(train_rows, tokenizer, variant, **lengths)
+    valid_ex, _ = pesconv_examples(valid_rows, tokenizer, variant, **lengths)
+    if not train_ex or not valid_ex:
+        raise HFPersonaError(f"{data}: no supporter turn with a seeker turn before it (train or valid)")
+    rng = random.Random(seed)
+    rng.shuffle(train_ex)
+    if max_train_examples:
+        train_ex = train_ex[:max_train_examples]
+    valid_ex = valid_ex[:max_eval_examples]
+
+    set_seed(seed)  # the same initialisation (co-attention, cross-attention) for every variant
+    model = PALForConditionalGeneration.from_backbone(path, tokenizer=tokenizer)
+    args = TrainingArguments(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=batch_size,
+        per_device_eval_batch_size=max(batch_size, 16),
+        learning_rate=learning_rate,
+        warmup_steps=warmup_steps,
+        num_train_epochs=epochs,
+        max_steps=max_steps,
+        eval_strategy="steps",
+        eval_steps=eval_steps,
+        save_strategy="steps",
+        save_steps=eval_steps,
+        save_total_limit=2,
+        load_best_model_at_end=True,
+        metric_for_best_model="eval_loss",
+        greater_is_better=False,
+        logging_steps=logging_steps,
+        report_to=[],
+        seed=seed,
+        remove_unused_columns=False,
+        disable_tqdm=not progress,
+        dataloader_num_workers=0,
+    )
+    budget_cb = _time_budget_callback(budget_minutes)
+    trainer = Trainer(model=model, args=args, train_dataset=train_ex, eval_dataset=valid_ex,
+                      data_collator=VariantCollator(tokenizer, variant), processing_class=tokenizer,
+                      callbacks=[budget_cb])
+    resumed_from = last_checkpoint(output_dir) if resume else None
+    t0 = time.monotonic()
+    result = train_resumable(trainer, resume=resume)
+    seconds = time.monotonic() - t0
+    valid_metrics = trainer.evaluate()
+    out = Path(output_dir)
+    trainer.save_model(str(out))
+    tokenizer.save_pretrained(str(out))
+    atomic_write_json(out / TRAINING_CONFIG_NAME, {"variant": variant, "backbone": backbone, **lengths})
+    summary = {
+        "variant": variant,
+        "backbone": backbone,
+        "train_dialogues": len(train_rows),
+        "valid_dialogues": len(valid_rows),
+        "train_examples": len(train_ex),
+        "train_skipped": train_skipped,
+        "valid_loss_examples": len(valid_ex),
+        "global_step": trainer.state.global_step,
+        "examples_seen": trainer.state.global_step * batch_size,
+        "best_checkpoint": trainer.state.best_model_checkpoint,
+        "train_loss": result.training_loss,
+        "valid_loss": valid_metrics.get("eval_loss"),
+        "train_seconds": round(seconds, 1),
+        "budget_minutes": budget_minutes,
+        "stopped_by_budget": budget_cb.stopped_at is not None,
+        "batch_size": batch_size,
+        "learning_rate": learning_rate,
+        "seed": seed,
+        "resumed_from": resumed_from,
+        **lengths,
+    }
+    if json_out:
+        atomic_write_json(json_out, summary)
+    return summary
+
+
+# ----------------------------------------------------------------------------------------------
+# evaluation
+# ----------------------------------------------------------------------------------------------
+
+
+class SentenceEmbedder:
+    """Mean-pooled, L2-normalised sentence embeddings from a BERT-like encoder (default MiniLM)."""
+
+    def __init__(self, model: str = "minilm", batch_size: int = 64, max_length: int = 128):
+        from transformers import AutoModel, AutoTokenizer
+
+        from ..backbones import resolve
+
+        path = resolve(model)
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.model = AutoModel.from_pretrained(path).eval()
+        self.batch_size, self.max_length = batch_size, max_length
+
+    def encode(self, texts: Sequence[str]):
+        import torch
+
+        chunks = []
+        for start in range(0, len(texts), self.batch_size):
+            enc = self.tokenizer(list(texts[start : start + self.batch_size]), padding=True, truncation=True,
+                                 max_length=self.max_length, return_tensors="pt")
+            with torch.no_grad():
+                states = self.model(**enc).last_hidden_state
+            mask = enc["attention_mask"].unsqueeze(-1).to(states.dtype)
+            pooled = (states * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+            chunks.append(torch.nn.functional.normalize(pooled, dim=-1))
+        return torch.cat(chunks) if chunks else torch.zeros(0, self.model.config.hidden_size)
+
+    def cosine(self, a: Sequence[str], b: Sequence[str]) -> list[float]:
+        if len(a) != len(b):
+            raise ValueError(f"cosine needs pairs: got {len(a)} and {len(b)} texts")
+        if not a:
+            return []
+        return (self.encode(a) * self.encode(b)).sum(-1).tolist()
+
+
+def load_pal_for_eval(model_dir):
+    """(model, tokenizer, training config) of a folder saved by :func:`train_pal`."""
+    from transformers import AutoTokenizer
+
+    from ..models.pal import PALForConditionalGeneration
+
+    p = Path(model_dir)
+    cfg_path = p / TRAINING_CONFIG_NAME
+    if not cfg_path.is_file():
+        raise HFPersonaError(f"{p}: not a PAL training output (expected {TRAINING_CONFIG_NAME} written by `train pal`)")
+    cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    model = PALForConditionalGeneration.from_pretrained(str(p)).eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(p))
+    return model, tokenizer, cfg
+
+
+def _batches(seq, size):
+    for start in range(0, len(seq), size):
+        yield seq[start : start + size]
+
+
+def teacher_forced_metrics(model, tokenizer, examples, variant: str, batch_size: int = 16) -> dict:
+    """Strategy accuracy and perplexities (with / without the strategy token) over ``examples``."""
+    import torch
+
+    collate = VariantCollator(tokenizer, variant)
+    strategy_ids = torch.tensor(model.config.strategy_token_ids)
+    nll_all = nll_resp = 0.0
+    n_all = n_resp = correct = 0
+    for chunk in _batches(examples, batch_size):
+        batch = collate(chunk)
+        labels = batch.pop("labels")
+        with torch.no_grad():
+            logits = model(**batch, labels=labels).logits.float()
+        nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100, reduction="none")
+        valid = labels != -100
+        nll_all += nll[valid].sum().item()
+        n_all += int(valid.sum())
+        nll_resp += nll[:, 1:][valid[:, 1:]].sum().item()
+        n_resp += int(valid[:, 1:].sum())
+        predicted = logits[:, 0, strategy_ids].argmax(-1)
+        gold = torch.tensor([int(f["strategy_id"]) for f in chunk])
+        correct += int((predicted == gold).sum())
+    return {
+        "acc": 100.0 * correct / len(examples),
+        "ppl": math.exp(nll_all / n_all),
+        "ppl_no_strategy": math.exp(nll_resp / n_resp),
+        "n_teacher_forced": len(examples),
+    }
+
+
+def generate_responses(model, tokenizer, examples, variant: str, *, alpha=None, batch_size: int = 16, seed: int = 0,
+                       decoding: dict | None = None) -> tuple[list[str], list]:
+    """Sample a response for each example (paper decoding); returns (texts, strategy names chosen).
+
+    ``alpha``: None = plain decoding; otherwise the strategy contrastive processor with that
+    alpha (``"table"`` = the config's per-strategy table, paper Table 2; a number or level name
+    for every strategy; a dict). Only the ``pal`` variant can use it (it needs the persona pass).
+    The random generator is re-seeded per batch, so two calls that differ only in ``alpha``
+    draw from the same random stream.
+    """
+    import torch
+    from transformers import LogitsProcessorList
+
+    settings = dict(PAPER_DECODING if decoding is None else decoding)
+    collate = VariantCollator(tokenizer, variant)
+    texts, strategies = [], []
+    for b, chunk in enumerate(_batches(examples, batch_size)):
+        batch = collate(chunk)
+        batch.pop("labels", None)
+        kwargs = dict(settings)
+        if alpha is not None:
+            if variant != "pal":
+                raise HFPersonaError("strategy contrastive decoding needs the persona: use it with the 'pal' variant")
+            proc = model.strategy_contrast_processor(None if alpha == "table" else alpha)
+            kwargs["logits_processor"] = LogitsProcessorList([proc])
+        torch.manual_seed(seed + b)
+        with torch.no_grad():
+            out = model.generate(**batch, **kwargs)
+        strategies.extend(model.strategies_of(out))
+        texts.extend(t.strip() for t in tokenizer.batch_decode(out, skip_special_tokens=True))
+    return texts, strategies
+
+
+def generation_metrics(hyps: Sequence[str], refs: Sequence[str], personas: Sequence[Sequence[str]], vocab_size: int,
+                       embedder: SentenceEmbedder | None = None) -> dict:
+    """BLEU-2/4, Distinct-1/2, EAD-1/2, ROUGE-L and response-persona cosine similarity."""
+    from ..evaluation import bleu, distinct_n, ead_n, rouge_l
+
+    refs = [r.lower() for r in refs]
+    hyps = [h.lower() for h in hyps]
+    out = {
+        "bleu2": bleu(hyps, refs, 2),
+        "bleu4": bleu(hyps, refs, 4),
+        "dist1": distinct_n(hyps, 1),
+        "dist2": distinct_n(hyps, 2),
+        "ead1": ead_n(hyps, 1, vocab_size),
+        "ead2": ead_n(hyps, 2, vocab_size),
+        "rougeL": rouge_l(hyps, refs),
+        "mean_response_words": sum(len(h.split()) for h in hyps) / max(len(hyps), 1),
+    }
+    pairs = [(h, " ".join(p)) for h, p in zip(hyps, personas) if p]
+    if embedder is None:
+        embedder = SentenceEmbedder()
+    sims = embedder.cosine([a for a, _ in pairs], [b for _, b in pairs])
+    out["cos_sim"] = sum(sims) / len(sims) if sims else float("nan")
+    out["n_cos_sim"] = len(sims)
+    return out
+
+
+def evaluate_pal(model_dir, data, *, split: str = "valid", max_examples: int | None = None,
+                 max_generate: int | None = None, alpha=None, batch_size: int = 16, seed: int = 0,
+                 decoding: dict | None = None, embedder: SentenceEmbedder | None = None, json_out=None,
+                 return_samples: int = 5) -> dict:
+    """Table 3 metrics of a model trained by :func:`train_pal` on PESConv ``split`` (valid or train).
+
+    ``max_examples`` caps the teacher-forced examples (ACC, PPL) and ``max_generate`` the sampled
+    ones (the first ``max_generate`` of the same list). ``alpha`` as in :func:`generate_responses`.
+    """
+    model, tokenizer, cfg = load_pal_for_eval(model_dir)
+    variant = cfg["variant"]
+    train_rows, valid_rows = load_pesconv_splits(data, seed=seed)
+    rows = {"valid": valid_rows, "train": train_rows}.get(split)
+    if rows is None:
+        raise HFPersonaError(f"split must be 'valid' or 'train', got {split!r}")
+    lengths = {k: cfg[k] for k in ("max_source_length", "max_persona_length", "max_target_length")}
+    examples, skipped = pesconv_examples(rows, tokenizer, variant, with_text=True, **lengths)
+    if not examples:
+        raise HFPersonaError(f"{data}: no {split} examples to evaluate")
+    if max_examples:
+        examples = examples[:max_examples]
+    gen_examples = examples[:max_generate] if max_generate else examples
+    t0 = time.monotonic()
+    metrics = {"variant": variant, "split": split, "n_examples": len(examples), "n_generated": len(gen_examples)}
+    metrics.update(teacher_forced_metrics(model, tokenizer, examples, variant, batch_size))
+    hyps, chosen = generate_responses(model, tokenizer, gen_examples, variant, alpha=alpha, batch_size=batch_size,
+                                      seed=seed, decoding=decoding)
+    metrics.update(generation_metrics(hyps, [e["response"] for e in gen_examples], [e["persona"] for e in gen_examples],
+                                      len(tokenizer), embedder))
+    gold = [e["strategy"] for e in gen_examples]
+    metrics["acc_generated"] = 100.0 * sum(c == g for c, g in zip(chosen, gold)) / len(gold)
+    metrics["alpha"] = alpha if alpha is None or isinstance(alpha, (str, int, float)) else dict(alpha)
+    metrics["decoding"] = dict(PAPER_DECODING if decoding is None else decoding)
+    metrics["seconds"] = round(time.monotonic() - t0, 1)
+    samples = [
+        {"persona": e["persona"], "reference": e["response"], "generated": h, "strategy_gold": e["strategy"],
+         "strategy_generated": c}
+        for e, h, c in list(zip(gen_examples, hyps, chosen))[:return_samples]
+    ]
+    if json_out:
+        # the metrics file stays flat (metric -> number, plus a few labels) for the model card;
+        # decoding settings and sample responses go next to it
+        atomic_write_json(json_out, {k: v for k, v in metrics.items() if k != "decoding"})
+        atomic_write_json(Path(str(json_out) + ".samples.json"), {"decoding": metrics["decoding"], "samples": samples})
+    metrics["samples"] = samples
+    return metrics

@@ -1,0 +1,611 @@
+"""Persona extractor: a seq2seq model from one speaker's utterances to that speaker's persona.
+
+PAL (Cheng et al., 2023, section 3.2 and appendix A) fine-tunes ``facebook/bart-large-cnn`` on
+PERSONA-CHAT: the input is the utterances of one speaker joined by a separator, the target is
+that speaker's persona sentences joined by a separator. This module builds the same thing on any
+Hub seq2seq checkpoint, or, offline, on an ``EncoderDecoderModel`` warm-started from the packaged
+MiniLM (BERT-to-BERT: the decoder is a copy of the encoder with causal self-attention and freshly
+initialised cross-attention).
+
+Examples come from PERSONA-CHAT (each dialogue gives two: the responder's utterances with
+``your_persona`` and the partner's utterances with ``partner_persona``) and MSC (Speaker 1 and
+Speaker 2). MSC episodes are built on ConvAI2 validation dialogues, so PERSONA-CHAT dialogues and
+the MSC episodes derived from them are held back together (see :func:`load_extractor_examples`).
+
+Public entry points: :func:`train_persona_extractor`, :func:`evaluate_persona_extractor`,
+:class:`PersonaExtractor` (``extract``) and :func:`split_persona`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from ..errors import HFPersonaError
+from ..utils import atomic_write_json, get_logger, set_seed
+
+logger = get_logger(__name__)
+
+#: joins the persona sentences of a target (and is split on again at generation time)
+TARGET_SEPARATOR = " | "
+#: file written next to the weights, holding how inputs and outputs are formatted
+EXTRACTOR_CONFIG_NAME = "persona_extractor.json"
+#: persona sentences with fewer words, or more, are dropped (paper, appendix A / section 3.2)
+MIN_WORDS = 2
+MAX_WORDS = 25
+
+_WORD = re.compile(r"[^\W_]", re.UNICODE)
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+# ----------------------------------------------------------------------------------------------
+# text helpers
+# ----------------------------------------------------------------------------------------------
+
+
+def count_words(sentence: str) -> int:
+    """Number of whitespace-separated tokens that contain a letter or digit ("dogs ." -> 1)."""
+    return sum(1 for tok in sentence.split() if _WORD.search(tok))
+
+
+def split_persona(text: str, min_words: int = MIN_WORDS, max_words: int = MAX_WORDS) -> list[str]:
+    """Split generated persona text into sentences and keep those with ``min_words..max_words`` words.
+
+    The text is split on the target separator ``|`` and then after ``.``, ``!`` or ``?`` followed
+    by whitespace. Whitespace is normalised (also before punctuation and around apostrophes, as
+    WordPiece decoding leaves "i' m"); duplicates (case- and punctuation-insensitive) are
+    removed, keeping the first occurrence.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"split_persona expects a string, got {type(text).__name__}")
+    if min_words < 1 or max_words < min_words:
+        raise ValueError(f"need 1 <= min_words <= max_words, got min_words={min_words}, max_words={max_words}")
+    out, seen = [], set()
+    for chunk in text.split("|"):
+        for sentence in _SENTENCE_END.split(chunk.strip()):
+            sentence = " ".join(sentence.split())
+            sentence = re.sub(r"\s+([.,!?;:])", r"\1", sentence)
+            sentence = re.sub(r"(\w)\s*'\s*(\w)", r"\1'\2", sentence)  # WordPiece decoding: "i' m" -> "i'm"
+            if not sentence:
+                continue
+            n = count_words(sentence)
+            if n < min_words or n > max_words:
+                continue
+            key = persona_key(sentence)
+            if key in seen:
+                continue
+            seen.add(key)
+            out.append(sentence)
+    return out
+
+
+def persona_key(sentence: str) -> str:
+    """Normalised form used to deduplicate persona sentences (lower case, letters/digits only)."""
+    return " ".join(re.findall(r"[^\W_]+", sentence.lower()))
+
+
+def join_source(utterances: Sequence[str], separator: str) -> str:
+    """Join one speaker's utterances into the extractor's input text."""
+    parts = [" ".join(str(u).split()) for u in utterances]
+    return separator.join(p for p in parts if p)
+
+
+# ----------------------------------------------------------------------------------------------
+# data
+# ----------------------------------------------------------------------------------------------
+
+
+def examples_from_personachat(ds, group_offset: int = 0) -> list[dict]:
+    """Two (utterances -> persona) examples per PERSONA-CHAT dialogue: the responder and the partner.
+
+    ``group`` is the dialogue's position in the file (ConvAI2 ``valid_<group>``), used to keep
+    held-back dialogues out of training.
+    """
+    out = []
+    for i, row in enumerate(ds):
+        speakers, utts = row["speakers"], row["utterances"]
+        for who, persona_col in (("you", "your_persona"), ("partner", "partner_persona")):
+            said = [u for u, s in zip(utts, speakers) if s == who and u and u.strip()]
+            persona = [p.strip() for p in row[persona_col] if p and p.strip()]
+            if said and persona:
+                out.append({"utterances": said, "persona": persona, "group": group_offset + i, "source": "personachat"})
+    return out
+
+
+def examples_from_msc(ds, groups: Sequence[int | None] | None = None) -> list[dict]:
+    """Two examples per MSC episode (Speaker 1, Speaker 2); ``groups`` are ConvAI2 dialogue indices."""
+    out = []
+    for i, row in enumerate(ds):
+        group = groups[i] if groups is not None else None
+        for who, persona_col in (("Speaker 1", "speaker1_persona"), ("Speaker 2", "speaker2_persona")):
+            said = [u for u, s in zip(row["utterances"], row["speakers"]) if s == who and u and u.strip()]
+            persona = [p.strip() for p in row[persona_col] if p and p.strip()]
+            if said and persona:
+                out.append({"utterances": said, "persona": persona, "group": group, "source": "msc"})
+    return out
+
+
+def _msc_convai2_groups(path) -> dict[str, int]:
+    """Map each MSC episode's first utterance to its ConvAI2 dialogue index (``valid_<n>`` -> n).
+
+    Keyed by text rather than by line number so that the alignment survives episodes the reader
+    skips as malformed.
+    """
+    groups: dict[str, int] = {}
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            try:
+                obj = json.loads(line) if line.strip() else None
+            except json.JSONDecodeError:
+                continue
+            if not isinstance(obj, dict) or not obj.get("dialog"):
+                continue
+            cid = next((t.get("convai2_id") for t in obj["dialog"] if isinstance(t, dict) and t.get("convai2_id")), None)
+            m = re.fullmatch(r"\w+?_(\d+)", str(cid)) if cid else None
+            first = obj["dialog"][0].get("text") if isinstance(obj["dialog"][0], dict) else None
+            if m and isinstance(first, str):
+                groups[" ".join(first.split())] = int(m.group(1))
+    return groups
+
+
+def _detect(path) -> str:
+    from ..data import read_dialogues  # noqa: F401  (only to fail early when the reader is missing)
+
+    p = Path(path)
+    if p.is_dir():
+        raise HFPersonaError(f"{p}: expected a PERSONA-CHAT .txt or MSC .txt/.jsonl file, got a directory")
+    with open(p, encoding="utf-8") as fh:
+        first = ""
+        for line in fh:
+            if line.strip():
+                first = line.strip()
+                break
+    if first.startswith("{"):
+        return "msc"
+    if re.match(r"^\d+ ", first):
+        return "personachat"
+    raise HFPersonaError(
+        f"{p}: expected PERSONA-CHAT (ParlAI text, lines '1 your persona: ...') or MSC (JSON lines with "
+        f"'personas' and 'dialog'), got first line {first[:60]!r}"
+    )
+
+
+def load_extractor_examples(paths: Iterable, dev_from: int = 800) -> tuple[list[dict], list[dict]]:
+    """Read PERSONA-CHAT / MSC files and split them into (train, dev) extractor examples.
+
+    PERSONA-CHAT dialogues with index ``>= dev_from`` are held back; MSC episodes are held back
+    when the ConvAI2 dialogue they continue (``convai2_id``) is held back, so no persona of a
+    held-back dialogue is seen in training. MSC episodes without a ConvAI2 id go to training.
+    """
+    from ..data import read_msc, read_personachat
+
+    train, dev = [], []
+    paths = [Path(p) for p in paths]
+    if not paths:
+        raise HFPersonaError("no data files given: expected PERSONA-CHAT and/or MSC files")
+    for p in paths:
+        if not p.is_file():
+            raise HFPersonaError(f"{p}: data file not found (expected a PERSONA-CHAT or MSC file)")
+        kind = _detect(p)
+        if kind == "personachat":
+            exs = examples_from_personachat(read_personachat(p))
+        else:
+            ds = read_msc(p, skip_malformed=True)
+            by_first = _msc_convai2_groups(p)
+            groups = [by_first.get(" ".join(u[0].split())) if u else None for u in ds["utterances"]]
+            exs = examples_from_msc(ds, groups)
+        for ex in exs:
+            (dev if ex["group"] is not None and ex["group"] >= dev_from else train).append(ex)
+        logger.info("%s (%s): %d examples", p, kind, len(exs))
+    return train, dev
+
+
+def default_data_files() -> list[Path]:
+    """PERSONA-CHAT (original personas) and MSC sessions 2-3 from the shared data folder."""
+    from ..data import shared_data_dir
+
+    root = shared_data_dir()
+    if root is None:
+        raise HFPersonaError(
+            "no --data given and no shared data folder found (set HF_PERSONA_DATA or pass --data FILE)"
+        )
+    files = [root / "personachat" / "valid_both_original_no_cands.txt"]
+    files += sorted((root / "msc").glob("session_*_valid.txt"))
+    return [f for f in files if f.is_file()]
+
+
+# ----------------------------------------------------------------------------------------------
+# model
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ExtractorFormat:
+    source_separator: str
+    target_separator: str = TARGET_SEPARATOR
+    max_source_length: int = 256
+    max_target_length: int = 64
+
+    def to_dict(self):
+        return dict(self.__dict__)
+
+
+def build_extractor_model(backbone: str = "minilm", seed: int = 0):
+    """(model, tokenizer) for a backbone: a seq2seq checkpoint as is, an encoder warm-starts BERT2BERT."""
+    from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer, EncoderDecoderModel
+
+    from ..backbones import resolve
+
+    path = resolve(backbone)
+    set_seed(seed)
+    config = AutoConfig.from_pretrained(path)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if getattr(config, "is_encoder_decoder", False):
+        model = AutoModelForSeq2SeqLM.from_pretrained(path)
+    else:
+        model = EncoderDecoderModel.from_encoder_decoder_pretrained(path, path)
+        start = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
+        eos = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
+        if start is None or eos is None or tokenizer.pad_token_id is None:
+            raise HFPersonaError(
+                f"backbone {backbone!r}: an encoder warm start needs a tokenizer with cls/bos, sep/eos and pad tokens"
+            )
+        model.config.decoder_start_token_id = start
+        model.config.eos_token_id = eos
+        model.config.pad_token_id = tokenizer.pad_token_id
+        model.config.vocab_size = model.config.decoder.vocab_size
+        gc = model.generation_config
+        gc.decoder_start_token_id, gc.eos_token_id, gc.pad_token_id = start, eos, tokenizer.pad_token_id
+    return model, tokenizer
+
+
+def _source_separator(tokenizer) -> str:
+    sep = tokenizer.sep_token or tokenizer.eos_token
+    return f" {sep} " if sep else " | "
+
+
+class PersonaExtractor:
+    """Infers persona sentences from one speaker's utterances with a trained seq2seq model.
+
+    >>> ex = PersonaExtractor.from_pretrained("runs/extractor")      # doctest: +SKIP
+    >>> ex.extract([["i just got back from my shift at the hospital", "i am a nurse"]])  # doctest: +SKIP
+    [['i am a nurse.', 'i work at a hospital.']]
+    """
+
+    def __init__(self, model, tokenizer, fmt: ExtractorFormat | None = None, num_beams: int = 4,
+                 max_new_tokens: int | None = None, min_words: int = MIN_WORDS, max_words: int = MAX_WORDS):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.format = fmt or ExtractorFormat(source_separator=_source_separator(tokenizer))
+        self.num_beams = int(num_beams)
+        self.max_new_tokens = int(max_new_tokens or self.format.max_target_length)
+        self.min_words, self.max_words = min_words, max_words
+        if self.num_beams < 1:
+            raise ValueError(f"num_beams must be >= 1, got {num_beams}")
+
+    @classmethod
+    def from_pretrained(cls, path, **kwargs) -> "PersonaExtractor":
+        from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+        path = Path(path)
+        cfg = path / EXTRACTOR_CONFIG_NAME
+        if not cfg.is_file():
+            raise HFPersonaError(
+                f"{path}: not a persona extractor folder (expected {EXTRACTOR_CONFIG_NAME} written by "
+                "`hf-persona train persona-extractor`)"
+            )
+        fmt = ExtractorFormat(**json.loads(cfg.read_text(encoding="utf-8")))
+        model = AutoModelForSeq2SeqLM.from_pretrained(path)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        return cls(model, tokenizer, fmt, **kwargs)
+
+    def save_pretrained(self, path) -> None:
+        path = Path(path)
+        self.model.save_pretrained(path)
+        self.tokenizer.save_pretrained(path)
+        atomic_write_json(path / EXTRACTOR_CONFIG_NAME, self.format.to_dict())
+
+    def _encode(self, sources: list[str]):
+        tok = self.tokenizer
+        old = tok.truncation_side
+        tok.truncation_side = "left"  # keep the most recent utterances
+        try:
+            return tok(sources, max_length=self.format.max_source_length, truncation=True, padding=True,
+                       return_tensors="pt")
+        finally:
+            tok.truncation_side = old
+
+    def generate_text(self, utterance_lists: Sequence[Sequence[str]], batch_size: int = 16) -> list[str]:
+        """Raw generated persona text for each list of utterances (no sentence splitting)."""
+        import torch
+
+        if isinstance(utterance_lists, (str, bytes)):
+            raise TypeError("extract expects a list of utterance lists, e.g. [['hi', 'i am a nurse']], got a string")
+        sources = []
+        for i, utts in enumerate(utterance_lists):
+            if isinstance(utts, str) or not all(isinstance(u, str) for u in utts):
+                raise TypeError(f"item {i}: expected a list of utterance strings, got {type(utts).__name__}")
+            sources.append(join_source(utts, self.format.source_separator))
+        texts = []
+        for start in range(0, len(sources), batch_size):
+            chunk = sources[start : start + batch_size]
+            enc = self._encode(chunk)
+            with torch.no_grad():
+                out = self.model.generate(
+                    input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
+                    num_beams=self.num_beams, max_new_tokens=self.max_new_tokens, do_sample=False,
+                    no_repeat_ngram_size=3, early_stopping=True if self.num_beams > 1 else False,
+                )
+            texts.extend(self.tokenizer.batch_decode(out, skip_special_tokens=True))
+        return texts
+
+    def extract(self, utterance_lists: Sequence[Sequence[str]], batch_size: int = 16) -> list[list[str]]:
+        """Persona sentences (length-filtered, deduplicated) for each list of one speaker's utterances."""
+        return [split_persona(t, self.min_words, self.max_words) for t in self.generate_text(utterance_lists, batch_size)]
+
+
+# ----------------------------------------------------------------------------------------------
+# training
+# ----------------------------------------------------------------------------------------------
+
+
+class _TimeBudget:
+    """TrainerCallback factory: stop (after evaluating and saving) once ``minutes`` have passed."""
+
+    @staticmethod
+    def make(minutes: float | None):
+        from transformers import TrainerCallback
+
+        class TimeBudgetCallback(TrainerCallback):
+            def __init__(self):
+                self.start = None
+                self.stopped_at = None
+
+            def on_train_begin(self, args, state, control, **kw):
+                self.start = time.monotonic()
+
+            def on_step_end(self, args, state, control, **kw):
+                if minutes is not None and time.monotonic() - self.start > minutes * 60:
+                    control.should_training_stop = True
+                    control.should_evaluate = True
+                    control.should_save = True
+                    self.stopped_at = state.global_step
+                return control
+
+        return TimeBudgetCallback()
+
+
+def _tokenize_examples(examples: list[dict], tokenizer, fmt: ExtractorFormat, decoder_start: int | None):
+    from datasets import Dataset
+
+    sources = [join_source(e["utterances"], fmt.source_separator) for e in examples]
+    targets = [fmt.target_separator.join(" ".join(p.split()) for p in e["persona"]) for e in examples]
+    old = tokenizer.truncation_side
+    tokenizer.truncation_side = "left"
+    enc = tokenizer(sources, max_length=fmt.max_source_length, truncation=True)
+    tokenizer.truncation_side = old
+    lab = tokenizer(text_target=targets, max_length=fmt.max_target_length + 1, truncation=True)["input_ids"]
+    labels = []
+    for ids in lab:
+        if decoder_start is not None and ids and ids[0] == decoder_start:
+            ids = ids[1:]  # BERT2BERT: [CLS] is the decoder start, not a token to predict
+        labels.append(ids[: fmt.max_target_length])
+    return Dataset.from_dict({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": labels})
+
+
+def train_persona_extractor(
+    output_dir,
+    data_files: Sequence | None = None,
+    *,
+    train_examples: list[dict] | None = None,
+    dev_examples: list[dict] | None = None,
+    backbone: str = "minilm",
+    dev_from: int = 800,
+    max_steps: int = -1,
+    epochs: float = 3.0,
+    budget_minutes: float | None = None,
+    batch_size: int = 8,
+    learning_rate: float = 5e-5,
+    warmup_steps: int = 50,
+    eval_steps: int = 100,
+    max_dev_examples: int = 200,
+    max_train_examples: int | None = None,
+    max_source_length: int = 256,
+    max_target_length: int = 64,
+    seed: int = 0,
+    resume: bool = True,
+    logging_steps: int = 10,
+    report_eval: bool = True,
+    eval_generation_examples: int = 100,
+    num_beams: int = 4,
+    json_out=None,
+    progress: bool = True,
+) -> dict:
+    """Fine-tune a persona extractor and save it (model, tokenizer, ``persona_extractor.json``).
+
+    Data: ``data_files`` (PERSONA-CHAT / MSC files, split with :func:`load_extractor_examples`) or
+    ready ``train_examples`` / ``dev_examples`` (dicts with ``utterances`` and ``persona``).
+    Training uses ``Seq2SeqTrainer``: progress bar, evaluation every ``eval_steps`` steps on up to
+    ``max_dev_examples`` dev examples, the checkpoint with the lowest dev loss is kept and saved as
+    the final model, and a rerun with the same ``output_dir`` resumes from the last checkpoint
+    (SIGTERM/SIGINT save a checkpoint first, see :func:`hf_persona.training.common.train_resumable`).
+    ``budget_minutes`` stops training after that much wall time (evaluating and saving first).
+
+    Returns a summary dict (steps, examples, dev loss and, with ``report_eval``, generation metrics
+    on the held-back dialogues); ``json_out`` writes it as JSON.
+    """
+    from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments
+
+    from .common import last_checkpoint, train_resumable
+
+    output_dir = Path(output_dir)
+    if train_examples is None:
+        if data_files is None:
+            data_files = default_data_files()
+        train_examples, dev_loaded = load_extractor_examples(data_files, dev_from=dev_from)
+        if dev_examples is None:
+            dev_examples = dev_loaded
+    if not train_examples:
+        raise HFPersonaError("no training examples: the data holds no speaker with both utterances and a persona")
+    if not dev_examples:
+        raise HFPersonaError(f"no held-back examples (dialogues with index >= {dev_from}); lower dev_from or add data")
+    for name, exs in (("train", train_examples), ("dev", dev_examples)):
+        for i, e in enumerate(exs[:5]):
+            if not isinstance(e.get("utterances"), (list, tuple)) or not isinstance(e.get("persona"), (list, tuple)):
+                raise HFPersonaError(f"{name} example {i}: expected keys 'utterances' (list) and 'persona' (list)")
+    if max_train_examples:
+        import random
+
+        rng = random.Random(seed)
+        train_examples = list(train_examples)
+        rng.shuffle(train_examples)
+        train_examples = train_examples[:max_train_examples]
+    dev_loss_examples = list(dev_examples)[:max_dev_examples]
+
+    model, tokenizer = build_extractor_model(backbone, seed=seed)
+    fmt = ExtractorFormat(_source_separator(tokenizer), TARGET_SEPARATOR, max_source_length, max_target_length)
+    start = model.config.decoder_start_token_id if not getattr(model.config, "is_encoder_decoder", True) or \
+        model.__class__.__name__ == "EncoderDecoderModel" else None
+    train_ds = _tokenize_examples(train_examples, tokenizer, fmt, start)
+    dev_ds = _tokenize_examples(dev_loss_examples, tokenizer, fmt, start)
+
+    args = Seq2SeqTrainingArguments(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=batch_size,
+        per_device_eval_batch_size=max(batch_size, 16),
+        learning_rate=learning_rate,
+        warmup_steps=warmup_steps,
+        num_train_epochs=epochs,
+        max_steps=max_steps,
+        eval_strategy="steps",
+        eval_steps=eval_steps,
+        save_strategy="steps",
+        save_steps=eval_steps,
+        save_total_limit=2,
+        load_best_model_at_end=True,
+        metric_for_best_model="eval_loss",
+        greater_is_better=False,
+        logging_steps=logging_steps,
+        report_to=[],
+        seed=seed,
+        use_cpu=not _cuda(),
+        disable_tqdm=not progress,
+        dataloader_num_workers=0,
+    )
+    budget_cb = _TimeBudget.make(budget_minutes)
+    trainer = Seq2SeqTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_ds,
+        eval_dataset=dev_ds,
+        data_collator=DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100),
+        processing_class=tokenizer,
+        callbacks=[budget_cb],
+    )
+    resume_from = last_checkpoint(output_dir) if resume else None
+    if resume_from:
+        logger.info("resuming from %s", resume_from)
+    t0 = time.monotonic()
+    result = train_resumable(trainer, resume=resume)
+    train_seconds = time.monotonic() - t0
+    dev_metrics = trainer.evaluate()
+    extractor = PersonaExtractor(trainer.model, tokenizer, fmt, num_beams=num_beams)
+    extractor.save_pretrained(output_dir)
+    summary = {
+        "backbone": backbone,
+        "train_examples": len(train_examples),
+        "dev_examples": len(dev_examples),
+        "dev_loss_examples": len(dev_loss_examples),
+        "global_step": trainer.state.global_step,
+        "best_checkpoint": trainer.state.best_model_checkpoint,
+        "train_loss": result.training_loss,
+        "dev_loss": dev_metrics.get("eval_loss"),
+        "train_seconds": round(train_seconds, 1),
+        "budget_minutes": budget_minutes,
+        "stopped_by_budget": budget_cb.stopped_at is not None,
+        "batch_size": batch_size,
+        "learning_rate": learning_rate,
+        "seed": seed,
+        "resumed_from": resume_from,
+    }
+    if report_eval and eval_generation_examples:
+        summary["eval"] = evaluate_extractor_on_examples(extractor, dev_examples[:eval_generation_examples])
+    if json_out:
+        atomic_write_json(json_out, summary)
+    return summary
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:  # pragma: no cover
+        return False
+
+
+# ----------------------------------------------------------------------------------------------
+# evaluation
+# ----------------------------------------------------------------------------------------------
+
+
+def evaluate_extractor_on_examples(extractor: PersonaExtractor, examples: list[dict], batch_size: int = 16) -> dict:
+    """BLEU-1/2/4, ROUGE-L, Distinct-1/2 of generated persona text against the gold persona.
+
+    Hypothesis = the kept persona sentences (after splitting and the length filter) joined by a
+    space; reference = the gold persona sentences joined by a space. Also reports the mean number
+    of sentences kept and persona-sentence recall: the fraction of gold sentences whose best
+    unigram F1 against a generated sentence is >= 50.
+    """
+    from ..evaluation import bleu, distinct_n, rouge_l, unigram_f1
+
+    if not examples:
+        raise HFPersonaError("no examples to evaluate the persona extractor on")
+    sentences = extractor.extract([e["utterances"] for e in examples], batch_size=batch_size)
+    hyps = [" ".join(s) for s in sentences]
+    refs = [" ".join(e["persona"]) for e in examples]
+    matched = total = 0
+    for sents, e in zip(sentences, examples):
+        for gold in e["persona"]:
+            total += 1
+            if sents and max(unigram_f1(s, gold) for s in sents) >= 50:
+                matched += 1
+    nonempty = [h for h in hyps if h.strip()] or [""]
+    return {
+        "n": len(examples),
+        "bleu1": bleu(hyps, refs, 1),
+        "bleu2": bleu(hyps, refs, 2),
+        "bleu4": bleu(hyps, refs, 4),
+        "rougeL": rouge_l(hyps, refs),
+        "dist1": distinct_n(nonempty, 1),
+        "dist2": distinct_n(nonempty, 2),
+        "sentences_per_example": sum(len(s) for s in sentences) / len(sentences),
+        "persona_recall_f1_50": 100.0 * matched / max(total, 1),
+        "examples": [
+            {"persona": e["persona"], "generated": s} for e, s in list(zip(examples, sentences))[:5]
+        ],
+    }
+
+
+def evaluate_persona_extractor(extractor_dir, data_files: Sequence | None = None, *, dev_from: int = 800,
+                               max_examples: int | None = 200, num_beams: int = 4, batch_size: int = 16,
+                               json_out=None) -> dict:
+    """Evaluate a saved extractor on the held-back dialogues of ``data_files`` (see :func:`load_extractor_examples`)."""
+    if data_files is None:
+        data_files = default_data_files()
+    _, dev = load_extractor_examples(data_files, dev_from=dev_from)
+    if max_examples:
+        dev = dev[:max_examples]
+    extractor = PersonaExtractor.from_pretrained(extractor_dir, num_beams=num_beams)
+    metrics = evaluate_extractor_on_examples(extractor, dev, batch_size=batch_size)
+    metrics["num_beams"] = num_beams
+    metrics["dev_from"] = dev_from
+    if json_out:
+        atomic_write_json(json_out, metrics)
+    return metrics

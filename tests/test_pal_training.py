@@ -1,0 +1,213 @@
+"""PAL training / evaluation recipes: example building per variant, metrics, train/resume, CLI, bad input."""
+
+import json
+import math
+
+import pytest
+
+from hf_persona.data import sample_path
+from hf_persona.errors import HFPersonaError
+
+
+def _rule_extractor(batch):
+    """Deterministic test extractor: one persona sentence from the last two words of each utterance."""
+    out = []
+    for utts in batch:
+        out.append([f"i talk about {' '.join(u.split()[-3:-1]) or 'nothing'} often." for u in utts[-2:]])
+    return out
+
+
+@pytest.fixture(scope="module")
+def pesconv_dir(tmp_path_factory):
+    from hf_persona.training.pesconv import annotate
+
+    out = tmp_path_factory.mktemp("pesconv")
+    annotate(_rule_extractor, sample_path("esconv"), out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def pal_tokenizer(tiny_bert_dir):
+    from transformers import AutoTokenizer
+
+    from hf_persona.models.pal import add_pal_tokens
+
+    tok = AutoTokenizer.from_pretrained(tiny_bert_dir)
+    add_pal_tokens(tok)
+    return tok
+
+
+ROW = {
+    "dialogue_id": 3,
+    "utterances": ["hello , how can i help ?", "i lost my job .", "that sounds hard .", "i feel useless .", "you are not useless ."],
+    "speakers": ["sys", "usr", "sys", "usr", "sys"],
+    "strategies": ["Question", "", "Reflection of feelings", "", "Affirmation and Reassurance"],
+    "personas": [[], [], [], ["i lost my job."], ["i lost my job.", "i feel useless."]],
+}
+
+
+def test_examples_one_per_supporter_turn_after_a_seeker_turn(pal_tokenizer):
+    from hf_persona.models.pal import build_pal_example
+    from hf_persona.training.pal import pesconv_examples
+
+    exs, skipped = pesconv_examples([ROW], pal_tokenizer, "pal", max_source_length=64, with_text=True)
+    assert skipped == {"no_seeker_turn_before": 1, "empty_response": 0}
+    assert [e["turn"] for e in exs] == [2, 4]
+    assert [e["strategy"] for e in exs] == ["Reflection of feelings", "Affirmation and Reassurance"]
+    ref = build_pal_example(ROW["utterances"][:4], ROW["speakers"][:4], ROW["strategies"][:4], ROW["personas"][4],
+                            response=ROW["utterances"][4], strategy=ROW["strategies"][4], tokenizer=pal_tokenizer,
+                            max_source_length=64, max_persona_length=96, max_target_length=50)
+    for key in ("input_ids", "persona_input_ids", "labels", "strategy_id"):
+        assert exs[1][key] == ref[key]
+    assert exs[1]["persona"] == ["i lost my job.", "i feel useless."]
+
+
+def test_hard_prompt_puts_the_persona_before_the_dialogue(pal_tokenizer):
+    from hf_persona.training.pal import hard_prompt_input, pesconv_examples
+
+    plain, _ = pesconv_examples([ROW], pal_tokenizer, "pal", max_source_length=64)
+    hard, _ = pesconv_examples([ROW], pal_tokenizer, "hard_prompt", max_source_length=64)
+    tok = pal_tokenizer
+    text = tok.decode(hard[1]["input_ids"])
+    assert text.startswith("[CLS] persona : i lost my job. [SEP] i feel useless. [SEP] dialogue : [Seeker]") or \
+        text.replace(" .", ".").startswith("[CLS] persona : i lost my job. [SEP] i feel useless. [SEP] dialogue :")
+    # the dialogue part is exactly the PAL dialogue input without its [CLS] ... [SEP] frame
+    assert hard[1]["input_ids"][-len(plain[1]["input_ids"]) + 1:] == plain[1]["input_ids"][1:]
+    assert hard[1]["labels"] == plain[1]["labels"]
+    # truncation: the limit holds, the cue and the closing [SEP] survive, the oldest dialogue tokens go first
+    short = hard_prompt_input(plain[1], tok, 20)
+    assert len(short) == 20
+    assert short[-2:] == [tok.convert_tokens_to_ids("[Supporter]"), tok.sep_token_id]
+    assert tok.convert_tokens_to_ids("[No persona]") in hard[0]["input_ids"]  # no persona yet: the placeholder
+
+
+def test_variant_collator_drops_the_persona_for_the_baselines(pal_tokenizer):
+    from hf_persona.training.pal import VariantCollator, pesconv_examples
+
+    exs, _ = pesconv_examples([ROW], pal_tokenizer, "pal", max_source_length=64)
+    assert "persona_input_ids" in VariantCollator(pal_tokenizer, "pal")(exs)
+    for variant in ("no_persona", "hard_prompt"):
+        batch = VariantCollator(pal_tokenizer, variant)(exs)
+        assert set(batch) == {"input_ids", "attention_mask", "labels"}
+    with pytest.raises(HFPersonaError, match="no_persona"):
+        VariantCollator(pal_tokenizer, "persona_free")
+
+
+@pytest.fixture(scope="module")
+def tiny_pal(tiny_bert_dir, pal_tokenizer):
+    import torch
+
+    from hf_persona.models.pal import PALForConditionalGeneration
+
+    torch.manual_seed(0)
+    return PALForConditionalGeneration.from_backbone(tiny_bert_dir, tokenizer=pal_tokenizer).eval()
+
+
+def test_teacher_forced_metrics_match_the_model_loss_and_argmax(tiny_pal, pal_tokenizer):
+    import torch
+
+    from hf_persona.training.pal import VariantCollator, pesconv_examples, teacher_forced_metrics
+
+    exs, _ = pesconv_examples([ROW], pal_tokenizer, "pal", max_source_length=64)
+    m = teacher_forced_metrics(tiny_pal, pal_tokenizer, exs, "pal", batch_size=8)
+    batch = VariantCollator(pal_tokenizer, "pal")(exs)
+    with torch.no_grad():
+        out = tiny_pal(**batch)
+    batch = {k: v for k, v in batch.items()}
+    assert m["ppl"] == pytest.approx(math.exp(out.loss.item()), rel=1e-5)  # one batch: token-mean NLL
+    ids = torch.tensor(tiny_pal.config.strategy_token_ids)
+    pred = out.logits[:, 0, ids].argmax(-1).tolist()
+    assert m["acc"] == pytest.approx(100.0 * sum(p == e["strategy_id"] for p, e in zip(pred, exs)) / len(exs))
+    labels = batch["labels"].clone()
+    labels[:, 0] = -100  # drop the strategy token from the loss, keep it in the decoder input
+    with torch.no_grad():
+        no_strategy = tiny_pal(**{k: v for k, v in batch.items() if k != "labels"}, decoder_input_ids=tiny_pal._shift_right(batch["labels"]), labels=labels).loss.item()
+    assert m["ppl_no_strategy"] == pytest.approx(math.exp(no_strategy), rel=1e-5)
+
+
+def test_only_pal_sees_the_persona(tiny_pal, pal_tokenizer):
+    from hf_persona.training.pal import pesconv_examples, teacher_forced_metrics
+
+    other = dict(ROW, personas=[[], [], [], ["i love my three dogs."], ["i love my three dogs.", "i live by the sea."]])
+    for variant, changes in (("pal", True), ("no_persona", False), ("hard_prompt", True)):
+        a = teacher_forced_metrics(tiny_pal, pal_tokenizer, pesconv_examples([ROW], pal_tokenizer, variant)[0], variant)
+        b = teacher_forced_metrics(tiny_pal, pal_tokenizer, pesconv_examples([other], pal_tokenizer, variant)[0], variant)
+        assert (abs(a["ppl"] - b["ppl"]) > 1e-6) == changes, variant
+
+
+def test_generation_metrics_by_hand():
+    from hf_persona.training.pal import SentenceEmbedder, generation_metrics
+
+    emb = SentenceEmbedder()
+    m = generation_metrics(["i lost my job", "hello there friend"], ["i lost my job", "hi"],
+                           [["i lost my job"], []], vocab_size=100, embedder=emb)
+    assert m["cos_sim"] == pytest.approx(1.0, abs=1e-5) and m["n_cos_sim"] == 1
+    assert m["dist1"] == pytest.approx(100.0) and m["dist2"] == pytest.approx(100.0)
+    far = emb.cosine(["i lost my job"], ["the weather in paris is sunny"])[0]
+    assert far < 0.5
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, pesconv_dir, tiny_bert_dir):
+    from hf_persona.training.pal import train_pal
+
+    out = tmp_path_factory.mktemp("pal_run")
+    summary = train_pal(pesconv_dir, out, variant="pal", backbone=tiny_bert_dir, max_steps=2, eval_steps=1,
+                        batch_size=4, warmup_steps=0, learning_rate=1e-3, max_eval_examples=8, max_source_length=64,
+                        max_persona_length=24, max_target_length=16, progress=False)
+    return out, summary
+
+
+def test_train_saves_the_best_checkpoint_and_resumes(trained, pesconv_dir, tiny_bert_dir):
+    from hf_persona.training.pal import train_pal
+
+    out, summary = trained
+    assert summary["global_step"] == 2 and summary["best_checkpoint"]
+    assert summary["train_skipped"]["no_seeker_turn_before"] > 0
+    assert json.loads((out / "pal_training.json").read_text())["variant"] == "pal"
+    assert (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
+    again = train_pal(pesconv_dir, out, variant="pal", backbone=tiny_bert_dir, max_steps=3, eval_steps=1,
+                      batch_size=4, warmup_steps=0, learning_rate=1e-3, max_eval_examples=8, max_source_length=64,
+                      max_persona_length=24, max_target_length=16, progress=False)
+    assert again["resumed_from"].endswith("checkpoint-2") and again["global_step"] == 3
+
+
+def test_eval_cli_prints_table3_and_writes_flat_json(trained, pesconv_dir, tmp_path):
+    from click.testing import CliRunner
+
+    from hf_persona.cli import _register_plugin_commands, cli
+    from hf_persona.training.pal import METRIC_KEYS
+
+    _register_plugin_commands()
+    out, _ = trained
+    js = tmp_path / "m.json"
+    args = ["eval", "pal", "--model", str(out), "--data", str(pesconv_dir), "--max-examples", "6",
+            "--max-generate", "3", "--batch-size", "3", "--alpha", "table", "--json", str(js)]
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 0, res.output
+    metrics = json.loads(js.read_text())
+    for key in METRIC_KEYS:
+        assert isinstance(metrics[key], float) and math.isfinite(metrics[key]), key
+    assert metrics["alpha"] == "table" and metrics["n_generated"] == 3
+    assert not any(isinstance(v, (dict, list)) for v in metrics.values())
+    samples = json.loads((tmp_path / "m.json.samples.json").read_text())
+    assert samples["decoding"]["top_k"] == 10 and len(samples["samples"]) == 3
+    assert "cos_sim" in res.output and "ppl_no_strategy" in res.output
+
+
+def test_bad_inputs(pal_tokenizer, tmp_path, pesconv_dir):
+    from hf_persona.training.pal import load_pal_for_eval, pesconv_examples, train_pal
+
+    bad = dict(ROW, strategies=["Question", "", "Mind reading", "", "Question"])
+    with pytest.raises(HFPersonaError, match="dialogue 3, turn 2: unknown strategy"):
+        pesconv_examples([bad], pal_tokenizer, "pal")
+    with pytest.raises(HFPersonaError, match="one entry per turn"):
+        pesconv_examples([dict(ROW, personas=[[]])], pal_tokenizer, "pal")
+    with pytest.raises(HFPersonaError, match="unknown PAL variant"):
+        pesconv_examples([ROW], pal_tokenizer, "fancy")
+    exs, skipped = pesconv_examples([dict(ROW, utterances=ROW["utterances"][:4] + ["   "])], pal_tokenizer, "pal")
+    assert skipped["empty_response"] == 1 and len(exs) == 1  # an empty response is skipped and counted
+    with pytest.raises(HFPersonaError, match="pesconv.jsonl"):
+        train_pal(tmp_path, tmp_path / "o")
+    with pytest.raises(HFPersonaError, match="pal_training.json"):
+        load_pal_for_eval(tmp_path)

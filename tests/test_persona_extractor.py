@@ -1,0 +1,200 @@
+"""Persona extractor: text rules, example building, training/resume, saving, CLI, bad input."""
+
+import json
+
+import pytest
+
+from hf_persona.data import read_personachat, sample_path
+from hf_persona.errors import HFPersonaError
+from hf_persona.training.persona_extractor import (
+    EXTRACTOR_CONFIG_NAME,
+    PersonaExtractor,
+    count_words,
+    examples_from_personachat,
+    join_source,
+    load_extractor_examples,
+    persona_key,
+    split_persona,
+    train_persona_extractor,
+)
+
+
+def test_count_words_ignores_bare_punctuation():
+    assert count_words("i like dogs .") == 3
+    assert count_words("  ,  ! ") == 0
+    assert count_words("i'm 25 years old!") == 4
+
+
+def test_split_persona_splits_filters_and_deduplicates():
+    long = " ".join(["word"] * 26) + "."
+    just_fits = " ".join(["word"] * 25) + "."
+    text = f"i like dogs. i am a nurse! | hi | {long} | I like dogs . | {just_fits} | my cat is old ."
+    got = split_persona(text)
+    # "hi" (1 word) and the 26-word sentence are dropped, the second "I like dogs ." is a duplicate,
+    # spaces before punctuation are removed
+    assert got == ["i like dogs.", "i am a nurse!", just_fits, "my cat is old."]
+    assert split_persona("hi . ok .", min_words=1) == ["hi.", "ok."]
+    assert split_persona("") == []
+    assert split_persona("i' m a nurse . i ' ve two cats .") == ["i'm a nurse.", "i've two cats."]
+
+
+def test_split_persona_rejects_bad_arguments():
+    with pytest.raises(TypeError):
+        split_persona(["not", "a", "string"])
+    with pytest.raises(ValueError, match="min_words"):
+        split_persona("a b c", min_words=5, max_words=2)
+
+
+def test_persona_key_is_case_and_punctuation_insensitive():
+    assert persona_key("I like Dogs!") == persona_key("i like dogs .") == "i like dogs"
+
+
+def test_personachat_gives_two_examples_per_dialogue_with_the_right_speaker():
+    ds = read_personachat(sample_path("personachat"))
+    exs = examples_from_personachat(ds)
+    assert len(exs) == 2 * len(ds)
+    row, you, partner = ds[0], exs[0], exs[1]
+    assert you["persona"] == [p.strip() for p in row["your_persona"]]
+    assert partner["persona"] == [p.strip() for p in row["partner_persona"]]
+    assert you["utterances"] == [u for u, s in zip(row["utterances"], row["speakers"]) if s == "you"]
+    assert partner["utterances"] == [u for u, s in zip(row["utterances"], row["speakers"]) if s == "partner" and u]
+    assert join_source(["a  b", "", "c"], " [SEP] ") == "a b [SEP] c"
+
+
+def _msc_line(convai2_idx, first_text, p1, p2):
+    return json.dumps({
+        "personas": [p1, p2],
+        "dialog": [
+            {"id": "Speaker 1", "text": first_text, "convai2_id": f"valid_{convai2_idx}"},
+            {"id": "Speaker 2", "text": "tell me more about it .", "convai2_id": f"valid_{convai2_idx}"},
+        ],
+    })
+
+
+def test_held_back_split_keeps_msc_episodes_with_their_personachat_dialogue(tmp_path):
+    msc = tmp_path / "msc.txt"
+    msc.write_text("\n".join([
+        _msc_line(3, "i went hiking again .", ["I hike."], ["I cook."]),
+        _msc_line(900, "my dog is sick .", ["I have a dog."], ["I am a vet."]),
+    ]) + "\n")
+    pc = sample_path("personachat")
+    n = len(read_personachat(pc))
+    train, dev = load_extractor_examples([pc, msc], dev_from=n - 2)
+    dev_sources = [(e["source"], e["group"]) for e in dev]
+    # the last two PERSONA-CHAT dialogues (two examples each) and the MSC episode of valid_900
+    assert sorted(dev_sources) == sorted([("personachat", n - 2)] * 2 + [("personachat", n - 1)] * 2 + [("msc", 900)] * 2)
+    assert [e["persona"] for e in train if e["source"] == "msc"] == [["I hike."], ["I cook."]]
+    assert len(train) == 2 * (n - 2) + 2
+
+
+def test_bad_data_files_are_named(tmp_path):
+    bad = tmp_path / "bad.txt"
+    bad.write_text("this is not a dialogue file\n")
+    with pytest.raises(HFPersonaError, match="bad.txt"):
+        load_extractor_examples([bad])
+    with pytest.raises(HFPersonaError, match="not found"):
+        load_extractor_examples([tmp_path / "missing.txt"])
+    with pytest.raises(HFPersonaError, match="no data files"):
+        load_extractor_examples([])
+
+
+@pytest.fixture(scope="module")
+def trained_tiny(tmp_path_factory, tiny_bert_dir):
+    """A tiny BERT2BERT extractor trained for 2 steps on the embedded sample (evaluated at steps 1 and 2)."""
+    out = tmp_path_factory.mktemp("extractor")
+    pc = sample_path("personachat")
+    summary = train_persona_extractor(
+        out, [pc], backbone=tiny_bert_dir, dev_from=32, max_steps=2, eval_steps=1, batch_size=4,
+        learning_rate=1e-3, warmup_steps=0, max_source_length=32, max_target_length=12,
+        eval_generation_examples=2, num_beams=1, progress=False, json_out=out / "summary.json",
+    )
+    return out, summary
+
+
+def test_training_saves_a_loadable_extractor_with_checkpoints(trained_tiny):
+    out, summary = trained_tiny
+    assert summary["global_step"] == 2
+    assert summary["train_examples"] == 64 and summary["dev_examples"] == 8
+    assert summary["best_checkpoint"] is not None
+    assert (out / "checkpoint-2" / "trainer_state.json").is_file()
+    assert (out / "model.safetensors").is_file() and not list(out.glob("*.bin"))
+    fmt = json.loads((out / EXTRACTOR_CONFIG_NAME).read_text())
+    assert fmt["source_separator"] == " [SEP] " and fmt["max_target_length"] == 12
+    assert json.loads((out / "summary.json").read_text())["global_step"] == 2
+    ev = summary["eval"]
+    assert ev["n"] == 2 and 0 <= ev["bleu2"] <= 100 and 0 <= ev["rougeL"] <= 100
+    ex = PersonaExtractor.from_pretrained(out, num_beams=1, max_new_tokens=8)
+    got = ex.extract([["i have two dogs .", "i love the park ."], ["hello"]], batch_size=2)
+    assert len(got) == 2
+    for sentences in got:
+        assert all(2 <= count_words(s) <= 25 for s in sentences)
+    raw = ex.generate_text([["i have two dogs ."]])
+    assert split_persona(raw[0]) == ex.extract([["i have two dogs ."]])[0]
+
+
+def test_training_resumes_from_the_last_checkpoint(trained_tiny, tiny_bert_dir):
+    out, _ = trained_tiny
+    summary = train_persona_extractor(
+        out, [sample_path("personachat")], backbone=tiny_bert_dir, dev_from=32, max_steps=3, eval_steps=1,
+        batch_size=4, learning_rate=1e-3, warmup_steps=0, max_source_length=32, max_target_length=12,
+        report_eval=False, progress=False,
+    )
+    assert summary["resumed_from"].endswith("checkpoint-2")
+    assert summary["global_step"] == 3
+
+
+def test_training_learns_on_a_fixed_batch(tiny_bert_dir):
+    """Dev loss after a few steps on the dev examples themselves is lower than before training."""
+    import torch
+
+    from hf_persona.training.persona_extractor import _tokenize_examples, build_extractor_model, ExtractorFormat
+
+    model, tok = build_extractor_model(tiny_bert_dir, seed=0)
+    exs = examples_from_personachat(read_personachat(sample_path("personachat")))[:4]
+    fmt = ExtractorFormat(" [SEP] ", max_source_length=48, max_target_length=16)
+    ds = _tokenize_examples(exs, tok, fmt, model.config.decoder_start_token_id)
+    assert all(ids[0] != tok.cls_token_id and ids[-1] == tok.sep_token_id for ids in ds["labels"])
+    from transformers import DataCollatorForSeq2Seq
+
+    batch = DataCollatorForSeq2Seq(tok, model=model)([ds[i] for i in range(4)])
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(8):
+        loss = model(**batch).loss
+        losses.append(loss.item())
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    assert losses[-1] < losses[0] - 0.5
+
+
+def test_bad_inputs(tmp_path, trained_tiny):
+    out, _ = trained_tiny
+    with pytest.raises(HFPersonaError, match=EXTRACTOR_CONFIG_NAME):
+        PersonaExtractor.from_pretrained(tmp_path)
+    ex = PersonaExtractor.from_pretrained(out, num_beams=1)
+    with pytest.raises(TypeError, match="utterance"):
+        ex.extract("i like dogs")
+    with pytest.raises(TypeError, match="item 0"):
+        ex.extract(["i like dogs"])
+    with pytest.raises(ValueError, match="num_beams"):
+        PersonaExtractor(ex.model, ex.tokenizer, num_beams=0)
+    with pytest.raises(HFPersonaError, match="no training examples"):
+        train_persona_extractor(tmp_path / "x", train_examples=[], dev_examples=[{"utterances": ["a"], "persona": ["b"]}])
+
+
+def test_cli_eval_writes_json(trained_tiny, tmp_path):
+    from click.testing import CliRunner
+
+    from hf_persona.cli import _register_plugin_commands, cli
+
+    _register_plugin_commands()
+    out, _ = trained_tiny
+    js = tmp_path / "m.json"
+    res = CliRunner().invoke(cli, ["eval", "persona-extractor", "--extractor", str(out), "--data",
+                                   str(sample_path("personachat")), "--dev-from", "34", "--max-examples", "2",
+                                   "--num-beams", "1", "--json", str(js)])
+    assert res.exit_code == 0, res.output
+    metrics = json.loads(js.read_text())
+    assert metrics["n"] == 2 and {"bleu2", "bleu4", "rougeL", "dist1", "dist2"} <= set(metrics)
+    assert "bleu2" in res.output
