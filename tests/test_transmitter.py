@@ -435,3 +435,18 @@ def test_model_card_renders(tiny_dir):
                        metrics={"hits@1": 12.5, "f1": 11.0, "ppl": 80.0})
     assert card.startswith("---\nlibrary_name: transformers")
     assert "me/p2bot-tx" in card and "12.5" in card and "trust_remote_code=True" in card
+
+
+def test_cli_weights_parsing_and_missing_receiver(tiny_dir, tmp_path):
+    from hf_persona.cli import main
+    from hf_persona.default_plugins.transmitter import _parse_weights
+
+    assert _parse_weights("rs1=0.4, rs2=0.1,penalty=0.2") == {"language_style": 0.4, "discourse_coherence": 0.1,
+                                                              "repetition_penalty": 0.2}
+    with pytest.raises(ValueError, match="unknown reward 'fluency'"):
+        _parse_weights("fluency=1")
+    with pytest.raises(ValueError, match="needs a number"):
+        _parse_weights("rs1=high")
+    with pytest.raises(SystemExit) as exc:  # RS.3 in the default weights but no Receiver given
+        main(["train", "selfplay", "--model", tiny_dir, "--output-dir", str(tmp_path / "o"), "--max-steps", "1"])
+    assert exc.value.code == 2

@@ -253,6 +253,9 @@ def train_selfplay(
         raise HFPersonaError(f"baseline must be 'mean' or 'leave_one_out', got {baseline!r}")
     if episodes_per_seed < 1 or seeds_per_step < 1:
         raise HFPersonaError("episodes_per_seed and seeds_per_step must be at least 1")
+    if "persona_perception" in names and persona_scorer is None and receiver is None:
+        raise HFPersonaError("RS.3 (persona_perception) needs receiver=<trained Receiver folder> (or 'minilm' "
+                             "for the zero-shot Receiver); or leave persona_perception out of the weights")
     group = turns * episodes_per_seed
     if group < 2:
         raise HFPersonaError("a baseline needs at least 2 agent turns per group (turns × episodes_per_seed)")
@@ -277,8 +280,6 @@ def train_selfplay(
         p.requires_grad_(False)
     tokenizer.padding_side = "left"
     if "persona_perception" in names and persona_scorer is None:
-        if receiver is None:
-            raise HFPersonaError("RS.3 (persona_perception) needs receiver=<trained Receiver folder>")
         persona_scorer = persona_scorer_from_receiver(receiver, gamma=gamma)
     reward_funcs = build_rewards(names, user, tokenizer, persona_scorer=persona_scorer, gamma=gamma,
                                  language_model=language_model)
