@@ -7,9 +7,9 @@ trained on). Offline MiniLM backbone warm-started as a causal decoder, seed 0.
 Stages (each reused when its summary JSON already exists in ``--work``, so a killed run resumes):
 
 1. ``sft``: supervised Transmitter, ``--sft-minutes`` of wall clock (continues from its checkpoints).
-2. self-play from the supervised model, ``--selfplay-minutes`` each: ``selfplay`` (RS.1 + RS.2 +
-   RS.3 + information penalty, the paper's weights) and, unless ``--no-variants``, the variant
-   table's ``rs1`` (RS.1 only) and ``rs2`` (RS.1 + RS.2).
+2. self-play from the supervised model, ``--selfplay-minutes`` each (``--runs``): ``selfplay``
+   (RS.1 + RS.2 + RS.3 + information penalty, the paper's weights) and the variant table's ``rs1``
+   (RS.1 only) and ``rs2`` (RS.1 + RS.2).
 3. evaluation on the development dialogues: Hits@1 of ``--candidates`` (NUP head), unigram F1 of
    the beam-2 reply re-ranked by eq. 3, perplexity of the real replies, and the mean RS.3 persona
    reward of the agent on ``--selfplay-episodes`` dev self-play episodes (frozen supervised user).
@@ -50,7 +50,8 @@ def main(argv=None):
     ap.add_argument("--selfplay-lr", type=float, default=2e-5)
     ap.add_argument("--episodes-per-seed", type=int, default=2)
     ap.add_argument("--receiver", default="minilm", help="Receiver folder for RS.3 (default: zero-shot MiniLM)")
-    ap.add_argument("--no-variants", action="store_true", help="skip the rs1 / rs2 variant runs")
+    ap.add_argument("--runs", default="selfplay,rs1,rs2",
+                    help="self-play runs, in order: selfplay (full P2Bot), rs1 (RS.1 only), rs2 (RS.1 + RS.2)")
     ap.add_argument("--candidates", type=int, default=20)
     ap.add_argument("--eval-examples", type=int, default=100)
     ap.add_argument("--selfplay-episodes", type=int, default=40)
@@ -86,10 +87,12 @@ def main(argv=None):
 
     # 2. self-play runs
     receiver = args.receiver
-    runs = {"selfplay": None}
-    if not args.no_variants:
-        runs = {"rs1": {"language_style": 0.4}, "rs2": {"language_style": 0.4, "discourse_coherence": 0.1},
-                "selfplay": None}
+    known = {"rs1": {"language_style": 0.4}, "rs2": {"language_style": 0.4, "discourse_coherence": 0.1},
+             "selfplay": None}
+    names = [n.strip() for n in args.runs.split(",") if n.strip()]
+    if "selfplay" not in names or set(names) - set(known):
+        raise SystemExit(f"--runs must include 'selfplay' and name only {sorted(known)}")
+    runs = {n: known[n] for n in names}
     summaries = {}
     for name, weights in runs.items():
         path = work / f"{name}_summary.json"
@@ -101,14 +104,22 @@ def main(argv=None):
                                      dev_from=800, seed=args.seed, json_out=path)
         summaries[name] = summary
 
-    # 3. evaluation
-    models = [("sft", str(sft_dir))] + [(n, str(work / n)) for n in runs]
-    start = time.monotonic()
-    rows, flat = run_transmitter_eval(models, data, dev_from=800, n_candidates=args.candidates,
-                                      max_examples=args.eval_examples, num_beams=2, receiver=receiver,
-                                      user_model=str(sft_dir), selfplay_episodes=args.selfplay_episodes,
-                                      seed=args.seed, json_out=work / "eval.json")
-    eval_seconds = time.monotonic() - start
+    # 3. evaluation (one cached JSON per model, so adding a run later evaluates only the new model)
+    flat, rows, eval_seconds = {}, [], {}
+    for name, path in [("sft", sft_dir)] + [(n, work / n) for n in runs]:
+        cache = work / f"eval_{name}.json"
+        if not cache.is_file():
+            start = time.monotonic()
+            _, metrics = run_transmitter_eval([(None, str(path))], data, dev_from=800, n_candidates=args.candidates,
+                                              max_examples=args.eval_examples, num_beams=2, receiver=receiver,
+                                              user_model=str(sft_dir), selfplay_episodes=args.selfplay_episodes,
+                                              seed=args.seed)
+            metrics["eval_seconds"] = time.monotonic() - start
+            atomic_write_json(cache, metrics)
+        metrics = json.loads(cache.read_text())
+        eval_seconds[name] = metrics.pop("eval_seconds", None)
+        rows.append({"variant": name, **metrics})
+        flat.update({f"{name}.{k}": v for k, v in metrics.items()})
 
     result = {k: v for k, v in flat.items()}
     result["selfplay.seconds_per_episode"] = summaries["selfplay"]["seconds_per_episode"]
@@ -133,7 +144,8 @@ def main(argv=None):
         "sft_budget_minutes_per_run": [p.get("budget_minutes") for p in pieces],
         "sft_lr": sft_summary.get("learning_rate"),
         "sft_batch_size": args.sft_batch_size, "max_context_tokens": args.max_context_tokens,
-        "selfplay_budget_minutes": args.selfplay_minutes, "selfplay_lr": args.selfplay_lr,
+        "selfplay_budget_minutes": {n: summaries[n].get("budget_minutes") for n in summaries},
+        "selfplay_lr": {n: summaries[n].get("learning_rate") for n in summaries},
         "selfplay_baseline": "batch mean (one seed x episodes_per_seed episodes x 3 turns per step)",
         "episodes_per_seed": args.episodes_per_seed, "turns": 3, "gamma": 0.5,
         "weights_selfplay": summaries["selfplay"]["weights"],
