@@ -1,13 +1,107 @@
-"""The ``hf-persona demo`` body: what the library does, on the embedded sample."""
+"""The ``hf-persona demo`` body: train small models on the embedded sample, then hold a short,
+scripted support conversation that shows every model at work, turn by turn.
+
+Stages run in order and independently: the registered plugins and sample statistics; CoBERT;
+the Receiver; the persona extractor and the PESConv annotation; PAL. A stage whose model code is
+not in the library yet (its training module cannot be imported) prints one line saying so and
+the demo goes on; any other error from a model that is there stops the demo with its traceback.
+The conversation uses whatever was trained. Everything lands in a report folder: ``README.md``
+(summary and tables), ``training_curves.png`` (loss per step from each run's
+``trainer_state.json``) and the Receiver heat-maps.
+
+``quick=True`` swaps the MiniLM backbone for a tiny random BERT (MiniLM tokenizer) and trains a
+couple of steps per model: the whole frame runs in seconds, for smoke tests; its numbers mean
+nothing.
+"""
 
 from __future__ import annotations
 
+import importlib
+import json
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
 
-from .utils import atomic_write_text
+from .utils import atomic_write_text, get_logger, set_seed
 
+logger = get_logger(__name__)
+
+#: The seeker's side of the scripted support conversation (the supporter's side is generated).
+SEEKER_TURNS = (
+    "hi , i have been feeling really stressed lately and i can not sleep .",
+    "i lost my job at the factory last month and i keep worrying about money .",
+    "i have two kids and i am scared i can not pay for their school this year .",
+    "i used to go running every morning but i stopped when all this started .",
+    "my wife says i should talk to someone , so here i am .",
+)
+
+#: Training budgets (optimizer steps) per stage; the full demo stays within about 10 minutes on
+#: 2 CPU cores, ``quick`` runs the frame in seconds.
+BUDGETS = {
+    "full": {"cobert": 60, "receiver": 60, "persona_extractor": 80, "pal": 80, "batch_size": 8,
+             "esconv_dialogues": None},
+    "quick": {"cobert": 2, "receiver": 2, "persona_extractor": 2, "pal": 2, "batch_size": 4,
+              "esconv_dialogues": 6},
+}
+
+
+class NotLanded(Exception):
+    """A model's code is not in the library yet (its module or entry function is missing)."""
+
+    def __init__(self, model: str, reason: str):
+        self.model, self.reason = model, reason
+        super().__init__(f"{model} has not landed yet ({reason}); skipping it")
+
+
+def landed(model: str, module: str, *names: str):
+    """Import ``module`` and return the attributes ``names``; :class:`NotLanded` when it is not there.
+
+    Only the absence of ``module`` itself (or of a parent package) or of one of ``names`` counts
+    as "not landed"; an ImportError raised *inside* an existing module is a real error and
+    propagates.
+    """
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name and (module == exc.name or module.startswith(exc.name + ".")):
+            raise NotLanded(model, f"no module {module}") from exc
+        raise
+    missing = [n for n in names if not hasattr(mod, n)]
+    if missing:
+        raise NotLanded(model, f"{module} has no {', '.join(missing)}")
+    values = tuple(getattr(mod, n) for n in names)
+    return values[0] if len(values) == 1 else values
+
+
+@dataclass
+class DemoContext:
+    out: Path
+    quick: bool
+    backbone: str
+    budgets: dict
+    models: dict = field(default_factory=dict)  # name -> loaded object
+    runs: dict = field(default_factory=dict)  # name -> output folder of its training run
+    training_rows: list = field(default_factory=list)
+    sections: list = field(default_factory=list)  # markdown pieces of the report
+    not_landed: list = field(default_factory=list)
+    plots: list = field(default_factory=list)
+
+    @property
+    def work(self) -> Path:
+        return self.out / "runs"
+
+
+def _say(text: str = "") -> None:
+    click.echo(text)
+
+
+def _header(title: str) -> None:
+    _say(f"\n== {title} ==")
+
+
+# ---------------------------------------------------------------------------------------- stages
 
 def section_overview(out_dir: Path) -> str:
     """Registered plugins and statistics of the embedded sample."""
@@ -27,10 +121,391 @@ def section_overview(out_dir: Path) -> str:
     return "## Plugins\n\n" + "\n".join(f"- {l}" for l in lines) + "\n\n## Embedded sample\n\n```\n" + table + "\n```\n"
 
 
-def run_demo(out_dir="demo_report", quick: bool = False) -> Path:
+def _personachat_splits():
+    from .data import read_personachat, sample_path, split_by_dialogue
+
+    ds = read_personachat(sample_path("personachat"))
+    return split_by_dialogue(ds, test_fraction=0.2, seed=0)
+
+
+def _record_run(ctx: DemoContext, name: str, run_dir: Path, seconds: float, extra: dict | None = None) -> None:
+    state = trainer_state(run_dir)
+    history = state.get("log_history", []) if state else []
+    losses = [e["loss"] for e in history if "loss" in e]
+    row = {"model": name, "steps": state.get("global_step") if state else None,
+           "first loss": losses[0] if losses else None, "last loss": losses[-1] if losses else None,
+           "seconds": f"{seconds:.1f}"}
+    row.update(extra or {})
+    ctx.training_rows.append(row)
+    ctx.runs[name] = run_dir
+
+
+def stage_cobert(ctx: DemoContext) -> None:
+    train_cobert = landed("CoBERT", "hf_persona.training.cobert", "train_cobert")
+    _header("Training CoBERT (persona-aware response selection) on the PERSONA-CHAT sample")
+    train, dev = _personachat_splits()
+    run_dir = ctx.work / "cobert"
+    started = time.time()
+    model = train_cobert(train, run_dir, backbone=ctx.backbone, eval_ds=dev, max_steps=ctx.budgets["cobert"],
+                         batch_size=ctx.budgets["batch_size"], eval_candidates=10, seed=0, resume=False,
+                         save_total_limit=1)
+    model.eval()
+    ctx.models["cobert"] = model
+    summary = _read_json(run_dir / "train_summary.json")
+    hits = summary.get("best_eval_hits@1")
+    _record_run(ctx, "CoBERT", run_dir, time.time() - started,
+                {"dev metric": f"hits@1/10 = {hits:.3f}" if isinstance(hits, (int, float)) else ""})
+
+
+def stage_receiver(ctx: DemoContext) -> None:
+    train_receiver = landed("Receiver", "hf_persona.training.receiver", "train_receiver")
+    _header("Training the Receiver (P2Bot persona perception) on the PERSONA-CHAT sample")
+    train, dev = _personachat_splits()
+    run_dir = ctx.work / "receiver"
+    started = time.time()
+    model, metrics = train_receiver(train, run_dir, backbone=ctx.backbone, eval_ds=dev,
+                                    max_steps=ctx.budgets["receiver"], batch_size=ctx.budgets["batch_size"],
+                                    logging_steps=1 if ctx.quick else 5, seed=0, resume=False,
+                                    disable_tqdm=False)
+    model.eval()
+    ctx.models["receiver"] = model
+    shown = {k: v for k, v in (metrics or {}).items() if "hits" in k and isinstance(v, (int, float))}
+    _record_run(ctx, "Receiver", run_dir, time.time() - started,
+                {"dev metric": ", ".join(f"{k} = {v:.3f}" for k, v in sorted(shown.items())[:1])})
+    # Paper Figure 6: the relevance grid of a held-out speaker's utterances vs their own persona.
+    row = dev[0]
+    utterances = [u for u, s in zip(row["utterances"], row["speakers"]) if s == "you"][:4]
+    persona = list(row["your_persona"])
+    path = _heatmap(ctx, model, utterances, persona, "receiver_heatmap.png",
+                    "Receiver relevance U: held-out PERSONA-CHAT speaker vs own persona")
+    _say(f"Receiver heat-map written to {path}")
+
+
+def stage_persona_extractor(ctx: DemoContext) -> None:
+    train_extractor, PersonaExtractor = landed("Persona extractor", "hf_persona.training.persona_extractor",
+                                               "train_persona_extractor", "PersonaExtractor")
+    _header("Training the persona extractor (utterances -> persona sentences) on the PERSONA-CHAT sample")
+    from .data import sample_path
+
+    run_dir = ctx.work / "persona_extractor"
+    started = time.time()
+    summary = train_extractor(run_dir, [sample_path("personachat")], backbone=ctx.backbone, dev_from=29,
+                              max_steps=ctx.budgets["persona_extractor"], batch_size=ctx.budgets["batch_size"],
+                              eval_steps=max(1, ctx.budgets["persona_extractor"] // 2), max_dev_examples=16,
+                              logging_steps=1 if ctx.quick else 5, report_eval=not ctx.quick,
+                              eval_generation_examples=16, num_beams=1 if ctx.quick else 2, resume=False,
+                              seed=0, progress=True)
+    ctx.models["persona_extractor"] = PersonaExtractor.from_pretrained(run_dir, num_beams=1 if ctx.quick else 2)
+    ev = summary.get("eval") or {}
+    metric = next((f"{k} = {v:.2f}" for k, v in ev.items() if "rouge" in k.lower() and isinstance(v, (int, float))), "")
+    _record_run(ctx, "Persona extractor", run_dir, time.time() - started, {"dev metric": metric})
+
+    annotate = landed("PESConv annotation", "hf_persona.training.pesconv", "annotate")
+    _header("Annotating the ESConv sample with inferred seeker personas (PESConv)")
+    out = ctx.work / "pesconv"
+    started = time.time()
+    info = annotate(ctx.models["persona_extractor"], sample_path("esconv"), out, batch_size=16, overwrite=True,
+                    max_dialogues=ctx.budgets["esconv_dialogues"], progress=True)
+    ctx.runs["pesconv"] = out
+    shown = {k: v for k, v in info.items() if isinstance(v, (int, float))}
+    _say("PESConv: " + ", ".join(f"{k} = {v}" for k, v in shown.items()) + f" ({time.time() - started:.1f}s)")
+
+
+def stage_pal(ctx: DemoContext) -> None:
+    train_pal, load_pal = landed("PAL", "hf_persona.training.pal", "train_pal", "load_pal_for_eval")
+    if "pesconv" not in ctx.runs:
+        raise NotLanded("PAL", "it trains on PESConv, which needs the persona extractor")
+    _header("Training PAL (persona-augmented supporter) on the annotated ESConv sample")
+    run_dir = ctx.work / "pal"
+    started = time.time()
+    steps = ctx.budgets["pal"]
+    summary = train_pal(ctx.runs["pesconv"], run_dir, backbone=ctx.backbone, max_steps=steps,
+                        batch_size=ctx.budgets["batch_size"], warmup_steps=min(10, steps // 5),
+                        eval_steps=max(1, steps // 2), max_eval_examples=16,
+                        logging_steps=1 if ctx.quick else 5, seed=0, resume=False, progress=True)
+    model, tokenizer, _ = load_pal(run_dir)
+    ctx.models["pal"] = (model, tokenizer)
+    valid = summary.get("valid_loss")
+    _record_run(ctx, "PAL", run_dir, time.time() - started,
+                {"dev metric": f"valid loss = {valid:.3f}" if isinstance(valid, (int, float)) else ""})
+
+
+# ---------------------------------------------------------------------------------- conversation
+
+def candidate_pool(n: int = 6) -> list[str]:
+    """Supporter replies from the ESConv sample (distinct, in file order) to rank with CoBERT."""
+    from .data import read_esconv, sample_path
+
+    pool = []
+    for row in read_esconv(sample_path("esconv")):
+        for text, speaker in zip(row["utterances"], row["speakers"]):
+            if speaker == "sys" and text not in pool and len(text.split()) > 4:
+                pool.append(text)
+    return pool[: max(n * 3, n)]
+
+
+def _merge_persona(persona: list[str], new: list[str]) -> list[str]:
+    seen = {" ".join(s.lower().split()).strip(" .!?") for s in persona}
+    for sentence in new:
+        key = " ".join(sentence.lower().split()).strip(" .!?")
+        if key and key not in seen:
+            persona.append(sentence)
+            seen.add(key)
+    return persona
+
+
+def _pal_reply(ctx: DemoContext, dialogue: list[str], speakers: list[str], strategies: list[str],
+               persona: list[str], seed: int):
+    """PAL's reply decoded with strategy contrastive decoding (paper Table 2 alphas, paper sampling
+    settings): (text, strategy, alpha)."""
+    from .models.pal import build_pal_example, resolve_strategy_alphas
+    from .training.pal import generate_responses
+
+    model, tokenizer = ctx.models["pal"]
+    example = build_pal_example(dialogue, speakers, strategies, persona, tokenizer=tokenizer,
+                                max_source_length=256, max_persona_length=96)
+    texts, chosen = generate_responses(model, tokenizer, [example], "pal", alpha="table", seed=seed)
+    strategy = chosen[0]
+    table = resolve_strategy_alphas(None, model.config.strategy_alpha)
+    return texts[0], strategy or "(none)", table.get(strategy) if strategy else None
+
+
+def run_conversation(ctx: DemoContext) -> list[dict]:
+    """The scripted support conversation, turn by turn, with every model that was trained."""
+    import torch
+
+    from .data import ESCONV_STRATEGIES
+
+    _header("A scripted support conversation")
+    have = [k for k in ("persona_extractor", "pal", "cobert", "receiver") if k in ctx.models]
+    if not have:
+        _say("No model was trained, so there is no conversation to show.")
+        return []
+    pool = candidate_pool()
+    dialogue: list[str] = []
+    speakers: list[str] = []
+    strategies: list[str] = []
+    persona: list[str] = []
+    seeker_said: list[str] = []
+    rows = []
+    for turn, text in enumerate(SEEKER_TURNS, start=1):
+        dialogue.append(text)
+        speakers.append("usr")
+        strategies.append("")
+        seeker_said.append(text)
+        _say(f"\n[turn {turn}] seeker: {text}")
+        row = {"turn": turn, "seeker": text}
+        if "persona_extractor" in ctx.models:
+            if len(seeker_said) >= 3:  # PESConv rule: infer from the third seeker utterance on
+                _merge_persona(persona, ctx.models["persona_extractor"].extract([seeker_said])[0])
+            row["persona so far"] = " | ".join(persona) if persona else "(none yet)"
+            _say(f"  inferred seeker persona: {row['persona so far']}")
+        reply, strategy = None, ""
+        if "pal" in ctx.models:
+            reply, strategy, alpha = _pal_reply(ctx, dialogue, speakers, strategies, persona, seed=turn)
+            row.update({"strategy": strategy, "alpha": alpha, "PAL reply": reply})
+            _say(f"  PAL strategy: {strategy} (alpha = {alpha})")
+            _say(f"  PAL reply (strategy contrastive decoding): {reply}")
+        if "cobert" in ctx.models:
+            candidates = pool[(turn - 1) % len(pool):][:4]
+            if reply:
+                candidates = [reply] + [c for c in candidates if c != reply][:3]
+            with torch.no_grad():
+                scores = ctx.models["cobert"].rank(dialogue, persona, candidates)
+            order = sorted(range(len(candidates)), key=lambda i: -float(scores[i]))
+            _say("  CoBERT ranking of candidate replies (seeker persona as persona input):")
+            for rank, i in enumerate(order, start=1):
+                _say(f"    {rank}. {float(scores[i]):7.3f}  {candidates[i]}")
+            row["CoBERT top"] = candidates[order[0]]
+            row["CoBERT top score"] = round(float(scores[order[0]]), 3)
+            if reply is None:
+                reply = candidates[order[0]]
+        if "receiver" in ctx.models:
+            if persona:
+                with torch.no_grad():
+                    score = ctx.models["receiver"].score(seeker_said, persona)
+                row["receiver score"] = round(float(score), 3)
+                _say(f"  Receiver persona-perception score (seeker utterances vs inferred persona): {score:.3f}")
+            else:
+                row["receiver score"] = None
+                _say("  Receiver: no persona inferred yet, nothing to score")
+        if reply is not None:
+            dialogue.append(reply)
+            speakers.append("sys")
+            strategies.append(strategy if strategy in ESCONV_STRATEGIES else "")  # CoBERT's pick: none
+            _say(f"  supporter: {reply}")
+        rows.append(row)
+    if "receiver" in ctx.models and persona:
+        path = _heatmap(ctx, ctx.models["receiver"], seeker_said, persona, "receiver_heatmap_conversation.png",
+                        "Receiver relevance U: the seeker vs the inferred persona")
+        _say(f"\nReceiver heat-map of the conversation written to {path}")
+    return rows
+
+
+# ---------------------------------------------------------------------------------------- report
+
+def _read_json(path) -> dict:
+    path = Path(path)
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def trainer_state(run_dir) -> dict:
+    """The most advanced ``trainer_state.json`` under ``run_dir`` (its own or a checkpoint's)."""
+    best: dict = {}
+    for path in Path(run_dir).rglob("trainer_state.json"):
+        try:
+            state = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            continue
+        key = (state.get("global_step", 0), len(state.get("log_history", [])))
+        if not best or key > (best.get("global_step", 0), len(best.get("log_history", []))):
+            best = state
+    return best
+
+
+def plot_training_curves(runs: dict, out_path) -> Path | None:
+    """One panel per run: training loss (and eval loss when logged) against the step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves = {}
+    for name, run_dir in runs.items():
+        history = trainer_state(run_dir).get("log_history", [])
+        train = [(e["step"], e["loss"]) for e in history if "loss" in e]
+        evals = [(e["step"], e["eval_loss"]) for e in history if "eval_loss" in e]
+        if train or evals:
+            curves[name] = (train, evals)
+    if not curves:
+        return None
+    fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 3.2), squeeze=False)
+    for ax, (name, (train, evals)) in zip(axes[0], curves.items()):
+        if train:
+            ax.plot(*zip(*train), marker=".", label="train loss")
+        if evals:
+            ax.plot(*zip(*evals), marker="o", label="eval loss")
+        ax.set_title(name)
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    out_path = Path(out_path)
+    tmp = out_path.with_name(f".{out_path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(out_path)
+    return out_path
+
+
+def _heatmap(ctx: DemoContext, model, utterances, persona, name: str, title: str) -> Path:
+    import torch
+
+    render = landed("Receiver heat-map", "hf_persona.default_plugins.receiver", "render_relevance_heatmap")
+    with torch.no_grad():
+        grid = model.relevance(utterances, persona)
+    path = render(grid, utterances, persona, ctx.out / name, title=title)
+    ctx.plots.append((title, Path(path).name))
+    return Path(path)
+
+
+def _md_table(rows: list[dict]) -> str:
+    if not rows:
+        return "(none)"
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+
+    def cell(v):
+        if v is None:
+            return ""
+        if isinstance(v, float):
+            return f"{v:.3f}"
+        return str(v).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def write_report(ctx: DemoContext, conversation: list[dict], seconds: float) -> Path:
+    from .evaluation import format_table
+
+    curves = plot_training_curves({r["model"]: ctx.runs[r["model"]] for r in ctx.training_rows}, ctx.out / "training_curves.png")
+    if curves is not None:
+        ctx.plots.insert(0, ("Training curves (loss per step, from trainer_state.json)", curves.name))
+    parts = ["# hf_persona demo\n",
+             f"{'Quick smoke run (tiny random backbone, a couple of steps: numbers mean nothing)' if ctx.quick else 'Backbone: packaged all-MiniLM-L6-v2'}; "
+             f"total time {seconds:.0f}s.\n"]
+    parts += ctx.sections
+    parts.append("## Training\n\n" + _md_table(ctx.training_rows) + "\n")
+    if ctx.not_landed:
+        parts.append("## Not landed yet\n\n" + "\n".join(f"- {m}" for m in ctx.not_landed) + "\n")
+    parts.append("## Conversation\n\n" + _md_table(conversation) + "\n")
+    if ctx.plots:
+        parts.append("## Plots\n\n" + "\n\n".join(f"![{title}]({name})" for title, name in ctx.plots) + "\n")
+    report = ctx.out / "README.md"
+    atomic_write_text(report, "\n".join(parts))
+    atomic_write_text(ctx.out / "summary.json", json.dumps(
+        {"quick": ctx.quick, "seconds": round(seconds, 1), "training": ctx.training_rows,
+         "conversation": conversation, "not_landed": ctx.not_landed,
+         "plots": [name for _, name in ctx.plots]}, indent=2, default=str) + "\n")
+    _header("Summary")
+    if ctx.training_rows:
+        _say(format_table(ctx.training_rows))
+    if conversation:
+        short = [{"turn": r["turn"], "strategy": r.get("strategy", ""), "alpha": r.get("alpha", ""),
+                  "persona sentences": len(r["persona so far"].split(" | ")) if r.get("persona so far", "(none yet)") != "(none yet)" else 0,
+                  "receiver": r.get("receiver score"), "reply": (r.get("PAL reply") or r.get("CoBERT top") or "")[:60]}
+                 for r in conversation]
+        _say("\n" + format_table(short))
+    for model in ctx.not_landed:
+        _say(f"not landed: {model}")
+    return report
+
+
+def _tiny_backbone(folder: Path) -> str:
+    """A tiny random BERT with the MiniLM tokenizer, for ``quick`` runs."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from .backbones import resolve
+
+    if (folder / "config.json").is_file():
+        return str(folder)
+    tokenizer = AutoTokenizer.from_pretrained(resolve("minilm"))
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=512)
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+STAGES = (stage_cobert, stage_receiver, stage_persona_extractor, stage_pal)
+
+
+def run_demo(out_dir="demo_report", quick: bool = False, backbone: str | None = None) -> Path:
+    """Run the demo and write the report folder; returns the folder."""
+    started = time.time()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    report = "# hf_persona demo\n\n" + section_overview(out)
-    atomic_write_text(out / "README.md", report)
-    click.echo(f"\nReport written to {out / 'README.md'}")
+    set_seed(0)
+    if backbone is None:
+        backbone = _tiny_backbone(out / "runs" / "tiny_backbone") if quick else "minilm"
+    ctx = DemoContext(out=out, quick=quick, backbone=backbone, budgets=BUDGETS["quick" if quick else "full"])
+    ctx.sections.append(section_overview(out))
+    for stage in STAGES:
+        try:
+            stage(ctx)
+        except NotLanded as exc:
+            ctx.not_landed.append(f"{exc.model}: {exc.reason}")
+            _say(f"\n-- {exc}")
+    try:
+        conversation = run_conversation(ctx)
+    except NotLanded as exc:
+        ctx.not_landed.append(f"{exc.model}: {exc.reason}")
+        _say(f"\n-- {exc}")
+        conversation = []
+    report = write_report(ctx, conversation, time.time() - started)
+    _say(f"\nReport written to {report} ({time.time() - started:.0f}s)")
     return out
