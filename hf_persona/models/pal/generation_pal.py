@@ -160,6 +160,7 @@ class StrategyContrastiveLogitsProcessor(LogitsProcessor):
         self._model = None
         self._scores_are_log_probs = False
         self._pending = None
+        self._paired = None
         self.last_alpha = None
 
     # -- binding (called by PAL's generate plumbing) --------------------------------------
@@ -167,13 +168,26 @@ class StrategyContrastiveLogitsProcessor(LogitsProcessor):
         self._model = model
         self._scores_are_log_probs = bool(scores_are_log_probs)
         self._pending = None
+        self._paired = None
 
     def _unbind(self) -> None:
         self._model = None
         self._pending = None
+        self._paired = None
 
     def _receive_persona_free_logits(self, logits: torch.Tensor) -> None:
         self._pending = logits
+
+    def _paired_encoder_states(self, persona_states, dialogue_states, attention_mask):
+        """``[H_final; H_D]`` and the doubled mask, built once per generate call (the encoder
+        outputs stay the same tensors across steps) instead of being copied at every step."""
+        cached = self._paired
+        if cached is not None and cached[0] is persona_states and cached[1] is dialogue_states and cached[2] is attention_mask:
+            return cached[3], cached[4]
+        states = torch.cat([persona_states, dialogue_states], dim=0)
+        mask = torch.cat([attention_mask, attention_mask], dim=0)
+        self._paired = (persona_states, dialogue_states, attention_mask, states, mask)
+        return states, mask
 
     # -- alpha per row -----------------------------------------------------------------------
     def alphas_for(self, input_ids: torch.LongTensor) -> torch.Tensor:

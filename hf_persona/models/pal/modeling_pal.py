@@ -119,6 +119,27 @@ class PALPersonaFusion(nn.Module):
         return fused, refined_persona, attn_dp, lam
 
 
+def _few_rows_linear_forward(self, hidden):
+    """Forward of the LM-head ``nn.Linear`` used while generating on CPU.
+
+    For a handful of rows, PyTorch's CPU ``linear`` packs the whole (vocab x hidden) weight at
+    every call, so 2 rows cost about twice 1 row; ``W @ h^T`` streams the weight once. Same
+    math (up to float summation order); other devices, training and larger batches take the
+    usual path."""
+    rows = hidden.numel() // hidden.shape[-1] if hidden.dim() >= 2 else 0
+    if (
+        hidden.device.type == "cpu"
+        and 0 < rows <= 16
+        and not (torch.is_grad_enabled() and (hidden.requires_grad or self.weight.requires_grad))
+    ):
+        flat = hidden.reshape(rows, hidden.shape[-1])
+        out = torch.mm(self.weight, flat.t()).t()
+        if self.bias is not None:
+            out = out + self.bias
+        return out.reshape(*hidden.shape[:-1], out.shape[-1])
+    return nn.functional.linear(hidden, self.weight, self.bias)
+
+
 class _PALEncoderView:
     """What ``get_encoder()`` returns: runs the backbone encoder on dialogue (and persona) and fuses.
 
@@ -376,8 +397,9 @@ class PALForConditionalGeneration(PALPreTrainedModel, GenerationMixin):
             # strategy contrastive decoding: the persona-free pass rides in the same batch;
             # rows [0, R) attend over H_final, rows [R, 2R) over H_D; one cache of 2R rows,
             # kept aligned under beam reordering by _reorder_cache.
-            states = torch.cat([states, encoder_outputs.dialogue_hidden_state], dim=0)
-            attention_mask = torch.cat([attention_mask, attention_mask], dim=0)
+            states, attention_mask = contrast._paired_encoder_states(
+                states, encoder_outputs.dialogue_hidden_state, attention_mask
+            )
             decoder_input_ids = torch.cat([decoder_input_ids, decoder_input_ids], dim=0)
             if decoder_attention_mask is not None:
                 decoder_attention_mask = torch.cat([decoder_attention_mask, decoder_attention_mask], dim=0)
@@ -438,6 +460,9 @@ class PALForConditionalGeneration(PALPreTrainedModel, GenerationMixin):
         return processors
 
     def generate(self, *args, **kwargs):
+        head = self.backbone.get_output_embeddings()
+        if type(head) is nn.Linear and "forward" not in head.__dict__:
+            head.forward = _few_rows_linear_forward.__get__(head, nn.Linear)
         try:
             return super().generate(*args, **kwargs)
         finally:
