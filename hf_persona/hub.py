@@ -46,6 +46,11 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 #: Trainer bookkeeping that may sit next to a saved model; skipped (not weights, not needed).
 SKIPPED_PICKLES = ("training_args.bin",)
+#: JSON files next to a saved model that are not uploaded (Trainer bookkeeping).
+SKIPPED_JSON = ("trainer_state.json",)
+#: Sidecar files that identify what a folder holds when config.json's model_type does not
+#: (e.g. a persona extractor is a plain encoder-decoder): file name -> model-card template name.
+CARD_MARKERS = {"persona_extractor.json": "persona_extractor", "pal_training.json": "pal"}
 #: Auto classes tried in this order when a config declares several in ``auto_map``.
 AUTO_CLASS_ORDER = ("AutoModelForSeq2SeqLM", "AutoModelForCausalLM",
                     "AutoModelForSequenceClassification", "AutoModelForMultipleChoice",
@@ -163,7 +168,10 @@ def collect_files(model_dir) -> list[Path]:
         )
     code = _check_code_files(model_dir, config)
     configs = [model_dir / n for n in CONFIG_FILES if (model_dir / n).is_file()]
-    files = {p.name: p for p in [*weights, *configs, *code, *tokenizer]}
+    # other top-level JSON: sidecar settings a loader needs (persona_extractor.json, pal_training.json)
+    # and evaluation results; the Trainer's bookkeeping stays home
+    extra = [p for p in model_dir.glob("*.json") if p.is_file() and p.name not in SKIPPED_JSON]
+    files = {p.name: p for p in [*weights, *configs, *extra, *code, *tokenizer]}
     return [files[name] for name in sorted(files)]
 
 
@@ -223,8 +231,21 @@ def metrics_table(metrics: dict | None, source: str | None = None) -> str:
     return "\n".join(lines)
 
 
-def find_card_template(model_type: str, card_template=None) -> Path:
-    """``card_template`` as a path or a name in ``model_cards/``, else ``model_cards/<model_type>.md``."""
+def registered_names(model_type: str) -> list[str]:
+    """Names under which plugins registered a model whose config has ``model_type``."""
+    try:
+        from .plugins import _collect
+
+        return sorted(name for name, spec in _collect("models").items()
+                      if getattr(spec.config_class, "model_type", None) == model_type)
+    except Exception:  # a broken plugin must not stop a push; the lookup then just finds less
+        return []
+
+
+def find_card_template(model_type: str, card_template=None, markers=()) -> Path:
+    """``card_template`` as a path or a name in ``model_cards/``; else the first of
+    ``model_cards/<model_type>.md``, ``<registered plugin name>.md`` and the names given by
+    sidecar ``markers`` (see :data:`CARD_MARKERS`)."""
     if card_template is not None:
         path = Path(card_template)
         if path.is_file():
@@ -236,13 +257,15 @@ def find_card_template(model_type: str, card_template=None) -> Path:
             f"model card template {card_template!r} not found (neither a file nor {named}); "
             f"available: {', '.join(available_card_templates()) or '(none)'}"
         )
-    candidates = [model_type, model_type.replace("_", "-"), model_type.replace("-", "_")]
+    candidates = [model_type, model_type.replace("_", "-"), model_type.replace("-", "_"),
+                  *registered_names(model_type), *markers]
     for name in candidates:
         path = MODEL_CARDS_DIR / f"{name}.md"
         if path.is_file():
             return path
     raise HFPersonaError(
-        f"no model card template for model_type {model_type!r} (looked for {MODEL_CARDS_DIR}/{model_type}.md); "
+        f"no model card template for model_type {model_type!r} (looked in {MODEL_CARDS_DIR} for "
+        f"{', '.join(dict.fromkeys(c + '.md' for c in candidates))}); "
         f"pass card_template= (--card) one of: {', '.join(available_card_templates()) or '(none)'}"
     )
 
@@ -308,7 +331,8 @@ def build_card(model_dir, repo_id: str, card_template=None, metrics_json=None, b
     """Render the model card :func:`push` would upload for ``model_dir``."""
     model_dir = Path(model_dir)
     config = _read_config(model_dir)
-    template = find_card_template(config["model_type"], card_template)
+    markers = [name for marker, name in CARD_MARKERS.items() if (model_dir / marker).is_file()]
+    template = find_card_template(config["model_type"], card_template, markers)
     source = None
     if metrics_json is None:
         for name in ("metrics.json", "eval_results.json"):

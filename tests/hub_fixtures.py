@@ -20,6 +20,8 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import pytest
+
 
 class FakeHub:
     """A minimal Hub API on 127.0.0.1 that accepts commits and records what was uploaded."""
@@ -222,3 +224,33 @@ def save_tiny_model(root, out_dir, tokenizer_dir) -> Path:
     model.save_pretrained(out_dir)
     AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(out_dir)
     return out_dir
+
+
+@pytest.fixture
+def online(monkeypatch):
+    """Point huggingface_hub at a fresh fake Hub and switch offline mode off for this test."""
+    from huggingface_hub import constants
+
+    with FakeHub() as fake:
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setattr(constants, "ENDPOINT", fake.endpoint)
+        monkeypatch.setenv("HF_TOKEN", fake.token)
+        yield fake
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch):
+    """A private huggingface_hub cache folder for this test."""
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hub-cache"
+    cache.mkdir()
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    return cache
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)

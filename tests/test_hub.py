@@ -16,7 +16,7 @@ from hf_persona import hub
 from hf_persona.backbones import minilm_path
 from hf_persona.errors import HFPersonaError
 
-from tests.hub_fixtures import FakeHub, save_tiny_model, write_hub_cache
+from tests.hub_fixtures import FakeHub, hub_cache, offline, online, save_tiny_model, write_hub_cache  # noqa: F401
 
 CARD = """---
 library_name: transformers
@@ -47,35 +47,6 @@ def card_path(tmp_path):
     return path
 
 
-@pytest.fixture
-def online(monkeypatch):
-    """Point huggingface_hub at a fresh fake Hub and switch offline mode off for this test."""
-    from huggingface_hub import constants
-
-    with FakeHub() as fake:
-        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-        monkeypatch.setattr(constants, "ENDPOINT", fake.endpoint)
-        monkeypatch.setenv("HF_TOKEN", fake.token)
-        yield fake
-
-
-@pytest.fixture
-def hub_cache(tmp_path, monkeypatch):
-    from huggingface_hub import constants
-
-    cache = tmp_path / "hub-cache"
-    cache.mkdir()
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
-    return cache
-
-
-@pytest.fixture
-def offline(monkeypatch):
-    from huggingface_hub import constants
-
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-
-
 def _scores(model):
     ids = torch.tensor([[101, 7592, 2088, 102], [101, 2204, 102, 0]])
     mask = (ids != 0).long()
@@ -99,6 +70,17 @@ def test_collect_files_picks_weights_config_code_and_tokenizer(tiny_dir):
     assert names == [n for n in EXPECTED_FILES if n != "README.md"]
     config = json.loads((tiny_dir / "config.json").read_text())
     assert config["auto_map"]["AutoModel"] == "modeling_tiny_scorer.TinyScorerModel"
+
+
+def test_sidecar_json_is_pushed_but_trainer_bookkeeping_is_not(tiny_dir, tmp_path):
+    import shutil
+
+    folder = tmp_path / "m"
+    shutil.copytree(tiny_dir, folder)
+    (folder / "persona_extractor.json").write_text("{}")
+    (folder / "trainer_state.json").write_text("{}")
+    names = [p.name for p in hub.collect_files(folder)]
+    assert "persona_extractor.json" in names and "trainer_state.json" not in names
 
 
 def test_pickle_weights_are_refused(tiny_dir, tmp_path):
@@ -183,6 +165,13 @@ def test_card_template_found_by_model_type_and_bad_templates(tiny_dir, tmp_path,
     (cards / "hfp_tiny_scorer.md").unlink()
     with pytest.raises(HFPersonaError, match="no model card template for model_type 'hfp_tiny_scorer'"):
         hub.build_card(tiny_dir, "a/b")
+    # a sidecar file names the template when model_type cannot (a plain encoder-decoder extractor)
+    (cards / "persona_extractor.md").write_text("extractor card {repo_id} {base_model} {metrics_table}")
+    (tiny_dir / "persona_extractor.json").write_text("{}")
+    try:
+        assert hub.build_card(tiny_dir, "a/b").startswith("extractor card a/b")
+    finally:
+        (tiny_dir / "persona_extractor.json").unlink()
     with pytest.raises(HFPersonaError, match="not found"):
         hub.build_card(tiny_dir, "a/b", card_template="no-such-card")
 
@@ -267,7 +256,7 @@ def test_push_without_network_says_so(tiny_dir, card_path, monkeypatch):
 
 # ------------------------------------------------------------------ pull from the offline cache
 
-def test_pull_by_id_from_the_hub_cache_offline(tiny_dir, hub_cache, offline, tmp_path):
+def test_pull_by_id_from_the_hub_cache_offline(tiny_dir, hub_cache, offline, tmp_path, capsys):
     from transformers import AutoModel
 
     files = {p.name: p.read_bytes() for p in tiny_dir.iterdir() if p.is_file()}
@@ -282,6 +271,11 @@ def test_pull_by_id_from_the_hub_cache_offline(tiny_dir, hub_cache, offline, tmp
     assert sorted(p.name for p in out.iterdir()) == sorted(files)
     assert not any(p.is_symlink() for p in out.iterdir())
     torch.testing.assert_close(_scores(model), expected, rtol=0, atol=0)
+    from hf_persona.cli import main
+
+    main(["pull", "tester/tiny-cached", "--out", str(tmp_path / "cli"), "--trust-remote-code"])
+    assert "loaded tester/tiny-cached into" in capsys.readouterr().out
+    assert (tmp_path / "cli" / "model.safetensors").read_bytes() == files["model.safetensors"]
 
 
 def test_pull_errors(tiny_dir, hub_cache, offline):
@@ -317,7 +311,7 @@ def test_push_then_pull_round_trip(online, tiny_dir, card_path, hub_cache, monke
 
 # ------------------------------------------------------------------ the CLI, configured through HF_ENDPOINT
 
-def test_cli_push_through_hf_endpoint_and_exit_codes(tiny_dir, card_path, tmp_path):
+def test_cli_push_through_hf_endpoint(tiny_dir, card_path, tmp_path):
     repo_id = _repo_id()
     with FakeHub() as fake:
         env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
@@ -325,13 +319,26 @@ def test_cli_push_through_hf_endpoint_and_exit_codes(tiny_dir, card_path, tmp_pa
                    HF_PERSONA_LOAD_PLUGINS="")
         cmd = [sys.executable, "-c", "from hf_persona.cli import main; main()"]
         done = subprocess.run(cmd + ["push", str(tiny_dir), "--repo-id", repo_id, "--card", str(card_path)],
-                              env=env, capture_output=True, text=True, timeout=120)
+                              env=env, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr
         assert f"pushed {len(EXPECTED_FILES)} files" in done.stdout
         assert sorted(fake.repos[repo_id]["files"]) == EXPECTED_FILES
-        env.pop("HF_TOKEN")
-        done = subprocess.run(cmd + ["push", str(tiny_dir), "--repo-id", repo_id, "--card", str(card_path)],
-                              env=env, capture_output=True, text=True, timeout=120)
-        assert done.returncode == 2
-        assert done.stderr.strip().splitlines()[-1].startswith("error: cannot push to")
-        assert "no Hugging Face token found" in done.stderr
+
+
+def test_cli_errors_exit_2_with_one_line(online, tiny_dir, card_path, monkeypatch, capsys):
+    from huggingface_hub import constants
+
+    from hf_persona.cli import main
+
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(Path(constants.HF_HOME) / "no-token-here"))
+    monkeypatch.delenv("HF_TOKEN")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["push", str(tiny_dir), "--repo-id", "org/x", "--card", str(card_path)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: cannot push to org/x: no Hugging Face token found")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["pull", "org/never-cached"])
+    assert exit_info.value.code == 2
+    assert "not in the local cache" in capsys.readouterr().err
