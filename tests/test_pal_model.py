@@ -315,11 +315,16 @@ def test_remote_code_round_trip_without_hf_persona(pal, tmp_path):
         scores = model.generate(**inputs, decoder_input_ids=forced, max_new_tokens=2, do_sample=False,
                                 output_scores=True, return_dict_in_generate=True,
                                 logits_processor=LogitsProcessorList([model.strategy_contrast_processor({{"Information": 0.6}})])).scores
+        import importlib
+        pal = importlib.import_module(type(model).__module__.rsplit(".", 1)[0] + ".processing_pal")
+        tok = AutoTokenizer.from_pretrained(ckpt)
+        ex = pal.build_pal_example(["hi"], ["usr"], None, [], tokenizer=tok)
+        print("persona", tok.convert_ids_to_tokens(ex["persona_input_ids"]))
         torch.save({{"logits": logits, "seq": seq, "contrast": contrast, "beam": beam, "scores": scores}},
                    {str(tmp_path / 'remote.pt')!r})
         print("ok", type(model).__module__)
     """)
-    assert out.startswith("ok")
+    assert "persona ['[CLS]', '[No persona]', '[SEP]']" in out and "ok" in out
     remote = torch.load(tmp_path / "remote.pt")
     torch.testing.assert_close(remote["logits"], ref_logits, atol=1e-5, rtol=1e-5)
     assert torch.equal(remote["seq"], ref_seq)
