@@ -126,12 +126,15 @@ def read_meta(path) -> dict:
     return json.loads(f.read_text()) if f.is_file() else {}
 
 
-def task_examples(task, turns, tokenizer, max_prompt_tokens=DEFAULT_MAX_PROMPT_TOKENS, partner_persona="gold"):
+def task_examples(task, turns, tokenizer, max_prompt_tokens=DEFAULT_MAX_PROMPT_TOKENS, partner_persona="gold",
+                  keep_unfit=False):
     """Prompt/completion dicts for ``task`` from turns, each prompt fitted to ``max_prompt_tokens``.
 
     ``partner_persona`` (DRG only): ``"gold"`` (all gold sentences), ``"bm25"`` (BM25 top-3
     gold), or a list with one persona list per turn (e.g. PPG-generated personas).
-    Turns whose prompt cannot fit even without context are dropped (count logged).
+    Turns whose prompt cannot fit even without context are dropped (count logged), or kept as
+    ``None`` with ``keep_unfit=True``. A given (generated) persona that is too long is cut to its
+    first sentences before a turn counts as unfit.
     """
     _check_task(task)
     out, dropped = [], 0
@@ -152,8 +155,20 @@ def task_examples(task, turns, tokenizer, max_prompt_tokens=DEFAULT_MAX_PROMPT_T
                 return D.drg_example(t, pp)
 
         fitted = D.fit_turn(turn, tokenizer, builder, max_prompt_tokens)
+        if fitted is None and task == D.DRG and isinstance(partner_persona, (list, tuple)):
+            # a long generated persona: keep its first sentences (context already dropped)
+            pp_list = list(partner_persona[i])
+            while fitted is None and len(pp_list) > 1:
+                pp_list = pp_list[:-1]
+
+                def builder(t, pp=pp_list):
+                    return D.drg_example(t, pp)
+
+                fitted = D.fit_turn(turn, tokenizer, builder, max_prompt_tokens)
         if fitted is None:
             dropped += 1
+            if keep_unfit:
+                out.append(None)
             continue
         ex = builder(fitted)
         ex["n_context"] = turn["n_context"]
@@ -216,8 +231,6 @@ def train_generator(
     go to ``output_dir/checkpoints`` and a killed run resumes from the newest complete one.
     Returns a dict with the step count, final loss and seconds.
     """
-    from trl import SFTConfig, SFTTrainer
-
     from ..utils import set_seed
     from .common import last_checkpoint
 
@@ -231,34 +244,18 @@ def train_generator(
     ds = sft_dataset(examples, tok, max_completion_tokens)
     out = Path(output_dir)
     ckpt_dir = out / "checkpoints"
-    args = SFTConfig(
-        output_dir=str(ckpt_dir),
-        num_train_epochs=epochs,
-        max_steps=max_steps,
-        learning_rate=learning_rate,
-        per_device_train_batch_size=batch_size,
-        completion_only_loss=True,
-        max_length=max_prompt_tokens + max_completion_tokens + 2,
-        logging_steps=logging_steps,
-        save_strategy="steps",
-        save_steps=save_steps,
-        save_total_limit=2,
-        report_to=[],
-        seed=seed,
-        use_cpu=True if not _cuda() else False,
-        dataloader_num_workers=0,
-        disable_tqdm=True,
-    )
-    peft_config = lora_config(lora_target_modules) if lora_target_modules else None
     budget = make_time_budget_callback(budget_minutes)
-    trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok, peft_config=peft_config,
-                         callbacks=[budget])
+    trainer = make_sft_trainer(model, tok, ds, ckpt_dir, epochs=epochs, max_steps=max_steps,
+                               learning_rate=learning_rate, batch_size=batch_size,
+                               max_length=max_prompt_tokens + max_completion_tokens + 2, logging_steps=logging_steps,
+                               save_steps=save_steps, seed=seed, lora_target_modules=lora_target_modules,
+                               callbacks=[budget])
     resume_from = last_checkpoint(ckpt_dir) if resume else None
     t0 = time.monotonic()
     result = trainer.train(resume_from_checkpoint=resume_from)
     seconds = time.monotonic() - t0
     final = trainer.model
-    if peft_config is not None:
+    if lora_target_modules:
         final = final.merge_and_unload()
     final.save_pretrained(out)
     tok.save_pretrained(out)
@@ -282,6 +279,36 @@ def train_generator(
     }
     _atomic_json(out / META_FILE, meta)
     return meta
+
+
+def make_sft_trainer(model, tokenizer, dataset, output_dir, *, epochs=2.0, max_steps=-1, learning_rate=1e-4,
+                     batch_size=8, max_length=None, logging_steps=20, save_steps=200, seed=0,
+                     lora_target_modules=None, callbacks=None):
+    """``trl.SFTTrainer`` on a pre-tokenized ``input_ids`` + ``completion_mask`` dataset, with
+    completion-only loss (prompt tokens get label -100)."""
+    from trl import SFTConfig, SFTTrainer
+
+    args = SFTConfig(
+        output_dir=str(output_dir),
+        num_train_epochs=epochs,
+        max_steps=max_steps,
+        learning_rate=learning_rate,
+        per_device_train_batch_size=batch_size,
+        completion_only_loss=True,
+        max_length=max_length,
+        logging_steps=logging_steps,
+        save_strategy="steps",
+        save_steps=save_steps,
+        save_total_limit=2,
+        report_to=[],
+        seed=seed,
+        use_cpu=not _cuda(),
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+    )
+    peft_config = lora_config(lora_target_modules) if lora_target_modules else None
+    return SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                      peft_config=peft_config, callbacks=callbacks)
 
 
 def _cuda():
@@ -332,9 +359,14 @@ def generate(model, tokenizer, prompts, max_new_tokens=32, batch_size=16, do_sam
     for start in range(0, len(prompts), batch_size):
         chunk = [D.encode_prompt(tokenizer, p) for p in prompts[start:start + batch_size]]
         ids, mask = _left_pad(chunk, tokenizer.pad_token_id)
+        limit = getattr(model.config, "max_position_embeddings", None)
+        new_tokens = max_new_tokens if limit is None else min(max_new_tokens, limit - ids.shape[1])
+        if new_tokens < 1:
+            raise HFPersonaError(f"a prompt of {ids.shape[1]} tokens leaves no room to generate within the model's "
+                                 f"{limit} positions; shorten it (max_prompt_tokens)")
         with torch.no_grad():
             gen = model.generate(
-                input_ids=ids.to(dev), attention_mask=mask.to(dev), max_new_tokens=max_new_tokens,
+                input_ids=ids.to(dev), attention_mask=mask.to(dev), max_new_tokens=new_tokens,
                 do_sample=do_sample, temperature=temperature if do_sample else None,
                 top_p=top_p if do_sample else None, top_k=0 if do_sample else None,
                 eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
@@ -395,7 +427,7 @@ class CriticScorer:
     ``path`` is a folder saved by :func:`train_critic` (any 2-label sequence classifier works).
     """
 
-    def __init__(self, path, batch_size=64, max_length=128, device=None):
+    def __init__(self, path, batch_size=64, max_length=None, device=None):
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -413,7 +445,8 @@ class CriticScorer:
         if device is not None:
             self.model.to(device)
         self.batch_size = batch_size
-        self.max_length = max_length
+        # the length the critic was trained with (ppg_meta.json), else 128
+        self.max_length = max_length or read_meta(p).get("max_length", 128)
         self._torch = torch
         self.calls = 0
 
@@ -507,10 +540,11 @@ def train_critic(
     tok.save_pretrained(out)
     meta = {"task": "critic", "base": str(base), "train_pairs": len(pairs), "steps": trainer.state.global_step,
             "train_loss": float(result.training_loss), "seconds": seconds, "budget_minutes": budget_minutes,
-            "stopped_by_budget": budget.stopped_early, "learning_rate": learning_rate}
+            "stopped_by_budget": budget.stopped_early, "learning_rate": learning_rate, "max_length": max_length,
+            "batch_size": batch_size}
     if dev_rows is not None:
         dev_pairs = D.critic_examples(dev_rows)[:max_dev_pairs]
-        meta["dev_accuracy"] = critic_accuracy(out, dev_pairs)
+        meta["dev_accuracy"] = critic_accuracy(CriticScorer(out, max_length=max_length), dev_pairs)
         meta["dev_pairs"] = len(dev_pairs)
     del torch
     _atomic_json(out / META_FILE, meta)

@@ -122,13 +122,17 @@ class PPGCriticReward(_Timed):
         turns = [{"self_persona": s, "partner_persona": p, "context": c, "context_speakers": cs, "response": ".",
                   "n_context": len(c)}
                  for s, p, c, cs in zip(self_persona, personas, context, context_speakers)]
-        ex = P.task_examples(D.DRG, turns, self.drg_tok, self.max_prompt_tokens, personas)
-        if len(ex) != len(turns):
-            raise HFPersonaError("a generated persona made the DRG prompt too long; raise max_prompt_tokens")
-        responses = P.generate(self.drg_model, self.drg_tok, [e["prompt"] for e in ex], self.max_new_tokens,
-                               self.batch_size)
+        ex = P.task_examples(D.DRG, turns, self.drg_tok, self.max_prompt_tokens, personas, keep_unfit=True)
+        ok = [i for i, e in enumerate(ex) if e is not None]
+        responses = P.generate(self.drg_model, self.drg_tok, [ex[i]["prompt"] for i in ok], self.max_new_tokens,
+                               self.batch_size) if ok else []
         self.last_responses = responses
-        return self.critic.rewards(personas, responses, self.mode)
+        scores = self.critic.rewards([personas[i] for i in ok], responses, self.mode) if ok else []
+        # a prompt that cannot fit even without context gets no reward (None: TRL gives it zero advantage)
+        out = [None] * len(ex)
+        for i, r in zip(ok, scores):
+            out[i] = r
+        return out
 
     def __call__(self, prompts, completions, **columns):
         need = ("self_persona", "context", "context_speakers")
@@ -296,6 +300,7 @@ def train_rl(
     seed=0,
     max_prompts=None,
     log=None,
+    callbacks=None,
 ):
     """Alternate RLOO phases on PPG and DRG; returns the state dict (paths of the final models, timings).
 
@@ -356,7 +361,9 @@ def train_rl(
         if task == D.PPG:
             model, tok = P.load_generator(state["ppg"])
             drg_model, drg_tok = P.load_generator(state["drg"])
-            reward = PPGCriticReward(drg_model, drg_tok, critic, reward_mode, max_prompt_tokens=max_prompt_tokens)
+            drg_max = P.read_meta(state["drg"]).get("max_completion_tokens")
+            reward = PPGCriticReward(drg_model, drg_tok, critic, reward_mode, max_new_tokens=drg_max,
+                                     max_prompt_tokens=max_prompt_tokens)
             ex = P.task_examples(D.PPG, chunk, tok, max_prompt_tokens)
             ds = Dataset.from_list([{"prompt": e["prompt"], "self_persona": e["self_persona"],
                                      "context": e["context"], "context_speakers": e["context_speakers"]}
@@ -369,19 +376,22 @@ def train_rl(
                 personas = json.loads(cache.read_text())
             else:
                 ppg_model, ppg_tok = P.load_generator(state["ppg"])
-                _, personas = P.generate_personas(ppg_model, ppg_tok, chunk, max_prompt_tokens)
+                ppg_max = P.read_meta(state["ppg"]).get("max_completion_tokens")
+                _, personas = P.generate_personas(ppg_model, ppg_tok, chunk, max_prompt_tokens, ppg_max)
                 del ppg_model
                 P._atomic_json(cache, personas)
             reward = CriticReward(critic, reward_mode, persona_column="partner_persona")
             ex = P.task_examples(D.DRG, chunk, tok, max_prompt_tokens, personas)
             ds = Dataset.from_list([{"prompt": e["prompt"], "partner_persona": e["partner_persona"]} for e in ex])
             max_len = P.read_meta(state["drg"]).get("max_completion_tokens", P.DEFAULT_MAX_COMPLETION_TOKENS[D.DRG])
+        if len(ds) == 0:
+            raise HFPersonaError(f"RL phase {name}: no prompt fits max_prompt_tokens={max_prompt_tokens}; raise it")
         timer = _step_timer()
         trainer = make_rloo_trainer(
             model, tok, reward, ds, phase_dir / "checkpoints", max_steps=steps_per_phase,
             learning_rate=learning_rate, batch_size=batch_size, num_generations=num_generations,
             max_completion_length=max_len, beta=beta, temperature=temperature, top_p=top_p, save_steps=save_steps,
-            seed=seed + idx, lora_target_modules=lora_target_modules, callbacks=[timer])
+            seed=seed + idx, lora_target_modules=lora_target_modules, callbacks=[timer, *(callbacks or [])])
         resume = last_checkpoint(phase_dir / "checkpoints")
         say(f"RL phase {name}: {len(ds)} prompts, {steps_per_phase} steps" + (f", resuming {resume}" if resume else ""))
         trainer.train(resume_from_checkpoint=resume)
