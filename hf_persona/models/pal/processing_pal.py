@@ -60,6 +60,17 @@ def strategy_token_id(tokenizer, strategy: str) -> int:
     return tid
 
 
+def _pal_token_ids(tokenizer) -> dict:
+    """``{PAL token: id}``; raises when the tokenizer has not been through :func:`add_pal_tokens`.
+    (``convert_tokens_to_ids`` is cheap; a fast tokenizer rebuilds ``get_vocab()`` on every call.)"""
+    ids = tokenizer.convert_tokens_to_ids(list(PAL_SPECIAL_TOKENS))
+    unk = tokenizer.unk_token_id
+    missing = [t for t, i in zip(PAL_SPECIAL_TOKENS, ids) if i is None or (unk is not None and i == unk)]
+    if missing:
+        raise ValueError(f"the tokenizer lacks the PAL tokens {missing}; call add_pal_tokens(tokenizer) first")
+    return dict(zip(PAL_SPECIAL_TOKENS, ids))
+
+
 def _strategy_index(strategy) -> int:
     if isinstance(strategy, str):
         key = strategy.strip()
@@ -136,9 +147,7 @@ def build_pal_example(
     """
     if tokenizer is None:
         raise ValueError("build_pal_example needs the tokenizer (after add_pal_tokens)")
-    missing = [t for t in PAL_SPECIAL_TOKENS if t not in tokenizer.get_vocab()]
-    if missing:
-        raise ValueError(f"the tokenizer lacks the PAL tokens {missing}; call add_pal_tokens(tokenizer) first")
+    special_ids = _pal_token_ids(tokenizer)
     utterances = list(history_utterances)
     speakers = list(history_speakers)
     if len(utterances) != len(speakers):
@@ -164,8 +173,7 @@ def build_pal_example(
 
     prefix, suffix = _special_frame(tokenizer)
     sep = _separator_id(tokenizer)
-    vocab = tokenizer.get_vocab()
-    seeker_id, supporter_id = vocab[SEEKER_TOKEN], vocab[SUPPORTER_TOKEN]
+    seeker_id, supporter_id = special_ids[SEEKER_TOKEN], special_ids[SUPPORTER_TOKEN]
 
     body: list = []
     for text, role, label in zip(utterances, roles, strategies):
@@ -211,7 +219,7 @@ def build_pal_example(
                 persona_body.append(sep)
             persona_body.extend(piece)
     else:
-        persona_body = [vocab[PERSONA_PLACEHOLDER]]
+        persona_body = [special_ids[PERSONA_PLACEHOLDER]]
     example = {
         "input_ids": input_ids,
         "persona_input_ids": prefix + persona_body + suffix,
