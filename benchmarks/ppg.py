@@ -39,8 +39,11 @@ def main(argv=None):
     ap.add_argument("--max-context", type=int, default=2)
     ap.add_argument("--max-prompt-tokens", type=int, default=128)
     ap.add_argument("--critic-lr", type=float, default=5e-5)
+    ap.add_argument("--gen-lr", type=float, default=5e-4, help="supervised generator learning rate (paper: 5e-4)")
     ap.add_argument("--critic-batch-size", type=int, default=16)
     ap.add_argument("--critic-max-length", type=int, default=64)
+    ap.add_argument("--num-layers", type=int, default=None,
+                    help="keep only the first N MiniLM layers in every model (a cheaper warm start)")
     ap.add_argument("--skip-bm25-training", action="store_true",
                     help="evaluate the BM25 top-3 baseline with the gold-trained DRG instead of training one")
     ap.add_argument("--seed", type=int, default=0)
@@ -72,8 +75,8 @@ def main(argv=None):
                       "rl_batch_size": a.rl_batch_size, "rl_num_generations": 2,
                       "eval_examples": a.eval_examples, "cold_start_examples": a.cold_start_examples,
                       "max_context": a.max_context, "max_prompt_tokens": a.max_prompt_tokens,
-                      "critic_lr": a.critic_lr, "critic_batch_size": a.critic_batch_size,
-                      "critic_max_length": a.critic_max_length, "torch_threads": torch.get_num_threads()}}
+                      "critic_lr": a.critic_lr, "generator_lr": a.gen_lr, "critic_batch_size": a.critic_batch_size,
+                      "critic_max_length": a.critic_max_length, "num_layers": a.num_layers or 6, "torch_threads": torch.get_num_threads()}}
     t_all = time.monotonic()
 
     def log(msg):
@@ -94,12 +97,14 @@ def main(argv=None):
     critic = work / "critic"
     cm = stage("critic", critic, lambda: P.train_critic(
         train_rows, critic, "minilm", dev_rows, budget_minutes=a.budget_minutes, seed=a.seed,
-        learning_rate=a.critic_lr, batch_size=a.critic_batch_size, max_length=a.critic_max_length))
+        learning_rate=a.critic_lr, batch_size=a.critic_batch_size, max_length=a.critic_max_length,
+        num_layers=a.num_layers))
     res["critic.accuracy"] = cm["dev_accuracy"]
     res["critic.steps"] = cm["steps"]
     res["critic.dev_pairs"] = cm.get("dev_pairs")
     gen_kw = dict(budget_minutes=a.budget_minutes, max_context=a.max_context, seed=a.seed,
-                  max_prompt_tokens=a.max_prompt_tokens, logging_steps=5)
+                  max_prompt_tokens=a.max_prompt_tokens, logging_steps=5, num_layers=a.num_layers,
+                  learning_rate=a.gen_lr)
     ppg, drg, drg_bm25 = work / "ppg_sft", work / "drg_sft", work / "drg_bm25"
     pm = stage("ppg sft", ppg, lambda: P.train_generator("ppg", train_rows, ppg, **gen_kw))
     dm = stage("drg sft", drg, lambda: P.train_generator("drg", train_rows, drg, **gen_kw))

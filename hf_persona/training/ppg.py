@@ -86,12 +86,13 @@ def make_time_budget_callback(minutes: float | None):
 # ----------------------------------------------------------------------------------------------
 # generators
 # ----------------------------------------------------------------------------------------------
-def load_generator(name_or_path="minilm", tokenizer=None):
+def load_generator(name_or_path="minilm", tokenizer=None, num_layers=None):
     """``(model, tokenizer)`` for a PPG/DRG generator.
 
     A BERT checkpoint that is not yet a decoder (the offline MiniLM encoder,
     ``bert-base-uncased``) is loaded as ``BertLMHeadModel(is_decoder=True)``; anything else
-    (DialoGPT, a saved generator) with ``AutoModelForCausalLM``. The tokenizer gets an EOS
+    (DialoGPT, a saved generator) with ``AutoModelForCausalLM``. ``num_layers`` keeps only the
+    first N transformer layers of a BERT backbone (a cheaper warm start). The tokenizer gets an EOS
     (``[SEP]`` for BERT vocabularies) and a pad token, and the model's generation config uses them.
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
@@ -110,6 +111,10 @@ def load_generator(name_or_path="minilm", tokenizer=None):
 
         config.is_decoder = True
         config.add_cross_attention = False
+        if num_layers:
+            if not 1 <= num_layers <= config.num_hidden_layers:
+                raise HFPersonaError(f"num_layers must be 1..{config.num_hidden_layers}, got {num_layers}")
+            config.num_hidden_layers = num_layers
         model = BertLMHeadModel.from_pretrained(path, config=config)
     else:
         model = AutoModelForCausalLM.from_pretrained(path)
@@ -224,6 +229,7 @@ def train_generator(
     save_steps=200,
     resume=True,
     logging_steps=20,
+    num_layers=None,
 ):
     """Supervised PPG (``task="ppg"``) or DRG (``task="drg"``) training with ``trl.SFTTrainer``.
 
@@ -238,7 +244,7 @@ def train_generator(
     _torch_threads()
     set_seed(seed)
     max_completion_tokens = max_completion_tokens or DEFAULT_MAX_COMPLETION_TOKENS[task]
-    model, tok = load_generator(base)
+    model, tok = load_generator(base, num_layers=num_layers)
     turns = D.build_turns(train_rows, min_context=1, max_context=max_context)
     examples = task_examples(task, turns, tok, max_prompt_tokens, partner_persona)
     ds = sft_dataset(examples, tok, max_completion_tokens)
@@ -276,6 +282,7 @@ def train_generator(
         "lora": list(lora_target_modules) if lora_target_modules else None,
         "learning_rate": learning_rate,
         "batch_size": batch_size,
+        "num_layers": model.config.num_hidden_layers if hasattr(model.config, "num_hidden_layers") else None,
     }
     _atomic_json(out / META_FILE, meta)
     return meta
@@ -496,6 +503,7 @@ def train_critic(
     resume=True,
     save_steps=200,
     max_dev_pairs=2000,
+    num_layers=None,
 ):
     """Train the critic on (s, r) positives and swapped negatives (section 3.3); report dev accuracy."""
     import torch
@@ -511,7 +519,8 @@ def train_critic(
     set_seed(seed)
     path = resolve(base)
     tok = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
+    extra = {"num_hidden_layers": num_layers} if num_layers else {}
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2, **extra)
     pairs = D.critic_examples(train_rows)
     if not pairs:
         raise HFPersonaError("no critic examples: the training dialogues have no utterances")
