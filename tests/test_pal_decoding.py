@@ -237,3 +237,44 @@ def test_plugin_factory(pal):
     assert by_tokenizer.strategy_token_ids == model.config.strategy_token_ids
     with pytest.raises(TypeError, match="PAL model"):
         hf_persona.get_logits_processor("strategy_contrast", model=torch.nn.Linear(2, 2))
+
+
+def test_blenderbot_small_backbone_beams():
+    """The Hub backbone family (facebook/blenderbot_small-90M) as a tiny random config: training
+    loss, and contrastive beam search matching two uncached full passes."""
+    from transformers import BlenderbotSmallConfig
+
+    from hf_persona.models.pal import PALConfig
+
+    torch.manual_seed(0)
+    bb = BlenderbotSmallConfig(vocab_size=120, d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+                               decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32,
+                               max_position_embeddings=64, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+                               decoder_start_token_id=1)
+    config = PALConfig(backbone=bb, strategy_token_ids=list(range(100, 108)), pad_token_id=0, eos_token_id=2,
+                       decoder_start_token_id=1)
+    model = PALForConditionalGeneration(config).eval()
+    x = dict(input_ids=torch.tensor([[5, 6, 7, 8, 2], [9, 10, 2, 0, 0]]),
+             attention_mask=torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]]),
+             persona_input_ids=torch.tensor([[11, 12, 2], [13, 2, 0]]),
+             persona_attention_mask=torch.tensor([[1, 1, 1], [1, 1, 0]]))
+    loss = model(**x, labels=torch.tensor([[100, 20, 21, 2], [105, 22, 2, -100]])).loss
+    assert torch.isfinite(loss) and loss.item() > 0
+    rec = Recorder()
+    out = model.generate(**x, decoder_input_ids=torch.tensor([[1, 105], [1, 106]]), num_beams=3, max_new_tokens=4,
+                         decoder_start_token_id=1, eos_token_id=2, pad_token_id=0,
+                         logits_processor=LogitsProcessorList([model.strategy_contrast_processor(0.5), rec]))
+    assert model.strategies_of(out) == ["Providing Suggestions", "Information"]
+    compared = 0
+    for ids, produced in rec.steps:
+        enc = {k: v.repeat_interleave(3, 0) for k, v in x.items()}
+        with torch.no_grad():
+            a = torch.log_softmax(model(**enc, decoder_input_ids=ids, use_cache=False).logits[:, -1], -1)
+            b = torch.log_softmax(model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
+                                        decoder_input_ids=ids, use_cache=False).logits[:, -1], -1)
+        finite = torch.isfinite(produced)
+        if finite.float().mean() < 0.5:  # a step where a built-in processor forced eos
+            continue
+        torch.testing.assert_close(produced[finite], torch.log_softmax(1.5 * a - 0.5 * b, -1)[finite], atol=1e-5, rtol=1e-5)
+        compared += 1
+    assert compared >= 2
