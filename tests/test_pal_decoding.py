@@ -110,9 +110,10 @@ def test_first_step_is_plain_then_alpha_of_the_generated_strategy(pal):
         torch.testing.assert_close(produced, expected, atol=1e-5, rtol=1e-5)
 
 
-def test_beam_search_three_beams_matches_full_passes(pal):
+@pytest.mark.parametrize("in_hidden_space", [True, False])
+def test_beam_search_three_beams_matches_full_passes(pal, in_hidden_space):
     model, tok, batch = pal
-    proc = model.strategy_contrast_processor(alpha=DISTINCT)
+    proc = model.strategy_contrast_processor(alpha=DISTINCT, combine_before_lm_head=in_hidden_space)
     rec = Recorder()
     strategies = ["Providing Suggestions", "Others", "Restatement or Paraphrasing"]
     out = model.generate(**_inputs(batch), decoder_input_ids=_forced(model, tok, strategies), num_beams=3,
@@ -278,3 +279,35 @@ def test_blenderbot_small_backbone_beams():
         torch.testing.assert_close(produced[finite], torch.log_softmax(1.5 * a - 0.5 * b, -1)[finite], atol=1e-5, rtol=1e-5)
         compared += 1
     assert compared >= 2
+
+
+class BoostStrategiesAtFirstStep(LogitsProcessor):
+    """At the first step, make the strategies the top choices with decreasing margins, so the beams
+    of one example start with different strategies (and so different alphas)."""
+
+    def __init__(self, token_ids):
+        self.token_ids = token_ids
+
+    def __call__(self, input_ids, scores):
+        if input_ids.shape[1] == 1:
+            scores = scores.clone()
+            for rank, tid in enumerate(self.token_ids):
+                scores[:, tid] = 50.0 - 0.5 * rank
+        return scores
+
+
+def test_beams_with_different_strategies_keep_their_alphas_when_reordered(pal):
+    model, tok, batch = pal
+    proc = model.strategy_contrast_processor(alpha=DISTINCT)
+    rec = Recorder()
+    order = [model.config.strategy_token_ids[i] for i in (5, 1, 6, 7, 4)]
+    out = model.generate(**_inputs(batch), num_beams=3, max_new_tokens=5, do_sample=False,
+                         logits_processor=LogitsProcessorList([proc, BoostStrategiesAtFirstStep(order), rec]))
+    assert out.shape[0] == 3
+    mixed = False
+    for input_ids, produced in rec.steps[1:]:
+        expected, alpha = _reference(model, batch, input_ids, DISTINCT, log_probs=True, rows_per_example=3)
+        if len(set(alpha.squeeze(1).tolist()[:3])) > 1:
+            mixed = True
+        torch.testing.assert_close(produced, expected, atol=1e-5, rtol=1e-5)
+    assert mixed, "the beams of an example never had different strategies"

@@ -128,8 +128,14 @@ class StrategyContrastiveLogitsProcessor(LogitsProcessor):
             the decoder start token). A strategy forced through ``decoder_input_ids`` counts too.
         unknown_strategy_alpha: alpha for a sequence whose strategy slot holds a non-strategy
             token (an untrained model may do that). Default 0: plain decoding.
+        combine_before_lm_head: where the combination is computed (same result up to float
+            rounding). True (default): inside PAL's forward, on the input of the output
+            projection, ``W((1+a) h_p - a h_d) + b = (1+a)(W h_p + b) - a(W h_d + b)``, so the
+            vocabulary projection runs once per row instead of twice; valid because the logits
+            of PAL's backbones (BERT, BART, Blenderbot, T5) are an affine map of that input.
+            False: both halves are projected and the processor combines the two logit vectors.
 
-    Use it only with PAL's ``generate``; called outside of it (no persona-free logits for the
+    Use it only with PAL's ``generate``; called outside of it (no persona-free pass for the
     step) it raises ``RuntimeError``. After a call, ``last_alpha`` holds the per-row alphas used.
     """
 
@@ -143,6 +149,7 @@ class StrategyContrastiveLogitsProcessor(LogitsProcessor):
         strategy_names=STRATEGY_NAMES,
         strategy_position: int = 1,
         unknown_strategy_alpha: float = 0.0,
+        combine_before_lm_head: bool = True,
     ):
         if strategy_token_ids is None or len(strategy_token_ids) != len(strategy_names):
             raise ValueError(
@@ -157,26 +164,60 @@ class StrategyContrastiveLogitsProcessor(LogitsProcessor):
         self.strategy_token_ids = [int(t) for t in strategy_token_ids]
         self.strategy_position = strategy_position
         self._token_alpha = {tid: self.alphas[name] for tid, name in zip(self.strategy_token_ids, self.strategy_names)}
+        self.combine_before_lm_head = bool(combine_before_lm_head)
         self._model = None
         self._scores_are_log_probs = False
         self._pending = None
+        self._pending_alpha = None
         self._paired = None
+        self._row_tokens = None
         self.last_alpha = None
 
     # -- binding (called by PAL's generate plumbing) --------------------------------------
     def _bind(self, model, scores_are_log_probs: bool) -> None:
         self._model = model
         self._scores_are_log_probs = bool(scores_are_log_probs)
-        self._pending = None
-        self._paired = None
+        self._reset_state()
 
     def _unbind(self) -> None:
         self._model = None
+        self._reset_state()
+
+    def _reset_state(self) -> None:
         self._pending = None
+        self._pending_alpha = None
         self._paired = None
+        self._row_tokens = None
 
     def _receive_persona_free_logits(self, logits: torch.Tensor) -> None:
         self._pending = logits
+
+    def _receive_combined(self, alpha: torch.Tensor) -> None:
+        self._pending = "combined"
+        self._pending_alpha = alpha
+
+    # -- strategy tracking inside the model's forward ----------------------------------------
+    def _track_strategy_tokens(self, decoder_input_ids: torch.LongTensor, past_length: int) -> torch.Tensor:
+        """Called by PAL's forward with the new decoder tokens of each row (after ``past_length``
+        cached ones); remembers each row's strategy-slot token and returns the rows' alphas."""
+        rows, new = decoder_input_ids.shape
+        if self._row_tokens is None or past_length == 0 or self._row_tokens.shape[0] != rows:
+            self._row_tokens = torch.full((rows,), -1, dtype=torch.long, device=decoder_input_ids.device)
+        pos = self.strategy_position
+        if past_length <= pos < past_length + new:
+            self._row_tokens = decoder_input_ids[:, pos - past_length].clone()
+        return self.alphas_from_tokens(self._row_tokens)
+
+    def _reorder_rows(self, beam_idx: torch.LongTensor) -> None:
+        if self._row_tokens is not None:
+            self._row_tokens = self._row_tokens.index_select(0, beam_idx.to(self._row_tokens.device))
+
+    def alphas_from_tokens(self, tokens: torch.LongTensor) -> torch.Tensor:
+        """Alpha per row from each row's strategy-slot token (-1: not decoded yet -> 0)."""
+        values = [
+            0.0 if t < 0 else self._token_alpha.get(t, self.unknown_strategy_alpha) for t in tokens.tolist()
+        ]
+        return torch.tensor(values, dtype=torch.float32, device=tokens.device)
 
     def _paired_encoder_states(self, persona_states, dialogue_states, attention_mask):
         """``[H_final; H_D]`` and the doubled mask, built once per generate call (the encoder
@@ -214,19 +255,27 @@ class StrategyContrastiveLogitsProcessor(LogitsProcessor):
         return torch.where(a == 0, scores, combined)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        persona_free = self._pending
-        self._pending = None
+        persona_free, model_alpha = self._pending, self._pending_alpha
+        self._pending, self._pending_alpha = None, None
         if persona_free is None:
             raise RuntimeError(
-                "StrategyContrastiveLogitsProcessor got no persona-free logits for this step: pass it to "
+                "StrategyContrastiveLogitsProcessor got no persona-free pass for this step: pass it to "
                 "generate() of a PAL model (PALForConditionalGeneration), which runs the persona-free pass"
             )
+        alpha = self.alphas_for(input_ids).to(scores.device)
+        self.last_alpha = alpha
+        if isinstance(persona_free, str):
+            # the model already combined before its output projection, with the alphas it tracked
+            if model_alpha is None or not torch.equal(model_alpha.to(alpha.device), alpha):
+                raise RuntimeError(
+                    f"strategy tracking out of step: the model combined with alphas {model_alpha} but the "
+                    f"sequences give {alpha}"
+                )
+            return scores
         if persona_free.shape != scores.shape:
             raise RuntimeError(
                 f"persona-free logits {tuple(persona_free.shape)} do not match the scores {tuple(scores.shape)}"
             )
-        alpha = self.alphas_for(input_ids).to(scores.device)
-        self.last_alpha = alpha
         return self.combine(scores, persona_free, alpha)
 
 

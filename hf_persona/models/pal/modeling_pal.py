@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import nn
@@ -138,6 +139,15 @@ def _few_rows_linear_forward(self, hidden):
             out = out + self.bias
         return out.reshape(*hidden.shape[:-1], out.shape[-1])
     return nn.functional.linear(hidden, self.weight, self.bias)
+
+
+def _combine_halves(module, args, alpha):
+    """Forward pre-hook of the output projection during contrastive decoding: rows [0, R) are
+    persona-conditioned, rows [R, 2R) persona-free; returns (1 + a) * first - a * second."""
+    hidden = args[0]
+    rows = hidden.shape[0] // 2
+    a = alpha.to(device=hidden.device, dtype=hidden.dtype).view(rows, *([1] * (hidden.dim() - 1)))
+    return ((1 + a) * hidden[:rows] - a * hidden[rows:],) + tuple(args[1:])
 
 
 class _PALEncoderView:
@@ -404,19 +414,37 @@ class PALForConditionalGeneration(PALPreTrainedModel, GenerationMixin):
             if decoder_attention_mask is not None:
                 decoder_attention_mask = torch.cat([decoder_attention_mask, decoder_attention_mask], dim=0)
 
-        out = self.backbone(
-            encoder_outputs=(states,),
-            attention_mask=attention_mask,
-            decoder_input_ids=decoder_input_ids,
-            decoder_attention_mask=decoder_attention_mask,
-            past_key_values=past_key_values,
-            use_cache=use_cache,
-            return_dict=True,
-        )
+        hook = None
+        if fuse:
+            past_length = past_key_values.get_seq_length() if past_key_values is not None else 0
+            alpha = contrast._track_strategy_tokens(decoder_input_ids[:rows], past_length)
+            if contrast.combine_before_lm_head:
+                # (1+a)(W h_p + b) - a(W h_d + b) = W((1+a) h_p - a h_d) + b: combine the two halves
+                # on the input of the output projection, which then runs once per row
+                head = self.backbone.get_output_embeddings()
+                hook = head.register_forward_pre_hook(partial(_combine_halves, alpha=alpha))
+        try:
+            out = self.backbone(
+                encoder_outputs=(states,),
+                attention_mask=attention_mask,
+                decoder_input_ids=decoder_input_ids,
+                decoder_attention_mask=decoder_attention_mask,
+                past_key_values=past_key_values,
+                use_cache=use_cache,
+                return_dict=True,
+            )
+        finally:
+            if hook is not None:
+                hook.remove()
         logits = out.logits
         if fuse:
-            logits, persona_free = logits[:rows], logits[rows:]
-            contrast._receive_persona_free_logits(persona_free[:, -1, :])
+            if hook is not None:
+                if logits.shape[0] != rows:
+                    raise RuntimeError("the output projection did not see the paired rows; use combine_before_lm_head=False")
+                contrast._receive_combined(alpha)
+            else:
+                logits, persona_free = logits[:rows], logits[rows:]
+                contrast._receive_persona_free_logits(persona_free[:, -1, :])
 
         loss = None
         if labels is not None:
@@ -436,6 +464,7 @@ class PALForConditionalGeneration(PALPreTrainedModel, GenerationMixin):
         """Beam reordering; with contrastive decoding the cache holds 2R rows (persona, then
         persona-free) and both halves follow the same beam indices."""
         if self._contrast is not None:
+            self._contrast._reorder_rows(beam_idx)
             beam_idx = torch.cat([beam_idx, beam_idx + beam_idx.shape[0]])
         past_key_values.reorder_cache(beam_idx)
         return past_key_values
