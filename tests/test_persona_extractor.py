@@ -168,6 +168,24 @@ def test_training_learns_on_a_fixed_batch(tiny_bert_dir):
     assert losses[-1] < losses[0] - 0.5
 
 
+def test_warm_start_copies_self_attention_into_cross_attention(tiny_bert_dir):
+    import torch
+    from transformers import EncoderDecoderModel
+
+    from hf_persona.training.persona_extractor import warm_start_cross_attention
+
+    torch.manual_seed(0)
+    model = EncoderDecoderModel.from_encoder_decoder_pretrained(tiny_bert_dir, tiny_bert_dir)
+    layer = model.decoder.bert.encoder.layer[1]
+    assert not torch.equal(layer.crossattention.self.key.weight, layer.attention.self.key.weight)
+    assert warm_start_cross_attention(model) == 2
+    for name, param in layer.attention.state_dict().items():
+        assert torch.equal(layer.crossattention.state_dict()[name], param), name
+    dense = model.decoder.cls.predictions.transform.dense
+    assert torch.equal(dense.weight, torch.eye(32)) and not dense.bias.any()
+    assert warm_start_cross_attention(torch.nn.Linear(2, 2)) == 0  # not a BERT2BERT: left alone
+
+
 def test_bad_inputs(tmp_path, trained_tiny):
     out, _ = trained_tiny
     with pytest.raises(HFPersonaError, match=EXTRACTOR_CONFIG_NAME):

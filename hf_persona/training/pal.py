@@ -252,6 +252,7 @@ def train_pal(
     resume: bool = True,
     logging_steps: int = 10,
     progress: bool = True,
+    warm_start: bool = True,
     json_out=None,
 ) -> dict:
     """Train PAL (or a baseline, ``variant``) on a PESConv folder with ``transformers.Trainer``.
@@ -261,6 +262,10 @@ def train_pal(
     final model (with its tokenizer and ``pal_training.json``), a rerun with the same
     ``output_dir`` resumes from the last complete checkpoint, SIGTERM saves a checkpoint first.
     ``budget_minutes`` stops after that much wall time (evaluating and saving first).
+    ``warm_start``: for a BERT2BERT backbone built from an encoder checkpoint, start each decoder
+    cross-attention as a copy of its self-attention and a missing LM-head transform as the
+    identity (:func:`hf_persona.training.persona_extractor.warm_start_cross_attention`), the same
+    for every variant; a seq2seq backbone is left as it is.
     Returns a summary dict (also written to ``json_out``).
     """
     from transformers import AutoTokenizer, Trainer, TrainingArguments
@@ -268,6 +273,7 @@ def train_pal(
     from ..backbones import resolve
     from ..models.pal import PALForConditionalGeneration, add_pal_tokens
     from .common import last_checkpoint, train_resumable
+    from .persona_extractor import warm_start_cross_attention
 
     _check_variant(variant)
     train_rows, valid_rows = load_pesconv_splits(data, seed=seed)
@@ -292,6 +298,7 @@ def train_pal(
 
     set_seed(seed)  # the same initialisation (co-attention, cross-attention) for every variant
     model = PALForConditionalGeneration.from_backbone(path, tokenizer=tokenizer)
+    warm_started = warm_start_cross_attention(model.backbone) if warm_start else 0
     args = TrainingArguments(
         output_dir=str(output_dir),
         per_device_train_batch_size=batch_size,
@@ -348,6 +355,7 @@ def train_pal(
         "learning_rate": learning_rate,
         "seed": seed,
         "resumed_from": resumed_from,
+        "warm_started_cross_attention_layers": warm_started,
         **lengths,
     }
     if json_out:
@@ -508,11 +516,12 @@ def generation_metrics(hyps: Sequence[str], refs: Sequence[str], personas: Seque
 def evaluate_pal(model_dir, data, *, split: str = "valid", max_examples: int | None = None,
                  max_generate: int | None = None, alpha=None, batch_size: int = 16, seed: int = 0,
                  decoding: dict | None = None, embedder: SentenceEmbedder | None = None, json_out=None,
-                 return_samples: int = 5) -> dict:
+                 return_samples: int = 5, teacher_forced: bool = True) -> dict:
     """Table 3 metrics of a model trained by :func:`train_pal` on PESConv ``split`` (valid or train).
 
     ``max_examples`` caps the teacher-forced examples (ACC, PPL) and ``max_generate`` the sampled
     ones (the first ``max_generate`` of the same list). ``alpha`` as in :func:`generate_responses`.
+    ``teacher_forced=False`` skips ACC / PPL (decoding comparisons only need the generations).
     """
     model, tokenizer, cfg = load_pal_for_eval(model_dir)
     variant = cfg["variant"]
@@ -529,7 +538,8 @@ def evaluate_pal(model_dir, data, *, split: str = "valid", max_examples: int | N
     gen_examples = examples[:max_generate] if max_generate else examples
     t0 = time.monotonic()
     metrics = {"variant": variant, "split": split, "n_examples": len(examples), "n_generated": len(gen_examples)}
-    metrics.update(teacher_forced_metrics(model, tokenizer, examples, variant, batch_size))
+    if teacher_forced:
+        metrics.update(teacher_forced_metrics(model, tokenizer, examples, variant, batch_size))
     hyps, chosen = generate_responses(model, tokenizer, gen_examples, variant, alpha=alpha, batch_size=batch_size,
                                       seed=seed, decoding=decoding)
     metrics.update(generation_metrics(hyps, [e["response"] for e in gen_examples], [e["persona"] for e in gen_examples],

@@ -250,6 +250,7 @@ def build_extractor_model(backbone: str = "minilm", seed: int = 0):
         model = AutoModelForSeq2SeqLM.from_pretrained(path)
     else:
         model = EncoderDecoderModel.from_encoder_decoder_pretrained(path, path)
+        warm_start_cross_attention(model)
         start = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
         eos = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
         if start is None or eos is None or tokenizer.pad_token_id is None:
@@ -263,6 +264,40 @@ def build_extractor_model(backbone: str = "minilm", seed: int = 0):
         gc = model.generation_config
         gc.decoder_start_token_id, gc.eos_token_id, gc.pad_token_id = start, eos, tokenizer.pad_token_id
     return model, tokenizer
+
+
+def warm_start_cross_attention(model) -> int:
+    """Initialise a BERT2BERT decoder's new parts from pretrained weights; returns the layers touched.
+
+    ``from_encoder_decoder_pretrained`` leaves each decoder layer's cross-attention and (for a
+    checkpoint without an MLM head, like the sentence-transformers MiniLM) the LM-head transform
+    randomly initialised. With random cross-attention the decoder first learns to ignore the
+    input: our first run (161 steps, batch 8) produced the same persona for every speaker. So each
+    cross-attention block starts as a copy of the same layer's self-attention (query, key, value,
+    output projection and LayerNorm), which attends from decoder tokens to encoder tokens in the
+    representation space both share, and a missing LM-head transform starts as the identity map.
+    """
+    import torch
+
+    decoder = getattr(model, "decoder", None)
+    body = getattr(decoder, "bert", None) or getattr(decoder, "base_model", None)
+    layers = getattr(getattr(body, "encoder", None), "layer", None)
+    if layers is None:
+        return 0
+    touched = 0
+    with torch.no_grad():
+        for layer in layers:
+            cross, own = getattr(layer, "crossattention", None), getattr(layer, "attention", None)
+            if cross is None or own is None:
+                continue
+            cross.load_state_dict(own.state_dict())
+            touched += 1
+        transform = getattr(getattr(getattr(decoder, "cls", None), "predictions", None), "transform", None)
+        dense = getattr(transform, "dense", None)
+        if dense is not None and dense.weight.shape[0] == dense.weight.shape[1]:
+            dense.weight.copy_(torch.eye(dense.weight.shape[0]))
+            dense.bias.zero_()
+    return touched
 
 
 def _source_separator(tokenizer) -> str:
