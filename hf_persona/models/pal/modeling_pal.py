@@ -470,9 +470,12 @@ class PALForConditionalGeneration(PALPreTrainedModel, GenerationMixin):
         return past_key_values
 
     def _get_logits_processor(self, generation_config, *args, logits_processor=None, **kwargs):
-        """Put the strategy contrastive processor first, so it combines raw logits before
-        repetition penalty, temperature, top-k and top-p (transformers otherwise appends
-        user processors after its own repetition penalty), and bind it to this call."""
+        """Bind the strategy contrastive processor to this generate call and put it first.
+
+        Its combination then happens on raw scores before repetition penalty, temperature, top-k
+        and top-p (transformers otherwise appends user processors after its own repetition
+        penalty). With ``combine_before_lm_head`` the combination already happened inside
+        ``forward`` (before every processor); being first keeps the logit-space path right too."""
         custom = list(logits_processor) if logits_processor is not None else []
         contrast = [p for p in custom if getattr(p, "_is_pal_strategy_contrast", False)]
         if len(contrast) > 1:
