@@ -220,6 +220,18 @@ def test_cache_and_batched_scoring_agree_with_rank(tiny_bert_dir, tokenizer, kin
         torch.testing.assert_close(batched[i], alone[idx[i]], rtol=1e-4, atol=1e-4)
 
 
+def test_length_buckets_give_the_same_scores_as_one_padded_block(tiny_bert_dir, tokenizer):
+    model = _model(tiny_bert_dir, tokenizer)
+    cands = [" ".join(["word"] * (1 + (7 * i) % 23)) + f" {i} ." for i in range(40)]  # 3 buckets, mixed lengths
+    cache = model.encode_candidates(cands, batch_size=32)
+    bucketed = model.rank(CONTEXTS[1], PERSONAS[1], cache)
+    assert cache.buckets is not None and len(cache.buckets) == 3
+    assert [int(m.sum(-1).max()) == m.shape[1] for _, _, m in cache.buckets] == [True] * 3
+    query = model.encode_query_texts([CONTEXTS[1]], [PERSONAS[1]])
+    plain = model.score_query_states(query, model._cache_states(cache))[0]
+    torch.testing.assert_close(bucketed, plain, rtol=1e-5, atol=1e-4)
+
+
 def test_no_persona_means_context_only_score(tiny_bert_dir, tokenizer):
     model = _model(tiny_bert_dir, tokenizer)
     ctx_only = _model(tiny_bert_dir, tokenizer, use_persona=False)

@@ -58,6 +58,7 @@ class CandidateCache:
     attention_mask: torch.Tensor
     hidden_states: Optional[torch.Tensor] = None
     embeddings: Optional[torch.Tensor] = None
+    buckets: Optional[list] = None  # CoBERT: length-sorted groups, built on first use by rank()
 
     def __len__(self):
         return len(self.texts)
@@ -228,6 +229,11 @@ def masked_mean(values, mask, dim):
     return (values * mask).sum(dim) / mask.sum(dim).clamp(min=1.0)
 
 
+def _first_valid(mask):
+    """Index of the first True position along the last dim (0 for rows without any)."""
+    return mask.to(torch.uint8).argmax(-1)
+
+
 def co_attention_match(x, x_mask, y, y_mask, num_hops=2, use_hop1=True, pooling="max", scale=1.0):
     """Multi-hop co-attention between every query sequence ``x`` and candidate sequences ``y``.
 
@@ -244,45 +250,77 @@ def co_attention_match(x, x_mask, y, y_mask, num_hops=2, use_hop1=True, pooling=
     (a distribution over Y) is sent through ``y2x`` to give attention over X, and symmetrically; hop 3
     sends the hop-2 distributions through the other attention matrix once more. Padded positions are
     masked out of both softmaxes, the pooling and every mean.
+
+    All matrix products run as a few large (batched) GEMMs over every candidate at once. For the
+    max-pooling, the attention row (column) of a padded position is replaced by that of the first
+    valid position, so the padded rows of ``X'`` (``Y'``) duplicate a valid row and cannot change the
+    maximum; this avoids masking the large ``[B, C, length, d]`` tensors. Mean pooling is linear, so
+    ``mean(X') = mean(x2y) Y`` is computed from the (masked) mean attention directly.
     """
     x_mask = x_mask.bool()
     y_mask = y_mask.bool()
+    bsz, m, d = x.shape
     shared = y.dim() == 3
     if shared:
-        logits = torch.einsum("bmd,cnd->bcmn", x, y)
+        c, n = y.shape[0], y.shape[1]
+        logits = (x.reshape(bsz * m, d) @ y.reshape(c * n, d).T).view(bsz, m, c, n).transpose(1, 2)
         ym = y_mask.unsqueeze(0)  # [1, C, n]
     else:
-        logits = torch.einsum("bmd,bcnd->bcmn", x, y)
+        c, n = y.shape[1], y.shape[2]
+        logits = torch.bmm(x, y.reshape(bsz, c * n, d).transpose(1, 2)).view(bsz, m, c, n).transpose(1, 2)
         ym = y_mask  # [B, C, n]
     if scale != 1.0:
         logits = logits * scale
     xm = x_mask.unsqueeze(1)  # [B, 1, m]
+    x_all, y_all = bool(x_mask.all()), bool(y_mask.all())
     neg = torch.finfo(logits.dtype).min
-    x2y = torch.softmax(logits.masked_fill(~ym.unsqueeze(-2), neg), dim=-1)  # rows: x positions
-    y2x = torch.softmax(logits.masked_fill(~xm.unsqueeze(-1), neg), dim=-2)  # columns: y positions
+    x2y = torch.softmax(logits if y_all else logits.masked_fill(~ym.unsqueeze(-2), neg), dim=-1)  # [B,C,m,n]
+    y2x = torch.softmax(logits if x_all else logits.masked_fill(~xm.unsqueeze(-1), neg), dim=-2)  # [B,C,m,n]
+
+    def y_weighted(weights):  # [B, C, k, n] -> [B, C, k, d]: sum_j w[..., j] Y[c, j]
+        if shared:
+            k = weights.shape[2]
+            out = torch.bmm(weights.transpose(0, 1).reshape(c, bsz * k, n), y)  # [C, B*k, d]
+            return out.view(c, bsz, k, d).transpose(0, 1)
+        return torch.matmul(weights, y)
+
+    def x_weighted(weights):  # [B, C, k, m] -> [B, C, k, d]: sum_i w[..., i] X[b, i]
+        k = weights.shape[2]
+        return torch.bmm(weights.reshape(bsz, c * k, m), x).view(bsz, c, k, d)
+
+    mean_x2y = mean_y2x = None
+    if num_hops >= 2 or pooling in ("mean", "max+mean"):
+        mean_x2y = x2y.mean(-2) if x_all else masked_mean(x2y, xm.unsqueeze(-1), -2)  # [B, C, n]
+        mean_y2x = y2x.mean(-1) if y_all else masked_mean(y2x, ym.unsqueeze(-2), -1)  # [B, C, m]
 
     fx, fy = [], []
     if use_hop1:
-        x_att = torch.einsum("bcmn,cnd->bcmd" if shared else "bcmn,bcnd->bcmd", x2y, y)  # X'
-        y_att = torch.einsum("bcmn,bmd->bcnd", y2x, x)  # Y'_X
-        xmask4, ymask4 = xm.unsqueeze(-1), ym.unsqueeze(-1)
         if pooling in ("max", "max+mean"):
-            fx.append(masked_max(x_att, xmask4, -2))
-            fy.append(masked_max(y_att, ymask4, -2))
+            rows = x2y
+            if not x_all:  # padded x rows -> copy of the first valid row
+                first = _first_valid(x_mask).view(bsz, 1, 1, 1).expand(bsz, c, 1, n)
+                rows = torch.where(xm.unsqueeze(-1), x2y, x2y.gather(2, first))
+            cols = y2x
+            if not y_all:  # padded y columns -> copy of the first valid column
+                first = _first_valid(ym)[..., None, None].expand(-1, -1, m, 1)
+                if first.shape[0] != bsz:
+                    first = first.expand(bsz, -1, -1, -1)
+                cols = torch.where(ym.unsqueeze(-2), y2x, y2x.gather(3, first))
+            fx.append(y_weighted(rows).amax(-2))  # max over positions of X' = x2y Y
+            fy.append(x_weighted(cols.transpose(-1, -2)).amax(-2))  # max over positions of Y' = y2x^T X
         if pooling in ("mean", "max+mean"):
-            fx.append(masked_mean(x_att, xmask4, -2))
-            fy.append(masked_mean(y_att, ymask4, -2))
+            fx.append(y_weighted(mean_x2y.unsqueeze(-2)).squeeze(-2))
+            fy.append(x_weighted(mean_y2x.unsqueeze(-2)).squeeze(-2))
     if num_hops >= 2:
-        mean_x2y = masked_mean(x2y, xm.unsqueeze(-1), -2)  # [B, C, n]: mean of valid x rows
-        mean_y2x = masked_mean(y2x, ym.unsqueeze(-2), -1)  # [B, C, m]: mean of valid y columns
-        att_x = torch.einsum("bcn,bcmn->bcm", mean_x2y, y2x)  # eq. 4, attention over X
-        att_y = torch.einsum("bcm,bcmn->bcn", mean_y2x, x2y)  # eq. 5, attention over Y
+        att_x = (mean_x2y.unsqueeze(-2) @ y2x.transpose(-1, -2)).squeeze(-2)  # eq. 4: [B, C, m]
+        att_y = (mean_y2x.unsqueeze(-2) @ x2y).squeeze(-2)  # eq. 5: [B, C, n]
         hops = [(att_x, att_y)]
         if num_hops >= 3:
-            hops.append((torch.einsum("bcn,bcmn->bcm", att_y, y2x), torch.einsum("bcm,bcmn->bcn", att_x, x2y)))
+            hops.append(((att_y.unsqueeze(-2) @ y2x.transpose(-1, -2)).squeeze(-2),
+                         (att_x.unsqueeze(-2) @ x2y).squeeze(-2)))
         for ax, ay in hops:
-            fx.append(torch.einsum("bcm,bmd->bcd", ax, x))
-            fy.append(torch.einsum("bcn,cnd->bcd" if shared else "bcn,bcnd->bcd", ay, y))
+            fx.append(torch.bmm(ax, x))  # [B, C, d]
+            fy.append(y_weighted(ay.unsqueeze(-2)).squeeze(-2))
     return torch.cat(fx, dim=-1), torch.cat(fy, dim=-1)
 
 
@@ -532,7 +570,7 @@ class _ResponseSelectionBase(PreTrainedModel):
         self.eval()
         try:
             query = self.encode_query_texts([context], [persona], tokenizer=tokenizer)
-            return self.score_query_states(query, self._cache_states(candidates))[0]
+            return self.score_query_states(query, self._cache_states(candidates, bucketed=True))[0]
         finally:
             self.train(was_training)
 
@@ -565,7 +603,8 @@ class _ResponseSelectionBase(PreTrainedModel):
                 stop = min(start + batch_size, len(contexts))
                 query = self.encode_query_texts(contexts[start:stop], personas[start:stop], tokenizer=tokenizer)
                 # match in slices small enough that the [rows, C, length, hidden] tensors stay modest
-                step = self._match_rows(query, states, candidate_indices is None)
+                num_cand = len(cache) if candidate_indices is None else candidate_indices.shape[1]
+                step = self._match_rows(query, states, num_cand)
                 for s0 in range(0, stop - start, step):
                     s1 = min(s0 + step, stop - start)
                     q = {k: (v[s0:s1] if torch.is_tensor(v) else v) for k, v in query.items()}
@@ -579,7 +618,7 @@ class _ResponseSelectionBase(PreTrainedModel):
             self.train(was_training)
         return torch.cat(out, dim=0)
 
-    def _match_rows(self, query, states, shared):
+    def _match_rows(self, query, states, num_candidates):
         return max(1, len(next(v for v in query.values() if torch.is_tensor(v))))
 
 
@@ -639,22 +678,40 @@ class CoBERTForResponseSelection(CoBERTPreTrainedModel):
 
         ``cand["y"]``: ``[C, n, d]`` shared by all queries -> ``[B, C]``; ``[B, C, n, d]`` per query ->
         ``[B, C]``; with ``paired=True`` and ``[B, n, d]`` (one candidate per query) -> ``[B]``.
+        A ``cand["buckets"]`` entry (from a :class:`CandidateCache`) scores shared candidates in
+        length buckets, each trimmed to its longest member, which skips most padded positions.
         """
+        if not paired and cand.get("buckets"):
+            scores = None
+            for idx, y, y_mask in cand["buckets"]:
+                part = self._score(query, y, y_mask)
+                if scores is None:
+                    scores = part.new_empty(part.shape[0], len(cand["y"]))
+                scores[:, idx] = part
+            return self._scale(scores)
         y, y_mask = cand["y"], cand["y_mask"]
         if paired:
             y, y_mask = y.unsqueeze(1), y_mask.unsqueeze(1)
+        longest = int(y_mask.sum(-1).max())  # drop trailing columns that are padding everywhere
+        if 0 < longest < y.shape[-2]:
+            y, y_mask = y[..., :longest, :], y_mask[..., :longest]
+        scores = self._scale(self._score(query, y, y_mask))
+        return scores[:, 0] if paired else scores
+
+    def _score(self, query, y, y_mask):
+        # context and persona are matched in separate calls: padding the shorter one to the longer
+        # one's length to batch them costs more (padded rows still flow through X' = x2y Y)
         scores = self._match(query["x"], query["x_mask"], y, y_mask)
         if query["p"] is not None:
             persona_scores = self._match(query["p"], query["p_mask"], y, y_mask)
             scores = scores + torch.where(query["has_p"].unsqueeze(1), persona_scores, torch.zeros_like(persona_scores))
-        scores = self._scale(scores)
-        return scores[:, 0] if paired else scores
+        return scores
 
-    def _match_rows(self, query, states, shared, budget=1 << 24):
+    def _match_rows(self, query, states, num_candidates, budget=1 << 23):
         # query rows per matching call so that rows * C * max(m, n) * d stays under ``budget`` elements
-        c, n, d = states["y"].shape
+        _, n, d = states["y"].shape
         m = max(query["x"].shape[1], query["p"].shape[1] if query["p"] is not None else 0, n)
-        per_row = c * m * d
+        per_row = num_candidates * m * d
         return max(1, budget // per_row)
 
     def _merge_candidate_chunks(self, texts, chunks):
@@ -666,11 +723,28 @@ class CoBERTForResponseSelection(CoBERTPreTrainedModel):
             masks.append(nn.functional.pad(ch["y_mask"], (0, pad), value=False))
         return CandidateCache(texts=list(texts), hidden_states=torch.cat(ys), attention_mask=torch.cat(masks))
 
-    def _cache_states(self, cache):
+    def _cache_states(self, cache, bucketed=False):
         if cache.hidden_states is None:
             raise ValueError("this CandidateCache holds pooled vectors (Bi-encoder); CoBERT needs token states: "
                              "build it with this model's encode_candidates()")
-        return {"y": cache.hidden_states.to(self.device), "y_mask": cache.attention_mask.to(self.device)}
+        states = {"y": cache.hidden_states.to(self.device), "y_mask": cache.attention_mask.to(self.device)}
+        if bucketed:
+            if cache.buckets is None:
+                cache.buckets = _length_buckets(cache.hidden_states, cache.attention_mask)
+            states["buckets"] = [(i.to(self.device), y.to(self.device), m.to(self.device)) for i, y, m in cache.buckets]
+        return states
+
+
+def _length_buckets(states, mask, size=16):
+    """Split cached candidates into groups of similar length (``size`` per group), each trimmed to
+    its longest member: ``[(indices, states[indices, :L], mask[indices, :L]), ...]``."""
+    lengths = mask.sum(-1)
+    order = torch.argsort(lengths, descending=True, stable=True)
+    buckets = []
+    for idx in torch.split(order, size):
+        longest = max(1, int(lengths[idx].max()))
+        buckets.append((idx, states[idx, :longest].contiguous(), mask[idx, :longest].contiguous()))
+    return buckets
 
 
 # ----------------------------------------------------------------------------------------------
@@ -718,7 +792,7 @@ class BiEncoderForResponseSelection(BiEncoderPreTrainedModel):
         return CandidateCache(texts=list(texts), embeddings=v,
                               attention_mask=torch.ones(v.shape[0], 1, dtype=torch.bool, device=v.device))
 
-    def _cache_states(self, cache):
+    def _cache_states(self, cache, bucketed=False):
         if cache.embeddings is None:
             raise ValueError("this CandidateCache holds token states (CoBERT); the Bi-encoder needs pooled vectors: "
                              "build it with this model's encode_candidates()")
