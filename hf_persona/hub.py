@@ -48,9 +48,13 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 SKIPPED_PICKLES = ("training_args.bin",)
 #: JSON files next to a saved model that are not uploaded (Trainer bookkeeping).
 SKIPPED_JSON = ("trainer_state.json",)
-#: Sidecar files that identify what a folder holds when config.json's model_type does not
-#: (e.g. a persona extractor is a plain encoder-decoder): file name -> model-card template name.
-CARD_MARKERS = {"persona_extractor.json": "persona_extractor", "pal_training.json": "pal"}
+#: Sidecar files that identify what a folder holds when config.json's model_type does not (a
+#: persona extractor is a plain encoder-decoder, a PPG generator a plain BERT): file name ->
+#: model-card template name, a ``str.format`` pattern filled from the sidecar's JSON keys.
+CARD_MARKERS = {"persona_extractor.json": "persona_extractor", "pal_training.json": "pal",
+                "ppg_meta.json": "{task}"}
+#: Keys of sidecar JSON files that name the base checkpoint.
+SIDECAR_BASE_KEYS = ("base_model", "backbone", "base")
 #: Auto classes tried in this order when a config declares several in ``auto_map``.
 AUTO_CLASS_ORDER = ("AutoModelForSeq2SeqLM", "AutoModelForCausalLM",
                     "AutoModelForSequenceClassification", "AutoModelForMultipleChoice",
@@ -327,11 +331,33 @@ def render_card(template_path, *, repo_id: str, base_model: str, metrics: dict |
         ) from exc
 
 
+def _sidecars(model_dir: Path) -> dict[str, dict]:
+    """The JSON objects of the sidecar files in ``model_dir`` (see :data:`CARD_MARKERS`)."""
+    out = {}
+    for name in CARD_MARKERS:
+        path = model_dir / name
+        if path.is_file():
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError):
+                continue
+            if isinstance(data, dict):
+                out[name] = data
+    return out
+
+
 def build_card(model_dir, repo_id: str, card_template=None, metrics_json=None, base_model=None) -> str:
     """Render the model card :func:`push` would upload for ``model_dir``."""
     model_dir = Path(model_dir)
     config = _read_config(model_dir)
-    markers = [name for marker, name in CARD_MARKERS.items() if (model_dir / marker).is_file()]
+    sidecars = _sidecars(model_dir)
+    markers = []
+    for marker, pattern in CARD_MARKERS.items():
+        if marker in sidecars:
+            try:
+                markers.append(pattern.format(**sidecars[marker]))
+            except (KeyError, IndexError, ValueError):
+                pass  # a sidecar without the key names no template
     template = find_card_template(config["model_type"], card_template, markers)
     source = None
     if metrics_json is None:
@@ -343,7 +369,13 @@ def build_card(model_dir, repo_id: str, card_template=None, metrics_json=None, b
     if metrics_json is not None:
         metrics = load_metrics(metrics_json)
         source = Path(metrics_json).name
-    return render_card(template, repo_id=repo_id, base_model=base_model or base_model_of(config),
+    if base_model is None:
+        base_model = base_model_of(config)
+        for data in sidecars.values():  # the config does not say: a sidecar may record it
+            value = next((data[k] for k in SIDECAR_BASE_KEYS if isinstance(data.get(k), str) and data[k].strip()), None)
+            if base_model == "unknown" and value:
+                base_model = _public_name(value.strip())
+    return render_card(template, repo_id=repo_id, base_model=base_model,
                        metrics=metrics, metrics_source=source)
 
 

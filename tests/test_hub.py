@@ -172,6 +172,17 @@ def test_card_template_found_by_model_type_and_bad_templates(tiny_dir, tmp_path,
         assert hub.build_card(tiny_dir, "a/b").startswith("extractor card a/b")
     finally:
         (tiny_dir / "persona_extractor.json").unlink()
+    # a PPG sidecar names its card by task and records the base checkpoint the config does not
+    (cards / "drg.md").write_text("drg card {repo_id} on {base_model}\n{metrics_table}")
+    config = json.loads((tiny_dir / "config.json").read_text())
+    folder = tmp_path / "drg"
+    import shutil
+
+    shutil.copytree(tiny_dir, folder)
+    del config["backbone"]
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "ppg_meta.json").write_text(json.dumps({"task": "drg", "base": minilm_path()}))
+    assert hub.build_card(folder, "a/b").startswith("drg card a/b on sentence-transformers/all-MiniLM-L6-v2")
     with pytest.raises(HFPersonaError, match="not found"):
         hub.build_card(tiny_dir, "a/b", card_template="no-such-card")
 

@@ -103,6 +103,21 @@ def _transmitter():
     return build, probe
 
 
+def _persona_extractor():
+    def build(backbone, out):
+        from hf_persona.training.persona_extractor import PersonaExtractor, build_extractor_model
+
+        model, tokenizer = build_extractor_model(backbone)
+        PersonaExtractor(model, tokenizer).save_pretrained(out)
+        return model, tokenizer
+
+    def probe(model, tokenizer):
+        enc = tokenizer(["i am a nurse and i have two dogs"], return_tensors="pt")
+        return model.generate(**enc, max_new_tokens=6, do_sample=False, num_beams=1)
+
+    return build, probe
+
+
 #: registered model name -> (build(backbone_dir, out_dir) -> (model, tokenizer), probe(model, tokenizer) -> tensor)
 BUILDERS = {
     "cobert": _cobert("cobert"),
@@ -111,6 +126,8 @@ BUILDERS = {
     "pal": _pal(),
     "transmitter": _transmitter(),
 }
+#: models that are plain transformers architectures (not registered by a plugin) but pushed too
+UNREGISTERED = {"persona_extractor": _persona_extractor()}
 
 GENERIC_CARD = "---\nlibrary_name: transformers\n---\n# {repo_id}\n\nBase: {base_model}\n\n{metrics_table}\n"
 
@@ -120,20 +137,21 @@ def test_every_registered_model_has_a_round_trip_builder():
     assert not missing, f"registered models without a push/pull round trip here: {missing}"
 
 
-@pytest.mark.parametrize("name", sorted(BUILDERS))
+@pytest.mark.parametrize("name", sorted(BUILDERS) + sorted(UNREGISTERED))
 def test_push_pull_round_trip(name, tiny_bert_dir, tmp_path, online, hub_cache, monkeypatch):
     from huggingface_hub import constants
     from transformers import AutoTokenizer
 
-    build, probe = BUILDERS[name]
+    build, probe = {**BUILDERS, **UNREGISTERED}[name]
     torch.manual_seed(0)
     model, tokenizer = build(tiny_bert_dir, tmp_path / "saved")
     model.eval()
     metrics = tmp_path / "eval.json"
     metrics.write_text(json.dumps({"score": 0.25}))
     model_type = model.config.model_type
+    markers = [marker for marker, card in hub.CARD_MARKERS.items() if (tmp_path / "saved" / marker).is_file()]
     try:
-        template = hub.find_card_template(model_type)
+        template = hub.find_card_template(model_type, markers=[hub.CARD_MARKERS[m] for m in markers])
         card_template = None
     except hub.HFPersonaError:  # the model's engineer has not written its card yet
         template = tmp_path / "generic.md"
@@ -144,14 +162,15 @@ def test_push_pull_round_trip(name, tiny_bert_dir, tmp_path, online, hub_cache, 
 
     uploaded = online.repos[repo_id]["files"]
     config = json.loads(uploaded["config.json"])
-    for ref in config["auto_map"].values():  # the code behind every auto_map entry went up with it
+    for ref in config.get("auto_map", {}).values():  # the code behind every auto_map entry went up with it
         assert f"{ref.split('.')[0]}.py" in uploaded, ref
     assert "model.safetensors" in uploaded and not any(n.endswith(".bin") for n in uploaded)
     assert "tokenizer_config.json" in uploaded
     assert "| score | 0.25 |" in uploaded["README.md"].decode()
-    assert uploaded["README.md"].decode() == hub.render_card(
-        template, repo_id=repo_id, base_model=hub.base_model_of(config), metrics={"score": 0.25},
-        metrics_source="eval.json")
+    assert uploaded["README.md"].decode() == hub.build_card(tmp_path / "saved", repo_id, card_template=template,
+                                                           metrics_json=metrics)
+    for marker in markers:  # sidecar files a loader needs travel with the weights
+        assert uploaded[marker] == (tmp_path / "saved" / marker).read_bytes()
     assert sorted(uploaded) == result.files
 
     write_hub_cache(hub_cache, repo_id, uploaded)
