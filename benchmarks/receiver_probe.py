@@ -49,13 +49,15 @@ from hf_persona.training.receiver import (  # noqa: E402
     ReceiverPairDataset,
     _Tokenized,
     dialogue_sides,
+    freeze_lower_layers,
     grouped_sides,
     train_receiver,
 )
 from hf_persona.utils import atomic_write_json, set_seed  # noqa: E402
 
 
-def calibrate_step_seconds(backbone, train_sets, batch_size, steps=3, seed=0, negatives="sampled"):
+def calibrate_step_seconds(backbone, train_sets, batch_size, steps=3, seed=0, negatives="sampled",
+                           max_utterances=None, freeze_layers=0):
     """Median seconds of one forward+backward+Adam step of a fresh Receiver on real training batches."""
     from transformers import AutoTokenizer
 
@@ -66,9 +68,11 @@ def calibrate_step_seconds(backbone, train_sets, batch_size, steps=3, seed=0, ne
     model.train()
     tok = AutoTokenizer.from_pretrained(src)
     ds = ReceiverPairDataset(grouped_sides(train_sets), _Tokenized(tok, 64, 32),
-                             num_negatives=1 if negatives == "sampled" else 0, seed=seed)
+                             num_negatives=1 if negatives == "sampled" else 0, seed=seed,
+                             max_utterances=max_utterances)
+    freeze_lower_layers(model, freeze_layers)
     collate = ReceiverCollator(tok.pad_token_id or 0)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-7)
+    opt = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=1e-7)
     times = []
     for i in range(steps + 1):
         batch = collate([ds[(i * batch_size + j) % len(ds)] for j in range(batch_size)])
@@ -107,6 +111,8 @@ def main(argv=None):
     p.add_argument("--evals", type=int, default=1, help="checkpoint evaluations on the selection split")
     p.add_argument("--lr", type=float, default=6.25e-5)
     p.add_argument("--negatives", choices=["sampled", "in_batch"], default="sampled")
+    p.add_argument("--max-train-utterances", type=int, default=None)
+    p.add_argument("--freeze-layers", type=int, default=0)
     p.add_argument("--candidates", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--speed-items", type=int, default=10)
@@ -141,7 +147,8 @@ def main(argv=None):
     }
     if not args.skip_train:
         step_s = calibrate_step_seconds(args.backbone, list(train.values()), args.batch_size, seed=args.seed,
-                                        negatives=args.negatives)
+                                        negatives=args.negatives, max_utterances=args.max_train_utterances,
+                                        freeze_layers=args.freeze_layers)
         # ~85% of the budget for optimizer steps, the rest for the selection evaluation(s) and saving.
         steps = args.max_steps or max(10, int(args.budget_minutes * 60 * 0.85 / step_s))
         print(f"calibrated {step_s:.2f}s/step -> {steps} steps", flush=True)
@@ -149,7 +156,8 @@ def main(argv=None):
         _, metrics = train_receiver(
             list(train.values()), args.model_dir, backbone=args.backbone, eval_ds=list(select.values()),
             max_steps=steps, batch_size=args.batch_size, learning_rate=args.lr, eval_negatives=3,
-            negatives=args.negatives,
+            negatives=args.negatives, max_train_utterances=args.max_train_utterances,
+            freeze_layers=args.freeze_layers,
             eval_steps=max(1, steps // args.evals), seed=args.seed, resume=False, logging_steps=10,
             time_budget_minutes=args.budget_minutes * 1.15, disable_tqdm=True,
         )
@@ -161,8 +169,10 @@ def main(argv=None):
             "batch_size": args.batch_size,
             "learning_rate": args.lr,
             "negatives": args.negatives,
+            "max_train_utterances": args.max_train_utterances,
+            "freeze_layers": args.freeze_layers,
             "train_examples": metrics.get("train_examples"),
-            "epochs": metrics.get("epoch"),
+            "epochs": (metrics.get("global_step") or 0) * args.batch_size / max(1, metrics.get("train_examples") or 1),
             "train_loss": metrics.get("train_loss"),
             "selection_hits@1_of_4": metrics.get("eval_hits_at_1"),
             "wall_seconds": time.perf_counter() - t0,

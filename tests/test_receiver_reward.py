@@ -121,6 +121,12 @@ def test_cli_train_eval_heatmap(tiny_bert_dir, tmp_path):
         assert 0.0 <= metrics[f"{method}.hits@1.personachat_sample"] <= 1.0
         assert 0.0 < metrics[f"{method}.mrr.personachat_sample"] <= 1.0
     assert metrics["probe_items.personachat_sample"] == 16 and metrics["pairs_per_second"] > 0
+    # the model card template renders with these metrics and the recorded base encoder
+    from hf_persona.hub import build_card
+
+    card = build_card(out, "me/receiver", card_template="receiver", metrics_json=metrics_file)
+    assert "`me/receiver`" in card and "| receiver.hits@1.personachat_sample |" in card
+    assert f"base_model: {tiny_bert_dir}" in card
 
     png = tmp_path / "fig.png"
     res = runner.invoke(cli, ["receiver", "heatmap", "--model", str(out), "-u", "i play guitar", "-u", "i fish",

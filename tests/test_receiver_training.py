@@ -245,3 +245,32 @@ def test_in_batch_training_runs_and_rejects_unknown_mode(tiny_bert_dir, tmp_path
     assert metrics["global_step"] == 2 and metrics["train_loss"] > 0
     with pytest.raises(HFPersonaError, match="negatives"):
         train_receiver(sample, tmp_path / "x", backbone=tiny_bert_dir, negatives="hard", max_steps=1)
+
+
+def test_freeze_lower_layers_and_utterance_subsampling(tiny_bert_dir):
+    from transformers import AutoTokenizer
+
+    from hf_persona.models.receiver import ReceiverModel
+    from hf_persona.training.receiver import freeze_lower_layers
+
+    model = ReceiverModel.from_encoder_pretrained(tiny_bert_dir)  # 2 layers
+    assert freeze_lower_layers(model, 1) > 0
+    frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
+    assert any(n.startswith("encoder.embeddings.") for n in frozen) and any(".layer.0." in n for n in frozen)
+    assert all(n.startswith("encoder.embeddings.") or ".layer.0." in n for n in frozen)
+    assert all(p.requires_grad for n, p in model.named_parameters() if ".layer.1." in n)
+    with pytest.raises(HFPersonaError, match="all 2 layers"):
+        freeze_lower_layers(model, 2)
+
+    tok = AutoTokenizer.from_pretrained(tiny_bert_dir)
+    tokenized = _Tokenized(tok, 16, 16)
+    utts = [f"utterance number {w}" for w in ("one", "two", "three", "four", "five", "six")]
+    ex = [{"utterances": utts, "persona": [f"p{i}"], "group": 0} for i in range(3)]
+    ds = ReceiverPairDataset(ex, tokenized, num_negatives=1, seed=0, max_utterances=3)
+    ids = {tuple(tokenized(u, "utterance")): k for k, u in enumerate(utts)}
+    seen = set()
+    for _ in range(10):
+        picked = [ids[tuple(x)] for x in ds[0]["utterances"]]
+        assert len(picked) == 3 and picked == sorted(set(picked))  # distinct, dialogue order kept
+        seen.add(tuple(picked))
+    assert len(seen) > 1  # a fresh subset per read

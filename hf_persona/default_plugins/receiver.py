@@ -358,6 +358,10 @@ def register_commands(cli):
                   "instead of one shared encoder with segment ids (authors' code).")
     @click.option("--negatives", type=click.Choice(["sampled", "in_batch"]), default="sampled", show_default=True,
                   help="One sampled distractor persona per example (paper) or every other persona in the batch.")
+    @click.option("--max-train-utterances", type=int, default=None,
+                  help="Train on a random subset of at most N utterances per side (cheaper steps).")
+    @click.option("--freeze-layers", type=int, default=0, show_default=True,
+                  help="Freeze the embeddings and the N lowest encoder layers.")
     @click.option("--margin", type=float, default=0.4, show_default=True)
     @click.option("--l1-weight", type=float, default=1e-4, show_default=True)
     @click.option("--tau-start", type=float, default=10.0, show_default=True)
@@ -366,7 +370,7 @@ def register_commands(cli):
     @click.option("--seed", type=int, default=0, show_default=True)
     @click.option("--no-resume", is_flag=True, help="Start fresh even if OUTPUT_DIR has checkpoints.")
     def train_receiver_cmd(data, output_dir, backbone, first, dev_fraction, max_steps, epochs, batch_size, lr,
-                           separate_encoders, negatives, margin, l1_weight, tau_start, tau_end, eval_steps, seed, no_resume):
+                           separate_encoders, negatives, max_train_utterances, freeze_layers, margin, l1_weight, tau_start, tau_end, eval_steps, seed, no_resume):
         """Train P2Bot's Receiver (margin loss + L1, τ annealed) on PERSONA-CHAT-style dialogues."""
         from hf_persona.training.receiver import train_receiver
 
@@ -374,7 +378,8 @@ def register_commands(cli):
         _, metrics = train_receiver(
             [s[1] for s in splits], output_dir, backbone=backbone, eval_ds=[s[2] for s in splits],
             max_steps=max_steps, num_train_epochs=epochs, batch_size=batch_size, learning_rate=lr,
-            share_encoders=not separate_encoders, negatives=negatives, margin=margin, l1_weight=l1_weight, tau_start=tau_start,
+            share_encoders=not separate_encoders, negatives=negatives, max_train_utterances=max_train_utterances,
+            freeze_layers=freeze_layers, margin=margin, l1_weight=l1_weight, tau_start=tau_start,
             tau_end=tau_end, eval_steps=eval_steps, seed=seed, resume=not no_resume,
         )
         click.echo(f"saved Receiver to {output_dir}")

@@ -132,17 +132,23 @@ class ReceiverPairDataset(torch.utils.data.Dataset):
 
     ``fixed=False`` (training): a fresh distractor is drawn every time an item is read.
     ``fixed=True`` (evaluation): the distractors of each item are drawn once from ``seed``.
+    ``max_utterances`` (training only): read a random subset of at most this many of a side's utterances
+    each time, a cheaper stochastic estimate of the mean over utterances.
     Distractors are other personas of the same pool (and the same ``group``, e.g. the original or the
     revised persona file) that differ from the true one as a *set* of sentences: PERSONA-CHAT reuses
     personas across dialogues in shuffled order, and a reordered copy is not a distractor.
     """
 
-    def __init__(self, examples: list[dict], tokenized: _Tokenized, num_negatives: int = 1, seed: int = 0, fixed: bool = False):
+    def __init__(self, examples: list[dict], tokenized: _Tokenized, num_negatives: int = 1, seed: int = 0,
+                 fixed: bool = False, max_utterances: int | None = None):
         if num_negatives < 0:
             raise HFPersonaError(f"num_negatives must be >= 0 (0: in-batch distractors), got {num_negatives}")
+        if max_utterances is not None and max_utterances < 1:
+            raise HFPersonaError(f"max_utterances must be >= 1 or None, got {max_utterances}")
         self.examples = examples
         self.tok = tokenized
         self.num_negatives = num_negatives
+        self.max_utterances = max_utterances
         self.pools: dict = {}
         for e in examples:
             self.pools.setdefault(e.get("group", 0), {}).setdefault(frozenset(e["persona"]), tuple(e["persona"]))
@@ -180,8 +186,13 @@ class ReceiverPairDataset(torch.utils.data.Dataset):
     def __getitem__(self, i):
         e = self.examples[i]
         negs = self.fixed[i] if self.fixed is not None else self._draw(e, self.rng)
+        utterances = e["utterances"]
+        if self.max_utterances is not None and len(utterances) > self.max_utterances:
+            # a random subset (in dialogue order) of the side's utterances, drawn afresh every read
+            keep = sorted(self.rng.sample(range(len(utterances)), self.max_utterances))
+            utterances = [utterances[j] for j in keep]
         return {
-            "utterances": [self.tok(u, "utterance") for u in e["utterances"]],
+            "utterances": [self.tok(u, "utterance") for u in utterances],
             "persona": [self.tok(p, "persona") for p in e["persona"]],
             "negatives": [[self.tok(p, "persona") for p in neg] for neg in negs],
             "key": (e.get("group", 0), frozenset(e["persona"])),
@@ -228,6 +239,37 @@ class ReceiverCollator:
                 [[a[0] == b[0] and a[1] != b[1] for b in keys] for a in keys], dtype=torch.bool
             )
         return batch
+
+
+def freeze_lower_layers(model, num_layers: int) -> int:
+    """Freeze the embeddings and the first ``num_layers`` transformer layers of the Receiver's encoder(s).
+
+    Nothing below them needs gradients, so the backward pass stops at the first trainable layer.
+    Works for BERT-style encoders (``embeddings.*``, ``encoder.layer.<i>.*``); returns the number of
+    frozen parameter tensors.
+    """
+    import re
+
+    if num_layers <= 0:
+        return 0
+    pattern = re.compile(r"(?:^|\.)layer\.(\d+)\.")
+    frozen, layers_seen = 0, 0
+    for encoder in (model.encoder, model.persona_encoder):
+        if encoder is None:
+            continue
+        for name, param in encoder.named_parameters():
+            match = pattern.search(name)
+            if match:
+                layers_seen += 1
+            if name.startswith("embeddings.") or (match and int(match.group(1)) < num_layers):
+                param.requires_grad_(False)
+                frozen += 1
+    if not layers_seen:
+        raise HFPersonaError("freeze_layers needs a BERT-style encoder with `encoder.layer.<i>` modules")
+    n_layers = getattr(model.config.encoder, "num_hidden_layers", None)
+    if n_layers is not None and num_layers >= n_layers:
+        raise HFPersonaError(f"freeze_layers={num_layers} would freeze all {n_layers} layers of the encoder")
+    return frozen
 
 
 # ----------------------------------------------------------------------------- τ annealing
@@ -397,6 +439,8 @@ def train_receiver(
     max_persona_length: int = 32,
     sides: Sequence[str] = SIDES,
     negatives: str = "sampled",
+    max_train_utterances: int | None = None,
+    freeze_layers: int = 0,
     eval_negatives: int = 7,
     eval_steps: int | None = None,
     save_steps: int | None = None,
@@ -423,6 +467,8 @@ def train_receiver(
         negatives: ``"sampled"`` (the paper: one distractor persona drawn per example and step) or
             ``"in_batch"`` (every other persona of the batch is a distractor: ``batch_size - 1`` of them
             at no extra encoding cost; the hinge is averaged over them).
+        max_train_utterances: train on a random subset of at most this many utterances per side (None: all).
+        freeze_layers: freeze the embeddings and this many lower encoder layers (0: train everything).
         eval_negatives: distractors per dev example for ``hits_at_1`` during training.
         eval_steps / save_steps: evaluate and checkpoint every N steps (default: 4 times per run);
             the best ``hits_at_1`` checkpoint is loaded at the end when ``eval_ds`` is given.
@@ -469,8 +515,11 @@ def train_receiver(
     if negatives not in ("sampled", "in_batch"):
         raise HFPersonaError(f"negatives must be 'sampled' or 'in_batch', got {negatives!r}")
     train_set = ReceiverPairDataset(
-        grouped_sides(train_ds, sides), tokenized, num_negatives=1 if negatives == "sampled" else 0, seed=seed
+        grouped_sides(train_ds, sides), tokenized, num_negatives=1 if negatives == "sampled" else 0, seed=seed,
+        max_utterances=max_train_utterances,
     )
+    if freeze_layers:
+        freeze_lower_layers(model, freeze_layers)
     eval_set = None
     if eval_ds is not None:
         eval_set = ReceiverPairDataset(
@@ -568,6 +617,7 @@ __all__ = [
     "TauAnnealingCallback",
     "TimeBudgetCallback",
     "dialogue_sides",
+    "freeze_lower_layers",
     "grouped_sides",
     "linear_tau",
     "receiver_metrics",

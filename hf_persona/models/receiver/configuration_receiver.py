@@ -39,6 +39,8 @@ class ReceiverConfig(PretrainedConfig):
         encode_chunk_size (`int`, defaults to 64):
             In ``forward``, the real sentences of a batch are sorted by length and encoded in chunks of
             this many, each cut to its longest sentence (same result, less padding compute).
+        encoder_name_or_path (`str`, *optional*):
+            The pretrained encoder the Receiver started from (recorded for model cards).
     """
 
     model_type = "p2bot_receiver"
@@ -57,6 +59,7 @@ class ReceiverConfig(PretrainedConfig):
         max_utterance_length: int = 64,
         max_persona_length: int = 32,
         encode_chunk_size: int = 64,
+        encoder_name_or_path=None,
         **kwargs,
     ):
         if encoder is None:
@@ -100,6 +103,7 @@ class ReceiverConfig(PretrainedConfig):
         self.max_utterance_length = max_utterance_length
         self.max_persona_length = max_persona_length
         self.encode_chunk_size = encode_chunk_size
+        self.encoder_name_or_path = None if encoder_name_or_path is None else str(encoder_name_or_path)
         super().__init__(**kwargs)
 
     @property

@@ -170,6 +170,7 @@ class ReceiverModel(ReceiverPreTrainedModel):
         The tokenizer of that checkpoint is attached as ``model.tokenizer`` when it can be loaded.
         """
         encoder = AutoModel.from_pretrained(encoder_name_or_path)
+        config_kwargs.setdefault("encoder_name_or_path", str(encoder_name_or_path))
         config = cls.config_class(encoder=encoder.config.to_dict(), share_encoders=share_encoders, **config_kwargs)
         model = cls(config)
         state = encoder.state_dict()
