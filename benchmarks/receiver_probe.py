@@ -102,7 +102,9 @@ def persona_overlap(train_ds, probe_ds):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", default=None, help="Folder holding personachat/ (default: shared data dir)")
-    p.add_argument("--backbone", default="minilm")
+    p.add_argument("--backbone", default="minilm", help="encoder (also the zero-shot baseline)")
+    p.add_argument("--init", default=None,
+                   help="continue training from this saved Receiver folder instead of the fresh backbone")
     p.add_argument("--first", type=int, default=800)
     p.add_argument("--select", type=int, default=30, help="dialogues per file kept out of training for checkpoint choice")
     p.add_argument("--budget-minutes", type=float, default=8.0, help="wall-clock training budget")
@@ -114,7 +116,9 @@ def main(argv=None):
     p.add_argument("--max-train-utterances", type=int, default=None)
     p.add_argument("--freeze-layers", type=int, default=0)
     p.add_argument("--candidates", type=int, default=32)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="probe distractor seed")
+    p.add_argument("--train-seed", type=int, default=None, help="training data-order seed (default: --seed)")
+    p.add_argument("--tau-start", type=float, default=10.0)
     p.add_argument("--speed-items", type=int, default=10)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--model-dir", default="/tmp/hf_persona_receiver_probe_model")
@@ -154,15 +158,19 @@ def main(argv=None):
         print(f"calibrated {step_s:.2f}s/step -> {steps} steps", flush=True)
         t0 = time.perf_counter()
         _, metrics = train_receiver(
-            list(train.values()), args.model_dir, backbone=args.backbone, eval_ds=list(select.values()),
+            list(train.values()), args.model_dir, backbone=args.init or args.backbone, eval_ds=list(select.values()),
             max_steps=steps, batch_size=args.batch_size, learning_rate=args.lr, eval_negatives=3,
             negatives=args.negatives, max_train_utterances=args.max_train_utterances,
             freeze_layers=args.freeze_layers,
-            eval_steps=max(1, steps // args.evals), seed=args.seed, resume=False, logging_steps=10,
+            eval_steps=max(1, steps // args.evals), seed=args.seed if args.train_seed is None else args.train_seed,
+            tau_start=args.tau_start, resume=False, logging_steps=10,
             time_budget_minutes=args.budget_minutes * 1.15, disable_tqdm=True,
         )
         result["training"] = {
             "budget_minutes": args.budget_minutes,
+            "init": args.init,
+            "train_seed": args.seed if args.train_seed is None else args.train_seed,
+            "tau_start": args.tau_start,
             "calibrated_seconds_per_step": step_s,
             "planned_steps": steps,
             "steps": metrics.get("global_step"),

@@ -274,3 +274,21 @@ def test_freeze_lower_layers_and_utterance_subsampling(tiny_bert_dir):
         assert len(picked) == 3 and picked == sorted(set(picked))  # distinct, dialogue order kept
         seen.add(tuple(picked))
     assert len(seen) > 1  # a fresh subset per read
+
+
+def test_train_with_lora_merges_adapters(tiny_bert_dir, tmp_path, sample):
+    from peft import LoraConfig
+    from safetensors.torch import load_file
+
+    from hf_persona.models.receiver import ReceiverModel
+
+    base = ReceiverModel.from_encoder_pretrained(tiny_bert_dir)
+    before = {k: v.clone() for k, v in base.state_dict().items()}
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["query", "value"], lora_dropout=0.0)
+    model, metrics = train_receiver(sample, tmp_path / "lora", backbone=tiny_bert_dir, peft_config=lora,
+                                    max_steps=3, batch_size=8, learning_rate=5e-3, resume=False, disable_tqdm=True)
+    saved = load_file(str(tmp_path / "lora" / "model.safetensors"))
+    assert not any("lora" in k for k in saved)  # adapters merged into the saved weights
+    changed = [k for k in saved if k in before and not torch.equal(saved[k], before[k])]
+    assert changed and all(("query" in k or "value" in k) for k in changed)
+    assert isinstance(model, ReceiverModel) and model.tau == 0.5
