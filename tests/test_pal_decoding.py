@@ -93,6 +93,7 @@ def test_greedy_each_strategy_matches_two_full_passes(pal, group):
         torch.testing.assert_close(produced, expected, atol=1e-5, rtol=1e-5)
     assert model.strategies_of(seq) == list(group)
     assert model._contrast is None and proc._model is None  # unbound after generate
+    assert "forward" not in model.backbone.get_output_embeddings().__dict__  # CPU head path removed again
 
 
 def test_first_step_is_plain_then_alpha_of_the_generated_strategy(pal):

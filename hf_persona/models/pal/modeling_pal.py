@@ -493,11 +493,14 @@ class PALForConditionalGeneration(PALPreTrainedModel, GenerationMixin):
 
     def generate(self, *args, **kwargs):
         head = self.backbone.get_output_embeddings()
-        if type(head) is nn.Linear and "forward" not in head.__dict__:
+        patched = type(head) is nn.Linear and "forward" not in head.__dict__
+        if patched:  # only for the duration of this call; the module is left as it was
             head.forward = _few_rows_linear_forward.__get__(head, nn.Linear)
         try:
             return super().generate(*args, **kwargs)
         finally:
+            if patched:
+                del head.forward
             if self._contrast is not None:
                 self._contrast._unbind()
             self._contrast = None
