@@ -34,6 +34,10 @@ def main(argv=None):
     ap.add_argument("--steps-per-phase", type=int, default=8)
     ap.add_argument("--rl-lr", type=float, default=2e-5)
     ap.add_argument("--rl-batch-size", type=int, default=8)
+    ap.add_argument("--rl-normalize-advantages", action="store_true",
+                    help="scale RLOO advantages to mean 0 / std 1 per batch (TRL option)")
+    ap.add_argument("--rl-reward-mode", choices=["label", "prob"], default="prob",
+                    help="reward during RL: the paper's +1/-1, or the critic's probability (denser signal)")
     ap.add_argument("--eval-examples", type=int, default=150)
     ap.add_argument("--cold-start-examples", type=int, default=60)
     ap.add_argument("--max-context", type=int, default=2)
@@ -72,7 +76,8 @@ def main(argv=None):
            "backbone": "minilm (all-MiniLM-L6-v2; generators: BertLMHeadModel is_decoder=True)", "seed": a.seed,
            "budget": {"supervised_stage_minutes": a.budget_minutes, "rl_rounds": a.rounds,
                       "rl_steps_per_phase": a.steps_per_phase, "rl_learning_rate": a.rl_lr,
-                      "rl_batch_size": a.rl_batch_size, "rl_num_generations": 2,
+                      "rl_batch_size": a.rl_batch_size, "rl_reward_mode": a.rl_reward_mode,
+                      "rl_normalize_advantages": a.rl_normalize_advantages, "rl_num_generations": 2,
                       "eval_examples": a.eval_examples, "cold_start_examples": a.cold_start_examples,
                       "max_context": a.max_context, "max_prompt_tokens": a.max_prompt_tokens,
                       "critic_lr": a.critic_lr, "generator_lr": a.gen_lr, "critic_batch_size": a.critic_batch_size,
@@ -120,7 +125,8 @@ def main(argv=None):
     log("rl: training")
     state = train_rl(ppg, drg, critic, train_rows, work / "rl", rounds=a.rounds, steps_per_phase=a.steps_per_phase,
                      learning_rate=a.rl_lr, batch_size=a.rl_batch_size, num_generations=2, max_context=a.max_context,
-                     max_prompt_tokens=a.max_prompt_tokens, seed=a.seed, log=log)
+                     max_prompt_tokens=a.max_prompt_tokens, reward_mode=a.rl_reward_mode, seed=a.seed, log=log,
+                     normalize_advantages=a.rl_normalize_advantages)
     res["rl.seconds_per_step"] = state.get("seconds_per_step")
     res["rl.reward_share"] = state.get("reward_share")
     res["rl.steps"] = state["steps"]
@@ -134,6 +140,7 @@ def main(argv=None):
     rl = P.evaluate(state["ppg"], state["drg"], critic, dev_rows, cold_start=(), **ev)
     res["drg.sft.ppl"], res["drg.rl.ppl"] = sft["drg.ppl"], rl["drg.ppl"]
     res["drg.sft.reward"], res["drg.rl.reward"] = sft["drg.reward"], rl["drg.reward"]
+    res["drg.sft.reward_prob"], res["drg.rl.reward_prob"] = sft["drg.reward_prob"], rl["drg.reward_prob"]
     res["drg.bm25_gold.ppl"] = sft["drg.bm25_gold.ppl"]
     res["ppg.distinct2"] = sft["ppg.distinct2"]
     res["ppg.rl.distinct2"] = rl["ppg.distinct2"]

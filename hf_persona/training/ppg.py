@@ -596,7 +596,6 @@ def evaluate(
     bm25_drg_path=None,
     seed=0,
     batch_size=16,
-    reward_mode="label",
 ):
     """Metrics of the PPG -> DRG pipeline on dev dialogues (flat dict, metric -> number).
 
@@ -607,7 +606,8 @@ def evaluate(
       given — a DRG trained on BM25 top-3 gold — else this DRG).
     * ``ppg.ppl/bleu/rouge_l/distinct1/distinct2``: PPG against the gold partner persona;
       ``gold.distinct1/2`` of the gold personas for reference.
-    * ``drg.reward``: mean critic reward of (generated persona, greedy response).
+    * ``drg.reward``: mean critic reward (+1/-1) of (generated persona, greedy response);
+      ``drg.reward_prob``: the mean positive-class probability.
     * ``cold_start.nN.ppl``: DRG PPL on turns with exactly N earlier utterances.
     """
     import random
@@ -663,9 +663,9 @@ def evaluate(
     else:
         drg_metrics("drg.bm25_gold", drg_model, drg_tok, "bm25")
     if critic_path:
-        critic = CriticScorer(critic_path)
-        rewards = critic.rewards(gen_p, hyps, mode=reward_mode)
-        m["drg.reward"] = sum(rewards) / len(rewards)
+        probs = CriticScorer(critic_path).probs(gen_p, hyps)
+        m["drg.reward"] = sum(1.0 if p > 0.5 else -1.0 for p in probs) / len(probs)  # the paper's +1/-1
+        m["drg.reward_prob"] = sum(probs) / len(probs)
 
     # cold start: turns with exactly N earlier utterances
     for nctx in cold_start or ():

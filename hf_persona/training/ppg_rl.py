@@ -200,7 +200,8 @@ def _make_trainer_class():
 
 def make_rloo_trainer(model, tokenizer, reward, train_dataset, output_dir, *, max_steps, learning_rate=1e-5,
                       batch_size=8, num_generations=2, max_completion_length=32, beta=0.0, temperature=1.0,
-                      top_p=0.9, save_steps=10, seed=0, lora_target_modules=None, callbacks=None):
+                      top_p=0.9, save_steps=10, seed=0, lora_target_modules=None, callbacks=None,
+                      normalize_advantages=False):
     """An ``RLOOTrainer`` (with the adaptation above) for one generator and one reward."""
     from trl import RLOOConfig
 
@@ -216,6 +217,7 @@ def make_rloo_trainer(model, tokenizer, reward, train_dataset, output_dir, *, ma
         logging_steps=1, save_strategy="steps", save_steps=save_steps, save_total_limit=2, report_to=[],
         seed=seed, use_cpu=not P._cuda(), disable_tqdm=True, dataloader_num_workers=0,
         remove_unused_columns=False,
+        normalize_advantages=normalize_advantages,
         # the sequence-level importance ratio exp(sum log p - sum log p_old) explodes when dropout makes the
         # two passes differ; sampling and scoring must use the same (deterministic) policy
         disable_dropout=True,
@@ -301,6 +303,7 @@ def train_rl(
     max_prompts=None,
     log=None,
     callbacks=None,
+    normalize_advantages=False,
 ):
     """Alternate RLOO phases on PPG and DRG; returns the state dict (paths of the final models, timings).
 
@@ -331,6 +334,7 @@ def train_rl(
                                              "train_ppg": train_ppg, "train_drg": train_drg,
                                              "learning_rate": learning_rate, "batch_size": batch_size,
                                              "num_generations": num_generations, "beta": beta,
+                                             "normalize_advantages": normalize_advantages,
                                              "reward_mode": reward_mode}}
     schedule = []
     for r in range(rounds):
@@ -391,7 +395,8 @@ def train_rl(
             model, tok, reward, ds, phase_dir / "checkpoints", max_steps=steps_per_phase,
             learning_rate=learning_rate, batch_size=batch_size, num_generations=num_generations,
             max_completion_length=max_len, beta=beta, temperature=temperature, top_p=top_p, save_steps=save_steps,
-            seed=seed + idx, lora_target_modules=lora_target_modules, callbacks=[timer, *(callbacks or [])])
+            seed=seed + idx, lora_target_modules=lora_target_modules, callbacks=[timer, *(callbacks or [])],
+            normalize_advantages=normalize_advantages)
         resume = last_checkpoint(phase_dir / "checkpoints")
         say(f"RL phase {name}: {len(ds)} prompts, {steps_per_phase} steps" + (f", resuming {resume}" if resume else ""))
         trainer.train(resume_from_checkpoint=resume)
