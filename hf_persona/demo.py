@@ -37,12 +37,15 @@ SEEKER_TURNS = (
     "my wife says i should talk to someone , so here i am .",
 )
 
-#: Training budgets (optimizer steps) per stage; the full demo stays within about 10 minutes on
-#: 2 CPU cores, ``quick`` runs the frame in seconds.
+#: Training budgets per stage: optimizer steps (a cap) and wall-clock minutes (the run stops
+#: at whichever comes first). The full demo stays within about 10 minutes on 2 CPU cores;
+#: ``quick`` runs the frame in seconds.
 BUDGETS = {
-    "full": {"cobert": 60, "receiver": 60, "persona_extractor": 80, "pal": 80, "batch_size": 8,
-             "esconv_dialogues": None},
+    "full": {"cobert": 40, "receiver": 40, "persona_extractor": 80, "pal": 80, "batch_size": 8,
+             "minutes": {"cobert": 1.5, "receiver": 1.5, "persona_extractor": 2.0, "pal": 2.0},
+             "esconv_dialogues": 12},
     "quick": {"cobert": 2, "receiver": 2, "persona_extractor": 2, "pal": 2, "batch_size": 4,
+              "minutes": {"cobert": None, "receiver": None, "persona_extractor": None, "pal": None},
               "esconv_dialogues": 6},
 }
 
@@ -147,7 +150,8 @@ def stage_cobert(ctx: DemoContext) -> None:
     run_dir = ctx.work / "cobert"
     started = time.time()
     model = train_cobert(train, run_dir, backbone=ctx.backbone, eval_ds=dev, max_steps=ctx.budgets["cobert"],
-                         batch_size=ctx.budgets["batch_size"], eval_candidates=10, seed=0, resume=False,
+                         budget_minutes=ctx.budgets["minutes"]["cobert"], batch_size=ctx.budgets["batch_size"],
+                         warmup_ratio=0.0, eval_examples=40, eval_candidates=10, seed=0, resume=False,
                          save_total_limit=1)
     model.eval()
     ctx.models["cobert"] = model
@@ -166,7 +170,7 @@ def stage_receiver(ctx: DemoContext) -> None:
     model, metrics = train_receiver(train, run_dir, backbone=ctx.backbone, eval_ds=dev,
                                     max_steps=ctx.budgets["receiver"], batch_size=ctx.budgets["batch_size"],
                                     logging_steps=1 if ctx.quick else 5, seed=0, resume=False,
-                                    disable_tqdm=False)
+                                    disable_tqdm=False, time_budget_minutes=ctx.budgets["minutes"]["receiver"])
     model.eval()
     ctx.models["receiver"] = model
     shown = {k: v for k, v in (metrics or {}).items() if "hits" in k and isinstance(v, (int, float))}
@@ -191,11 +195,13 @@ def stage_persona_extractor(ctx: DemoContext) -> None:
     started = time.time()
     summary = train_extractor(run_dir, [sample_path("personachat")], backbone=ctx.backbone, dev_from=29,
                               max_steps=ctx.budgets["persona_extractor"], batch_size=ctx.budgets["batch_size"],
+                              budget_minutes=ctx.budgets["minutes"]["persona_extractor"], warmup_steps=5,
                               eval_steps=max(1, ctx.budgets["persona_extractor"] // 2), max_dev_examples=16,
                               logging_steps=1 if ctx.quick else 5, report_eval=not ctx.quick,
                               eval_generation_examples=16, num_beams=1 if ctx.quick else 2, resume=False,
                               seed=0, progress=True)
-    ctx.models["persona_extractor"] = PersonaExtractor.from_pretrained(run_dir, num_beams=1 if ctx.quick else 2)
+    # greedy and at most 32 new tokens: the annotation below runs it three times per ESConv dialogue
+    ctx.models["persona_extractor"] = PersonaExtractor.from_pretrained(run_dir, num_beams=1, max_new_tokens=32)
     ev = summary.get("eval") or {}
     metric = next((f"{k} = {v:.2f}" for k, v in ev.items() if "rouge" in k.lower() and isinstance(v, (int, float))), "")
     _record_run(ctx, "Persona extractor", run_dir, time.time() - started, {"dev metric": metric})
@@ -220,6 +226,7 @@ def stage_pal(ctx: DemoContext) -> None:
     started = time.time()
     steps = ctx.budgets["pal"]
     summary = train_pal(ctx.runs["pesconv"], run_dir, backbone=ctx.backbone, max_steps=steps,
+                        budget_minutes=ctx.budgets["minutes"]["pal"],
                         batch_size=ctx.budgets["batch_size"], warmup_steps=min(10, steps // 5),
                         eval_steps=max(1, steps // 2), max_eval_examples=16,
                         logging_steps=1 if ctx.quick else 5, seed=0, resume=False, progress=True)
