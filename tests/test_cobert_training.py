@@ -84,8 +84,8 @@ def test_train_eval_resume_and_cli(tiny_bert_dir, tmp_path):
     assert metrics["examples"] == 40 and "hits@1_10" in res.output
 
     # evaluate_ranking on the reloaded model reproduces the CLI numbers (same seed, same candidates)
-    ex = ranking_examples(read_personachat(data))[:40]
-    again = evaluate_ranking(load_selector(out), ex, num_candidates=20, hits_candidates=10)
+    ex = ranking_examples(read_personachat(data))
+    again = evaluate_ranking(load_selector(out), ex, num_candidates=20, hits_candidates=10, max_examples=40)
     assert again["r@1"] == pytest.approx(metrics["r@1"]) and again["mrr"] == pytest.approx(metrics["mrr"])
 
 

@@ -73,7 +73,8 @@ def train_cobert_cmd(data_path, output_dir, backbone, kind, train_dialogues, epo
               help="PERSONA-CHAT file (ParlAI text).")
 @click.option("--skip-dialogues", default=0, show_default=True,
               help="Evaluate only the dialogues after the first N (e.g. 800 when those were trained on).")
-@click.option("--max-examples", default=None, type=int, help="Evaluate at most this many examples.")
+@click.option("--max-examples", default=None, type=int,
+              help="Score a seeded random subset of this many examples (distractors still come from all).")
 @click.option("--candidates", default=100, show_default=True, help="C for R@1/R@10/R@50/MRR (paper: 100).")
 @click.option("--hits-candidates", default=20, show_default=True, help="C for Hits@1 (PERSONA-CHAT: 20).")
 @click.option("--batch-size", default=32, show_default=True, help="Queries encoded per batch.")

@@ -153,6 +153,9 @@ def load_selector(path):
 
     from ..models.cobert import BiEncoderConfig, CoBERTConfig
 
+    text = str(path)
+    if (text.startswith((".", "~")) or Path(text).is_absolute() or text.count("/") > 1) and not Path(text).expanduser().is_dir():
+        raise HFPersonaError(f"model folder {text!r} does not exist; expected a folder saved by train cobert or a Hub id")
     try:
         config = AutoConfig.from_pretrained(path, trust_remote_code=False)
     except (OSError, ValueError) as err:
@@ -455,7 +458,8 @@ def evaluate_cobert_file(model_path, data_path, skip_dialogues: int = 0, max_exa
                          num_candidates: int = 100, hits_candidates: int = 20, seed: int = 0, json_out=None,
                          batch_size: int = 32) -> dict:
     """Load a saved model and evaluate it on the dialogues of ``data_path`` after the first
-    ``skip_dialogues`` (e.g. 800 when those were used for training)."""
+    ``skip_dialogues`` (e.g. 800 when those were used for training); ``max_examples`` scores a seeded
+    random subset of their examples (distractors are drawn from all of them)."""
     from ..data import read_personachat
 
     dialogues = read_personachat(data_path)
@@ -464,12 +468,10 @@ def evaluate_cobert_file(model_path, data_path, skip_dialogues: int = 0, max_exa
             raise HFPersonaError(f"skip_dialogues={skip_dialogues} leaves nothing of {len(dialogues)} dialogues")
         dialogues = dialogues.select(range(skip_dialogues, len(dialogues)))
     examples = ranking_examples(dialogues)
-    if max_examples:
-        examples = examples[:max_examples]
     model = load_selector(model_path)
+    # max_examples: a seeded subset is scored, distractors still come from every evaluated dialogue
     metrics = evaluate_ranking(model, examples, num_candidates=num_candidates, hits_candidates=hits_candidates,
-                               seed=seed, batch_size=batch_size)
-    metrics["model_type"] = model.config.model_type
+                               seed=seed, batch_size=batch_size, max_examples=max_examples)
     if json_out:
         atomic_write_json(json_out, metrics)
     return metrics
