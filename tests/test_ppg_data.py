@@ -163,3 +163,19 @@ def test_fit_turn_drops_oldest_context_first(minilm_path):
     fitted = D.fit_turn(t, tok, D.ppg_example, full - 1)
     assert fitted["context"] == t["context"][1:] and fitted["context_speakers"] == t["context_speakers"][1:]
     assert D.fit_turn(t, tok, D.ppg_example, 5) is None
+
+
+def test_long_partner_persona_is_cut_to_its_first_sentences(minilm_path):
+    from transformers import AutoTokenizer
+
+    from hf_persona.training.ppg import task_examples
+
+    tok = AutoTokenizer.from_pretrained(minilm_path)
+    t = D.dialogue_turns(ROW)[0]
+    pp = ["i am a nurse.", "i work nights at the big hospital downtown.", "i like metallica."]
+    one = len(D.encode_prompt(tok, D.drg_prompt(t["self_persona"], pp[:1], [], [])))
+    ex = task_examples("drg", [t], tok, one, [pp])
+    assert ex[0]["partner_persona"] == pp[:1] and ex[0]["context"] == []  # context goes first, then sentences
+    assert task_examples("drg", [t], tok, one - 1, [pp], keep_unfit=True) == [None]
+    gold = task_examples("drg", [t], tok, one + 200, "gold")[0]
+    assert gold["partner_persona"] == ROW["partner_persona"] and gold["context"] == t["context"]

@@ -138,8 +138,8 @@ def task_examples(task, turns, tokenizer, max_prompt_tokens=DEFAULT_MAX_PROMPT_T
     ``partner_persona`` (DRG only): ``"gold"`` (all gold sentences), ``"bm25"`` (BM25 top-3
     gold), or a list with one persona list per turn (e.g. PPG-generated personas).
     Turns whose prompt cannot fit even without context are dropped (count logged), or kept as
-    ``None`` with ``keep_unfit=True``. A given (generated) persona that is too long is cut to its
-    first sentences before a turn counts as unfit.
+    ``None`` with ``keep_unfit=True``. A DRG partner persona that is too long is cut to its first
+    sentences before a turn counts as unfit.
     """
     _check_task(task)
     out, dropped = [], 0
@@ -160,9 +160,9 @@ def task_examples(task, turns, tokenizer, max_prompt_tokens=DEFAULT_MAX_PROMPT_T
                 return D.drg_example(t, pp)
 
         fitted = D.fit_turn(turn, tokenizer, builder, max_prompt_tokens)
-        if fitted is None and task == D.DRG and isinstance(partner_persona, (list, tuple)):
-            # a long generated persona: keep its first sentences (context already dropped)
-            pp_list = list(partner_persona[i])
+        if fitted is None and task == D.DRG:
+            # a long partner persona: keep its first sentences (all context already dropped)
+            pp_list = list(builder(turn)["partner_persona"])
             while fitted is None and len(pp_list) > 1:
                 pp_list = pp_list[:-1]
 
@@ -640,8 +640,8 @@ def evaluate(
     gen_p = [D.split_persona(t) or [t] for t in texts]
 
     def drg_metrics(prefix, model, tok, personas, with_generation=True):
-        ex = task_examples(D.DRG, sample, tok, max_prompt_tokens, personas)
-        if len(ex) != len(sample):
+        ex = task_examples(D.DRG, sample, tok, max_prompt_tokens, personas, keep_unfit=True)
+        if any(e is None for e in ex):
             raise HFPersonaError("some dev turns do not fit the DRG prompt length; raise max_prompt_tokens")
         nll, n = completion_nll(model, tok, [e["prompt"] for e in ex], [e["completion"] for e in ex], drg_max,
                                 batch_size)
