@@ -197,14 +197,13 @@ def stage_persona_extractor(ctx: DemoContext) -> None:
                               max_steps=ctx.budgets["persona_extractor"], batch_size=ctx.budgets["batch_size"],
                               budget_minutes=ctx.budgets["minutes"]["persona_extractor"], warmup_steps=5,
                               eval_steps=max(1, ctx.budgets["persona_extractor"] // 2), max_dev_examples=16,
-                              logging_steps=1 if ctx.quick else 5, report_eval=not ctx.quick,
-                              eval_generation_examples=16, num_beams=1 if ctx.quick else 2, resume=False,
+                              logging_steps=1 if ctx.quick else 5, report_eval=False, num_beams=1, resume=False,
                               seed=0, progress=True)
     # greedy and at most 32 new tokens: the annotation below runs it three times per ESConv dialogue
     ctx.models["persona_extractor"] = PersonaExtractor.from_pretrained(run_dir, num_beams=1, max_new_tokens=32)
-    ev = summary.get("eval") or {}
-    metric = next((f"{k} = {v:.2f}" for k, v in ev.items() if "rouge" in k.lower() and isinstance(v, (int, float))), "")
-    _record_run(ctx, "Persona extractor", run_dir, time.time() - started, {"dev metric": metric})
+    dev_loss = summary.get("dev_loss")
+    _record_run(ctx, "Persona extractor", run_dir, time.time() - started,
+                {"dev metric": f"dev loss = {dev_loss:.3f}" if isinstance(dev_loss, (int, float)) else ""})
 
     annotate = landed("PESConv annotation", "hf_persona.training.pesconv", "annotate")
     _header("Annotating the ESConv sample with inferred seeker personas (PESConv)")
@@ -261,20 +260,64 @@ def _merge_persona(persona: list[str], new: list[str]) -> list[str]:
     return persona
 
 
+def strategy_first_processor(strategy_ids, special_ids, eos_ids):
+    """A LogitsProcessor for PAL replies: the first generated token is one of the strategy tokens
+    (PAL's output format, labels = [strategy] + response + eos), and no later token is a strategy
+    or another special token except eos. It runs after the strategy contrastive processor, so the
+    strategy is still PAL's (persona-contrasted) choice among the eight."""
+    import torch
+    from transformers import LogitsProcessor
+
+    strategy_ids = sorted(set(strategy_ids))
+    banned_later = sorted((set(special_ids) | set(strategy_ids)) - set(eos_ids))
+
+    class StrategyFirst(LogitsProcessor):
+        def __init__(self):
+            self.start_length = None
+
+        def __call__(self, input_ids, scores):
+            if self.start_length is None:
+                self.start_length = input_ids.shape[1]
+            if input_ids.shape[1] == self.start_length:
+                keep = scores[:, strategy_ids].clone()
+                scores = torch.full_like(scores, float("-inf"))
+                scores[:, strategy_ids] = keep
+            elif banned_later:
+                scores = scores.clone()
+                scores[:, banned_later] = float("-inf")
+            return scores
+
+    return StrategyFirst()
+
+
 def _pal_reply(ctx: DemoContext, dialogue: list[str], speakers: list[str], strategies: list[str],
                persona: list[str], seed: int):
-    """PAL's reply decoded with strategy contrastive decoding (paper Table 2 alphas, paper sampling
-    settings): (text, strategy, alpha)."""
+    """PAL's reply decoded with strategy contrastive decoding (paper Table 2 alphas, the paper's
+    sampling settings): (text, strategy, alpha)."""
+    import torch
+    from transformers import LogitsProcessorList
+
     from .models.pal import build_pal_example, resolve_strategy_alphas
-    from .training.pal import generate_responses
+    from .training.pal import PAPER_DECODING, VariantCollator
 
     model, tokenizer = ctx.models["pal"]
     example = build_pal_example(dialogue, speakers, strategies, persona, tokenizer=tokenizer,
                                 max_source_length=256, max_persona_length=96)
-    texts, chosen = generate_responses(model, tokenizer, [example], "pal", alpha="table", seed=seed)
-    strategy = chosen[0]
+    batch = VariantCollator(tokenizer, "pal")([example])
+    batch.pop("labels", None)
+    eos = model.generation_config.eos_token_id
+    eos_ids = eos if isinstance(eos, (list, tuple)) else [eos]
+    processors = LogitsProcessorList([
+        model.strategy_contrast_processor(None),  # per-strategy alpha, paper Table 2
+        strategy_first_processor(model.config.strategy_token_ids, tokenizer.all_special_ids, eos_ids),
+    ])
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        out = model.generate(**batch, **PAPER_DECODING, logits_processor=processors)
+    strategy = model.strategies_of(out)[0]
+    text = tokenizer.batch_decode(out, skip_special_tokens=True)[0].strip()
     table = resolve_strategy_alphas(None, model.config.strategy_alpha)
-    return texts[0], strategy or "(none)", table.get(strategy) if strategy else None
+    return text, strategy or "(none)", table.get(strategy) if strategy else None
 
 
 def run_conversation(ctx: DemoContext) -> list[dict]:

@@ -115,3 +115,17 @@ def test_quick_demo_writes_the_report(tmp_path):
             assert row["seeker"] == demo.SEEKER_TURNS[row["turn"] - 1]
             if "CoBERT" in trained:
                 assert row["CoBERT top"]
+
+
+def test_strategy_first_processor_masks_by_position():
+    import torch
+
+    proc = demo.strategy_first_processor(strategy_ids=[5, 7], special_ids=[0, 1, 2, 5, 7], eos_ids=[2])
+    scores = torch.arange(10, dtype=torch.float).repeat(2, 1)
+    first = proc(torch.zeros(2, 1, dtype=torch.long), scores)
+    inf = float("-inf")
+    assert first.tolist() == [[inf, inf, inf, inf, inf, 5.0, inf, 7.0, inf, inf]] * 2
+    later = proc(torch.zeros(2, 2, dtype=torch.long), scores)
+    # strategy and special tokens are banned after the first step, eos (2) stays allowed
+    assert later.tolist() == [[inf, inf, 2.0, 3.0, 4.0, inf, 6.0, inf, 8.0, 9.0]] * 2
+    assert scores.tolist()[0] == list(map(float, range(10)))  # the input is not modified
