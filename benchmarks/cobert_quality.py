@@ -45,6 +45,8 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-zero-shot", action="store_true")
+    parser.add_argument("--eval-only", action="store_true",
+                        help="Do not train: evaluate the models already saved in --work-dir.")
     parser.add_argument("--models", default="biencoder,cobert",
                         help="Comma-separated models to (re)train; keys of the others are kept from --out.")
     parser.add_argument("--work-dir", default=str(ROOT / "runs" / "cobert_quality"))
@@ -55,7 +57,8 @@ def main(argv=None):
 
     torch.set_num_threads(args.threads)
     from hf_persona.data import read_personachat, shared_data_dir, split_by_dialogue
-    from hf_persona.training.cobert import build_model, evaluate_ranking, ranking_examples, train_cobert
+    from hf_persona.training.cobert import (build_model, evaluate_ranking, load_selector, ranking_examples,
+                                            train_cobert)
     from hf_persona.utils import atomic_write_json
 
     data = args.data
@@ -79,6 +82,11 @@ def main(argv=None):
         "protocol": "hits@1/mrr_20: 20 candidates; r@k/mrr: 100 candidates (paper); distractors from other dev "
                     "dialogues, seed 0; *_no_persona: n_P = 0",
     })
+    if args.eval_only:  # training settings belong to the run that produced the saved models
+        for key in ("budget_minutes_per_model", "max_steps_per_model", "batch_size", "learning_rate",
+                    "num_negatives", "max_context_length"):
+            result.pop(key, None)
+        result["models_evaluated_from"] = os.path.relpath(args.work_dir, ROOT)
 
     def record(prefix, metrics):
         result[f"{prefix}.hits@1"] = metrics["hits@1_20"]
@@ -100,11 +108,14 @@ def main(argv=None):
 
     for kind in args.models.split(","):
         t0 = time.time()
-        model = train_cobert(train, Path(args.work_dir) / kind, backbone="minilm", model=kind,
-                             budget_minutes=args.budget_minutes or None, max_steps=args.max_steps, epochs=1.0,
-                             batch_size=args.batch_size, learning_rate=args.lr, num_negatives=args.num_negatives,
-                             seed=args.seed, resume=False, eval_examples=100, eval_candidates=20,
-                             max_context_length=args.max_length)
+        if args.eval_only:
+            model = load_selector(Path(args.work_dir) / kind)
+        else:
+            model = train_cobert(train, Path(args.work_dir) / kind, backbone="minilm", model=kind,
+                                 budget_minutes=args.budget_minutes or None, max_steps=args.max_steps, epochs=1.0,
+                                 batch_size=args.batch_size, learning_rate=args.lr, num_negatives=args.num_negatives,
+                                 seed=args.seed, resume=False, eval_examples=100, eval_candidates=20,
+                                 max_context_length=args.max_length)
         train_s = time.time() - t0
         summary = json.loads((Path(args.work_dir) / kind / "train_summary.json").read_text())
         t0 = time.time()
@@ -113,9 +124,11 @@ def main(argv=None):
         result[f"{kind}.train_steps"] = summary["global_step"]
         result[f"{kind}.train_examples_seen"] = summary["global_step"] * args.batch_size
         result[f"{kind}.stopped_by_budget"] = summary["stopped_by_budget"]
-        result[f"{kind}.budget_minutes"] = args.budget_minutes or None
-        result[f"{kind}.max_steps"] = args.max_steps
-        result[f"{kind}.train_seconds"] = round(train_s, 1)
+        if not args.eval_only:
+            result[f"{kind}.budget_minutes"] = args.budget_minutes or None
+            result[f"{kind}.max_steps"] = args.max_steps
+        if not args.eval_only:
+            result[f"{kind}.train_seconds"] = round(train_s, 1)
         result[f"{kind}.eval_seconds"] = round(time.time() - t0, 1)
         atomic_write_json(args.out, result)
         print(kind, metrics, flush=True)
