@@ -103,6 +103,20 @@ def test_sft_trains_on_completion_tokens_only(tiny_gen, rows, tmp_path):
         n_prompt = len(row["input_ids"]) - sum(row["completion_mask"])
         real = labels[i][labels[i] != -100].tolist()
         assert real == row["input_ids"][n_prompt:]  # exactly the completion (+ EOS) is supervised
+    # the loss is the model's own NLL (full LM head incl. BERT's prediction transform), not TRL's fused head
+    model.eval()
+    rows_in_batch = [by_ids[tuple(ids[i][mask[i] == 1].tolist())] for i in range(ids.shape[0])]
+    total, count = 0.0, 0
+    for r in rows_in_batch:
+        n_prompt = len(r["input_ids"]) - sum(r["completion_mask"])
+        with torch.no_grad():
+            lp = torch.log_softmax(model(input_ids=torch.tensor([r["input_ids"]])).logits[0, :-1], -1)
+        for j in range(n_prompt - 1, len(r["input_ids"]) - 1):
+            total -= float(lp[j, r["input_ids"][j + 1]])
+            count += 1
+    with torch.no_grad():
+        loss = trainer.compute_loss(model, batch)
+    assert float(loss) == pytest.approx(total / count, rel=1e-4)
 
 
 def test_train_generator_with_lora_changes_attention_and_saves_a_causal_lm(tiny_bert_dir, rows, tmp_path):

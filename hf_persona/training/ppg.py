@@ -314,8 +314,25 @@ def make_sft_trainer(model, tokenizer, dataset, output_dir, *, epochs=2.0, max_s
         disable_tqdm=True,
     )
     peft_config = lora_config(lora_target_modules) if lora_target_modules else None
-    return SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                      peft_config=peft_config, callbacks=callbacks)
+
+    class PPGSFTTrainer(SFTTrainer):
+        """``SFTTrainer`` whose loss is the model's own causal-LM loss.
+
+        TRL 1.x computes the SFT loss through a fused LM head that multiplies the backbone's last
+        hidden state directly by the output matrix. ``BertLMHeadModel`` has a prediction-head
+        transform (dense + GELU + LayerNorm) in between, so the fused loss trains a function the
+        model never computes at inference (measured: training loss 6.4 while the saved model's own
+        NLL on the same data was 11.1). Here the loss comes from ``model(input_ids, attention_mask,
+        labels)``: the full head, shifted cross-entropy over the completion labels.
+        """
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            keep = {k: inputs[k] for k in ("input_ids", "attention_mask", "labels") if k in inputs}
+            outputs = model(**keep)
+            return (outputs.loss, outputs) if return_outputs else outputs.loss
+
+    return PPGSFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                         peft_config=peft_config, callbacks=callbacks)
 
 
 def _cuda():
