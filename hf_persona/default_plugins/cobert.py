@@ -7,6 +7,7 @@ Registers both models with ``AutoConfig`` / ``AutoModel`` and adds ``hf-persona 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
@@ -63,7 +64,7 @@ def train_cobert_cmd(data_path, output_dir, backbone, kind, train_dialogues, epo
                  budget_minutes=budget_minutes, batch_size=batch_size, gradient_accumulation_steps=grad_accum,
                  learning_rate=learning_rate, num_negatives=num_negatives, both_sides=both_sides,
                  eval_steps=eval_steps, seed=seed, resume=not no_resume, json_out=json_out, **extra)
-    summary = json.loads((__import__("pathlib").Path(output_dir) / "train_summary.json").read_text())
+    summary = json.loads((Path(output_dir) / "train_summary.json").read_text())
     click.echo(json.dumps(summary, indent=2))
 
 
