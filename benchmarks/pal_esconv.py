@@ -59,7 +59,7 @@ def stage_extractor(args, work: Path) -> dict:
     return train_persona_extractor(
         out, default_data_files(), budget_minutes=args.extractor_minutes, epochs=3, batch_size=8,
         learning_rate=2e-4, warmup_steps=20, eval_steps=40, max_dev_examples=48, max_source_length=128,
-        max_target_length=48, eval_generation_examples=100, num_beams=4, seed=args.seed, progress=False,
+        max_target_length=48, eval_generation_examples=60, num_beams=4, seed=args.seed, progress=False,
         json_out=summary_path,
     )
 
