@@ -37,6 +37,8 @@ def main(argv=None):
     p.add_argument("--generate-examples", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force-strategy-first", action="store_true",
+                   help="Restrict the first generated token to the 8 strategy tokens (for briefly trained models).")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "decoding_quality.json"))
     args = p.parse_args(argv)
 
@@ -56,7 +58,8 @@ def main(argv=None):
         t0 = time.monotonic()
         m = evaluate_pal(work / "pal", work / "pesconv", max_examples=args.generate_examples,
                          max_generate=args.generate_examples, alpha=alpha, batch_size=args.batch_size,
-                         seed=args.seed, embedder=embedder, teacher_forced=False, return_samples=3)
+                         seed=args.seed, embedder=embedder, teacher_forced=False, return_samples=3,
+                         force_strategy_first=args.force_strategy_first)
         runs[name] = m
         print(f"{name}: " + ", ".join(f"{k}={m[k]:.4f}" for k in KEYS) + f" ({time.monotonic() - t0:.0f}s)", flush=True)
     result = {name: {k: runs[name][k] for k in KEYS + ("dist1", "ead1", "rougeL", "bleu4", "mean_response_words",
@@ -69,6 +72,7 @@ def main(argv=None):
         "split": "PESConv valid (see pal_esconv.json setup)",
         "decoding": "top-k 10, top-p 0.9, temperature 0.5, repetition penalty 1.03, 10-50 new tokens",
         "seed": args.seed,
+        "force_strategy_first": args.force_strategy_first,
         "alpha_table": "paper Table 2 (the PAL config's strategy_alpha)",
         "alpha0": "StrategyContrastiveLogitsProcessor with alpha 0 for every strategy",
         "device": "cpu (2 cores shared by 7 engineers)",

@@ -135,6 +135,19 @@ def test_only_pal_sees_the_persona(tiny_pal, pal_tokenizer):
         assert (abs(a["ppl"] - b["ppl"]) > 1e-6) == changes, variant
 
 
+def test_force_strategy_first_makes_every_sequence_open_with_a_strategy(tiny_pal, pal_tokenizer):
+    from hf_persona.training.pal import generate_responses, pesconv_examples
+
+    exs, _ = pesconv_examples([ROW], pal_tokenizer, "pal", max_source_length=64)
+    settings = {"do_sample": True, "top_k": 10, "max_new_tokens": 3}
+    _, free = generate_responses(tiny_pal, pal_tokenizer, exs, "pal", decoding=settings)
+    texts, forced = generate_responses(tiny_pal, pal_tokenizer, exs, "pal", decoding=settings,
+                                       force_strategy_first=True, alpha="table")
+    assert all(name in tiny_pal.config.strategy_names for name in forced)
+    assert len(texts) == len(exs)
+    assert not all(name is not None for name in free)  # the untrained model rarely opens with a strategy
+
+
 def test_generation_metrics_by_hand():
     from hf_persona.training.pal import SentenceEmbedder, generation_metrics
 

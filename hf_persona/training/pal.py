@@ -455,14 +455,16 @@ def teacher_forced_metrics(model, tokenizer, examples, variant: str, batch_size:
 
 
 def generate_responses(model, tokenizer, examples, variant: str, *, alpha=None, batch_size: int = 16, seed: int = 0,
-                       decoding: dict | None = None) -> tuple[list[str], list]:
+                       decoding: dict | None = None, force_strategy_first: bool = False) -> tuple[list[str], list]:
     """Sample a response for each example (paper decoding); returns (texts, strategy names chosen).
 
     ``alpha``: None = plain decoding; otherwise the strategy contrastive processor with that
     alpha (``"table"`` = the config's per-strategy table, paper Table 2; a number or level name
     for every strategy; a dict). Only the ``pal`` variant can use it (it needs the persona pass).
     The random generator is re-seeded per batch, so two calls that differ only in ``alpha``
-    draw from the same random stream.
+    draw from the same random stream. ``force_strategy_first`` restricts the first generated
+    token to the eight strategy tokens (``prefix_allowed_tokens_fn``), for models too briefly
+    trained to open with one on their own (the contrastive processor picks alpha from that token).
     """
     import torch
     from transformers import LogitsProcessorList
@@ -479,6 +481,14 @@ def generate_responses(model, tokenizer, examples, variant: str, *, alpha=None, 
                 raise HFPersonaError("strategy contrastive decoding needs the persona: use it with the 'pal' variant")
             proc = model.strategy_contrast_processor(None if alpha == "table" else alpha)
             kwargs["logits_processor"] = LogitsProcessorList([proc])
+        if force_strategy_first:
+            strategy_ids = list(model.config.strategy_token_ids)
+            everything = list(range(model.get_output_embeddings().weight.shape[0]))
+
+            def allowed(batch_id, prefix, _s=strategy_ids, _all=everything):
+                return _s if prefix.shape[-1] == 1 else _all
+
+            kwargs["prefix_allowed_tokens_fn"] = allowed
         torch.manual_seed(seed + b)
         with torch.no_grad():
             out = model.generate(**batch, **kwargs)
@@ -516,7 +526,7 @@ def generation_metrics(hyps: Sequence[str], refs: Sequence[str], personas: Seque
 def evaluate_pal(model_dir, data, *, split: str = "valid", max_examples: int | None = None,
                  max_generate: int | None = None, alpha=None, batch_size: int = 16, seed: int = 0,
                  decoding: dict | None = None, embedder: SentenceEmbedder | None = None, json_out=None,
-                 return_samples: int = 5, teacher_forced: bool = True) -> dict:
+                 return_samples: int = 5, teacher_forced: bool = True, force_strategy_first: bool = False) -> dict:
     """Table 3 metrics of a model trained by :func:`train_pal` on PESConv ``split`` (valid or train).
 
     ``max_examples`` caps the teacher-forced examples (ACC, PPL) and ``max_generate`` the sampled
@@ -541,7 +551,8 @@ def evaluate_pal(model_dir, data, *, split: str = "valid", max_examples: int | N
     if teacher_forced:
         metrics.update(teacher_forced_metrics(model, tokenizer, examples, variant, batch_size))
     hyps, chosen = generate_responses(model, tokenizer, gen_examples, variant, alpha=alpha, batch_size=batch_size,
-                                      seed=seed, decoding=decoding)
+                                      seed=seed, decoding=decoding, force_strategy_first=force_strategy_first)
+    metrics["force_strategy_first"] = int(force_strategy_first)
     metrics.update(generation_metrics(hyps, [e["response"] for e in gen_examples], [e["persona"] for e in gen_examples],
                                       len(tokenizer), embedder))
     gold = [e["strategy"] for e in gen_examples]
