@@ -42,11 +42,11 @@ SEEKER_TURNS = (
 #: ``quick`` runs the frame in seconds.
 BUDGETS = {
     "full": {"cobert": 40, "receiver": 40, "persona_extractor": 80, "pal": 80, "batch_size": 8,
-             "minutes": {"cobert": 1.5, "receiver": 1.5, "persona_extractor": 2.0, "pal": 2.0},
-             "esconv_dialogues": 12},
+             "minutes": {"cobert": 1.25, "receiver": 1.25, "persona_extractor": 1.75, "pal": 1.75},
+             "esconv_dialogues": 12, "eval_dialogues": None, "turns": 5, "max_new_tokens": None},
     "quick": {"cobert": 2, "receiver": 2, "persona_extractor": 2, "pal": 2, "batch_size": 4,
               "minutes": {"cobert": None, "receiver": None, "persona_extractor": None, "pal": None},
-              "esconv_dialogues": 6},
+              "esconv_dialogues": 4, "eval_dialogues": 4, "turns": 3, "max_new_tokens": 8},
 }
 
 
@@ -124,11 +124,14 @@ def section_overview(out_dir: Path) -> str:
     return "## Plugins\n\n" + "\n".join(f"- {l}" for l in lines) + "\n\n## Embedded sample\n\n```\n" + table + "\n```\n"
 
 
-def _personachat_splits():
+def _personachat_splits(ctx: DemoContext):
     from .data import read_personachat, sample_path, split_by_dialogue
 
     ds = read_personachat(sample_path("personachat"))
-    return split_by_dialogue(ds, test_fraction=0.2, seed=0)
+    train, dev = split_by_dialogue(ds, test_fraction=0.2, seed=0)
+    if ctx.budgets["eval_dialogues"]:
+        dev = dev.select(range(min(len(dev), ctx.budgets["eval_dialogues"])))
+    return train, dev
 
 
 def _record_run(ctx: DemoContext, name: str, run_dir: Path, seconds: float, extra: dict | None = None) -> None:
@@ -146,12 +149,12 @@ def _record_run(ctx: DemoContext, name: str, run_dir: Path, seconds: float, extr
 def stage_cobert(ctx: DemoContext) -> None:
     train_cobert = landed("CoBERT", "hf_persona.training.cobert", "train_cobert")
     _header("Training CoBERT (persona-aware response selection) on the PERSONA-CHAT sample")
-    train, dev = _personachat_splits()
+    train, dev = _personachat_splits(ctx)
     run_dir = ctx.work / "cobert"
     started = time.time()
     model = train_cobert(train, run_dir, backbone=ctx.backbone, eval_ds=dev, max_steps=ctx.budgets["cobert"],
                          budget_minutes=ctx.budgets["minutes"]["cobert"], batch_size=ctx.budgets["batch_size"],
-                         warmup_ratio=0.0, eval_examples=40, eval_candidates=10, seed=0, resume=False,
+                         warmup_ratio=0.0, eval_examples=8 if ctx.quick else 40, eval_candidates=10, seed=0, resume=False,
                          save_total_limit=1)
     model.eval()
     ctx.models["cobert"] = model
@@ -164,13 +167,14 @@ def stage_cobert(ctx: DemoContext) -> None:
 def stage_receiver(ctx: DemoContext) -> None:
     train_receiver = landed("Receiver", "hf_persona.training.receiver", "train_receiver")
     _header("Training the Receiver (P2Bot persona perception) on the PERSONA-CHAT sample")
-    train, dev = _personachat_splits()
+    train, dev = _personachat_splits(ctx)
     run_dir = ctx.work / "receiver"
     started = time.time()
     model, metrics = train_receiver(train, run_dir, backbone=ctx.backbone, eval_ds=dev,
                                     max_steps=ctx.budgets["receiver"], batch_size=ctx.budgets["batch_size"],
                                     logging_steps=1 if ctx.quick else 5, seed=0, resume=False,
-                                    disable_tqdm=False, time_budget_minutes=ctx.budgets["minutes"]["receiver"])
+                                    disable_tqdm=False, time_budget_minutes=ctx.budgets["minutes"]["receiver"],
+                                    eval_negatives=3 if ctx.quick else 7)
     model.eval()
     ctx.models["receiver"] = model
     shown = {k: v for k, v in (metrics or {}).items() if "hits" in k and isinstance(v, (int, float))}
@@ -200,7 +204,8 @@ def stage_persona_extractor(ctx: DemoContext) -> None:
                               logging_steps=1 if ctx.quick else 5, report_eval=False, num_beams=1, resume=False,
                               seed=0, progress=True)
     # greedy and at most 32 new tokens: the annotation below runs it three times per ESConv dialogue
-    ctx.models["persona_extractor"] = PersonaExtractor.from_pretrained(run_dir, num_beams=1, max_new_tokens=32)
+    ctx.models["persona_extractor"] = PersonaExtractor.from_pretrained(
+        run_dir, num_beams=1, max_new_tokens=ctx.budgets["max_new_tokens"] or 32)
     dev_loss = summary.get("dev_loss")
     _record_run(ctx, "Persona extractor", run_dir, time.time() - started,
                 {"dev metric": f"dev loss = {dev_loss:.3f}" if isinstance(dev_loss, (int, float)) else ""})
@@ -307,13 +312,18 @@ def _pal_reply(ctx: DemoContext, dialogue: list[str], speakers: list[str], strat
     batch.pop("labels", None)
     eos = model.generation_config.eos_token_id
     eos_ids = eos if isinstance(eos, (list, tuple)) else [eos]
+    # BERT's reserved "[unusedN]" vocabulary entries are never text either
+    reserved = [i for t, i in tokenizer.get_vocab().items() if t.startswith("[unused") and t.endswith("]")]
     processors = LogitsProcessorList([
         model.strategy_contrast_processor(None),  # per-strategy alpha, paper Table 2
-        strategy_first_processor(model.config.strategy_token_ids, tokenizer.all_special_ids, eos_ids),
+        strategy_first_processor(model.config.strategy_token_ids, [*tokenizer.all_special_ids, *reserved], eos_ids),
     ])
+    settings = dict(PAPER_DECODING)
+    if ctx.budgets["max_new_tokens"]:
+        settings.update(max_new_tokens=ctx.budgets["max_new_tokens"], min_new_tokens=2)
     torch.manual_seed(seed)
     with torch.no_grad():
-        out = model.generate(**batch, **PAPER_DECODING, logits_processor=processors)
+        out = model.generate(**batch, **settings, logits_processor=processors)
     strategy = model.strategies_of(out)[0]
     text = tokenizer.batch_decode(out, skip_special_tokens=True)[0].strip()
     table = resolve_strategy_alphas(None, model.config.strategy_alpha)
@@ -338,7 +348,7 @@ def run_conversation(ctx: DemoContext) -> list[dict]:
     persona: list[str] = []
     seeker_said: list[str] = []
     rows = []
-    for turn, text in enumerate(SEEKER_TURNS, start=1):
+    for turn, text in enumerate(SEEKER_TURNS[: ctx.budgets["turns"]], start=1):
         dialogue.append(text)
         speakers.append("usr")
         strategies.append("")

@@ -110,7 +110,7 @@ def test_quick_demo_writes_the_report(tmp_path):
         assert (out / name).read_bytes()[:8] == PNG_MAGIC
         assert f"]({name})" in report
     if trained & {"CoBERT", "PAL"}:
-        assert len(summary["conversation"]) == len(demo.SEEKER_TURNS)
+        assert len(summary["conversation"]) == demo.BUDGETS["quick"]["turns"]
         for row in summary["conversation"]:
             assert row["seeker"] == demo.SEEKER_TURNS[row["turn"] - 1]
             if "CoBERT" in trained:
