@@ -45,6 +45,8 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-zero-shot", action="store_true")
+    parser.add_argument("--resume", action="store_true",
+                        help="Continue from the newest checkpoint in --work-dir (e.g. to train longer).")
     parser.add_argument("--eval-only", action="store_true",
                         help="Do not train: evaluate the models already saved in --work-dir.")
     parser.add_argument("--models", default="biencoder,cobert",
@@ -114,7 +116,7 @@ def main(argv=None):
             model = train_cobert(train, Path(args.work_dir) / kind, backbone="minilm", model=kind,
                                  budget_minutes=args.budget_minutes or None, max_steps=args.max_steps, epochs=1.0,
                                  batch_size=args.batch_size, learning_rate=args.lr, num_negatives=args.num_negatives,
-                                 seed=args.seed, resume=False, eval_examples=100, eval_candidates=20,
+                                 seed=args.seed, resume=args.resume, eval_examples=100, eval_candidates=20,
                                  max_context_length=args.max_length)
         train_s = time.time() - t0
         summary = json.loads((Path(args.work_dir) / kind / "train_summary.json").read_text())
