@@ -75,3 +75,4 @@ def test_format_table():
     lines = out.splitlines()
     assert lines[0].split() == ["model", "hits@1", "mrr"]
     assert "0.500" in lines[2] and "0.400" in lines[3]
+
