@@ -11,3 +11,22 @@ def test_atomic_write_uses_normal_permissions(tmp_path):
         os.umask(mask)
     assert stat.S_IMODE(os.stat(tmp_path / "r.json").st_mode) == 0o644
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_time_budget_callback_stops_and_asks_for_eval_and_save():
+    import time
+    from types import SimpleNamespace
+
+    from transformers import TrainerControl
+
+    from hf_persona.training.common import time_budget_callback
+
+    never = time_budget_callback(None)
+    control = TrainerControl()
+    never.on_train_begin(None, None, control)
+    assert not never.on_step_end(None, SimpleNamespace(global_step=3), control).should_training_stop
+    spent = time_budget_callback(0.0)
+    spent.on_train_begin(None, None, control)
+    time.sleep(0.01)
+    out = spent.on_step_end(None, SimpleNamespace(global_step=5), control)
+    assert out.should_training_stop and out.should_evaluate and out.should_save and spent.stopped_at == 5

@@ -244,27 +244,9 @@ def _make_trainer_class():
 
 
 def _budget_callback(minutes):
-    from transformers import TrainerCallback
+    from .common import time_budget_callback
 
-    class TimeBudgetCallback(TrainerCallback):
-        """Stop after ``minutes`` of training, evaluating and saving first."""
-
-        def __init__(self):
-            self.start = None
-            self.stopped_at = None
-
-        def on_train_begin(self, args, state, control, **kwargs):
-            self.start = time.monotonic()
-
-        def on_step_end(self, args, state, control, **kwargs):
-            if minutes is not None and time.monotonic() - self.start > minutes * 60:
-                control.should_training_stop = True
-                control.should_evaluate = True
-                control.should_save = True
-                self.stopped_at = state.global_step
-            return control
-
-    return TimeBudgetCallback()
+    return time_budget_callback(minutes)
 
 
 def train_cobert(

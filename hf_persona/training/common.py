@@ -167,3 +167,32 @@ def atomic_save_to_disk(dataset, path) -> None:
     os.replace(tmp, path)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def time_budget_callback(minutes):
+    """A TrainerCallback that stops training once ``minutes`` have passed (None: never).
+
+    When it stops a run it asks the Trainer to evaluate and save first, and records the step in
+    ``stopped_at`` (None while the budget has not run out).
+    """
+    import time
+
+    from transformers import TrainerCallback
+
+    class TimeBudgetCallback(TrainerCallback):
+        def __init__(self):
+            self.start = None
+            self.stopped_at = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.start = time.monotonic()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if minutes is not None and time.monotonic() - self.start > minutes * 60:
+                control.should_training_stop = True
+                control.should_evaluate = True
+                control.should_save = True
+                self.stopped_at = state.global_step
+            return control
+
+    return TimeBudgetCallback()

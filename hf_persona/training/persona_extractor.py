@@ -395,25 +395,9 @@ class _TimeBudget:
 
     @staticmethod
     def make(minutes: float | None):
-        from transformers import TrainerCallback
+        from .common import time_budget_callback
 
-        class TimeBudgetCallback(TrainerCallback):
-            def __init__(self):
-                self.start = None
-                self.stopped_at = None
-
-            def on_train_begin(self, args, state, control, **kw):
-                self.start = time.monotonic()
-
-            def on_step_end(self, args, state, control, **kw):
-                if minutes is not None and time.monotonic() - self.start > minutes * 60:
-                    control.should_training_stop = True
-                    control.should_evaluate = True
-                    control.should_save = True
-                    self.stopped_at = state.global_step
-                return control
-
-        return TimeBudgetCallback()
+        return time_budget_callback(minutes)
 
 
 def _tokenize_examples(examples: list[dict], tokenizer, fmt: ExtractorFormat, decoder_start: int | None):
