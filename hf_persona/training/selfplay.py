@@ -235,9 +235,8 @@ def train_selfplay(
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
-    from hf_persona.data import read_personachat, sample_path
     from hf_persona.training.common import last_checkpoint
-    from hf_persona.training.transmitter import budget_callback, load_transmitter
+    from hf_persona.training.transmitter import budget_callback, load_transmitter, training_dialogues
     from hf_persona.utils import set_seed
 
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
@@ -260,14 +259,7 @@ def train_selfplay(
     if group < 2:
         raise HFPersonaError("a baseline needs at least 2 agent turns per group (turns × episodes_per_seed)")
 
-    if train_data is None:
-        train_data = sample_path("personachat")
-    if isinstance(train_data, (str, Path)):
-        dataset = read_personachat(train_data)
-        if dev_from is not None and len(dataset) > dev_from:
-            dataset = dataset.select(range(dev_from))
-    else:
-        dataset = train_data
+    dataset = training_dialogues(train_data, dev_from)
     seeds = selfplay_seeds(dataset)
     order = list(range(len(seeds)))
     random.Random(seed).shuffle(order)

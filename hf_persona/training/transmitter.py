@@ -165,6 +165,21 @@ class _BudgetCallback:
         return Budget()
 
 
+def training_dialogues(train_data=None, dev_from: int | None = None):
+    """PERSONA-CHAT dialogues to train on: a dataset as given, or read from a path (the embedded
+    sample when None), keeping only the dialogues before ``dev_from``."""
+    from hf_persona.data import read_personachat, sample_path
+
+    if train_data is None:
+        train_data = sample_path("personachat")
+    if not isinstance(train_data, (str, Path)):
+        return train_data
+    dataset = read_personachat(train_data)
+    if dev_from is not None and len(dataset) > dev_from:
+        dataset = dataset.select(range(dev_from))
+    return dataset
+
+
 def budget_callback(minutes: float):
     """A ``TrainerCallback`` that stops (and checkpoints) after ``minutes`` of wall time."""
     if minutes is None or minutes <= 0:
@@ -201,19 +216,11 @@ def train_transmitter(
     import torch
     from transformers import Trainer, TrainingArguments
 
-    from hf_persona.data import read_personachat, sample_path
     from hf_persona.training.common import last_checkpoint
     from hf_persona.utils import set_seed
 
     set_seed(seed)
-    if train_data is None:
-        train_data = sample_path("personachat")
-    if isinstance(train_data, (str, Path)):
-        dataset = read_personachat(train_data)
-        if dev_from is not None and len(dataset) > dev_from:
-            dataset = dataset.select(range(dev_from))
-    else:
-        dataset = train_data
+    dataset = training_dialogues(train_data, dev_from)
     examples = add_distractors(dialogue_examples(dataset, both_sides=both_sides), seed=seed)
     if not examples:
         raise HFPersonaError("no training examples: the dataset holds no non-empty turns")
