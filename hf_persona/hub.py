@@ -3,8 +3,9 @@
 ``push`` uploads exactly what a user needs to run a checkpoint with only ``transformers``
 installed: safetensors weights, ``config.json`` (with ``auto_map`` for custom models), the
 model's code files, the tokenizer, the generation config, and a ``README.md`` model card
-rendered from ``model_cards/<model_type>.md``. The card's ``{metrics_table}`` is filled from an
-evaluation JSON (``hf-persona eval ... --json OUT``), never typed by hand.
+rendered from the packaged template ``hf_persona/model_cards/<model_type>.md`` (package data, read
+through :mod:`importlib.resources`). The card's ``{metrics_table}`` is filled from an evaluation JSON
+(``hf-persona eval ... --json OUT``), never typed by hand.
 
 ``pull`` downloads a repository (or finds it in the local cache under ``HF_HUB_OFFLINE=1``)
 and returns the loaded model. Pickle weights (``.bin``, ``.pt``, ...) are refused both ways.
@@ -23,17 +24,25 @@ import re
 import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from importlib.resources import files
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import HFPersonaError
 from .utils import get_logger
+
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
 
 logger = get_logger(__name__)
 
 REPO_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 
-#: Folder holding the model-card templates (``<model_type>.md``), next to the package.
-MODEL_CARDS_DIR = Path(__file__).resolve().parent.parent / "model_cards"
+#: Folder holding the model-card templates (``<model_type>.md``): package data of ``hf_persona``,
+#: found through :mod:`importlib.resources`, so it works from a wheel as well as a source checkout.
+#: A :class:`~importlib.resources.abc.Traversable` (a :class:`~pathlib.Path` for a normal install);
+#: only the Traversable API (``/``, ``is_file``, ``is_dir``, ``iterdir``, ``read_text``) is used on it.
+MODEL_CARDS_DIR: Traversable = files("hf_persona") / "model_cards"
 
 #: Files (by exact name) uploaded besides weights and code.
 CONFIG_FILES = ("config.json", "generation_config.json", "model.safetensors.index.json",
@@ -246,10 +255,11 @@ def registered_names(model_type: str) -> list[str]:
         return []
 
 
-def find_card_template(model_type: str, card_template=None, markers=()) -> Path:
-    """``card_template`` as a path or a name in ``model_cards/``; else the first of
-    ``model_cards/<model_type>.md``, ``<registered plugin name>.md`` and the names given by
-    sidecar ``markers`` (see :data:`CARD_MARKERS`)."""
+def find_card_template(model_type: str, card_template=None, markers=()) -> Path | Traversable:
+    """``card_template`` as a path or a name in the packaged templates (:data:`MODEL_CARDS_DIR`);
+    else the first of ``<model_type>.md``, ``<registered plugin name>.md`` and the names given by
+    sidecar ``markers`` (see :data:`CARD_MARKERS`) there. A packaged template is returned as an
+    :mod:`importlib.resources` Traversable (a Path unless the package is imported from a zip)."""
     if card_template is not None:
         path = Path(card_template)
         if path.is_file():
@@ -275,7 +285,10 @@ def find_card_template(model_type: str, card_template=None, markers=()) -> Path:
 
 
 def available_card_templates() -> list[str]:
-    return sorted(p.stem for p in MODEL_CARDS_DIR.glob("*.md")) if MODEL_CARDS_DIR.is_dir() else []
+    """Names (without ``.md``) of the packaged model-card templates."""
+    if not MODEL_CARDS_DIR.is_dir():
+        return []
+    return sorted(p.name[:-3] for p in MODEL_CARDS_DIR.iterdir() if p.name.endswith(".md") and p.is_file())
 
 
 _BASE_MODEL_KEYS = ("base_model", "base_model_name_or_path", "backbone", "backbone_name_or_path",
@@ -315,8 +328,9 @@ def render_card(template_path, *, repo_id: str, base_model: str, metrics: dict |
 
     Literal braces in a template are written ``{{`` and ``}}``; any other placeholder is an error.
     """
-    template_path = Path(template_path)
-    text = template_path.read_text(encoding="utf-8")
+    if isinstance(template_path, (str, os.PathLike)):
+        template_path = Path(template_path)
+    text = template_path.read_text(encoding="utf-8")  # a Path or an importlib.resources Traversable
     try:
         return text.format(metrics_table=metrics_table(metrics, metrics_source),
                            base_model=base_model, repo_id=repo_id)
@@ -456,7 +470,7 @@ def push(model_dir, repo_id: str, private: bool = False, token: str | None = Non
     """Upload ``model_dir`` to ``repo_id`` (created when missing) with a rendered model card.
 
     ``token`` defaults to the usual huggingface_hub places (``HF_TOKEN``, ``hf auth login``).
-    ``card_template`` is a path or a name in ``model_cards/`` (default: the config's model_type);
+    ``card_template`` is a path or a name in ``hf_persona/model_cards/`` (default: the config's model_type);
     ``metrics_json`` is the evaluation JSON that fills the card's metrics table (default:
     ``metrics.json`` or ``eval_results.json`` inside ``model_dir`` when present).
     """

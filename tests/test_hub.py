@@ -199,11 +199,68 @@ def test_bad_metrics_files(tmp_path):
 
 
 def test_every_shipped_card_template_renders():
-    """Every template in model_cards/ is a valid str.format template with only the three fields."""
-    for path in sorted(hub.MODEL_CARDS_DIR.glob("*.md")):
+    """Every packaged template (hf_persona/model_cards/) is a valid str.format template with only the three fields."""
+    names = hub.available_card_templates()
+    assert names
+    for name in names:
+        path = hub.MODEL_CARDS_DIR / f"{name}.md"
         card = hub.render_card(path, repo_id="org/name", base_model="base/model", metrics={"m": 1.5})
-        assert "| m | 1.5 |" in card, f"{path.name} does not place {{metrics_table}}"
-        assert card.startswith("---\n"), f"{path.name} has no YAML front matter"
+        assert "| m | 1.5 |" in card, f"{name}.md does not place {{metrics_table}}"
+        assert card.startswith("---\n"), f"{name}.md has no YAML front matter"
+
+
+SHIPPED_CARDS = {"cobert", "critic", "drg", "pal", "persona_biencoder", "ppg", "receiver", "transmitter"}
+
+
+def test_card_templates_are_package_data_found_through_importlib_resources():
+    """The templates ship inside the package (a wheel install finds them without --card)."""
+    from importlib.resources import files
+
+    packaged = files("hf_persona") / "model_cards"
+    assert str(hub.MODEL_CARDS_DIR) == str(packaged)
+    assert SHIPPED_CARDS <= {p.name[:-3] for p in packaged.iterdir() if p.name.endswith(".md")}
+    assert SHIPPED_CARDS <= set(hub.available_card_templates())
+    template = hub.find_card_template("p2bot_receiver", "receiver")
+    assert template.read_text(encoding="utf-8") == (packaged / "receiver.md").read_text(encoding="utf-8")
+    # by model_type and by sidecar marker, without a path
+    assert hub.find_card_template("cobert").read_text(encoding="utf-8") == \
+        (packaged / "cobert.md").read_text(encoding="utf-8")
+    assert hub.find_card_template("no_such_type", markers=["drg"]).read_text(encoding="utf-8") == \
+        (packaged / "drg.md").read_text(encoding="utf-8")
+
+
+def test_card_templates_found_inside_a_zipped_package(tmp_path, monkeypatch):
+    """Only the importlib.resources Traversable API is used: a package imported from a zip (a zipped
+    wheel, where the templates are not files on disk) still finds and renders its cards."""
+    import zipfile
+
+    archive = tmp_path / "pkg.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for name in SHIPPED_CARDS:
+            zf.writestr(f"hf_persona/model_cards/{name}.md",
+                        (hub.MODEL_CARDS_DIR / f"{name}.md").read_text(encoding="utf-8"))
+    zipped = zipfile.Path(archive, "hf_persona/model_cards/")
+    monkeypatch.setattr(hub, "MODEL_CARDS_DIR", zipped)
+    assert set(hub.available_card_templates()) == SHIPPED_CARDS
+    template = hub.find_card_template("p2bot_receiver", "receiver")
+    assert isinstance(template, zipfile.Path)
+    card = hub.render_card(template, repo_id="org/rx", base_model="base/model", metrics={"hits@1": 0.5})
+    assert "org/rx" in card and "| hits@1 | 0.5 |" in card
+    with pytest.raises(HFPersonaError, match="available: cobert, critic"):
+        hub.find_card_template("x", "no-such-card")
+
+
+def test_pyproject_ships_the_card_templates_as_package_data():
+    tomllib = pytest.importorskip("tomllib")
+    import fnmatch
+
+    root = Path(__file__).resolve().parents[1]
+    config = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))
+    patterns = config["tool"]["setuptools"]["package-data"]["hf_persona"]
+    package = root / "hf_persona"
+    shipped = [p.relative_to(package).as_posix() for p in (package / "model_cards").glob("*.md")]
+    assert shipped and all(any(fnmatch.fnmatch(f, pat) for pat in patterns) for f in shipped)
+    assert not (root / "model_cards").exists(), "templates belong in hf_persona/model_cards/"
 
 
 # ------------------------------------------------------------------ push against the fake Hub

@@ -426,11 +426,9 @@ def test_peft_lora_trains_adapters_only(tok):
 
 
 def test_model_card_renders(tiny_dir):
-    from pathlib import Path
+    from hf_persona.hub import MODEL_CARDS_DIR, render_card
 
-    from hf_persona.hub import render_card
-
-    template = Path(__file__).resolve().parents[1] / "model_cards" / "transmitter.md"
+    template = MODEL_CARDS_DIR / "transmitter.md"
     card = render_card(template, repo_id="me/p2bot-tx", base_model="minilm",
                        metrics={"hits@1": 12.5, "f1": 11.0, "ppl": 80.0})
     assert card.startswith("---\nlibrary_name: transformers")
