@@ -170,29 +170,64 @@ def atomic_save_to_disk(dataset, path) -> None:
 
 
 def time_budget_callback(minutes):
-    """A TrainerCallback that stops training once ``minutes`` have passed (None: never).
+    """A TrainerCallback that stops training once ``minutes`` of wall time have passed (None: never).
 
-    When it stops a run it asks the Trainer to evaluate and save first, and records the step in
-    ``stopped_at`` (None while the budget has not run out).
+    The clock starts when training (or a resumed run) begins. When the budget runs out, the
+    callback asks the Trainer to save a checkpoint and, where evaluation is configured
+    (``args.eval_strategy`` other than ``"no"``), to evaluate first, then to stop. It records the
+    step in ``stopped_at`` (None while the budget has not run out); ``stopped_early`` is the same
+    as a bool. ``minutes`` must be None or a number >= 0 (0: stop after the first step).
+    Every recipe uses this one callback (CoBERT, persona extractor, PAL, Receiver, Transmitter,
+    self-play).
     """
+    if minutes is not None:
+        try:
+            minutes = float(minutes)
+        except (TypeError, ValueError):
+            raise HFPersonaError(f"time budget must be a number of minutes or None, got {minutes!r}") from None
+        if not minutes >= 0:  # also rejects NaN
+            raise HFPersonaError(f"time budget must be >= 0 minutes, got {minutes}")
+    return _time_budget_class()(minutes)
+
+
+_TIME_BUDGET_CLASS = None
+
+
+def _time_budget_class():
+    """The callback class behind :func:`time_budget_callback`, built once (transformers is
+    imported only when a recipe asks for it)."""
+    global _TIME_BUDGET_CLASS
+    if _TIME_BUDGET_CLASS is not None:
+        return _TIME_BUDGET_CLASS
     import time
 
     from transformers import TrainerCallback
 
     class TimeBudgetCallback(TrainerCallback):
-        def __init__(self):
+        def __init__(self, minutes):
+            self.minutes = minutes
             self.start = None
             self.stopped_at = None
+
+        @property
+        def stopped_early(self) -> bool:
+            return self.stopped_at is not None
 
         def on_train_begin(self, args, state, control, **kwargs):
             self.start = time.monotonic()
 
         def on_step_end(self, args, state, control, **kwargs):
-            if minutes is not None and time.monotonic() - self.start > minutes * 60:
+            if self.minutes is None:
+                return control
+            if self.start is None:  # a step without on_train_begin: start the clock now
+                self.start = time.monotonic()
+            if time.monotonic() - self.start >= self.minutes * 60:
                 control.should_training_stop = True
-                control.should_evaluate = True
                 control.should_save = True
+                # evaluating without evaluation configured (no eval set) would fail in the Trainer
+                control.should_evaluate = getattr(args, "eval_strategy", None) != "no"
                 self.stopped_at = state.global_step
             return control
 
-    return TimeBudgetCallback()
+    _TIME_BUDGET_CLASS = TimeBudgetCallback
+    return TimeBudgetCallback

@@ -25,7 +25,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from ..errors import HFPersonaError
 from ..utils import atomic_write_json, get_logger
-from .common import last_checkpoint
+from .common import last_checkpoint, time_budget_callback
 
 logger = get_logger(__name__)
 
@@ -328,32 +328,6 @@ class TauAnnealingCallback(TrainerCallback):
             receiver.set_tau(self._bounds(receiver)[1])
 
 
-class TimeBudgetCallback(TrainerCallback):
-    """Stop training (with a final checkpoint) once ``minutes`` of wall-clock training have passed."""
-
-    def __init__(self, minutes: float):
-        if not minutes > 0:
-            raise ValueError(f"TimeBudgetCallback: minutes must be > 0, got {minutes}")
-        self.seconds = minutes * 60.0
-        self.start = None
-        self.stopped_at = None
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        import time
-
-        self.start = time.monotonic()
-
-    def on_step_end(self, args, state, control, **kwargs):
-        import time
-
-        if self.start is not None and time.monotonic() - self.start > self.seconds:
-            self.stopped_at = state.global_step
-            control.should_training_stop = True
-            control.should_save = True
-            control.should_evaluate = args.eval_strategy != "no"
-        return control
-
-
 # ----------------------------------------------------------------------------- trainer
 class ReceiverTrainer(Trainer):
     """Trainer whose evaluation ranks the true persona against fixed distractors.
@@ -574,7 +548,7 @@ def train_receiver(
         data_collator=ReceiverCollator(pad_token_id=tokenizer.pad_token_id or 0),
         compute_metrics=receiver_metrics if eval_set is not None else None,
         callbacks=[TauAnnealingCallback(tau_start, tau_end)]
-        + ([TimeBudgetCallback(time_budget_minutes)] if time_budget_minutes else []),
+        + ([time_budget_callback(time_budget_minutes)] if time_budget_minutes else []),
         eval_tau=tau_end,
     )
     checkpoint = last_checkpoint(output_dir) if resume else None
@@ -615,7 +589,6 @@ __all__ = [
     "ReceiverPairDataset",
     "ReceiverTrainer",
     "TauAnnealingCallback",
-    "TimeBudgetCallback",
     "dialogue_sides",
     "freeze_lower_layers",
     "grouped_sides",

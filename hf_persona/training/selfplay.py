@@ -235,8 +235,8 @@ def train_selfplay(
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
-    from hf_persona.training.common import last_checkpoint
-    from hf_persona.training.transmitter import budget_callback, load_transmitter, training_dialogues
+    from hf_persona.training.common import last_checkpoint, time_budget_callback
+    from hf_persona.training.transmitter import load_transmitter, training_dialogues
     from hf_persona.utils import set_seed
 
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
@@ -314,7 +314,7 @@ def train_selfplay(
         train_dataset=Dataset.from_dict({"prompt": prompts}),
         processing_class=tokenizer,
         rollout_func=make_rollout_func(user, tokenizer, seeds, turns, episodes_per_seed, max_new_tokens),
-        callbacks=[budget_callback(budget_minutes)] if budget_minutes else None,
+        callbacks=[time_budget_callback(budget_minutes)] if budget_minutes else None,
     )
     start = time.monotonic()
     trainer.train(resume_from_checkpoint=resume_from)

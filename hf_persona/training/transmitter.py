@@ -145,26 +145,6 @@ def load_transmitter(name_or_path, **config_kwargs):
     return model, tokenizer
 
 
-class _BudgetCallback:
-    """Stops training (with a checkpoint) once ``minutes`` of wall time have passed in this run."""
-
-    def __new__(cls, minutes):
-        from transformers import TrainerCallback
-
-        class Budget(TrainerCallback):
-            def __init__(self):
-                self.start = time.monotonic()
-                self.minutes = minutes
-
-            def on_step_end(self, args, state, control, **kwargs):
-                if (time.monotonic() - self.start) / 60.0 >= self.minutes:
-                    control.should_training_stop = True
-                    control.should_save = True
-                return control
-
-        return Budget()
-
-
 def training_dialogues(train_data=None, dev_from: int | None = None):
     """PERSONA-CHAT dialogues to train on: a dataset as given, or read from a path (the embedded
     sample when None), keeping only the dialogues before ``dev_from``."""
@@ -178,13 +158,6 @@ def training_dialogues(train_data=None, dev_from: int | None = None):
     if dev_from is not None and len(dataset) > dev_from:
         dataset = dataset.select(range(dev_from))
     return dataset
-
-
-def budget_callback(minutes: float):
-    """A ``TrainerCallback`` that stops (and checkpoints) after ``minutes`` of wall time."""
-    if minutes is None or minutes <= 0:
-        raise HFPersonaError(f"budget minutes must be positive, got {minutes}")
-    return _BudgetCallback(minutes)
 
 
 def train_transmitter(
@@ -216,7 +189,7 @@ def train_transmitter(
     import torch
     from transformers import Trainer, TrainingArguments
 
-    from hf_persona.training.common import last_checkpoint
+    from hf_persona.training.common import last_checkpoint, time_budget_callback
     from hf_persona.utils import set_seed
 
     set_seed(seed)
@@ -262,7 +235,7 @@ def train_transmitter(
         use_cpu=not torch.cuda.is_available(),
         disable_tqdm=True,
     )
-    callbacks = [budget_callback(budget_minutes)] if budget_minutes else []
+    callbacks = [time_budget_callback(budget_minutes)] if budget_minutes else []
     trainer = Trainer(model=model, args=args, train_dataset=_ListDataset(),
                       data_collator=TransmitterCollator(tokenizer, max_context_tokens, max_response_tokens),
                       callbacks=callbacks)
