@@ -29,7 +29,7 @@ def main(argv=None):
     ap.add_argument("--data", default=None, help="PERSONA-CHAT both-personas file (default: shared data)")
     ap.add_argument("--work", default="/tmp/ppg_bench", help="folder for models and checkpoints")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "ppg.json"))
-    ap.add_argument("--budget-minutes", type=float, default=6.0, help="wall-clock budget per supervised stage")
+    ap.add_argument("--budget-minutes", type=float, default=20.0, help="wall-clock budget per supervised stage")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--steps-per-phase", type=int, default=8)
     ap.add_argument("--rl-lr", type=float, default=2e-5)
@@ -44,8 +44,8 @@ def main(argv=None):
     ap.add_argument("--max-prompt-tokens", type=int, default=128)
     ap.add_argument("--critic-lr", type=float, default=5e-5)
     ap.add_argument("--gen-lr", type=float, default=5e-4, help="supervised generator learning rate (paper: 5e-4)")
-    ap.add_argument("--critic-batch-size", type=int, default=16)
-    ap.add_argument("--critic-max-length", type=int, default=64)
+    ap.add_argument("--critic-batch-size", type=int, default=32)
+    ap.add_argument("--critic-max-length", type=int, default=128)
     ap.add_argument("--num-layers", type=int, default=None,
                     help="keep only the first N MiniLM layers in every model (a cheaper warm start)")
     ap.add_argument("--skip-bm25-training", action="store_true",

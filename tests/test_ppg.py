@@ -176,6 +176,19 @@ def test_critic_reward_bad_input(random_critic, tmp_path):
         P.CriticScorer(tmp_path)
 
 
+def test_train_critic_warms_up_and_reports_dev_accuracy(tiny_bert_dir, rows, tmp_path):
+    meta = P.train_critic(rows[:3], tmp_path / "c", tiny_bert_dir, rows[3:], max_steps=4, batch_size=8,
+                          max_length=64, warmup_ratio=0.5, save_steps=100)
+    assert meta["steps"] == 4 and meta["warmup_steps"] == 2 and meta["max_length"] == 64
+    pairs = D.critic_examples(rows[3:])
+    assert meta["dev_pairs"] == len(pairs) and sum(p["label"] for p in pairs) * 2 == len(pairs)
+    # the stored accuracy is the saved critic's accuracy on the dev pairs, recomputed here
+    assert meta["dev_accuracy"] == pytest.approx(P.critic_accuracy(P.CriticScorer(tmp_path / "c"), pairs))
+    assert json.loads((tmp_path / "c" / P.META_FILE).read_text())["warmup_steps"] == 2
+    with pytest.raises(HFPersonaError, match="warmup_ratio must be in"):
+        P.train_critic(rows[:1], tmp_path / "bad", tiny_bert_dir, max_steps=1, warmup_ratio=1.0)
+
+
 def test_why_rloo_needed_an_adaptation(tiny_gen):
     """TRL's fused LM head skips BERT's prediction-head transform; GPT-2's head is a plain projection."""
     from transformers import GPT2Config, GPT2LMHeadModel

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from ..errors import HFPersonaError
 from . import ppg_data as D
+from .common import time_budget_callback
 
 META_FILE = "ppg_meta.json"
 DEFAULT_MAX_PROMPT_TOKENS = 192
@@ -58,29 +59,6 @@ def _torch_threads():
 def _check_task(task):
     if task not in (D.PPG, D.DRG):
         raise HFPersonaError(f"task must be 'ppg' or 'drg', got {task!r}")
-
-
-def make_time_budget_callback(minutes: float | None):
-    """A ``TrainerCallback`` that stops training (after saving a checkpoint) once ``minutes`` have passed."""
-    from transformers import TrainerCallback
-
-    class TimeBudgetCallback(TrainerCallback):
-        def __init__(self, limit_s):
-            self.limit_s = limit_s
-            self.start = None
-            self.stopped_early = False
-
-        def on_train_begin(self, args, state, control, **kwargs):
-            self.start = time.monotonic()
-
-        def on_step_end(self, args, state, control, **kwargs):
-            if self.limit_s is not None and time.monotonic() - self.start >= self.limit_s:
-                control.should_training_stop = True
-                control.should_save = True
-                self.stopped_early = True
-            return control
-
-    return TimeBudgetCallback(None if minutes is None else float(minutes) * 60.0)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -250,7 +228,7 @@ def train_generator(
     ds = sft_dataset(examples, tok, max_completion_tokens)
     out = Path(output_dir)
     ckpt_dir = out / "checkpoints"
-    budget = make_time_budget_callback(budget_minutes)
+    budget = time_budget_callback(budget_minutes)
     trainer = make_sft_trainer(model, tok, ds, ckpt_dir, epochs=epochs, max_steps=max_steps,
                                learning_rate=learning_rate, batch_size=batch_size,
                                max_length=max_prompt_tokens + max_completion_tokens + 2, logging_steps=logging_steps,
@@ -521,8 +499,15 @@ def train_critic(
     save_steps=200,
     max_dev_pairs=2000,
     num_layers=None,
+    warmup_ratio=0.06,
 ):
-    """Train the critic on (s, r) positives and swapped negatives (section 3.3); report dev accuracy."""
+    """Train the critic on (s, r) positives and swapped negatives (section 3.3); report dev accuracy.
+
+    ``max_length`` must leave room for the whole persona (about 50 word pieces for five
+    sentences) plus the response: truncation removes persona words first, and a critic that
+    cannot see the persona can only guess. A short linear warm-up (``warmup_ratio``) keeps the
+    fresh classification head from pushing the encoder into always predicting one class.
+    """
     import torch
     from datasets import Dataset
     from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
@@ -551,12 +536,17 @@ def train_critic(
     ds = ds.map(enc, batched=True, remove_columns=["persona", "response", "label"])
     out = Path(output_dir)
     ckpt = out / "checkpoints"
+    if not 0 <= warmup_ratio < 1:
+        raise HFPersonaError(f"warmup_ratio must be in [0, 1), got {warmup_ratio}")
+    planned = max_steps if max_steps and max_steps > 0 else math.ceil(len(ds) / batch_size * epochs)
+    warmup_steps = int(warmup_ratio * planned)
     args = TrainingArguments(
         output_dir=str(ckpt), num_train_epochs=epochs, max_steps=max_steps, learning_rate=learning_rate,
         per_device_train_batch_size=batch_size, logging_steps=20, save_strategy="steps", save_steps=save_steps,
         save_total_limit=2, report_to=[], seed=seed, use_cpu=not _cuda(), disable_tqdm=True,
+        warmup_steps=warmup_steps,
     )
-    budget = make_time_budget_callback(budget_minutes)
+    budget = time_budget_callback(budget_minutes)
     trainer = Trainer(model=model, args=args, train_dataset=ds, data_collator=DataCollatorWithPadding(tok),
                       callbacks=[budget])
     t0 = time.monotonic()
@@ -567,6 +557,7 @@ def train_critic(
     meta = {"task": "critic", "base": str(base), "train_pairs": len(pairs), "steps": trainer.state.global_step,
             "train_loss": float(result.training_loss), "seconds": seconds, "budget_minutes": budget_minutes,
             "stopped_by_budget": budget.stopped_early, "learning_rate": learning_rate, "max_length": max_length,
+            "warmup_steps": warmup_steps,
             "batch_size": batch_size}
     if dev_rows is not None:
         dev_pairs = D.critic_examples(dev_rows)[:max_dev_pairs]
