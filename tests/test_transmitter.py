@@ -322,6 +322,22 @@ def test_selfplay_trains_and_resumes(tmp_path, tiny_dir, receiver):
     assert any(not torch.equal(a, b) for a, b in zip(before.parameters(), after.parameters()))
 
 
+def test_selfplay_kl_penalty_builds_a_reference_and_logs_kl(tmp_path, tiny_dir, receiver):
+    from hf_persona.data import sample_path
+    from hf_persona.errors import HFPersonaError
+    from hf_persona.training.selfplay import train_selfplay
+
+    kw = dict(train_data=sample_path("personachat"), dev_from=None, receiver=receiver, episodes_per_seed=1,
+              learning_rate=1e-2, save_steps=10, max_new_tokens=4, resume=False)
+    plain = train_selfplay(tiny_dir, tmp_path / "plain", max_steps=2, **kw)
+    assert plain["kl_beta"] == 0.0 and "kl.last" not in plain
+    kl = train_selfplay(tiny_dir, tmp_path / "kl", max_steps=2, kl_beta=0.5, **kw)
+    # step 1 starts from the reference itself (KL 0); after one large update the policy has moved away
+    assert kl["kl_beta"] == 0.5 and kl["kl.first"] == pytest.approx(0.0, abs=1e-6) and kl["kl.last"] > 0
+    with pytest.raises(HFPersonaError, match="kl_beta must be a number >= 0"):
+        train_selfplay(tiny_dir, tmp_path / "bad", max_steps=1, kl_beta=-0.1, **kw)
+
+
 # ---------------------------------------------------------------- training / CLI / hub
 def test_supervised_training_resumes(tmp_path, tiny_dir):
     from hf_persona.data import sample_path
