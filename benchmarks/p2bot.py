@@ -43,6 +43,8 @@ def main(argv=None):
     ap.add_argument("--work", default="/tmp/p2bot_bench", help="folder for models and checkpoints")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "p2bot.json"))
     ap.add_argument("--sft-minutes", type=float, default=8.0)
+    ap.add_argument("--sft-max-steps", type=int, default=-1,
+                    help="stop supervised training after this many steps (-1: epochs/budget decide)")
     ap.add_argument("--sft-lr", type=float, default=1e-4)
     ap.add_argument("--sft-batch-size", type=int, default=8)
     ap.add_argument("--max-context-tokens", type=int, default=128)
@@ -83,7 +85,8 @@ def main(argv=None):
     sft_summary = _load(work / "sft_summary.json")
     if sft_summary is None:
         sft_summary = train_transmitter(sft_dir, train_data=data, backbone="minilm", dev_from=800,
-                                        budget_minutes=args.sft_minutes, batch_size=args.sft_batch_size,
+                                        budget_minutes=args.sft_minutes, max_steps=args.sft_max_steps,
+                                        batch_size=args.sft_batch_size,
                                         learning_rate=args.sft_lr, max_context_tokens=args.max_context_tokens,
                                         save_steps=25, seed=args.seed, json_out=work / "sft_summary.json")
 
