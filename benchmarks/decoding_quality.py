@@ -47,7 +47,9 @@ def main(argv=None):
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     from hf_persona.errors import HFPersonaError
     from hf_persona.training.pal import SentenceEmbedder, evaluate_pal
-    from hf_persona.utils import atomic_write_json
+    from hf_persona.utils import atomic_write_json, machine_description
+
+    machine = machine_description()  # at the start: the load average other jobs put on the CPU
 
     work = Path(args.work)
     if not (work / "pal" / "pal_training.json").is_file():
@@ -75,7 +77,7 @@ def main(argv=None):
         "force_strategy_first": args.force_strategy_first,
         "alpha_table": "paper Table 2 (the PAL config's strategy_alpha)",
         "alpha0": "StrategyContrastiveLogitsProcessor with alpha 0 for every strategy",
-        "device": "cpu (2 cores shared by 7 engineers)",
+        "device": machine,
         "samples": {name: runs[name]["samples"] for name in runs},
     }
     result["paper"] = PAPER

@@ -69,7 +69,9 @@ def main(argv=None):
     from hf_persona.evaluation.transmitter import run_transmitter_eval
     from hf_persona.training.selfplay import train_selfplay
     from hf_persona.training.transmitter import train_transmitter
-    from hf_persona.utils import atomic_write_json
+    from hf_persona.utils import atomic_write_json, machine_description
+
+    machine = machine_description()  # at the start: the load average other jobs put on the CPU
 
     data = args.data
     if data is None:
@@ -158,7 +160,7 @@ def main(argv=None):
         "receiver": receiver, "candidates": args.candidates, "eval_examples": args.eval_examples,
         "selfplay_eval_episodes": args.selfplay_episodes, "selfplay_eval_agent_decoding": "multinomial sampling",
         "f1_decoding": "beam 2, eq. 3 re-ranking alpha 0.1, max 32 tokens", "hits_at_1_unit": "percent",
-        "eval_seconds": eval_seconds, "hardware": "shared 2-core CPU (7 concurrent users), no GPU",
+        "eval_seconds": eval_seconds, "hardware": machine,
         "variants": list(runs),
     }
     atomic_write_json(args.out, result)

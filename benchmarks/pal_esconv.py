@@ -138,7 +138,9 @@ def main(argv=None):
     from hf_persona.data import shared_data_dir
     from hf_persona.errors import HFPersonaError
     from hf_persona.training.pal import METRIC_KEYS, SentenceEmbedder
-    from hf_persona.utils import atomic_write_json
+    from hf_persona.utils import atomic_write_json, machine_description
+
+    machine = machine_description()  # at the start: the load average other jobs put on the CPU
 
     data_dir = Path(args.esconv) if args.esconv else (shared_data_dir() / "esconv" if shared_data_dir() else None)
     if data_dir is None or not (data_dir / "train.json").is_file():
@@ -164,7 +166,7 @@ def main(argv=None):
         }
     ext_eval = extractor.get("eval", {})
     result["setup"] = {
-        "device": "cpu (2 cores shared by 7 engineers; wall times are inflated by contention)",
+        "device": machine,
         "platform": platform.platform(),
         "torch_threads": torch.get_num_threads(),
         "seed": args.seed,

@@ -69,3 +69,18 @@ def get_logger(name: str) -> logging.Logger:
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
     return logger
+
+
+def machine_description() -> str:
+    """What a benchmark ran on, measured rather than typed in: CPU count, the 1-minute load
+    average at the moment of the call (other jobs inflate wall times), torch threads and the GPU."""
+    import torch
+
+    parts = [f"cpu: {os.cpu_count()} cores"]
+    try:
+        parts.append(f"load average {os.getloadavg()[0]:.1f}")
+    except OSError:  # not available on this platform
+        pass
+    parts.append(f"torch threads {torch.get_num_threads()}")
+    parts.append(f"gpu: {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "gpu: none")
+    return ", ".join(parts)

@@ -30,3 +30,17 @@ def test_time_budget_callback_stops_and_asks_for_eval_and_save():
     time.sleep(0.01)
     out = spent.on_step_end(None, SimpleNamespace(global_step=5), control)
     assert out.should_training_stop and out.should_evaluate and out.should_save and spent.stopped_at == 5
+
+
+def test_machine_description_is_measured(monkeypatch):
+    import os
+
+    import torch
+
+    from hf_persona.utils import machine_description
+
+    monkeypatch.setattr(os, "getloadavg", lambda: (3.25, 0.0, 0.0))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    text = machine_description()
+    assert text.startswith(f"cpu: {os.cpu_count()} cores, load average 3.2")
+    assert f"torch threads {torch.get_num_threads()}" in text and text.endswith("gpu: none")
