@@ -52,6 +52,8 @@ def main(argv=None):
     ap.add_argument("--selfplay-lr", type=float, default=2e-5)
     ap.add_argument("--kl-beta", type=float, default=0.0,
                     help="KL penalty to the supervised model during self-play (0: the paper's objective)")
+    ap.add_argument("--mask-truncated", action="store_true",
+                    help="leave self-play turns cut at the token limit out of the loss")
     ap.add_argument("--episodes-per-seed", type=int, default=2)
     ap.add_argument("--receiver", default="minilm", help="Receiver folder for RS.3 (default: zero-shot MiniLM)")
     ap.add_argument("--runs", default="selfplay,rs1,rs2",
@@ -107,7 +109,7 @@ def main(argv=None):
         if summary is None:
             summary = train_selfplay(sft_dir, work / name, train_data=data, receiver=receiver, weights=weights,
                                      episodes_per_seed=args.episodes_per_seed, learning_rate=args.selfplay_lr,
-                                     kl_beta=args.kl_beta, max_steps=100000, budget_minutes=args.selfplay_minutes, save_steps=10,
+                                     kl_beta=args.kl_beta, mask_truncated=args.mask_truncated, max_steps=100000, budget_minutes=args.selfplay_minutes, save_steps=10,
                                      dev_from=800, seed=args.seed, json_out=path)
         summaries[name] = summary
 
@@ -154,6 +156,7 @@ def main(argv=None):
         "selfplay_budget_minutes": {n: summaries[n].get("budget_minutes") for n in summaries},
         "selfplay_lr": {n: summaries[n].get("learning_rate") for n in summaries},
         "selfplay_kl_beta": {n: summaries[n].get("kl_beta", 0.0) for n in summaries},
+        "selfplay_mask_truncated": {n: summaries[n].get("mask_truncated", False) for n in summaries},
         "selfplay_baseline": "batch mean (one seed x episodes_per_seed episodes x 3 turns per step)",
         "episodes_per_seed": args.episodes_per_seed, "turns": 3, "gamma": 0.5,
         "weights_selfplay": summaries["selfplay"]["weights"],

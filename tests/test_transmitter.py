@@ -338,6 +338,25 @@ def test_selfplay_kl_penalty_builds_a_reference_and_logs_kl(tmp_path, tiny_dir, 
         train_selfplay(tiny_dir, tmp_path / "bad", max_steps=1, kl_beta=-0.1, **kw)
 
 
+def test_selfplay_mask_truncated_leaves_cut_turns_out_of_the_loss(tmp_path, tiny_dir, receiver):
+    """A random tiny agent never says <eos> within 3 tokens: every turn is cut, so with masking
+    the loss has no tokens and the weights stay exactly as they were (without it they move)."""
+    from hf_persona.data import sample_path
+    from hf_persona.models.transmitter import TransmitterForDialogue
+    from hf_persona.training.selfplay import train_selfplay
+
+    kw = dict(train_data=sample_path("personachat"), dev_from=None, receiver=receiver, episodes_per_seed=1,
+              learning_rate=1e-2, save_steps=10, max_new_tokens=3, resume=False, max_steps=1)
+    masked = train_selfplay(tiny_dir, tmp_path / "masked", mask_truncated=True, **kw)
+    assert masked["mask_truncated"] is True
+    start = TransmitterForDialogue.from_pretrained(tiny_dir)
+    after = TransmitterForDialogue.from_pretrained(tmp_path / "masked")
+    assert all(torch.equal(a, b) for a, b in zip(start.parameters(), after.parameters()))
+    train_selfplay(tiny_dir, tmp_path / "plain", **kw)
+    moved = TransmitterForDialogue.from_pretrained(tmp_path / "plain")
+    assert any(not torch.equal(a, b) for a, b in zip(start.parameters(), moved.parameters()))
+
+
 # ---------------------------------------------------------------- training / CLI / hub
 def test_supervised_training_resumes(tmp_path, tiny_dir):
     from hf_persona.data import sample_path

@@ -214,6 +214,7 @@ def train_selfplay(
     gamma: float = 0.5,
     learning_rate: float = 1e-6,
     kl_beta: float = 0.0,
+    mask_truncated: bool = False,
     max_steps: int = 1000,
     budget_minutes: float | None = None,
     save_steps: int = 20,
@@ -236,6 +237,11 @@ def train_selfplay(
     (``beta`` of GRPO). The paper has no such term; without it the agent drifts from the
     supervised language model as the rewards pull it (perplexity and F1 on real dialogues fall),
     and a small β keeps the persona gains while holding the agent near its starting point.
+
+    ``mask_truncated`` drops agent turns cut at ``max_new_tokens`` (no ``<eos>``) from the loss
+    (TRL's ``mask_truncated_completions``). A weak supervised start rarely ends its samples; their
+    rewards favour long, repetitive text (length-normalised log-probability is high for it), so
+    learning from them teaches the agent to stop ending its replies.
     """
     import torch
     from datasets import Dataset
@@ -297,6 +303,7 @@ def train_selfplay(
         num_generations=group,
         num_iterations=1,
         beta=float(kl_beta),
+        mask_truncated_completions=bool(mask_truncated),
         loss_type="dr_grpo",
         scale_rewards="none",
         max_completion_length=max_new_tokens,
@@ -344,6 +351,7 @@ def train_selfplay(
         "seconds_per_episode": seconds / max(1, steps_run * seeds_per_step * episodes_per_seed),
         "learning_rate": learning_rate,
         "kl_beta": float(kl_beta),
+        "mask_truncated": bool(mask_truncated),
         "first_reward": history[0]["reward"] if history else None,
         "last_reward": history[-1]["reward"] if history else None,
         "resumed_from": resume_from,
