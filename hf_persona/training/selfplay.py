@@ -6,8 +6,8 @@ agent utterance is one TRL "completion" whose prompt is the agent's state (perso
 that turn). The rewards (RS.1 language style, RS.2 discourse coherence, RS.3 persona perception
 discounted over the episode, minus the information penalty) are plain TRL reward functions with
 weights. TRL's group-mean advantage with ``scale_rewards="none"``, ``beta=0`` (the default;
-``kl_beta`` adds a KL penalty to the supervised model) and one policy update per rollout (``num_iterations=1``) is REINFORCE with a mean baseline; one seed dialogue
-per optimisation step makes that group the batch, as in the paper. ``baseline="leave_one_out"``
+``kl_beta`` adds a KL penalty to the supervised model) and one policy update per rollout
+(``num_iterations=1``) is REINFORCE with a mean baseline; one seed dialogue per optimisation step makes that group the batch, as in the paper. ``baseline="leave_one_out"``
 scales the weights by ``G/(G-1)``, which turns the group-mean advantage into the exact
 leave-one-out one (``r_i - mean_{j != i} r_j = G/(G-1) * (r_i - mean_j r_j)``).
 """
@@ -234,14 +234,13 @@ def train_selfplay(
     correspond to ``max_steps = 2000 / episodes_per_seed``.
 
     ``kl_beta`` > 0 adds TRL's per-token KL penalty to a frozen copy of the supervised model
-    (``beta`` of GRPO). The paper has no such term; without it the agent drifts from the
-    supervised language model as the rewards pull it (perplexity and F1 on real dialogues fall),
-    and a small β keeps the persona gains while holding the agent near its starting point.
+    (``beta`` of GRPO), a brake on drifting away from the supervised language model. The paper
+    has no such term (0 reproduces it).
 
-    ``mask_truncated`` drops agent turns cut at ``max_new_tokens`` (no ``<eos>``) from the loss
-    (TRL's ``mask_truncated_completions``). A weak supervised start rarely ends its samples; their
-    rewards favour long, repetitive text (length-normalised log-probability is high for it), so
-    learning from them teaches the agent to stop ending its replies.
+    ``mask_truncated`` leaves agent turns cut at ``max_new_tokens`` (no ``<eos>``) out of the loss
+    (TRL's ``mask_truncated_completions``). A weak supervised start rarely ends its samples, and
+    the length-normalised RS.1 scores long repetitive text well; see the README for what either
+    option did in the benchmark.
     """
     import torch
     from datasets import Dataset
