@@ -286,3 +286,21 @@ def test_alternating_rl_resumes_after_a_kill(tiny_bert_dir, random_critic, rows,
         R.train_rl(tmp_path / "missing", gens["drg"], random_critic, rows, out, **kw)
     with pytest.raises(HFPersonaError, match="nothing to train"):
         R.train_rl(gens["ppg"], gens["drg"], random_critic, rows, out, train_ppg=False, train_drg=False)
+
+
+def test_train_critic_cli_passes_length_and_warmup(tiny_bert_dir, tmp_path):
+    from click.testing import CliRunner
+
+    from hf_persona.cli import _register_plugin_commands, cli
+    from hf_persona.data import sample_path
+
+    _register_plugin_commands()
+    out = tmp_path / "critic"
+    res = CliRunner().invoke(cli, ["train", "critic", "--data", str(sample_path("personachat")), "--output-dir",
+                                   str(out), "--backbone", str(tiny_bert_dir), "--train-dialogues", "34",
+                                   "--max-steps", "2", "--batch-size", "4", "--max-length", "48",
+                                   "--warmup-ratio", "0.5"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    meta = json.loads((out / P.META_FILE).read_text())
+    assert meta["max_length"] == 48 and meta["warmup_steps"] == 1 and meta["steps"] == 2
+    assert 0.0 <= meta["dev_accuracy"] <= 1.0 and meta["dev_pairs"] > 0

@@ -125,10 +125,13 @@ def train_drg_cmd(partner_persona, **kw):
 @click.option("--budget-minutes", default=None, type=float)
 @click.option("--batch-size", default=32, show_default=True)
 @click.option("--lr", "learning_rate", default=2e-5, show_default=True)
+@click.option("--max-length", default=128, show_default=True,
+              help="Word pieces per (persona, response) pair; too few cut the persona off.")
+@click.option("--warmup-ratio", default=0.06, show_default=True, help="Linear warm-up, fraction of the steps.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--no-resume", is_flag=True)
 def train_critic_cmd(data_path, output_dir, backbone, train_dialogues, epochs, max_steps, budget_minutes, batch_size,
-                     learning_rate, seed, no_resume):
+                     learning_rate, max_length, warmup_ratio, seed, no_resume):
     """Binary critic on (self persona, response) positives and swapped-persona negatives; prints dev accuracy."""
     from hf_persona.data import read_personachat
     from hf_persona.training.ppg import train_critic
@@ -139,7 +142,7 @@ def train_critic_cmd(data_path, output_dir, backbone, train_dialogues, epochs, m
     dev_rows = list(ds.select(range(n, len(ds)))) if n < len(ds) else None
     meta = train_critic(train_rows, output_dir, backbone, dev_rows, epochs=epochs, max_steps=max_steps,
                         budget_minutes=budget_minutes, learning_rate=learning_rate, batch_size=batch_size, seed=seed,
-                        resume=not no_resume)
+                        resume=not no_resume, max_length=max_length, warmup_ratio=warmup_ratio)
     click.echo(json.dumps(meta, indent=2))
 
 
