@@ -538,7 +538,7 @@ def train_critic(
     ckpt = out / "checkpoints"
     if not 0 <= warmup_ratio < 1:
         raise HFPersonaError(f"warmup_ratio must be in [0, 1), got {warmup_ratio}")
-    planned = max_steps if max_steps and max_steps > 0 else math.ceil(len(ds) / batch_size * epochs)
+    planned = max_steps if max_steps > 0 else math.ceil(len(ds) / batch_size * epochs)
     warmup_steps = int(warmup_ratio * planned)
     args = TrainingArguments(
         output_dir=str(ckpt), num_train_epochs=epochs, max_steps=max_steps, learning_rate=learning_rate,
