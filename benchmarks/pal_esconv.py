@@ -87,7 +87,7 @@ def stage_train(args, work: Path, variant: str) -> dict:
     _log(f"{variant}: training {args.max_steps} steps")
     return train_pal(
         work / "pesconv", out, variant=variant, max_steps=args.max_steps, batch_size=args.batch_size,
-        learning_rate=args.lr, warmup_steps=args.warmup_steps, eval_steps=args.eval_steps,
+        learning_rate=args.lr, mixture_learning_rate=args.mixture_lr or None, warmup_steps=args.warmup_steps, eval_steps=args.eval_steps,
         max_eval_examples=args.loss_eval_examples, max_source_length=args.max_source_length,
         max_persona_length=args.max_persona_length, max_target_length=args.max_target_length, seed=args.seed,
         progress=False, json_out=summary_path,
@@ -118,6 +118,8 @@ def main(argv=None):
     p.add_argument("--max-steps", type=int, default=60, help="Optimiser steps per model (the same for all three).")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--mixture-lr", type=float, default=1e-2,
+                   help="learning rate of PAL's three eq. 4 mixture logits (0 = the same as --lr)")
     p.add_argument("--warmup-steps", type=int, default=10)
     p.add_argument("--eval-steps", type=int, default=20)
     p.add_argument("--loss-eval-examples", type=int, default=64)
@@ -183,7 +185,8 @@ def main(argv=None):
                     for split, s in pesconv.items()},
         "training": {v: {k: trained[v].get(k) for k in ("global_step", "examples_seen", "train_examples",
                                                         "valid_loss", "train_loss", "train_seconds", "batch_size",
-                                                        "learning_rate", "max_source_length", "max_persona_length",
+                                                        "learning_rate", "mixture_learning_rate", "mixture_weights",
+                                                        "max_source_length", "max_persona_length",
                                                         "max_target_length")}
                      for v in variants},
         "evaluation": {"split": "PESConv valid (first %d ESConv valid dialogues)" % args.valid_dialogues,
@@ -196,6 +199,8 @@ def main(argv=None):
         "total_wall_seconds_this_run": round(time.monotonic() - t0, 1),
     }
     result["paper_table3"] = PAPER
+    result["command"] = " ".join(["OMP_NUM_THREADS=%s" % os.environ.get("OMP_NUM_THREADS", "1"), "python",
+                                  "benchmarks/pal_esconv.py", *(argv if argv is not None else sys.argv[1:])])
     atomic_write_json(args.out, result)
     _log(f"wrote {args.out}")
     from hf_persona.evaluation import format_table

@@ -185,6 +185,23 @@ def test_train_saves_the_best_checkpoint_and_resumes(trained, pesconv_dir, tiny_
     assert again["resumed_from"].endswith("checkpoint-2") and again["global_step"] == 3
 
 
+def test_mixture_logits_get_their_own_learning_rate(pesconv_dir, tiny_bert_dir, tmp_path):
+    from hf_persona.training.pal import train_pal
+
+    common = dict(variant="pal", backbone=tiny_bert_dir, max_steps=3, eval_steps=3, batch_size=4, warmup_steps=0,
+                  learning_rate=1e-4, max_eval_examples=4, max_source_length=48, max_persona_length=16,
+                  max_target_length=12, progress=False, resume=False)
+    shared = train_pal(pesconv_dir, tmp_path / "shared", mixture_learning_rate=None, **common)
+    own = train_pal(pesconv_dir, tmp_path / "own", mixture_learning_rate=0.2, **common)
+    for summary in (shared, own):
+        assert sum(summary["mixture_weights"]) == pytest.approx(1.0, abs=1e-3)
+    # Adam moves each logit by about the learning rate per step: 3 x 1e-4 leaves 1/3 each, 3 x 0.2 does not
+    assert max(abs(w - 1 / 3) for w in shared["mixture_weights"]) < 1e-3
+    assert max(abs(w - 1 / 3) for w in own["mixture_weights"]) > 0.02
+    with pytest.raises(HFPersonaError, match="mixture_learning_rate must be > 0"):
+        train_pal(pesconv_dir, tmp_path / "bad", mixture_learning_rate=-1.0, **common)
+
+
 def test_eval_cli_prints_table3_and_writes_flat_json(trained, pesconv_dir, tmp_path):
     from click.testing import CliRunner
 

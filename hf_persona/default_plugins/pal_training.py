@@ -43,6 +43,8 @@ def _parse_alpha(value):
 @click.option("--budget-minutes", default=None, type=float, help="Stop (after evaluating and saving) after this wall time.")
 @click.option("--batch-size", default=8, show_default=True)
 @click.option("--lr", "learning_rate", default=5e-5, show_default=True)
+@click.option("--mixture-lr", "mixture_learning_rate", default=1e-2, show_default=True,
+              help="Learning rate of the three eq. 4 mixture logits; 0 = the same as --lr.")
 @click.option("--warmup-steps", default=100, show_default=True)
 @click.option("--eval-steps", default=100, show_default=True)
 @click.option("--max-train-examples", default=None, type=int)
@@ -54,15 +56,15 @@ def _parse_alpha(value):
 @click.option("--no-resume", is_flag=True, help="Start afresh even when OUTPUT_DIR holds checkpoints.")
 @click.option("--json", "json_out", default=None, type=click.Path(dir_okay=False))
 def train_pal_cmd(data, output_dir, variant, backbone, max_steps, epochs, budget_minutes, batch_size, learning_rate,
-                  warmup_steps, eval_steps, max_train_examples, max_eval_examples, max_source_length,
+                  mixture_learning_rate, warmup_steps, eval_steps, max_train_examples, max_eval_examples, max_source_length,
                   max_persona_length, max_target_length, seed, no_resume, json_out):
     """Train PAL (or a baseline) on PESConv with the Trainer (progress, best checkpoint, resume)."""
     from hf_persona.training.pal import train_pal
 
     summary = train_pal(
         data, output_dir, variant=variant, backbone=backbone, max_steps=max_steps, epochs=epochs,
-        budget_minutes=budget_minutes, batch_size=batch_size, learning_rate=learning_rate, warmup_steps=warmup_steps,
-        eval_steps=eval_steps, max_train_examples=max_train_examples, max_eval_examples=max_eval_examples,
+        budget_minutes=budget_minutes, batch_size=batch_size, learning_rate=learning_rate,
+        mixture_learning_rate=mixture_learning_rate or None, warmup_steps=warmup_steps, eval_steps=eval_steps, max_train_examples=max_train_examples, max_eval_examples=max_eval_examples,
         max_source_length=max_source_length, max_persona_length=max_persona_length,
         max_target_length=max_target_length, seed=seed, resume=not no_resume, json_out=json_out,
     )
