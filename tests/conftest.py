@@ -1,9 +1,13 @@
+import atexit
 import os
+import shutil
 import tempfile
 
 # Before anything imports hf_persona or huggingface_hub: offline, private cache, no entry points.
 os.environ["HF_HUB_OFFLINE"] = "1"
-os.environ.setdefault("HF_HOME", tempfile.mkdtemp(prefix="hf_persona_test_home_"))
+if "HF_HOME" not in os.environ:  # a private cache, removed when the test session ends
+    os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="hf_persona_test_home_")
+    atexit.register(shutil.rmtree, os.environ["HF_HOME"], True)
 os.environ["HF_PERSONA_LOAD_PLUGINS"] = ""
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("WANDB_DISABLED", "true")
