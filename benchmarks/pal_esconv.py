@@ -87,7 +87,9 @@ def stage_train(args, work: Path, variant: str) -> dict:
     _log(f"{variant}: training {args.max_steps} steps")
     return train_pal(
         work / "pesconv", out, variant=variant, max_steps=args.max_steps, batch_size=args.batch_size,
-        learning_rate=args.lr, mixture_learning_rate=args.mixture_lr or None, warmup_steps=args.warmup_steps, eval_steps=args.eval_steps,
+        learning_rate=args.lr, mixture_learning_rate=args.mixture_lr or None,
+        mixture_init=[float(w) for w in args.mixture_init.split(",")] if args.mixture_init else None,
+        warmup_steps=args.warmup_steps, eval_steps=args.eval_steps,
         max_eval_examples=args.loss_eval_examples, max_source_length=args.max_source_length,
         max_persona_length=args.max_persona_length, max_target_length=args.max_target_length, seed=args.seed,
         progress=False, json_out=summary_path,
@@ -120,6 +122,8 @@ def main(argv=None):
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--mixture-lr", type=float, default=1e-2,
                    help="learning rate of PAL's three eq. 4 mixture logits (0 = the same as --lr)")
+    p.add_argument("--mixture-init", default=None,
+                   help="PAL's initial eq. 4 logits 'w1,w2,w3' (default: equal, the paper)")
     p.add_argument("--warmup-steps", type=int, default=10)
     p.add_argument("--eval-steps", type=int, default=20)
     p.add_argument("--loss-eval-examples", type=int, default=64)
@@ -185,7 +189,7 @@ def main(argv=None):
                     for split, s in pesconv.items()},
         "training": {v: {k: trained[v].get(k) for k in ("global_step", "examples_seen", "train_examples",
                                                         "valid_loss", "train_loss", "train_seconds", "batch_size",
-                                                        "learning_rate", "mixture_learning_rate", "mixture_weights",
+                                                        "learning_rate", "mixture_learning_rate", "mixture_init", "mixture_weights",
                                                         "max_source_length", "max_persona_length",
                                                         "max_target_length")}
                      for v in variants},

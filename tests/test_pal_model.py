@@ -193,6 +193,24 @@ def test_mixture_weights_start_equal(pal):
     torch.testing.assert_close(torch.softmax(model.fusion.mixture_logits, 0), torch.full((3,), 1 / 3))
 
 
+def test_mixture_init_sets_the_initial_weights_and_is_validated(tiny_bert_dir, tmp_path):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert_dir)
+    model = PALForConditionalGeneration.from_backbone(tiny_bert_dir, tokenizer, mixture_init=[0, 0, 2])
+    e2 = torch.exp(torch.tensor(2.0))
+    torch.testing.assert_close(model.mixture_weights(), torch.stack([1 / (e2 + 2), 1 / (e2 + 2), e2 / (e2 + 2)]))
+    with torch.no_grad():
+        model.fusion.mixture_logits.add_(1.0)
+    model.save_pretrained(tmp_path)  # the init is part of the config; loading keeps the trained logits
+    again = PALForConditionalGeneration.from_pretrained(tmp_path)
+    assert again.config.mixture_init == [0.0, 0.0, 2.0]
+    torch.testing.assert_close(again.fusion.mixture_logits, torch.tensor([1.0, 1.0, 3.0]))
+    for bad in ([0, 1], [0, 0, float("nan")], "0,0,2", [0, 0, True]):
+        with pytest.raises(ValueError, match="mixture_init must be three finite numbers"):
+            PALConfig(mixture_init=bad)
+
+
 # ---------------------------------------------------------------- forward / generate
 def test_loss_is_token_mean_cross_entropy(pal):
     model, tok = pal

@@ -200,6 +200,19 @@ def test_mixture_logits_get_their_own_learning_rate(pesconv_dir, tiny_bert_dir, 
     assert max(abs(w - 1 / 3) for w in own["mixture_weights"]) > 0.02
     with pytest.raises(HFPersonaError, match="mixture_learning_rate must be > 0"):
         train_pal(pesconv_dir, tmp_path / "bad", mixture_learning_rate=-1.0, **common)
+    with pytest.raises(HFPersonaError, match="mixture_init must be three finite numbers"):
+        train_pal(pesconv_dir, tmp_path / "bad", mixture_init=[0.0, 1.0], **common)
+
+
+def test_train_pal_cli_rejects_a_bad_mixture_init(pesconv_dir, tmp_path):
+    from click.testing import CliRunner
+
+    from hf_persona.cli import _register_plugin_commands, cli
+
+    _register_plugin_commands()
+    res = CliRunner().invoke(cli, ["train", "pal", "--data", str(pesconv_dir), "--output-dir", str(tmp_path / "o"),
+                                   "--mixture-init", "0,zero,2"])
+    assert res.exit_code == 2 and "expected comma-separated numbers" in res.output
 
 
 def test_eval_cli_prints_table3_and_writes_flat_json(trained, pesconv_dir, tmp_path):

@@ -45,6 +45,8 @@ def _parse_alpha(value):
 @click.option("--lr", "learning_rate", default=5e-5, show_default=True)
 @click.option("--mixture-lr", "mixture_learning_rate", default=1e-2, show_default=True,
               help="Learning rate of the three eq. 4 mixture logits; 0 = the same as --lr.")
+@click.option("--mixture-init", default=None,
+              help="Initial eq. 4 logits 'w1,w2,w3' for (H^_D, aligned H^_P, H_D); default 0,0,0 (the paper).")
 @click.option("--warmup-steps", default=100, show_default=True)
 @click.option("--eval-steps", default=100, show_default=True)
 @click.option("--max-train-examples", default=None, type=int)
@@ -56,7 +58,7 @@ def _parse_alpha(value):
 @click.option("--no-resume", is_flag=True, help="Start afresh even when OUTPUT_DIR holds checkpoints.")
 @click.option("--json", "json_out", default=None, type=click.Path(dir_okay=False))
 def train_pal_cmd(data, output_dir, variant, backbone, max_steps, epochs, budget_minutes, batch_size, learning_rate,
-                  mixture_learning_rate, warmup_steps, eval_steps, max_train_examples, max_eval_examples, max_source_length,
+                  mixture_learning_rate, mixture_init, warmup_steps, eval_steps, max_train_examples, max_eval_examples, max_source_length,
                   max_persona_length, max_target_length, seed, no_resume, json_out):
     """Train PAL (or a baseline) on PESConv with the Trainer (progress, best checkpoint, resume)."""
     from hf_persona.training.pal import train_pal
@@ -64,7 +66,8 @@ def train_pal_cmd(data, output_dir, variant, backbone, max_steps, epochs, budget
     summary = train_pal(
         data, output_dir, variant=variant, backbone=backbone, max_steps=max_steps, epochs=epochs,
         budget_minutes=budget_minutes, batch_size=batch_size, learning_rate=learning_rate,
-        mixture_learning_rate=mixture_learning_rate or None, warmup_steps=warmup_steps, eval_steps=eval_steps, max_train_examples=max_train_examples, max_eval_examples=max_eval_examples,
+        mixture_learning_rate=mixture_learning_rate or None, mixture_init=_parse_floats(mixture_init, "--mixture-init"),
+        warmup_steps=warmup_steps, eval_steps=eval_steps, max_train_examples=max_train_examples, max_eval_examples=max_eval_examples,
         max_source_length=max_source_length, max_persona_length=max_persona_length,
         max_target_length=max_target_length, seed=seed, resume=not no_resume, json_out=json_out,
     )
@@ -94,6 +97,16 @@ def eval_pal_cmd(model_dir, data, split, max_examples, max_generate, alpha, batc
            "ppl_no_strategy": metrics["ppl_no_strategy"]}
     click.echo(format_table([row]))
     click.echo("ppl includes the strategy token (as the paper's code); ppl_no_strategy excludes it")
+
+
+def _parse_floats(text, option):
+    if text is None:
+        return None
+    try:
+        return [float(part) for part in text.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated numbers such as 0,0,2, got {text!r}",
+                                 param_hint=option) from None
 
 
 @hookimpl

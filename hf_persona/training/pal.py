@@ -272,6 +272,7 @@ def train_pal(
     batch_size: int = 8,
     learning_rate: float = 5e-5,
     mixture_learning_rate: float | None = 1e-2,
+    mixture_init: Sequence[float] | None = None,
     warmup_steps: int = 100,
     eval_steps: int = 100,
     max_train_examples: int | None = None,
@@ -302,6 +303,7 @@ def train_pal(
     scalars move by about 1e-4 per Adam step, so in a run of a few hundred steps the weights stay
     at their initial 1/3 each (measured: 0.332 / 0.332 / 0.336 after 160 steps) and PAL cannot
     learn how much persona to mix in; the paper trains for many epochs, where this matters less.
+    ``mixture_init``: initial eq. 4 logits (``PALConfig.mixture_init``; None = equal, the paper).
     Returns a summary dict (also written to ``json_out``).
     """
     from transformers import AutoTokenizer, TrainingArguments
@@ -335,7 +337,11 @@ def train_pal(
     valid_ex = valid_ex[:max_eval_examples]
 
     set_seed(seed)  # the same initialisation (co-attention, cross-attention) for every variant
-    model = PALForConditionalGeneration.from_backbone(path, tokenizer=tokenizer)
+    init_kwargs = {} if mixture_init is None else {"mixture_init": list(mixture_init)}
+    try:
+        model = PALForConditionalGeneration.from_backbone(path, tokenizer=tokenizer, **init_kwargs)
+    except ValueError as err:
+        raise HFPersonaError(str(err)) from None
     warm_started = warm_start_cross_attention(model.backbone) if warm_start else 0
     args = TrainingArguments(
         output_dir=str(output_dir),
@@ -393,6 +399,7 @@ def train_pal(
         "batch_size": batch_size,
         "learning_rate": learning_rate,
         "mixture_learning_rate": mixture_learning_rate,
+        "mixture_init": list(model.config.mixture_init),
         "mixture_weights": [round(w, 4) for w in model.mixture_weights().detach().tolist()],
         "seed": seed,
         "resumed_from": resumed_from,

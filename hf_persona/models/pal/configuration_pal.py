@@ -6,6 +6,8 @@ loads with ``trust_remote_code=True`` for a user who does not have hf_persona in
 
 from __future__ import annotations
 
+import math
+
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
@@ -71,6 +73,10 @@ class PALConfig(PreTrainedConfig):
         coattention_scale (`bool`, defaults to `False`): divide the co-attention scores by
             sqrt(hidden). The paper and the authors' code use the unscaled dot product.
         layer_norm_eps (`float`): epsilon of the two co-attention LayerNorms.
+        mixture_init (`list[float]`, defaults to `[0, 0, 0]`): initial logits w of eq. 4, in the
+            order (H^_D, aligned H^_P, H_D). Equal logits (the paper) start each term at 1/3;
+            e.g. ``[0, 0, 2]`` starts with 79% of the plain dialogue states H_D, so the decoder
+            first sees nearly what a persona-free model sees and learns how much persona to add.
         strategy_token_ids (`list[int]`): vocabulary ids of the eight strategy tokens, in the
             order of ``STRATEGY_NAMES``; set by ``PALForConditionalGeneration.from_backbone``.
         strategy_names (`list[str]`): the eight strategy names (``STRATEGY_NAMES``).
@@ -87,6 +93,7 @@ class PALConfig(PreTrainedConfig):
     backbone: PreTrainedConfig | dict | None = None
     coattention_scale: bool = False
     layer_norm_eps: float = 1e-5
+    mixture_init: list | None = None
     strategy_token_ids: list | None = None
     strategy_names: list | None = None
     strategy_alpha: dict | None = None
@@ -99,6 +106,13 @@ class PALConfig(PreTrainedConfig):
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
+        if self.mixture_init is None:
+            self.mixture_init = [0.0, 0.0, 0.0]
+        init = self.mixture_init
+        if (not isinstance(init, (list, tuple)) or len(init) != 3
+                or not all(isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) for w in init)):
+            raise ValueError(f"PALConfig.mixture_init must be three finite numbers (logits of eq. 4), got {init!r}")
+        self.mixture_init = [float(w) for w in init]
         if self.strategy_names is None:
             self.strategy_names = list(STRATEGY_NAMES)
         if self.strategy_alpha is None:

@@ -195,7 +195,8 @@ class PALPreTrainedModel(PreTrainedModel):
     @torch.no_grad()
     def _init_weights(self, module):
         if isinstance(module, PALPersonaFusion):
-            module.mixture_logits.zero_()  # equal initial weights (paper eq. 4)
+            # [0, 0, 0] by default: equal initial weights (paper eq. 4)
+            module.mixture_logits.copy_(torch.tensor(self.config.mixture_init, dtype=module.mixture_logits.dtype))
             for norm in (module.dialogue_norm, module.persona_norm):
                 norm.weight.fill_(1.0)
                 norm.bias.zero_()
