@@ -166,6 +166,8 @@ def main(argv=None):
         "eval_seconds": eval_seconds, "hardware": machine,
         "variants": list(runs),
     }
+    result["command"] = " ".join(["OMP_NUM_THREADS=%s" % os.environ.get("OMP_NUM_THREADS", "1"), "python",
+                                  "benchmarks/p2bot.py", *(sys.argv[1:] if argv is None else argv)])
     atomic_write_json(args.out, result)
     from hf_persona.evaluation import format_table
 
