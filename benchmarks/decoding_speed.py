@@ -98,7 +98,7 @@ def main(argv=None):
 
     from hf_persona.backbones import resolve
     from hf_persona.models.pal import PALCollator, PALForConditionalGeneration
-    from hf_persona.utils import atomic_write_json, set_seed
+    from hf_persona.utils import atomic_write_json, command_line, set_seed
 
     torch.set_num_threads(args.threads)
     set_seed(0)
@@ -183,7 +183,7 @@ def main(argv=None):
             print(f"{name:16s} authors-style uncached second pass {mu:.3f}s  ratio {mu / mp:.3f}", flush=True)
 
     result["meta"] = {
-        "command": "python benchmarks/decoding_speed.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": command_line("benchmarks/decoding_speed.py", argv),
         "model": model_desc,
         "data": f"ESConv ({source}): first supporter turn after 3 seeker turns per dialogue; persona = the seeker's first two utterances",
         "new_tokens": n_new,

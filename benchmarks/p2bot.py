@@ -71,7 +71,7 @@ def main(argv=None):
     from hf_persona.evaluation.transmitter import run_transmitter_eval
     from hf_persona.training.selfplay import train_selfplay
     from hf_persona.training.transmitter import train_transmitter
-    from hf_persona.utils import atomic_write_json, machine_description
+    from hf_persona.utils import atomic_write_json, command_line, machine_description
 
     machine = machine_description()  # at the start: the load average other jobs put on the CPU
 
@@ -166,8 +166,7 @@ def main(argv=None):
         "eval_seconds": eval_seconds, "hardware": machine,
         "variants": list(runs),
     }
-    result["command"] = " ".join(["OMP_NUM_THREADS=%s" % os.environ.get("OMP_NUM_THREADS", "1"), "python",
-                                  "benchmarks/p2bot.py", *(sys.argv[1:] if argv is None else argv)])
+    result["command"] = command_line("benchmarks/p2bot.py", argv)
     atomic_write_json(args.out, result)
     from hf_persona.evaluation import format_table
 

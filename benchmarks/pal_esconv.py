@@ -88,7 +88,7 @@ def stage_train(args, work: Path, variant: str) -> dict:
     return train_pal(
         work / "pesconv", out, variant=variant, max_steps=args.max_steps, batch_size=args.batch_size,
         learning_rate=args.lr, mixture_learning_rate=args.mixture_lr or None,
-        mixture_init=[float(w) for w in args.mixture_init.split(",")] if args.mixture_init else None,
+        mixture_init=args.mixture_init,
         warmup_steps=args.warmup_steps, eval_steps=args.eval_steps,
         max_eval_examples=args.loss_eval_examples, max_source_length=args.max_source_length,
         max_persona_length=args.max_persona_length, max_target_length=args.max_target_length, seed=args.seed,
@@ -109,6 +109,13 @@ def stage_eval(args, work: Path, variant: str, embedder) -> dict:
                         json_out=path)
 
 
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(w) for w in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers such as 0,0,2, got {text!r}") from None
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--work", default="runs/pal_bench", help="Working folder (models, PESConv); reused when rerun.")
@@ -122,7 +129,7 @@ def main(argv=None):
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--mixture-lr", type=float, default=1e-2,
                    help="learning rate of PAL's three eq. 4 mixture logits (0 = the same as --lr)")
-    p.add_argument("--mixture-init", default=None,
+    p.add_argument("--mixture-init", default=None, type=_floats,
                    help="PAL's initial eq. 4 logits 'w1,w2,w3' (default: equal, the paper)")
     p.add_argument("--warmup-steps", type=int, default=10)
     p.add_argument("--eval-steps", type=int, default=20)
@@ -144,7 +151,7 @@ def main(argv=None):
     from hf_persona.data import shared_data_dir
     from hf_persona.errors import HFPersonaError
     from hf_persona.training.pal import METRIC_KEYS, SentenceEmbedder
-    from hf_persona.utils import atomic_write_json, machine_description
+    from hf_persona.utils import atomic_write_json, command_line, machine_description
 
     machine = machine_description()  # at the start: the load average other jobs put on the CPU
 
@@ -203,8 +210,7 @@ def main(argv=None):
         "total_wall_seconds_this_run": round(time.monotonic() - t0, 1),
     }
     result["paper_table3"] = PAPER
-    result["command"] = " ".join(["OMP_NUM_THREADS=%s" % os.environ.get("OMP_NUM_THREADS", "1"), "python",
-                                  "benchmarks/pal_esconv.py", *(argv if argv is not None else sys.argv[1:])])
+    result["command"] = command_line("benchmarks/pal_esconv.py", argv)
     atomic_write_json(args.out, result)
     _log(f"wrote {args.out}")
     from hf_persona.evaluation import format_table

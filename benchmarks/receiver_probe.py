@@ -53,7 +53,7 @@ from hf_persona.training.receiver import (  # noqa: E402
     grouped_sides,
     train_receiver,
 )
-from hf_persona.utils import atomic_write_json, set_seed  # noqa: E402
+from hf_persona.utils import atomic_write_json, command_line, set_seed  # noqa: E402
 
 
 def calibrate_step_seconds(backbone, train_sets, batch_size, steps=3, seed=0, negatives="sampled",
@@ -227,7 +227,7 @@ def main(argv=None):
     result["batched_speedup"] = result["batched_pairs_per_second_same_items"] / result["unbatched_pairs_per_second"]
     result["batched_vs_loop_max_abs_diff"] = diff
     result["speed_items"] = len(items)
-    result["command"] = "python benchmarks/receiver_probe.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    result["command"] = command_line("benchmarks/receiver_probe.py", argv)
     atomic_write_json(args.out, result)
     print(json.dumps(result, indent=2))
 

@@ -84,3 +84,15 @@ def machine_description() -> str:
     parts.append(f"torch threads {torch.get_num_threads()}")
     parts.append(f"gpu: {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "gpu: none")
     return ", ".join(parts)
+
+
+def command_line(script: str, argv=None) -> str:
+    """The shell line that reproduces a benchmark run: ``OMP_NUM_THREADS`` (when set), ``python``,
+    the script and its arguments (``argv``, default ``sys.argv[1:]``), quoted for the shell."""
+    import shlex
+    import sys
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    threads = os.environ.get("OMP_NUM_THREADS")
+    prefix = [f"OMP_NUM_THREADS={threads}"] if threads else []
+    return shlex.join([*prefix, "python", script, *args])

@@ -44,3 +44,13 @@ def test_machine_description_is_measured(monkeypatch):
     text = machine_description()
     assert text.startswith(f"cpu: {os.cpu_count()} cores, load average 3.2")
     assert f"torch threads {torch.get_num_threads()}" in text and text.endswith("gpu: none")
+
+
+def test_command_line_quotes_arguments_and_records_threads(monkeypatch):
+    from hf_persona.utils import command_line
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert command_line("benchmarks/x.py", ["--variants", "", "--out", "a b.json"]) == \
+        "OMP_NUM_THREADS=1 python benchmarks/x.py --variants '' --out 'a b.json'"
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert command_line("benchmarks/x.py", []) == "python benchmarks/x.py"

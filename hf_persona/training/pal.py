@@ -224,12 +224,6 @@ class VariantCollator:
 # ----------------------------------------------------------------------------------------------
 
 
-def _time_budget_callback(minutes):
-    from .persona_extractor import _TimeBudget
-
-    return _TimeBudget.make(minutes)
-
-
 MIXTURE_PARAMETER = "mixture_logits"
 
 
@@ -310,7 +304,7 @@ def train_pal(
 
     from ..backbones import resolve
     from ..models.pal import PALForConditionalGeneration, add_pal_tokens
-    from .common import last_checkpoint, train_resumable
+    from .common import last_checkpoint, time_budget_callback, train_resumable
     from .persona_extractor import warm_start_cross_attention
 
     _check_variant(variant)
@@ -366,7 +360,7 @@ def train_pal(
         disable_tqdm=not progress,
         dataloader_num_workers=0,
     )
-    budget_cb = _time_budget_callback(budget_minutes)
+    budget_cb = time_budget_callback(budget_minutes)
     trainer = _mixture_lr_trainer_class()(
         model=model, args=args, train_dataset=train_ex, eval_dataset=valid_ex,
         data_collator=VariantCollator(tokenizer, variant), processing_class=tokenizer, callbacks=[budget_cb],

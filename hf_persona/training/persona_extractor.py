@@ -390,15 +390,6 @@ class PersonaExtractor:
 # ----------------------------------------------------------------------------------------------
 
 
-class _TimeBudget:
-    """TrainerCallback factory: stop (after evaluating and saving) once ``minutes`` have passed."""
-
-    @staticmethod
-    def make(minutes: float | None):
-        from .common import time_budget_callback
-
-        return time_budget_callback(minutes)
-
 
 def _tokenize_examples(examples: list[dict], tokenizer, fmt: ExtractorFormat, decoder_start: int | None):
     from datasets import Dataset
@@ -461,7 +452,7 @@ def train_persona_extractor(
     """
     from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments
 
-    from .common import last_checkpoint, train_resumable
+    from .common import last_checkpoint, time_budget_callback, train_resumable
 
     output_dir = Path(output_dir)
     if train_examples is None:
@@ -517,7 +508,7 @@ def train_persona_extractor(
         disable_tqdm=not progress,
         dataloader_num_workers=0,
     )
-    budget_cb = _TimeBudget.make(budget_minutes)
+    budget_cb = time_budget_callback(budget_minutes)
     trainer = Seq2SeqTrainer(
         model=model,
         args=args,
