@@ -118,6 +118,9 @@ def main(argv=None):
     p.add_argument("--candidates", type=int, default=32)
     p.add_argument("--seed", type=int, default=0, help="probe distractor seed")
     p.add_argument("--train-seed", type=int, default=None, help="training data-order seed (default: --seed)")
+    p.add_argument("--loss", choices=["margin", "softmax"], default="margin",
+                   help="ranking loss: the paper's hinge or the softmax (InfoNCE) option")
+    p.add_argument("--loss-temperature", type=float, default=0.1)
     p.add_argument("--tau-start", type=float, default=10.0)
     p.add_argument("--speed-items", type=int, default=10)
     p.add_argument("--repeats", type=int, default=3)
@@ -163,7 +166,8 @@ def main(argv=None):
             negatives=args.negatives, max_train_utterances=args.max_train_utterances,
             freeze_layers=args.freeze_layers,
             eval_steps=max(1, steps // args.evals), seed=args.seed if args.train_seed is None else args.train_seed,
-            tau_start=args.tau_start, resume=False, logging_steps=10,
+            tau_start=args.tau_start, loss_type=args.loss, loss_temperature=args.loss_temperature,
+            resume=False, logging_steps=10,
             time_budget_minutes=args.budget_minutes * 1.15, disable_tqdm=True,
         )
         result["training"] = {
@@ -171,6 +175,8 @@ def main(argv=None):
             "init": args.init,
             "train_seed": args.seed if args.train_seed is None else args.train_seed,
             "tau_start": args.tau_start,
+            "loss": args.loss,
+            "loss_temperature": args.loss_temperature if args.loss == "softmax" else None,
             "calibrated_seconds_per_step": step_s,
             "planned_steps": steps,
             "steps": metrics.get("global_step"),

@@ -308,3 +308,52 @@ def _l1_of(model, groups_u, groups_p, pairs):
     used = set(pairs) | {(i, i) for i in range(len(groups_u))}
     total = sum(model.relevance(groups_u[i], groups_p[j]).abs().sum().item() for i, j in used)
     return total / len(used)
+
+
+def test_softmax_loss_is_cross_entropy_of_the_true_persona(tiny):
+    """``loss_type="softmax"``: -log softmax([c_A, c_Z...] / T)[0] + β·L1, in both negative forms."""
+    import torch.nn.functional as F
+
+    u_ids, u_mask = _stack(tiny, [UTTS, UTTS[:1]])
+    p_ids, p_mask = _stack(tiny, [PERSONA, OTHER])
+    n_ids, n_mask = _stack(tiny, [OTHER, PERSONA])
+    cfg = tiny.config
+    saved = (cfg.loss_type, cfg.loss_temperature, cfg.l1_weight)
+    try:
+        with torch.no_grad():
+            margin_out = tiny(u_ids, u_mask, p_ids, p_mask, n_ids, n_mask)
+            cfg.loss_type, cfg.loss_temperature = "softmax", 0.05
+            out = tiny(u_ids, u_mask, p_ids, p_mask, n_ids, n_mask)
+            l1 = (margin_out.loss - torch.relu(cfg.margin + margin_out.negative_scores[:, 0] - margin_out.scores).mean())
+            logits = torch.stack([out.scores, out.negative_scores[:, 0]], dim=1) / 0.05
+            ce = F.cross_entropy(logits, torch.zeros(2, dtype=torch.long))
+            assert out.loss.item() == pytest.approx(ce.item() + l1.item(), rel=1e-4)
+            # by hand for one row: log(1 + exp((c_Z - c_A) / T))
+            row0 = math.log1p(math.exp((out.negative_scores[0, 0] - out.scores[0]).item() / 0.05))
+            assert F.cross_entropy(logits[:1], torch.zeros(1, dtype=torch.long)).item() == pytest.approx(row0, rel=1e-5)
+
+            # in-batch: only the marked distractors enter each row's softmax; a row without any is skipped
+            groups_u = [UTTS, UTTS[:1], ["i am a nurse at the hospital"]]
+            groups_p = [PERSONA, OTHER, PERSONA]
+            bu_ids, bu_mask = _stack(tiny, groups_u)
+            bp_ids, bp_mask = _stack(tiny, groups_p)
+            mask = torch.tensor([[False, True, False], [True, False, True], [False, False, False]])
+            cfg.l1_weight = 0.0
+            ib = tiny(bu_ids, bu_mask, bp_ids, bp_mask, in_batch_negative_mask=mask)
+            S = ib.pairwise_scores / 0.05
+            row_0 = torch.logsumexp(S[0, [0, 1]], 0) - S[0, 0]
+            row_1 = torch.logsumexp(S[1, [1, 0, 2]], 0) - S[1, 1]
+            assert ib.loss.item() == pytest.approx(((row_0 + row_1) / 2).item(), rel=1e-4)
+    finally:
+        cfg.loss_type, cfg.loss_temperature, cfg.l1_weight = saved
+
+
+def test_loss_type_validation(tmp_path):
+    with pytest.raises(ValueError, match="loss_type"):
+        ReceiverConfig(loss_type="hinge")
+    with pytest.raises(ValueError, match="loss_temperature"):
+        ReceiverConfig(loss_type="softmax", loss_temperature=0)
+    cfg = ReceiverConfig(loss_type="softmax", loss_temperature=0.2)
+    cfg.save_pretrained(tmp_path)
+    back = ReceiverConfig.from_pretrained(tmp_path)
+    assert (back.loss_type, back.loss_temperature) == ("softmax", 0.2)

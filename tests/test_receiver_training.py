@@ -247,6 +247,22 @@ def test_in_batch_training_runs_and_rejects_unknown_mode(tiny_bert_dir, tmp_path
         train_receiver(sample, tmp_path / "x", backbone=tiny_bert_dir, negatives="hard", max_steps=1)
 
 
+def test_softmax_loss_trains_saves_and_rejects_bad_values(tiny_bert_dir, tmp_path, sample):
+    model, metrics = train_receiver(sample, tmp_path / "sm", backbone=tiny_bert_dir, negatives="in_batch",
+                                    loss_type="softmax", loss_temperature=0.2, max_steps=2, batch_size=8,
+                                    resume=False, disable_tqdm=True)
+    assert metrics["global_step"] == 2 and metrics["train_loss"] > 0
+    from hf_persona.models.receiver import ReceiverModel
+
+    saved = ReceiverModel.from_pretrained(tmp_path / "sm")
+    assert (saved.config.loss_type, saved.config.loss_temperature) == ("softmax", 0.2)
+    with pytest.raises(HFPersonaError, match="loss_type"):
+        train_receiver(sample, tmp_path / "x", backbone=tiny_bert_dir, loss_type="infonce", max_steps=1)
+    with pytest.raises(HFPersonaError, match="loss_temperature"):
+        train_receiver(sample, tmp_path / "x", backbone=tiny_bert_dir, loss_type="softmax", loss_temperature=-1.0,
+                       max_steps=1)
+
+
 def test_freeze_lower_layers_and_utterance_subsampling(tiny_bert_dir):
     from transformers import AutoTokenizer
 

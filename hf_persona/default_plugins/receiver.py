@@ -364,14 +364,19 @@ def register_commands(cli):
                   help="Freeze the embeddings and the N lowest encoder layers.")
     @click.option("--margin", type=float, default=0.4, show_default=True)
     @click.option("--l1-weight", type=float, default=1e-4, show_default=True)
+    @click.option("--loss", "loss_type", type=click.Choice(["margin", "softmax"]), default="margin", show_default=True,
+                  help="The paper's hinge loss, or cross-entropy of the true persona among the distractors.")
+    @click.option("--loss-temperature", type=float, default=0.1, show_default=True,
+                  help="Temperature of the softmax loss.")
     @click.option("--tau-start", type=float, default=10.0, show_default=True)
     @click.option("--tau-end", type=float, default=0.5, show_default=True)
     @click.option("--eval-steps", type=int, default=None, help="Evaluate/checkpoint every N steps (default: 4 per run).")
     @click.option("--seed", type=int, default=0, show_default=True)
     @click.option("--no-resume", is_flag=True, help="Start fresh even if OUTPUT_DIR has checkpoints.")
     def train_receiver_cmd(data, output_dir, backbone, first, dev_fraction, max_steps, epochs, batch_size, lr,
-                           separate_encoders, negatives, max_train_utterances, freeze_layers, margin, l1_weight, tau_start, tau_end, eval_steps, seed, no_resume):
-        """Train P2Bot's Receiver (margin loss + L1, τ annealed) on PERSONA-CHAT-style dialogues."""
+                           separate_encoders, negatives, max_train_utterances, freeze_layers, margin, l1_weight, loss_type, loss_temperature, tau_start, tau_end, eval_steps, seed,
+                           no_resume):
+        """Train P2Bot's Receiver (margin or softmax ranking loss + L1, τ annealed) on PERSONA-CHAT-style dialogues."""
         from hf_persona.training.receiver import train_receiver
 
         splits = _load_splits(data, first, dev_fraction, seed)
@@ -379,7 +384,8 @@ def register_commands(cli):
             [s[1] for s in splits], output_dir, backbone=backbone, eval_ds=[s[2] for s in splits],
             max_steps=max_steps, num_train_epochs=epochs, batch_size=batch_size, learning_rate=lr,
             share_encoders=not separate_encoders, negatives=negatives, max_train_utterances=max_train_utterances,
-            freeze_layers=freeze_layers, margin=margin, l1_weight=l1_weight, tau_start=tau_start,
+            freeze_layers=freeze_layers, margin=margin, l1_weight=l1_weight, loss_type=loss_type,
+            loss_temperature=loss_temperature, tau_start=tau_start,
             tau_end=tau_end, eval_steps=eval_steps, seed=seed, resume=not no_resume,
         )
         click.echo(f"saved Receiver to {output_dir}")

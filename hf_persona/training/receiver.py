@@ -407,6 +407,8 @@ def train_receiver(
     share_encoders: bool = True,
     margin: float = 0.4,
     l1_weight: float = 1e-4,
+    loss_type: str = "margin",
+    loss_temperature: float = 0.1,
     tau_start: float = 10.0,
     tau_end: float = 0.5,
     max_utterance_length: int = 64,
@@ -438,6 +440,8 @@ def train_receiver(
         max_steps / num_train_epochs: run length (``max_steps > 0`` wins).
         share_encoders: one encoder with segment ids (authors' code) or two encoders (paper).
         margin, l1_weight, tau_start, tau_end: the loss and annealing hyper-parameters.
+        loss_type, loss_temperature: ``"margin"`` (the paper's hinge) or ``"softmax"`` (cross-entropy of
+            the true persona among the distractors at temperature ``loss_temperature``); see ReceiverConfig.
         negatives: ``"sampled"`` (the paper: one distractor persona drawn per example and step) or
             ``"in_batch"`` (every other persona of the batch is a distractor: ``batch_size - 1`` of them
             at no extra encoding cost; the hinge is averaged over them).
@@ -462,6 +466,12 @@ def train_receiver(
     from ..models.receiver import ReceiverConfig, ReceiverModel
     from ..utils import set_seed
 
+    from ..models.receiver.configuration_receiver import LOSS_TYPES
+
+    if loss_type not in LOSS_TYPES:
+        raise HFPersonaError(f"loss_type must be one of {', '.join(LOSS_TYPES)}, got {loss_type!r}")
+    if isinstance(loss_temperature, bool) or not isinstance(loss_temperature, (int, float)) or not loss_temperature > 0:
+        raise HFPersonaError(f"loss_temperature must be a number > 0, got {loss_temperature!r}")
     set_seed(seed)
     output_dir = Path(output_dir)
     source = resolve(backbone)
@@ -469,6 +479,7 @@ def train_receiver(
     if is_receiver:
         model = ReceiverModel.from_pretrained(source)
         model.config.margin, model.config.l1_weight = float(margin), float(l1_weight)
+        model.config.loss_type, model.config.loss_temperature = loss_type, float(loss_temperature)
         model.config.tau_start, model.config.tau_end = float(tau_start), float(tau_end)
     else:
         model = ReceiverModel.from_encoder_pretrained(
@@ -476,6 +487,8 @@ def train_receiver(
             share_encoders=share_encoders,
             margin=margin,
             l1_weight=l1_weight,
+            loss_type=loss_type,
+            loss_temperature=loss_temperature,
             tau=tau_end,
             tau_start=tau_start,
             tau_end=tau_end,

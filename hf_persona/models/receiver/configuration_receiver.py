@@ -7,6 +7,9 @@ with ``trust_remote_code=True`` by users who do not have ``hf_persona`` installe
 from transformers import AutoConfig, PretrainedConfig
 
 
+LOSS_TYPES = ("margin", "softmax")
+
+
 class ReceiverConfig(PretrainedConfig):
     r"""Hyper-parameters of the Receiver persona-perception scorer.
 
@@ -29,6 +32,13 @@ class ReceiverConfig(PretrainedConfig):
             Margin ``m`` of the ranking loss ``max(0, m + c_Z - c_A)`` (paper: 0.4, authors' code: 0.5).
         l1_weight (`float`, defaults to 1e-4):
             Weight ``β`` of the L1 sparsity penalty on the relevance grids (paper: 1e-4, code: 1e-2).
+        loss_type (`str`, defaults to `"margin"`):
+            ``"margin"``: the paper's ranking loss ``max(0, m + c_Z - c_A)`` averaged over the distractors.
+            ``"softmax"``: cross-entropy of the true persona among itself and the distractors on the scores
+            divided by ``loss_temperature`` (InfoNCE); unlike the hinge it keeps pushing on the hardest
+            distractors after the margin is met. The L1 term is added in both cases.
+        loss_temperature (`float`, defaults to 0.1):
+            Temperature of the ``"softmax"`` loss (a score gap of ``m = 0.4`` is a logit gap of 4).
         tau (`float`, defaults to 0.5):
             Current temperature ``τ`` of the aggregation softmax. Training anneals it and stores the final
             value here, so a saved model scores with the temperature it ended training with.
@@ -53,6 +63,8 @@ class ReceiverConfig(PretrainedConfig):
         segment_ids: bool = True,
         margin: float = 0.4,
         l1_weight: float = 1e-4,
+        loss_type: str = "margin",
+        loss_temperature: float = 0.1,
         tau: float = 0.5,
         tau_start: float = 10.0,
         tau_end: float = 0.5,
@@ -80,7 +92,10 @@ class ReceiverConfig(PretrainedConfig):
         for name, value in (("margin", margin), ("l1_weight", l1_weight)):
             if not isinstance(value, (int, float)) or value < 0:
                 raise ValueError(f"ReceiverConfig: `{name}` must be a number >= 0, got {value!r}")
+        if loss_type not in LOSS_TYPES:
+            raise ValueError(f"ReceiverConfig: `loss_type` must be one of {LOSS_TYPES}, got {loss_type!r}")
         for name, value in (
+            ("loss_temperature", loss_temperature),
             ("tau", tau),
             ("tau_start", tau_start),
             ("tau_end", tau_end),
@@ -97,6 +112,8 @@ class ReceiverConfig(PretrainedConfig):
         self.segment_ids = bool(segment_ids)
         self.margin = float(margin)
         self.l1_weight = float(l1_weight)
+        self.loss_type = loss_type
+        self.loss_temperature = float(loss_temperature)
         self.tau = float(tau)
         self.tau_start = float(tau_start)
         self.tau_end = float(tau_end)

@@ -9,7 +9,8 @@ Given the utterances ``x_1..x_N`` of one speaker and a persona ``w = (w_1..w_L)`
    exactly zero weight, and averages the rows over the real utterances: ``c = mean_n Agg(U_n)``.
 
 Training uses the margin loss ``max(0, m + c_Z - c_A)`` between the true persona ``A`` and a sampled
-distractor persona ``Z`` plus ``β · |U|₁`` to keep the grid sparse.
+distractor persona ``Z`` plus ``β · |U|₁`` to keep the grid sparse (``loss_type="softmax"`` replaces the
+hinge by the cross-entropy of the true persona among the distractors, an option the paper does not have).
 
 This file imports only torch, transformers and its sibling configuration module, so checkpoints
 saved with ``save_pretrained`` load with ``AutoModel.from_pretrained(dir, trust_remote_code=True)``.
@@ -33,7 +34,8 @@ class ReceiverOutput(ModelOutput):
 
     Args:
         loss (`torch.FloatTensor` of shape `()`, *optional*):
-            Margin loss + β·L1, returned when negative personas are given and ``return_loss`` is true.
+            Ranking loss (margin, or softmax with ``loss_type="softmax"``) + β·L1, returned when negative personas
+            are given and ``return_loss`` is true.
         scores (`torch.FloatTensor` of shape `(batch,)`):
             Cumulative score ``c`` of every dialogue side against its (true) persona.
         negative_scores (`torch.FloatTensor` of shape `(batch, num_negatives)`, *optional*):
@@ -328,10 +330,10 @@ class ReceiverModel(ReceiverPreTrainedModel):
 
         loss = None
         if num_neg and return_loss:
-            margin_loss = torch.relu(self.config.margin + negative_scores - scores.unsqueeze(1)).mean()
+            rank_loss = self._ranking_loss(scores, negative_scores)
             # Entry-wise L1 norm of every scored grid (true + distractors), averaged over grids and batch.
             l1 = U.abs().sum(dim=(-1, -2)).mean()
-            loss = margin_loss + self.config.l1_weight * l1
+            loss = rank_loss + self.config.l1_weight * l1
 
         weights = flat_w.reshape(batch, K1, U.shape[2], L)[:, 0]
         utt_scores = flat_utt.reshape(batch, K1, -1)[:, 0]
@@ -346,6 +348,25 @@ class ReceiverModel(ReceiverPreTrainedModel):
             persona_embeddings=W[:, 0],
         )
         return output if return_dict else output.to_tuple()
+
+    def _ranking_loss(self, scores, negative_scores, valid=None):
+        """The ranking part of the loss for true scores ``[B]`` against distractor scores ``[B, K]``
+        (``valid[b, k]``: whether column ``k`` is a distractor for row ``b``; all when ``None``).
+
+        ``margin``: the mean hinge ``max(0, m + c_Z - c_A)`` over the valid pairs. ``softmax``: the mean
+        over rows with at least one distractor of ``-log softmax([c_A, c_Z...] / T)[0]``."""
+        if valid is None:
+            valid = torch.ones_like(negative_scores, dtype=torch.bool)
+        if self.config.loss_type == "softmax":
+            temperature = self.config.loss_temperature
+            neg = negative_scores.float().masked_fill(~valid, float("-inf")) / temperature
+            logits = torch.cat([scores.float().unsqueeze(1) / temperature, neg], dim=1)
+            rows = valid.any(dim=1)
+            per_row = torch.logsumexp(logits, dim=1) - logits[:, 0]
+            return (per_row * rows).sum() / rows.sum().clamp(min=1)
+        hinge = torch.relu(self.config.margin + negative_scores - scores.unsqueeze(1))
+        weight = valid.to(hinge.dtype)
+        return (hinge * weight).sum() / weight.sum().clamp(min=1.0)
 
     def _forward_in_batch(self, H, umask, persona_input_ids, persona_attention_mask, neg_mask, return_loss, return_dict):
         """Score every side against every persona of the batch; ``neg_mask[i, j]`` marks persona ``j`` as a
@@ -370,12 +391,10 @@ class ReceiverModel(ReceiverPreTrainedModel):
         scores = pairwise.diagonal()
         loss = None
         if return_loss:
-            hinge = torch.relu(self.config.margin + pairwise - scores.unsqueeze(1))
-            weight = neg_mask.to(hinge.dtype)
-            margin_loss = (hinge * weight).sum() / weight.sum().clamp(min=1.0)
+            rank_loss = self._ranking_loss(scores, pairwise, neg_mask)
             used = (neg_mask | torch.eye(batch, dtype=torch.bool, device=neg_mask.device)).to(U.dtype)
             l1 = (U.abs().sum(dim=(-1, -2)) * used).sum() / used.sum()
-            loss = margin_loss + self.config.l1_weight * l1
+            loss = rank_loss + self.config.l1_weight * l1
         idx = torch.arange(batch, device=H.device)
         output = ReceiverOutput(
             loss=loss,
