@@ -55,6 +55,8 @@ def main(argv=None):
     ap.add_argument("--mask-truncated", action="store_true",
                     help="leave self-play turns cut at the token limit out of the loss")
     ap.add_argument("--episodes-per-seed", type=int, default=2)
+    ap.add_argument("--seeds-per-step", type=int, default=1,
+                    help="seed dialogues per optimisation step (each its own baseline group); more = less noisy updates")
     ap.add_argument("--receiver", default="minilm", help="Receiver folder for RS.3 (default: zero-shot MiniLM)")
     ap.add_argument("--runs", default="selfplay,rs1,rs2",
                     help="self-play runs, in order: selfplay (full P2Bot), rs1 (RS.1 only), rs2 (RS.1 + RS.2)")
@@ -108,7 +110,8 @@ def main(argv=None):
         summary = _load(path)
         if summary is None:
             summary = train_selfplay(sft_dir, work / name, train_data=data, receiver=receiver, weights=weights,
-                                     episodes_per_seed=args.episodes_per_seed, learning_rate=args.selfplay_lr,
+                                     episodes_per_seed=args.episodes_per_seed, seeds_per_step=args.seeds_per_step,
+                                     learning_rate=args.selfplay_lr,
                                      kl_beta=args.kl_beta, mask_truncated=args.mask_truncated, max_steps=100000, budget_minutes=args.selfplay_minutes, save_steps=10,
                                      dev_from=800, seed=args.seed, json_out=path)
         summaries[name] = summary
@@ -157,8 +160,8 @@ def main(argv=None):
         "selfplay_lr": {n: summaries[n].get("learning_rate") for n in summaries},
         "selfplay_kl_beta": {n: summaries[n].get("kl_beta", 0.0) for n in summaries},
         "selfplay_mask_truncated": {n: summaries[n].get("mask_truncated", False) for n in summaries},
-        "selfplay_baseline": "batch mean (one seed x episodes_per_seed episodes x 3 turns per step)",
-        "episodes_per_seed": args.episodes_per_seed, "turns": 3, "gamma": 0.5,
+        "selfplay_baseline": "group mean (the episodes_per_seed episodes x 3 turns of one seed)",
+        "episodes_per_seed": args.episodes_per_seed, "seeds_per_step": args.seeds_per_step, "turns": 3, "gamma": 0.5,
         "weights_selfplay": summaries["selfplay"]["weights"],
         "receiver": receiver, "candidates": args.candidates, "eval_examples": args.eval_examples,
         "selfplay_eval_episodes": args.selfplay_episodes, "selfplay_eval_agent_decoding": "multinomial sampling",

@@ -338,6 +338,29 @@ def test_selfplay_kl_penalty_builds_a_reference_and_logs_kl(tmp_path, tiny_dir, 
         train_selfplay(tiny_dir, tmp_path / "bad", max_steps=1, kl_beta=-0.1, **kw)
 
 
+def test_selfplay_several_seeds_per_step_each_rollout_is_one_seed_group(tmp_path, tiny_dir, receiver, monkeypatch):
+    """seeds_per_step=2: one optimisation step plays two different seed dialogues (each its own
+    baseline group of turns × episodes_per_seed completions)."""
+    from hf_persona.data import sample_path
+    from hf_persona.training import selfplay
+
+    played = []
+    real = selfplay.simulate_episodes
+
+    def spy(agent, user, tokenizer, seeds, **kw):
+        played.append([s["first_utterance"] for s in seeds])
+        return real(agent, user, tokenizer, seeds, **kw)
+
+    monkeypatch.setattr(selfplay, "simulate_episodes", spy)
+    summary = selfplay.train_selfplay(tiny_dir, tmp_path / "sp2", train_data=sample_path("personachat"), dev_from=None,
+                                      receiver=receiver, episodes_per_seed=2, seeds_per_step=2, learning_rate=1e-3,
+                                      save_steps=10, max_new_tokens=3, resume=False, max_steps=1)
+    assert summary["episodes"] == 4 and summary["global_step"] == 1
+    assert len(played) == 1 and len(played[0]) == 4
+    first, second = played[0][:2], played[0][2:]
+    assert first[0] == first[1] and second[0] == second[1] and first[0] != second[0]
+
+
 def test_selfplay_mask_truncated_leaves_cut_turns_out_of_the_loss(tmp_path, tiny_dir, receiver):
     """A random tiny agent never says <eos> within 3 tokens: every turn is cut, so with masking
     the loss has no tokens and the weights stay exactly as they were (without it they move)."""
