@@ -63,7 +63,7 @@ def main(argv=None):
     from hf_persona.data import read_personachat, shared_data_dir, split_by_dialogue
     from hf_persona.training.cobert import (build_model, evaluate_ranking, load_selector, ranking_examples,
                                             train_cobert)
-    from hf_persona.utils import atomic_write_json
+    from hf_persona.utils import atomic_write_json, command_line
 
     data = args.data
     if data is None:
@@ -142,6 +142,7 @@ def main(argv=None):
 
     if "cobert.hits@1" in result and "biencoder.hits@1" in result:
         result["cobert_beats_biencoder"] = result["cobert.hits@1"] > result["biencoder.hits@1"]
+    result["command"] = command_line("benchmarks/cobert_quality.py", argv)
     atomic_write_json(args.out, result)
     print(result)
 
