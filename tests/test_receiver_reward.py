@@ -107,9 +107,12 @@ def test_cli_train_eval_heatmap(tiny_bert_dir, tmp_path):
     runner = CliRunner()
     out = tmp_path / "rcv"
     res = runner.invoke(cli, ["train", "receiver", "--output-dir", str(out), "--backbone", tiny_bert_dir,
-                              "--first", "28", "--max-steps", "2", "--batch-size", "8"], catch_exceptions=False)
+                              "--first", "28", "--max-steps", "2", "--batch-size", "8", "--loss", "softmax",
+                              "--loss-temperature", "0.25"], catch_exceptions=False)
     assert res.exit_code == 0, res.output
     assert (out / "model.safetensors").is_file() and "saved Receiver" in res.output
+    saved = json.loads((out / "config.json").read_text())
+    assert (saved["loss_type"], saved["loss_temperature"]) == ("softmax", 0.25)
 
     metrics_file = tmp_path / "m.json"
     res = runner.invoke(cli, ["eval", "receiver", "--model", str(out), "--data", str(sample_path("personachat")),
