@@ -374,8 +374,8 @@ def register_commands(cli):
     @click.option("--seed", type=int, default=0, show_default=True)
     @click.option("--no-resume", is_flag=True, help="Start fresh even if OUTPUT_DIR has checkpoints.")
     def train_receiver_cmd(data, output_dir, backbone, first, dev_fraction, max_steps, epochs, batch_size, lr,
-                           separate_encoders, negatives, max_train_utterances, freeze_layers, margin, l1_weight, loss_type, loss_temperature, tau_start, tau_end, eval_steps, seed,
-                           no_resume):
+                           separate_encoders, negatives, max_train_utterances, freeze_layers, margin, l1_weight,
+                           loss_type, loss_temperature, tau_start, tau_end, eval_steps, seed, no_resume):
         """Train P2Bot's Receiver (margin or softmax ranking loss + L1, τ annealed) on PERSONA-CHAT-style dialogues."""
         from hf_persona.training.receiver import train_receiver
 
