@@ -34,7 +34,7 @@ def main(argv=None):
     from hf_persona.evaluation import format_table, unigram_f1
     from hf_persona.evaluation.transmitter import transmitter_eval_examples
     from hf_persona.training.transmitter import load_transmitter
-    from hf_persona.utils import atomic_write_json, machine_description
+    from hf_persona.utils import atomic_write_json, command_line, machine_description
 
     models = []
     for spec in a.models:
@@ -66,6 +66,7 @@ def main(argv=None):
             row[f"words.{label}"] = words(replies)
         rows.append(row)
         result.update({f"{name}.{k}": v for k, v in row.items() if k != "model"})
+    result["command"] = command_line("benchmarks/p2bot_reply_length.py", argv)
     atomic_write_json(a.out, result)
     print(format_table(rows))
     print(f"gold reply: {result['gold.words']:.1f} words; wrote {a.out}")
