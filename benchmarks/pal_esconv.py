@@ -110,10 +110,12 @@ def stage_eval(args, work: Path, variant: str, embedder) -> dict:
 
 
 def _floats(text: str) -> list[float]:
+    from hf_persona.utils import parse_floats
+
     try:
-        return [float(w) for w in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers such as 0,0,2, got {text!r}") from None
+        return parse_floats(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def main(argv=None):
@@ -196,7 +198,8 @@ def main(argv=None):
                     for split, s in pesconv.items()},
         "training": {v: {k: trained[v].get(k) for k in ("global_step", "examples_seen", "train_examples",
                                                         "valid_loss", "train_loss", "train_seconds", "batch_size",
-                                                        "learning_rate", "mixture_learning_rate", "mixture_init", "mixture_weights",
+                                                        "learning_rate", "mixture_learning_rate", "mixture_init",
+                                                        "mixture_weights",
                                                         "max_source_length", "max_persona_length",
                                                         "max_target_length")}
                      for v in variants},

@@ -96,3 +96,11 @@ def command_line(script: str, argv=None) -> str:
     threads = os.environ.get("OMP_NUM_THREADS")
     prefix = [f"OMP_NUM_THREADS={threads}"] if threads else []
     return shlex.join([*prefix, "python", script, *args])
+
+
+def parse_floats(text: str) -> list[float]:
+    """``"0,0,2"`` -> ``[0.0, 0.0, 2.0]``; a ValueError naming the expected form otherwise."""
+    try:
+        return [float(part) for part in str(text).split(",")]
+    except ValueError:
+        raise ValueError(f"expected comma-separated numbers such as 0,0,2, got {text!r}") from None

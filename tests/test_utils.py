@@ -1,3 +1,6 @@
+import pytest
+
+
 def test_atomic_write_uses_normal_permissions(tmp_path):
     import os
     import stat
@@ -54,3 +57,11 @@ def test_command_line_quotes_arguments_and_records_threads(monkeypatch):
         "OMP_NUM_THREADS=1 python benchmarks/x.py --variants '' --out 'a b.json'"
     monkeypatch.delenv("OMP_NUM_THREADS")
     assert command_line("benchmarks/x.py", []) == "python benchmarks/x.py"
+
+
+def test_parse_floats():
+    from hf_persona.utils import parse_floats
+
+    assert parse_floats("0,0,2") == [0.0, 0.0, 2.0] and parse_floats("-1.5") == [-1.5]
+    with pytest.raises(ValueError, match="comma-separated numbers such as 0,0,2, got '0,x'"):
+        parse_floats("0,x")

@@ -58,8 +58,8 @@ def _parse_alpha(value):
 @click.option("--no-resume", is_flag=True, help="Start afresh even when OUTPUT_DIR holds checkpoints.")
 @click.option("--json", "json_out", default=None, type=click.Path(dir_okay=False))
 def train_pal_cmd(data, output_dir, variant, backbone, max_steps, epochs, budget_minutes, batch_size, learning_rate,
-                  mixture_learning_rate, mixture_init, warmup_steps, eval_steps, max_train_examples, max_eval_examples, max_source_length,
-                  max_persona_length, max_target_length, seed, no_resume, json_out):
+                  mixture_learning_rate, mixture_init, warmup_steps, eval_steps, max_train_examples, max_eval_examples,
+                  max_source_length, max_persona_length, max_target_length, seed, no_resume, json_out):
     """Train PAL (or a baseline) on PESConv with the Trainer (progress, best checkpoint, resume)."""
     from hf_persona.training.pal import train_pal
 
@@ -67,7 +67,8 @@ def train_pal_cmd(data, output_dir, variant, backbone, max_steps, epochs, budget
         data, output_dir, variant=variant, backbone=backbone, max_steps=max_steps, epochs=epochs,
         budget_minutes=budget_minutes, batch_size=batch_size, learning_rate=learning_rate,
         mixture_learning_rate=mixture_learning_rate or None, mixture_init=_parse_floats(mixture_init, "--mixture-init"),
-        warmup_steps=warmup_steps, eval_steps=eval_steps, max_train_examples=max_train_examples, max_eval_examples=max_eval_examples,
+        warmup_steps=warmup_steps, eval_steps=eval_steps, max_train_examples=max_train_examples,
+        max_eval_examples=max_eval_examples,
         max_source_length=max_source_length, max_persona_length=max_persona_length,
         max_target_length=max_target_length, seed=seed, resume=not no_resume, json_out=json_out,
     )
@@ -100,13 +101,14 @@ def eval_pal_cmd(model_dir, data, split, max_examples, max_generate, alpha, batc
 
 
 def _parse_floats(text, option):
+    from hf_persona.utils import parse_floats
+
     if text is None:
         return None
     try:
-        return [float(part) for part in text.split(",")]
-    except ValueError:
-        raise click.BadParameter(f"expected comma-separated numbers such as 0,0,2, got {text!r}",
-                                 param_hint=option) from None
+        return parse_floats(text)
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint=option) from None
 
 
 @hookimpl

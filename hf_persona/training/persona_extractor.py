@@ -390,7 +390,6 @@ class PersonaExtractor:
 # ----------------------------------------------------------------------------------------------
 
 
-
 def _tokenize_examples(examples: list[dict], tokenizer, fmt: ExtractorFormat, decoder_start: int | None):
     from datasets import Dataset
 

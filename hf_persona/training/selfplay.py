@@ -7,9 +7,10 @@ that turn). The rewards (RS.1 language style, RS.2 discourse coherence, RS.3 per
 discounted over the episode, minus the information penalty) are plain TRL reward functions with
 weights. TRL's group-mean advantage with ``scale_rewards="none"``, ``beta=0`` (the default;
 ``kl_beta`` adds a KL penalty to the supervised model) and one policy update per rollout
-(``num_iterations=1``) is REINFORCE with a mean baseline; one seed dialogue per optimisation
-step makes that group the batch, as in the paper. ``baseline="leave_one_out"`` scales the weights by ``G/(G-1)``, which turns the group-mean advantage into the exact
-leave-one-out one (``r_i - mean_{j != i} r_j = G/(G-1) * (r_i - mean_j r_j)``).
+(``num_iterations=1``) is REINFORCE with a mean baseline over each seed dialogue's group; with one
+seed dialogue per optimisation step (``seeds_per_step=1``) that group is the batch, as in the paper.
+``baseline="leave_one_out"`` scales the weights by ``G/(G-1)``, which turns the group-mean advantage
+into the exact leave-one-out one (``r_i - mean_{j != i} r_j = G/(G-1) * (r_i - mean_j r_j)``).
 """
 
 from __future__ import annotations
