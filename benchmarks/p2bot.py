@@ -54,6 +54,10 @@ def main(argv=None):
                     help="KL penalty to the supervised model during self-play (0: the paper's objective)")
     ap.add_argument("--mask-truncated", action="store_true",
                     help="leave self-play turns cut at the token limit out of the loss")
+    ap.add_argument("--sft-weight", type=float, default=0.0,
+                    help="supervised loss on real turns added to each self-play update (0: the paper's objective)")
+    ap.add_argument("--sft-batch-size-selfplay", type=int, default=8,
+                    help="real turns per self-play update for --sft-weight")
     ap.add_argument("--episodes-per-seed", type=int, default=2)
     ap.add_argument("--seeds-per-step", type=int, default=1,
                     help="seed dialogues per optimisation step (each its own baseline group); more = less noisy updates")
@@ -112,7 +116,9 @@ def main(argv=None):
             summary = train_selfplay(sft_dir, work / name, train_data=data, receiver=receiver, weights=weights,
                                      episodes_per_seed=args.episodes_per_seed, seeds_per_step=args.seeds_per_step,
                                      learning_rate=args.selfplay_lr,
-                                     kl_beta=args.kl_beta, mask_truncated=args.mask_truncated, max_steps=100000, budget_minutes=args.selfplay_minutes, save_steps=10,
+                                     kl_beta=args.kl_beta, mask_truncated=args.mask_truncated,
+                                     sft_weight=args.sft_weight, sft_batch_size=args.sft_batch_size_selfplay,
+                                     max_steps=100000, budget_minutes=args.selfplay_minutes, save_steps=10,
                                      dev_from=800, seed=args.seed, json_out=path)
         summaries[name] = summary
 
@@ -160,6 +166,7 @@ def main(argv=None):
         "selfplay_lr": {n: summaries[n].get("learning_rate") for n in summaries},
         "selfplay_kl_beta": {n: summaries[n].get("kl_beta", 0.0) for n in summaries},
         "selfplay_mask_truncated": {n: summaries[n].get("mask_truncated", False) for n in summaries},
+        "selfplay_sft_weight": {n: summaries[n].get("sft_weight", 0.0) for n in summaries},
         "selfplay_baseline": "group mean (the episodes_per_seed episodes x 3 turns of one seed)",
         "episodes_per_seed": args.episodes_per_seed, "seeds_per_step": args.seeds_per_step, "turns": 3, "gamma": 0.5,
         "weights_selfplay": summaries["selfplay"]["weights"],

@@ -361,6 +361,37 @@ def test_selfplay_several_seeds_per_step_each_rollout_is_one_seed_group(tmp_path
     assert first[0] == first[1] and second[0] == second[1] and first[0] != second[0]
 
 
+def test_selfplay_sft_weight_adds_the_supervised_loss_of_real_turns(tmp_path, tiny_dir, receiver):
+    """With every sampled turn cut and masked, the policy-gradient part of the loss is empty, so
+    the only thing that moves the weights is sft_weight × the supervised loss; the loss logged at
+    step 1 is the starting model's supervised loss on the first batch, computed here by hand."""
+    from hf_persona.data import sample_path
+    from hf_persona.errors import HFPersonaError
+    from hf_persona.models.transmitter import TransmitterForDialogue
+    from hf_persona.training.selfplay import supervised_batches, train_selfplay
+    from hf_persona.training.transmitter import load_transmitter, training_dialogues
+
+    data = sample_path("personachat")
+    kw = dict(train_data=data, dev_from=None, receiver=receiver, episodes_per_seed=1, learning_rate=1e-2,
+              save_steps=10, max_new_tokens=3, resume=False, mask_truncated=True, max_steps=2)
+    got = train_selfplay(tiny_dir, tmp_path / "anchored", sft_weight=0.5, sft_batch_size=3, **kw)
+    model, tok = load_transmitter(tiny_dir)
+    first = next(supervised_batches(training_dialogues(data, None), tok, model.config, 3, seed=0))
+    assert first["input_ids"].shape[0] == 6  # 3 real turns + 3 distractors
+    with torch.no_grad():
+        expected = model.eval()(**first).loss.item()
+    assert got["sft_weight"] == 0.5 and got["sft_loss.first"] == pytest.approx(expected, rel=1e-4)
+    assert got["sft_loss.last"] != got["sft_loss.first"]
+    start = TransmitterForDialogue.from_pretrained(tiny_dir)
+    after = TransmitterForDialogue.from_pretrained(tmp_path / "anchored")
+    assert any(not torch.equal(a, b) for a, b in zip(start.parameters(), after.parameters()))
+    for bad in (-1.0, "1", True):
+        with pytest.raises(HFPersonaError, match="sft_weight must be a number >= 0"):
+            train_selfplay(tiny_dir, tmp_path / "bad", sft_weight=bad, **kw)
+    with pytest.raises(HFPersonaError, match="sft_batch_size must be a positive integer"):
+        train_selfplay(tiny_dir, tmp_path / "bad", sft_weight=1.0, sft_batch_size=0, **kw)
+
+
 def test_selfplay_mask_truncated_leaves_cut_turns_out_of_the_loss(tmp_path, tiny_dir, receiver):
     """A random tiny agent never says <eos> within 3 tokens: every turn is cut, so with masking
     the loss has no tokens and the weights stay exactly as they were (without it they move)."""

@@ -137,6 +137,9 @@ def train_transmitter_cmd(data, output_dir, backbone, dev_from, epochs, max_step
               help="KL penalty to the frozen supervised model (0: the paper's plain policy gradient).")
 @click.option("--mask-truncated", is_flag=True,
               help="Leave agent turns cut at the token limit (no <eos>) out of the loss.")
+@click.option("--sft-weight", default=0.0, show_default=True,
+              help="Weight of the supervised loss on real turns added to every update (0: the paper's objective).")
+@click.option("--sft-batch-size", default=8, show_default=True, help="Real turns per update for --sft-weight.")
 @click.option("--max-steps", default=1000, show_default=True)
 @click.option("--budget-minutes", default=None, type=float)
 @click.option("--save-steps", default=20, show_default=True)
@@ -145,15 +148,17 @@ def train_transmitter_cmd(data, output_dir, backbone, dev_from, epochs, max_step
 @click.option("--no-resume", is_flag=True)
 @click.option("--json", "json_out", default=None, type=click.Path(dir_okay=False))
 def train_selfplay_cmd(sft_model, output_dir, receiver, data, dev_from, weights, baseline, turns, episodes_per_seed,
-                       gamma, learning_rate, kl_beta, mask_truncated, max_steps, budget_minutes, save_steps, language_model, seed, no_resume,
-                       json_out):
+                       gamma, learning_rate, kl_beta, mask_truncated, sft_weight, sft_batch_size, max_steps,
+                       budget_minutes, save_steps, language_model, seed, no_resume, json_out):
     """Self-play RL: frozen user vs learning agent, rewards RS.1-RS.3 and the information penalty."""
     from hf_persona.training.selfplay import train_selfplay
 
     summary = train_selfplay(sft_model, output_dir, train_data=data or _default_data(), receiver=receiver,
                              weights=_parse_weights(weights), baseline=baseline, turns=turns,
                              episodes_per_seed=episodes_per_seed, gamma=gamma, learning_rate=learning_rate,
-                             kl_beta=kl_beta, mask_truncated=mask_truncated, max_steps=max_steps, budget_minutes=budget_minutes, save_steps=save_steps,
+                             kl_beta=kl_beta, mask_truncated=mask_truncated, sft_weight=sft_weight,
+                             sft_batch_size=sft_batch_size, max_steps=max_steps, budget_minutes=budget_minutes,
+                             save_steps=save_steps,
                              dev_from=dev_from, language_model=language_model, seed=seed,
                              resume=not no_resume, json_out=json_out)
     click.echo(json.dumps(summary, indent=2, default=str))

@@ -216,6 +216,8 @@ def train_selfplay(
     learning_rate: float = 1e-6,
     kl_beta: float = 0.0,
     mask_truncated: bool = False,
+    sft_weight: float = 0.0,
+    sft_batch_size: int = 8,
     max_steps: int = 1000,
     budget_minutes: float | None = None,
     save_steps: int = 20,
@@ -242,6 +244,13 @@ def train_selfplay(
     (TRL's ``mask_truncated_completions``). A weak supervised start rarely ends its samples, and
     the length-normalised RS.1 scores long repetitive text well; see the README for what either
     option did in the benchmark.
+
+    ``sft_weight`` > 0 keeps the supervised objective in the loss (the "pretraining mix" of
+    InstructGPT's PPO-ptx): every optimisation step adds ``sft_weight`` × the Transmitter's own
+    supervised loss (LM + NUP, as in :func:`~hf_persona.training.transmitter.train_transmitter`) on
+    the next ``sft_batch_size`` real turns of the training dialogues. Where the KL term only pulls
+    the sampled turns towards the supervised model, this term keeps fitting the real replies
+    (their words and where they end). The paper has no such term (0 reproduces it).
     """
     import torch
     from datasets import Dataset
@@ -269,6 +278,10 @@ def train_selfplay(
                              "for the zero-shot Receiver); or leave persona_perception out of the weights")
     if isinstance(kl_beta, bool) or not isinstance(kl_beta, (int, float)) or not kl_beta >= 0:
         raise HFPersonaError(f"kl_beta must be a number >= 0, got {kl_beta!r}")
+    if isinstance(sft_weight, bool) or not isinstance(sft_weight, (int, float)) or not sft_weight >= 0:
+        raise HFPersonaError(f"sft_weight must be a number >= 0, got {sft_weight!r}")
+    if sft_weight and (isinstance(sft_batch_size, bool) or not isinstance(sft_batch_size, int) or sft_batch_size < 1):
+        raise HFPersonaError(f"sft_batch_size must be a positive integer, got {sft_batch_size!r}")
     group = turns * episodes_per_seed
     if group < 2:
         raise HFPersonaError("a baseline needs at least 2 agent turns per group (turns × episodes_per_seed)")
@@ -322,7 +335,13 @@ def train_selfplay(
         disable_tqdm=True,
         shuffle_dataset=False,
     )
-    trainer = GRPOTrainer(
+    trainer_class = GRPOTrainer
+    if sft_weight:
+        batches = supervised_batches(dataset, tokenizer, agent.config, sft_batch_size, seed=seed)
+        for _ in range(_checkpoint_step(resume_from)):  # a resumed run goes on with the batches it had not seen
+            next(batches)
+        trainer_class = _anchored_trainer_class(GRPOTrainer, float(sft_weight), batches)
+    trainer = trainer_class(
         model=agent,
         reward_funcs=reward_funcs,
         args=args,
@@ -338,7 +357,7 @@ def train_selfplay(
     tokenizer.padding_side = "right"
     tokenizer.save_pretrained(str(output_dir))
     history = [h for h in trainer.state.log_history if "reward" in h]
-    steps_run = trainer.state.global_step - (int(Path(resume_from).name.split("-")[1]) if resume_from else 0)
+    steps_run = trainer.state.global_step - _checkpoint_step(resume_from)
     summary = {
         "output_dir": str(output_dir),
         "sft_model": str(sft_model),
@@ -352,6 +371,7 @@ def train_selfplay(
         "learning_rate": learning_rate,
         "kl_beta": float(kl_beta),
         "mask_truncated": bool(mask_truncated),
+        "sft_weight": float(sft_weight),
         "first_reward": history[0]["reward"] if history else None,
         "last_reward": history[-1]["reward"] if history else None,
         "resumed_from": resume_from,
@@ -360,6 +380,11 @@ def train_selfplay(
     kls = [h["kl"] for h in history if "kl" in h]
     if kls:  # logged by TRL only when kl_beta > 0
         summary["kl.first"], summary["kl.last"] = kls[0], kls[-1]
+    for key, name in (("sft_loss", "sft_loss"), ("completions/clipped_ratio", "clipped_ratio"),
+                      ("completions/mean_length", "completion_length")):
+        vals = [h[key] for h in history if h.get(key) is not None]
+        if vals:
+            summary[f"{name}.first"], summary[f"{name}.last"] = vals[0], vals[-1]
     for n in names:
         key = f"rewards/{n}/mean"
         vals = [h[key] for h in history if key in h]
@@ -369,6 +394,42 @@ def train_selfplay(
     if json_out:
         atomic_write_json(json_out, summary)
     return summary
+
+
+def _checkpoint_step(checkpoint) -> int:
+    """The global step of a ``checkpoint-N`` folder (0 for None)."""
+    return int(Path(checkpoint).name.split("-")[1]) if checkpoint else 0
+
+
+def supervised_batches(dataset, tokenizer, config, batch_size: int, seed: int = 0):
+    """Endless supervised batches for ``sft_weight``: every turn of ``dataset`` with one sampled
+    distractor (the supervised recipe), shuffled with ``seed``, reshuffled after each pass."""
+    from hf_persona.training.transmitter import TransmitterCollator, add_distractors, dialogue_examples
+
+    examples = add_distractors(dialogue_examples(dataset, both_sides=True), seed=seed)
+    collate = TransmitterCollator(tokenizer, config.max_context_tokens, config.max_response_tokens)
+    rng = random.Random(seed)
+    while True:
+        order = list(range(len(examples)))
+        rng.shuffle(order)
+        for start in range(0, len(order) - batch_size + 1, batch_size):
+            yield collate([examples[i] for i in order[start:start + batch_size]])
+
+
+def _anchored_trainer_class(base, weight: float, batches):
+    """``base`` (GRPOTrainer) whose loss adds ``weight`` × the supervised loss of the next batch."""
+
+    class AnchoredGRPOTrainer(base):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            loss = super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                        num_items_in_batch=num_items_in_batch)
+            device = loss.device
+            batch = {k: v.to(device) if hasattr(v, "to") else v for k, v in next(batches).items()}
+            sft = model(**batch).loss
+            self._metrics["train" if model.training else "eval"]["sft_loss"].append(float(sft.detach()))
+            return loss + weight * sft
+
+    return AnchoredGRPOTrainer
 
 
 def evaluate_selfplay(agent, user, tokenizer, seeds, receiver, gamma: float = 0.5, turns: int = 3,
