@@ -40,6 +40,8 @@ def main(argv=None):
     parser.add_argument("--num-negatives", type=int, default=0)
     parser.add_argument("--hop1-pooling", choices=["max", "mean", "max+mean"], default="max",
                         help="CoBERT hop-1 pooling (the paper: max)")
+    parser.add_argument("--global-match", action="store_true",
+                        help="CoBERT also matches the mean-pooled states (adds the Bi-encoder's score; not in the paper).")
     parser.add_argument("--dev-examples", type=int, default=0,
                         help="Score a seeded random subset of this many dev examples (0: all); distractors still "
                              "come from all dev dialogues.")
@@ -83,13 +85,14 @@ def main(argv=None):
         "dev_examples": len(dev_examples), "dev_examples_scored": n_eval, "backbone": "all-MiniLM-L6-v2 (packaged)", "seed": args.seed,
         "budget_minutes_per_model": args.budget_minutes or None, "max_steps_per_model": args.max_steps, "batch_size": args.batch_size, "learning_rate": args.lr,
         "num_negatives": args.num_negatives, "threads": args.threads, "max_context_length": args.max_length,
-        "cobert.hop1_pooling": args.hop1_pooling,
+        "cobert.hop1_pooling": args.hop1_pooling, "cobert.global_match": args.global_match,
         "protocol": "hits@1/mrr_20: 20 candidates; r@k/mrr: 100 candidates (paper); distractors from other dev "
                     "dialogues, seed 0; *_no_persona: n_P = 0",
     })
     if args.eval_only:  # training settings belong to the run that produced the saved models
         for key in ("budget_minutes_per_model", "max_steps_per_model", "batch_size", "learning_rate",
-                    "num_negatives", "max_context_length", "cobert.hop1_pooling"):
+                    "num_negatives", "max_context_length", "cobert.hop1_pooling",
+                    "cobert.global_match"):
             result.pop(key, None)
         result["models_evaluated_from"] = os.path.relpath(args.work_dir, ROOT)
 
@@ -121,7 +124,8 @@ def main(argv=None):
                                  batch_size=args.batch_size, learning_rate=args.lr, num_negatives=args.num_negatives,
                                  seed=args.seed, resume=args.resume, eval_examples=100, eval_candidates=20,
                                  max_context_length=args.max_length,
-                                 **({"hop1_pooling": args.hop1_pooling} if kind == "cobert" else {}))
+                                 **({"hop1_pooling": args.hop1_pooling, "global_match": args.global_match}
+                                    if kind == "cobert" else {}))
         train_s = time.time() - t0
         summary = json.loads((Path(args.work_dir) / kind / "train_summary.json").read_text())
         t0 = time.time()

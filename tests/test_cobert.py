@@ -92,6 +92,33 @@ def test_padding_never_leaks_into_softmax_pool_or_mean(pooling, hops):
     torch.testing.assert_close(got_y[0, 1], ref1[1][0, 0])
 
 
+@pytest.mark.parametrize("shared", [True, False])
+def test_global_match_adds_the_bi_encoder_dot_of_masked_means(shared):
+    """global_match appends mean(X) and mean(Y) over valid positions only: the score grows by exactly
+    <mean X, mean Y>, computed here from the unpadded tokens by hand."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 4, 5, generator=g)
+    y = torch.randn(3, 6, 5, generator=g)
+    xm = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]], dtype=torch.bool)
+    ym = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0], [1, 0, 0, 0, 0, 0]], dtype=torch.bool)
+    x = x.masked_fill(~xm.unsqueeze(-1), 40.0)  # garbage in the padding
+    y = y.masked_fill(~ym.unsqueeze(-1), -40.0)
+    if not shared:  # per-query candidates [B, C, n, d]
+        y, ym = y.expand(2, -1, -1, -1), ym.expand(2, -1, -1)
+    plain = co_attention_match(x, xm, y, ym, num_hops=2)
+    extra = co_attention_match(x, xm, y, ym, num_hops=2, global_match=True)
+    assert extra[0].shape[-1] == plain[0].shape[-1] + 5
+    gain = (extra[0] * extra[1]).sum(-1) - (plain[0] * plain[1]).sum(-1)
+    y0, ym0 = (y, ym) if shared else (y[0], ym[0])
+    for b in range(2):
+        for c in range(3):
+            mx = x[b, : int(xm[b].sum())].mean(0)
+            my = y0[c, : int(ym0[c].sum())].mean(0)
+            assert float(gain[b, c]) == pytest.approx(float(mx @ my), rel=1e-5, abs=1e-5)
+    with pytest.raises(TypeError, match="global_match must be True or False"):
+        CoBERTConfig(global_match="yes")
+
+
 def test_unmasked_mean_would_fail_the_padding_test():
     """Sanity of the test above: averaging attention rows including padded rows (the official code's
     defect) changes the hop-2 attention, so the invariance check does detect it."""

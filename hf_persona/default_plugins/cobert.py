@@ -41,14 +41,16 @@ def register_models(register):
 @click.option("--num-hops", default=2, show_default=True, type=click.IntRange(1, 3), help="CoBERT co-attention hops.")
 @click.option("--pooling", default="max", show_default=True, type=click.Choice(["max", "mean", "max+mean"]),
               help="CoBERT hop-1 pooling.")
+@click.option("--global-match", is_flag=True,
+              help="CoBERT: also match the mean-pooled states (adds the Bi-encoder's score; not in the paper).")
 @click.option("--both-sides", is_flag=True, help="Also train on the partner's turns with the partner persona.")
 @click.option("--eval-steps", default=None, type=int, help="Evaluate/checkpoint every N steps (default: each epoch).")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--no-resume", is_flag=True, help="Start afresh even when OUTPUT_DIR holds checkpoints.")
 @click.option("--json", "json_out", default=None, type=click.Path(dir_okay=False), help="Write the training summary here.")
 def train_cobert_cmd(data_path, output_dir, backbone, kind, train_dialogues, epochs, max_steps, budget_minutes,
-                     batch_size, grad_accum, learning_rate, num_negatives, num_hops, pooling, both_sides, eval_steps,
-                     seed, no_resume, json_out):
+                     batch_size, grad_accum, learning_rate, num_negatives, num_hops, pooling, global_match, both_sides,
+                     eval_steps, seed, no_resume, json_out):
     """Train CoBERT (or the Bi-encoder baseline) for persona-aware response selection."""
     from hf_persona.data import read_personachat
     from hf_persona.errors import HFPersonaError
@@ -59,7 +61,7 @@ def train_cobert_cmd(data_path, output_dir, backbone, kind, train_dialogues, epo
         if train_dialogues > len(dialogues):
             raise HFPersonaError(f"--train-dialogues {train_dialogues} exceeds the {len(dialogues)} dialogues in {data_path}")
         dialogues = dialogues.select(range(train_dialogues))
-    extra = {"num_hops": num_hops, "hop1_pooling": pooling} if kind == "cobert" else {}
+    extra = {"num_hops": num_hops, "hop1_pooling": pooling, "global_match": global_match} if kind == "cobert" else {}
     train_cobert(dialogues, output_dir, backbone=backbone, model=kind, epochs=epochs, max_steps=max_steps,
                  budget_minutes=budget_minutes, batch_size=batch_size, gradient_accumulation_steps=grad_accum,
                  learning_rate=learning_rate, num_negatives=num_negatives, both_sides=both_sides,

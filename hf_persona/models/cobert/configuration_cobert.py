@@ -102,6 +102,10 @@ class CoBERTConfig(_ResponseSelectionConfigBase):
         attention_scale: multiplier of the word-word affinity matrix before the softmaxes; the paper
             uses the plain dot product (1.0).
         use_persona: match persona against the response (False: context-response matching only).
+        global_match: also match the plain mean-pooled token states, appending ``mean(X)`` and
+            ``mean(Y)`` to the two matching vectors, which adds the Bi-encoder's score
+            ``<mean(X), mean(Y)>`` to the co-attention score. Not in the paper (False reproduces it);
+            it lets an encoder pretrained for mean-pooled similarity (all-MiniLM) keep that signal.
         score_scale: as in the base configuration, but the default here is None (``1/sqrt(hidden_size)``):
             the plain dot product of the matching vectors gives logits with a spread of about 50 on
             MiniLM (hundreds on BERT-base), which saturates the cross-entropy; 1.0 is the paper's
@@ -116,10 +120,13 @@ class CoBERTConfig(_ResponseSelectionConfigBase):
     hop1_pooling: str = "max"
     attention_scale: float = 1.0
     use_persona: bool = True
+    global_match: bool = False
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
         _check_positive_int("num_hops", self.num_hops)
+        if not isinstance(self.global_match, bool):
+            raise TypeError(f"global_match must be True or False, got {self.global_match!r}")
         if self.num_hops > 3:
             raise ValueError(f"num_hops must be 1, 2 or 3, got {self.num_hops}")
         if self.hop1_pooling not in _POOLINGS:
@@ -137,7 +144,7 @@ class CoBERTConfig(_ResponseSelectionConfigBase):
         width = 0
         if self.use_hop1:
             width += 2 if self.hop1_pooling == "max+mean" else 1
-        return width + (self.num_hops - 1)
+        return width + (self.num_hops - 1) + int(self.global_match)
 
 
 class BiEncoderConfig(_ResponseSelectionConfigBase):

@@ -234,7 +234,8 @@ def _first_valid(mask):
     return mask.to(torch.uint8).argmax(-1)
 
 
-def co_attention_match(x, x_mask, y, y_mask, num_hops=2, use_hop1=True, pooling="max", scale=1.0):
+def co_attention_match(x, x_mask, y, y_mask, num_hops=2, use_hop1=True, pooling="max", scale=1.0,
+                       global_match=False):
     """Multi-hop co-attention between every query sequence ``x`` and candidate sequences ``y``.
 
     Args:
@@ -249,7 +250,8 @@ def co_attention_match(x, x_mask, y, y_mask, num_hops=2, use_hop1=True, pooling=
     pooled over their valid positions. Hop 2 (eq. 4-5): the mean over valid query rows of ``x2y``
     (a distribution over Y) is sent through ``y2x`` to give attention over X, and symmetrically; hop 3
     sends the hop-2 distributions through the other attention matrix once more. Padded positions are
-    masked out of both softmaxes, the pooling and every mean.
+    masked out of both softmaxes, the pooling and every mean. ``global_match`` appends the masked means
+    of ``X`` and ``Y`` themselves (the Bi-encoder's vectors) to the two sides.
 
     All matrix products run as a few large (batched) GEMMs over every candidate at once. For the
     max-pooling, the attention row (column) of a padded position is replaced by that of the first
@@ -321,6 +323,10 @@ def co_attention_match(x, x_mask, y, y_mask, num_hops=2, use_hop1=True, pooling=
         for ax, ay in hops:
             fx.append(torch.bmm(ax, x))  # [B, C, d]
             fy.append(y_weighted(ay.unsqueeze(-2)).squeeze(-2))
+    if global_match:
+        fx.append(masked_mean(x, x_mask.unsqueeze(-1), 1).unsqueeze(1).expand(bsz, c, d))
+        y_mean = masked_mean(y, y_mask.unsqueeze(-1), -2)  # [C, d] or [B, C, d]
+        fy.append(y_mean.expand(bsz, c, d))
     return torch.cat(fx, dim=-1), torch.cat(fy, dim=-1)
 
 
@@ -670,7 +676,8 @@ class CoBERTForResponseSelection(CoBERTPreTrainedModel):
     def _match(self, q_states, q_mask, y, y_mask):
         c = self.config
         fx, fy = co_attention_match(q_states, q_mask, y, y_mask, num_hops=c.num_hops, use_hop1=c.use_hop1,
-                                    pooling=c.hop1_pooling, scale=float(c.attention_scale))
+                                    pooling=c.hop1_pooling, scale=float(c.attention_scale),
+                                    global_match=c.global_match)
         return (fx * fy).sum(-1)
 
     def score_query_states(self, query, cand, paired=False):
