@@ -76,3 +76,43 @@ def test_format_table():
     assert lines[0].split() == ["model", "hits@1", "mrr"]
     assert "0.500" in lines[2] and "0.400" in lines[3]
 
+
+
+def test_reciprocal_ranks_per_query_average_to_mrr():
+    from hf_persona.evaluation import mrr, reciprocal_ranks
+
+    scores = [[0.9, 0.1, 0.5], [0.2, 0.8, 0.5], [0.5, 0.5, 0.1]]  # ranks 1, 3 and 2 (a tie counts against)
+    np.testing.assert_allclose(reciprocal_ranks(scores), [1.0, 1 / 3, 0.5])
+    assert mrr(scores) == pytest.approx((1 + 1 / 3 + 0.5) / 3)
+
+
+def test_mcnemar_exact_hand_computed():
+    from hf_persona.evaluation import mcnemar_exact
+
+    # a right alone on 3 queries, b alone on 0, one both-right query: p = 2 * 0.5^3
+    got = mcnemar_exact([1, 1, 1, 1, 0], [0, 0, 0, 1, 0])
+    assert got == {"a_only": 3, "b_only": 0, "p": pytest.approx(0.25)}
+    # 7 vs 2 discordant: p = 2 * (C(9,0) + C(9,1) + C(9,2)) / 2^9 = 2 * 46 / 512
+    a = [1] * 7 + [0] * 2
+    assert mcnemar_exact(a, [1 - x for x in a])["p"] == pytest.approx(92 / 512)
+    assert mcnemar_exact([1, 0], [1, 0])["p"] == 1.0  # no discordant pair
+    with pytest.raises(ValueError, match="same length"):
+        mcnemar_exact([1, 0], [1])
+
+
+def test_paired_bootstrap_interval():
+    from hf_persona.evaluation import paired_bootstrap
+
+    same = paired_bootstrap([0.2, 0.5, 1.0], [0.2, 0.5, 1.0], resamples=500)
+    assert same == {"diff": 0.0, "low": 0.0, "high": 0.0, "p_not_greater": 1.0}
+    shifted = paired_bootstrap([1.0, 2.0, 3.0, 4.0], [0.5, 1.5, 2.5, 3.5], resamples=500)
+    assert shifted["diff"] == pytest.approx(0.5) and shifted["low"] == pytest.approx(0.5)
+    assert shifted["high"] == pytest.approx(0.5) and shifted["p_not_greater"] == 0.0
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=400), rng.normal(size=400)
+    got = paired_bootstrap(a, b, resamples=4000, seed=1)
+    se = np.std(a - b, ddof=1) / np.sqrt(400)  # the bootstrap interval approaches diff ± 1.96 SE
+    assert got["diff"] == pytest.approx(float(np.mean(a - b)))
+    assert got["high"] - got["low"] == pytest.approx(2 * 1.96 * se, rel=0.1)
+    with pytest.raises(ValueError, match="same non-zero length"):
+        paired_bootstrap([1.0], [1.0, 2.0])

@@ -7,13 +7,16 @@ from .metrics import (
     f1,
     format_table,
     hits_at_k,
+    mcnemar_exact,
     mrr,
+    paired_bootstrap,
     perplexity,
+    reciprocal_ranks,
     recall_at_k,
     rouge_l,
     tokenize,
     unigram_f1,
 )
 
-__all__ = ["bleu", "distinct_n", "ead_n", "f1", "format_table", "hits_at_k", "mrr", "perplexity",
-           "recall_at_k", "rouge_l", "tokenize", "unigram_f1"]
+__all__ = ["bleu", "distinct_n", "ead_n", "f1", "format_table", "hits_at_k", "mcnemar_exact", "mrr",
+           "paired_bootstrap", "perplexity", "recall_at_k", "reciprocal_ranks", "rouge_l", "tokenize", "unigram_f1"]

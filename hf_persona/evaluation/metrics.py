@@ -53,6 +53,47 @@ def mrr(scores, positive=0) -> float:
     return float((1.0 / _ranks(scores, positive)).mean())
 
 
+def reciprocal_ranks(scores, positive=0) -> np.ndarray:
+    """Per query: 1 / rank of the positive candidate (``mrr`` is their mean)."""
+    return 1.0 / _ranks(scores, positive)
+
+
+def paired_bootstrap(a, b, resamples: int = 10000, seed: int = 0, confidence: float = 0.95) -> dict:
+    """Difference of means of two paired per-query measurements (``a`` minus ``b``) with a
+    percentile bootstrap interval over queries (the same resampled queries for both).
+
+    Returns ``diff`` (the observed difference), ``low`` / ``high`` (the interval) and
+    ``p_not_greater``: the fraction of resamples with ``diff <= 0``.
+    """
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1 or a.size == 0:
+        raise ValueError(f"paired_bootstrap needs two 1-D arrays of the same non-zero length, got {a.shape} and {b.shape}")
+    if resamples < 1 or not 0 < confidence < 1:
+        raise ValueError("resamples must be >= 1 and confidence in (0, 1)")
+    d = a - b
+    rng = np.random.default_rng(seed)
+    means = np.empty(resamples)
+    for start in range(0, resamples, 1000):  # bounded memory: 1000 resamples at a time
+        n = min(1000, resamples - start)
+        means[start:start + n] = d[rng.integers(0, d.size, size=(n, d.size))].mean(axis=1)
+    tail = (1 - confidence) / 2
+    return {"diff": float(d.mean()), "low": float(np.quantile(means, tail)),
+            "high": float(np.quantile(means, 1 - tail)), "p_not_greater": float((means <= 0).mean())}
+
+
+def mcnemar_exact(a_correct, b_correct) -> dict:
+    """Exact two-sided McNemar test on paired binary outcomes: ``a_only`` / ``b_only`` count the
+    queries only one system gets right; ``p`` = P(a binomial(n, 1/2) count is at least as far
+    from n/2 as the observed split), n = a_only + b_only (1.0 when n = 0)."""
+    a, b = np.asarray(a_correct, dtype=bool), np.asarray(b_correct, dtype=bool)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"mcnemar_exact needs two 1-D arrays of the same length, got {a.shape} and {b.shape}")
+    a_only, b_only = int((a & ~b).sum()), int((b & ~a).sum())
+    n, k = a_only + b_only, min(a_only, b_only)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n if n else 1.0
+    return {"a_only": a_only, "b_only": b_only, "p": float(min(1.0, 2 * tail))}
+
+
 def perplexity(nll_sum: float, n_tokens: int) -> float:
     """exp(total negative log-likelihood / number of predicted tokens)."""
     if n_tokens <= 0:
