@@ -390,6 +390,8 @@ def test_selfplay_sft_weight_adds_the_supervised_loss_of_real_turns(tmp_path, ti
             train_selfplay(tiny_dir, tmp_path / "bad", sft_weight=bad, **kw)
     with pytest.raises(HFPersonaError, match="sft_batch_size must be a positive integer"):
         train_selfplay(tiny_dir, tmp_path / "bad", sft_weight=1.0, sft_batch_size=0, **kw)
+    with pytest.raises(HFPersonaError, match="hold only"):
+        supervised_batches(training_dialogues(data, None), tok, model.config, 10 ** 6)
 
 
 def test_selfplay_mask_truncated_leaves_cut_turns_out_of_the_loss(tmp_path, tiny_dir, receiver):

@@ -241,9 +241,8 @@ def train_selfplay(
     has no such term (0 reproduces it).
 
     ``mask_truncated`` leaves agent turns cut at ``max_new_tokens`` (no ``<eos>``) out of the loss
-    (TRL's ``mask_truncated_completions``). A weak supervised start rarely ends its samples, and
-    the length-normalised RS.1 scores long repetitive text well; see the README for what either
-    option did in the benchmark.
+    (TRL's ``mask_truncated_completions``); a weak supervised start rarely ends its samples. See
+    the README for what either option did in the benchmark.
 
     ``sft_weight`` > 0 keeps the supervised objective in the loss (the "pretraining mix" of
     InstructGPT's PPO-ptx): every optimisation step adds ``sft_weight`` × the Transmitter's own
@@ -407,13 +406,19 @@ def supervised_batches(dataset, tokenizer, config, batch_size: int, seed: int = 
     from hf_persona.training.transmitter import TransmitterCollator, add_distractors, dialogue_examples
 
     examples = add_distractors(dialogue_examples(dataset, both_sides=True), seed=seed)
+    if len(examples) < batch_size:
+        raise HFPersonaError(f"sft_batch_size={batch_size} but the training dialogues hold only {len(examples)} turns")
     collate = TransmitterCollator(tokenizer, config.max_context_tokens, config.max_response_tokens)
-    rng = random.Random(seed)
-    while True:
-        order = list(range(len(examples)))
-        rng.shuffle(order)
-        for start in range(0, len(order) - batch_size + 1, batch_size):
-            yield collate([examples[i] for i in order[start:start + batch_size]])
+
+    def endless():
+        rng = random.Random(seed)
+        while True:
+            order = list(range(len(examples)))
+            rng.shuffle(order)
+            for start in range(0, len(order) - batch_size + 1, batch_size):
+                yield collate([examples[i] for i in order[start:start + batch_size]])
+
+    return endless()
 
 
 def _anchored_trainer_class(base, weight: float, batches):
