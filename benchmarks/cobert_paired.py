@@ -36,7 +36,7 @@ def main(argv=None):
     import torch
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    from hf_persona.data import read_personachat, shared_data_dir, split_by_dialogue
+    from hf_persona.data import read_personachat, shared_data_file, split_by_dialogue
     from hf_persona.evaluation import format_table, mcnemar_exact, paired_bootstrap, reciprocal_ranks
     from hf_persona.training.cobert import candidate_sets, load_selector, ranking_examples
     from hf_persona.utils import atomic_write_json, command_line
@@ -49,12 +49,7 @@ def main(argv=None):
         specs.append((name, folder))
     if specs[0][0] == specs[1][0]:
         raise SystemExit("give the two models different names")
-    data = args.data
-    if data is None:
-        root = shared_data_dir()
-        if root is None:
-            raise SystemExit("no shared data found: pass --data or set HF_PERSONA_DATA")
-        data = str(root / "personachat" / "valid_both_original_no_cands.txt")
+    data = shared_data_file(args.data)
     _, dev = split_by_dialogue(read_personachat(data), first=args.train_dialogues)
     examples = ranking_examples(dev)
     pool, indices = candidate_sets(examples, 100, seed=args.seed)

@@ -62,17 +62,12 @@ def main(argv=None):
     import torch
 
     torch.set_num_threads(args.threads)
-    from hf_persona.data import read_personachat, shared_data_dir, split_by_dialogue
+    from hf_persona.data import read_personachat, shared_data_file, split_by_dialogue
     from hf_persona.training.cobert import (build_model, evaluate_ranking, load_selector, ranking_examples,
                                             train_cobert)
     from hf_persona.utils import atomic_write_json, command_line
 
-    data = args.data
-    if data is None:
-        root = shared_data_dir()
-        if root is None:
-            raise SystemExit("no shared data found: pass --data or set HF_PERSONA_DATA")
-        data = str(root / "personachat" / "valid_both_original_no_cands.txt")
+    data = shared_data_file(args.data)
     dialogues = read_personachat(data)
     train, dev = split_by_dialogue(dialogues, first=args.train_dialogues)
     dev_examples = ranking_examples(dev)

@@ -73,7 +73,7 @@ def main(argv=None):
     import torch
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    from hf_persona.data import shared_data_dir
+    from hf_persona.data import shared_data_file
     from hf_persona.evaluation.transmitter import run_transmitter_eval
     from hf_persona.training.selfplay import train_selfplay
     from hf_persona.training.transmitter import train_transmitter
@@ -81,12 +81,7 @@ def main(argv=None):
 
     machine = machine_description()  # at the start: the load average other jobs put on the CPU
 
-    data = args.data
-    if data is None:
-        root = shared_data_dir()
-        if root is None:
-            raise SystemExit("real data not found: pass --data or set HF_PERSONA_DATA")
-        data = str(root / "personachat" / "valid_both_original_no_cands.txt")
+    data = shared_data_file(args.data)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
 

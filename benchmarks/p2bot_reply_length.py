@@ -30,7 +30,7 @@ def main(argv=None):
     import torch
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
-    from hf_persona.data import read_personachat, shared_data_dir
+    from hf_persona.data import read_personachat, shared_data_file
     from hf_persona.evaluation import format_table, unigram_f1
     from hf_persona.evaluation.transmitter import transmitter_eval_examples
     from hf_persona.training.transmitter import load_transmitter
@@ -42,9 +42,7 @@ def main(argv=None):
         if not sep or not name or not folder:
             sys.exit(f"expected NAME=FOLDER, got {spec!r}")
         models.append((name, folder))
-    data = a.data or str(Path(shared_data_dir() or ".") / "personachat" / "valid_both_original_no_cands.txt")
-    if not Path(data).is_file():
-        sys.exit(f"PERSONA-CHAT file not found: {data}; pass --data")
+    data = shared_data_file(a.data)
     dev = read_personachat(data)
     dev = dev.select(range(800, len(dev)))
     examples = transmitter_eval_examples(dev, n_candidates=20, seed=a.seed, max_examples=a.examples)

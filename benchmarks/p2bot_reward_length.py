@@ -54,16 +54,14 @@ def main(argv=None):
     import torch
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    from hf_persona.data import shared_data_dir
+    from hf_persona.data import shared_data_file
     from hf_persona.evaluation import format_table
     from hf_persona.training.selfplay import (PAPER_WEIGHTS, REWARD_NAMES, build_rewards, episode_columns,
                                               persona_scorer_from_receiver, selfplay_seeds, simulate_episodes)
     from hf_persona.training.transmitter import load_transmitter, training_dialogues
     from hf_persona.utils import atomic_write_json, command_line, machine_description, set_seed
 
-    data = a.data or str(Path(shared_data_dir() or ".") / "personachat" / "valid_both_original_no_cands.txt")
-    if not Path(data).is_file():
-        sys.exit(f"PERSONA-CHAT file not found: {data}; pass --data")
+    data = shared_data_file(a.data)
     set_seed(a.seed)
     seeds = selfplay_seeds(training_dialogues(data, 800))[: a.seeds]
     agent, tok = load_transmitter(a.model)

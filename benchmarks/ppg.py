@@ -56,17 +56,12 @@ def main(argv=None):
     import torch
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    from hf_persona.data import read_personachat, shared_data_dir
+    from hf_persona.data import read_personachat, shared_data_file
     from hf_persona.training import ppg as P
     from hf_persona.training.ppg_rl import train_rl
     from hf_persona.utils import atomic_write_json
 
-    data = a.data
-    if data is None:
-        d = shared_data_dir()
-        if d is None:
-            sys.exit("no shared data: pass --data or set HF_PERSONA_DATA")
-        data = str(Path(d) / "personachat" / "valid_both_original_no_cands.txt")
+    data = shared_data_file(a.data)
     ds = read_personachat(data)
     train_rows = list(ds.select(range(800)))
     dev_rows = list(ds.select(range(800, len(ds))))

@@ -172,3 +172,21 @@ def test_real_data_counts(shared_data):
     revised = read_personachat(shared_data / "personachat" / "valid_both_revised_no_cands.txt")
     assert len(revised) == 1000 and revised[0]["utterances"] == pc[0]["utterances"]
     assert len(read_msc(shared_data / "msc" / "session_2_valid.txt")) == 500
+
+
+def test_shared_data_file_given_default_and_missing(tmp_path, monkeypatch):
+    from hf_persona.data import shared_data_file
+    from hf_persona.errors import HFPersonaError
+
+    (tmp_path / "personachat").mkdir()
+    dev = tmp_path / "personachat" / "valid_both_original_no_cands.txt"
+    dev.write_text("1 your persona: i like tea .\n")
+    monkeypatch.setenv("HF_PERSONA_DATA", str(tmp_path))
+    assert shared_data_file() == str(dev)  # the PERSONA-CHAT default under $HF_PERSONA_DATA
+    other = tmp_path / "mine.txt"
+    other.write_text("x")
+    assert shared_data_file(str(other)) == str(other)  # a given file wins
+    with pytest.raises(HFPersonaError, match="data file not found: .*esconv"):
+        shared_data_file(None, "esconv", "train.json")
+    with pytest.raises(HFPersonaError, match="data file not found"):
+        shared_data_file(str(tmp_path / "nope.txt"))

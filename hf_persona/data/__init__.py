@@ -16,6 +16,7 @@ from .readers import (
     read_personachat,
     sample_candidates,
     shared_data_dir,
+    shared_data_file,
     split_by_dialogue,
 )
 from .stats import dialogue_statistics
@@ -32,6 +33,6 @@ def sample_path(name: str) -> Path:
 
 __all__ = [
     "ESCONV_STRATEGIES", "FORMATS", "detect_format", "read_dialogues", "read_esconv", "read_msc",
-    "read_personachat", "sample_candidates", "sample_path", "shared_data_dir", "split_by_dialogue",
+    "read_personachat", "sample_candidates", "sample_path", "shared_data_dir", "shared_data_file", "split_by_dialogue",
     "dialogue_statistics",
 ]

@@ -372,3 +372,24 @@ def shared_data_dir():
         if c.is_dir():
             return c
     return None
+
+
+PERSONACHAT_DEV_FILE = ("personachat", "valid_both_original_no_cands.txt")
+
+
+def shared_data_file(given=None, *parts) -> str:
+    """``given`` when set, else ``parts`` under :func:`shared_data_dir` (default: PERSONA-CHAT
+    ``valid_both_original``, the file every PERSONA-CHAT benchmark uses); a clear error when the
+    file is missing."""
+    parts = parts or PERSONACHAT_DEV_FILE
+    if given:
+        path = Path(given)
+    else:
+        root = shared_data_dir()
+        if root is None:
+            raise HFPersonaError("no real-data folder found (../shared/data or $HF_PERSONA_DATA): pass the file with "
+                                 f"--data or set HF_PERSONA_DATA to a folder holding {'/'.join(parts)}")
+        path = root.joinpath(*parts)
+    if not path.is_file():
+        raise HFPersonaError(f"data file not found: {path}")
+    return str(path)

@@ -76,12 +76,13 @@ def _parse_weights(text: str | None) -> dict | None:
 
 
 def _default_data():
-    from hf_persona.data import sample_path, shared_data_dir
+    from hf_persona.data import sample_path, shared_data_file
+    from hf_persona.errors import HFPersonaError
 
-    root = shared_data_dir()
-    if root is not None and (root / "personachat" / "valid_both_original_no_cands.txt").is_file():
-        return str(root / "personachat" / "valid_both_original_no_cands.txt")
-    return str(sample_path("personachat"))
+    try:
+        return shared_data_file()
+    except HFPersonaError:  # no real data here: the embedded sample
+        return str(sample_path("personachat"))
 
 
 @click.command("transmitter")
