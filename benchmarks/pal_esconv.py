@@ -59,8 +59,8 @@ def stage_extractor(args, work: Path) -> dict:
     return train_persona_extractor(
         out, default_data_files(), budget_minutes=args.extractor_minutes, epochs=3, batch_size=8,
         learning_rate=2e-4, warmup_steps=20, eval_steps=40, max_dev_examples=48, max_source_length=128,
-        max_target_length=48, eval_generation_examples=60, num_beams=4, seed=args.seed, progress=False,
-        json_out=summary_path,
+        max_target_length=48, eval_generation_examples=60, num_beams=4, min_support=args.extractor_min_support,
+        seed=args.seed, progress=False, json_out=summary_path,
     )
 
 
@@ -71,7 +71,8 @@ def stage_annotate(args, work: Path, data_dir: Path) -> dict:
     for split, n in (("train", args.train_dialogues), ("valid", args.valid_dialogues)):
         _log(f"annotate {split}: first {n} dialogues")
         out[split] = annotate(work / "extractor", data_dir / f"{split}.json", work / "pesconv" / split,
-                              batch_size=32, dialogues_per_shard=8, num_beams=1, max_dialogues=n, progress=False)
+                              batch_size=32, dialogues_per_shard=8, num_beams=1, max_dialogues=n,
+                              min_support=args.persona_min_support, progress=False)
         _log(f"annotate {split}: {out[split]}")
     return out
 
@@ -124,6 +125,12 @@ def main(argv=None):
     p.add_argument("--esconv", default=None, help="ESConv folder with train.json / valid.json (default: shared data).")
     p.add_argument("--extractor-minutes", type=float, default=10.0)
     p.add_argument("--retrain-extractor", action="store_true")
+    p.add_argument("--extractor-min-support", type=float, default=0.0,
+                   help="Train the extractor on grounded persona sentences only (share of content words the speaker "
+                        "used; 0: all, the paper).")
+    p.add_argument("--persona-min-support", type=float, default=0.0,
+                   help="PESConv keeps inferred sentences with at least this share of content words in the seeker's "
+                        "utterances (0: all, the paper).")
     p.add_argument("--train-dialogues", type=int, default=80)
     p.add_argument("--valid-dialogues", type=int, default=25)
     p.add_argument("--max-steps", type=int, default=60, help="Optimiser steps per model (the same for all three).")
@@ -144,6 +151,8 @@ def main(argv=None):
     p.add_argument("--reevaluate", action="store_true")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--variants", default="pal,no_persona,hard_prompt")
+    p.add_argument("--stop-after", choices=("extractor", "annotate"), default=None,
+                   help="Run the stages up to this one and stop (e.g. to train the variants in parallel processes).")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "pal_esconv.json"))
     args = p.parse_args(argv)
 
@@ -164,7 +173,11 @@ def main(argv=None):
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     extractor = stage_extractor(args, work)
+    if args.stop_after == "extractor":
+        return
     pesconv = stage_annotate(args, work, data_dir)
+    if args.stop_after == "annotate":
+        return
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     trained = {v: stage_train(args, work, v) for v in variants}
     embedder = SentenceEmbedder()
@@ -188,11 +201,13 @@ def main(argv=None):
         "backbone": "all-MiniLM-L6-v2 (packaged), BERT2BERT warm start",
         "persona_extractor": {
             "train_examples": extractor.get("train_examples"), "dev_examples": extractor.get("dev_examples"),
+            "min_support": extractor.get("min_support", 0.0),
             "steps": extractor.get("global_step"), "batch_size": extractor.get("batch_size"),
             "dev_loss": extractor.get("dev_loss"), "train_seconds_last_run": extractor.get("train_seconds"),
             "heldout_metrics": {k: ext_eval.get(k) for k in ("n", "bleu1", "bleu2", "bleu4", "rougeL", "dist1", "dist2",
                                                              "sentences_per_example", "persona_recall_f1_50")},
         },
+        "pesconv_min_support": args.persona_min_support,
         "pesconv": {split: {k: s[k] for k in ("dialogues", "supporter_turns", "supporter_turns_with_persona",
                                                 "mean_persona_sentences_at_last_turn")}
                     for split, s in pesconv.items()},

@@ -9,11 +9,14 @@ from hf_persona.errors import HFPersonaError
 from hf_persona.training.persona_extractor import (
     EXTRACTOR_CONFIG_NAME,
     PersonaExtractor,
+    content_words,
     count_words,
     examples_from_personachat,
+    ground_examples,
     join_source,
     load_extractor_examples,
     persona_key,
+    persona_support,
     split_persona,
     train_persona_extractor,
 )
@@ -47,6 +50,37 @@ def test_split_persona_rejects_bad_arguments():
 
 def test_persona_key_is_case_and_punctuation_insensitive():
     assert persona_key("I like Dogs!") == persona_key("i like dogs .") == "i like dogs"
+
+
+def test_content_words_drop_function_words_and_meet_across_suffixes():
+    assert content_words("I'm cooking paella and I like cooks.") == {"cook", "paella"}
+    assert content_words("studies") == content_words("study") == {"study"}
+    assert content_words("she baked") == content_words("bakes") == content_words("baking") == {"bak"}
+    assert content_words("watches") == content_words("watch") == {"watch"}
+    assert content_words("i am a") == set()
+
+
+def test_persona_support_by_hand():
+    said = ["i rather read , i've read about 20 books this year .", "i stunt double , so much fun"]
+    # content words: read, twenty, book, year -> read, book, year used by the speaker: 3 of 4
+    assert persona_support("i read twenty books a year.", said) == pytest.approx(0.75)
+    assert persona_support("i only eat kosher.", said) == 0.0
+    assert persona_support("i am a stunt double.", said) == 1.0
+    assert persona_support("i am.", said) == 0.0  # no content word at all
+    assert persona_support("i read books.", []) == 0.0
+
+
+def test_ground_examples_keeps_supported_sentences_and_drops_empty_examples():
+    exs = [
+        {"utterances": ["i have two dogs and a cat"], "persona": ["i have two dogs.", "i hate mondays."], "group": 1},
+        {"utterances": ["hello there"], "persona": ["i am a nurse."], "group": 2},
+    ]
+    got = ground_examples(exs, 0.5)
+    assert got == [{"utterances": ["i have two dogs and a cat"], "persona": ["i have two dogs."], "group": 1}]
+    assert exs[0]["persona"] == ["i have two dogs.", "i hate mondays."]  # input untouched
+    assert ground_examples(exs, 0.0) == exs
+    with pytest.raises(ValueError, match="min_support"):
+        ground_examples(exs, 1.5)
 
 
 def test_personachat_gives_two_examples_per_dialogue_with_the_right_speaker():
@@ -130,6 +164,21 @@ def test_training_saves_a_loadable_extractor_with_checkpoints(trained_tiny):
         assert all(2 <= count_words(s) <= 25 for s in sentences)
     raw = ex.generate_text([["i have two dogs ."]])
     assert split_persona(raw[0]) == ex.extract([["i have two dogs ."]])[0]
+
+
+def test_training_on_grounded_targets_counts_what_it_kept(tmp_path, tiny_bert_dir):
+    pc = sample_path("personachat")
+    train, dev = load_extractor_examples([pc], dev_from=32)
+    summary = train_persona_extractor(
+        tmp_path / "grounded", [pc], backbone=tiny_bert_dir, dev_from=32, max_steps=1, eval_steps=1, batch_size=4,
+        max_source_length=32, max_target_length=12, min_support=0.5, report_eval=False, progress=False,
+    )
+    assert summary["min_support"] == 0.5
+    assert summary["examples_before_grounding"] == {"train": len(train), "dev": len(dev)}
+    grounded = ground_examples(train, 0.5)
+    assert summary["train_examples"] == len(grounded)
+    assert sum(len(e["persona"]) for e in grounded) < sum(len(e["persona"]) for e in train)
+    assert summary["dev_examples"] == len(ground_examples(dev, 0.5))
 
 
 def test_training_resumes_from_the_last_checkpoint(trained_tiny, tiny_bert_dir):

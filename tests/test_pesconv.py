@@ -5,6 +5,7 @@ import pytest
 
 from hf_persona.data import read_esconv, sample_path
 from hf_persona.errors import HFPersonaError
+from hf_persona.training.persona_extractor import persona_support
 from hf_persona.training.pesconv import (
     annotate,
     annotate_dialogues,
@@ -69,6 +70,26 @@ def test_annotate_dialogues_by_hand():
     after4 = after3 + ["i said sorry ok.", "i have spoken 4 times."]
     assert out[0]["personas"] == [[]] * 5 + [after3, after3, after4, after4]
     assert out[0]["strategies"] == rows[0]["strategies"] and out[0]["dialogue_id"] == 7
+
+
+def test_min_support_drops_sentences_not_grounded_in_the_seeker_utterances():
+    rows = [{
+        "dialogue_id": 1, "emotion_type": None, "problem_type": None, "situation": None,
+        "utterances": ["my dog died", "sorry", "i miss my dog", "why", "work is hard", "ok"],
+        "speakers": ["usr", "sys", "usr", "sys", "usr", "sys"],
+        "strategies": ["", "Others", "", "Question", "", "Others"],
+    }]
+
+    def extract(batch):
+        return [["i have a dog. i love the beatles.", "my work is hard."] for _ in batch]
+
+    everything = annotate_dialogues(rows, extract)[0]["personas"][-1]
+    assert everything == ["i have a dog.", "i love the beatles.", "my work is hard."]
+    # "i have a dog": dog used (1/1); "i love the beatles": love, beatl unused (0/2); "my work is hard": 2/2
+    grounded = annotate_dialogues(rows, extract, min_support=0.5)[0]["personas"][-1]
+    assert grounded == ["i have a dog.", "my work is hard."]
+    with pytest.raises(ValueError, match="min_support"):
+        annotate(EchoExtractor(), sample_path("esconv"), "unused", min_support=-0.1)
 
 
 def test_annotate_writes_dataset_and_jsonl(tmp_path):
@@ -213,3 +234,20 @@ def test_cli_annotate_with_a_saved_extractor(tmp_path, tiny_bert_dir):
     ds = load_from_disk(str(out / "dataset"))
     assert len(ds) == 3 and "personas" in ds.column_names
     assert [json.loads(line)["dialogue_id"] for line in (out / "pesconv.jsonl").read_text().splitlines()] == ds["dialogue_id"]
+    # --min-support is passed through: the tiny untrained extractor's output is not grounded, so a full
+    # share of content words leaves no persona; a value outside 0..1 is refused by the option itself
+    strict = tmp_path / "pes_strict"
+    res = CliRunner().invoke(cli, args[:6] + [str(strict)] + args[7:] + ["--min-support", "1.0"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((strict / "progress.json").read_text())["fingerprint"]["min_support"] == 1.0
+
+    def final_personas(folder):
+        rows = [json.loads(line) for line in (folder / "pesconv.jsonl").read_text().splitlines()]
+        return [(r["personas"][-1], [u for u, s in zip(r["utterances"], r["speakers"]) if s == "usr"]) for r in rows]
+
+    loose = [s for persona, _ in final_personas(out) for s in persona]
+    kept = [s for persona, said in final_personas(strict) for s in persona]
+    assert loose and len(kept) < len(loose)
+    assert all(persona_support(s, said) == 1.0 for persona, said in final_personas(strict) for s in persona)
+    res = CliRunner().invoke(cli, args + ["--min-support", "1.5", "--overwrite"])
+    assert res.exit_code != 0 and "min-support" in res.output

@@ -35,13 +35,16 @@ def _echo_json(obj) -> None:
 @click.option("--max-source-length", default=256, show_default=True)
 @click.option("--max-target-length", default=64, show_default=True)
 @click.option("--num-beams", default=4, show_default=True, help="Beams for the final generation-based evaluation.")
+@click.option("--min-support", default=0.0, show_default=True, type=click.FloatRange(0.0, 1.0),
+              help="Train only on persona sentences sharing at least this share of their content words with the "
+                   "speaker's utterances (0: all, the paper; 0.5 teaches restating over inventing).")
 @click.option("--eval-examples", default=100, show_default=True, help="Held-back examples for BLEU/ROUGE/Distinct (0: skip).")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--no-resume", is_flag=True, help="Start afresh even when OUTPUT_DIR holds checkpoints.")
 @click.option("--json", "json_out", default=None, type=click.Path(dir_okay=False), help="Write the summary JSON here.")
 def train_persona_extractor_cmd(data_files, output_dir, backbone, dev_from, max_steps, epochs, budget_minutes,
                                 batch_size, learning_rate, eval_steps, max_source_length, max_target_length,
-                                num_beams, eval_examples, seed, no_resume, json_out):
+                                num_beams, min_support, eval_examples, seed, no_resume, json_out):
     """Fine-tune a seq2seq persona extractor (one speaker's utterances -> persona sentences)."""
     from hf_persona.training.persona_extractor import train_persona_extractor
 
@@ -49,7 +52,7 @@ def train_persona_extractor_cmd(data_files, output_dir, backbone, dev_from, max_
         output_dir, list(data_files) or None, backbone=backbone, dev_from=dev_from, max_steps=max_steps,
         epochs=epochs, budget_minutes=budget_minutes, batch_size=batch_size, learning_rate=learning_rate,
         eval_steps=eval_steps, max_source_length=max_source_length, max_target_length=max_target_length,
-        num_beams=num_beams, eval_generation_examples=eval_examples, report_eval=eval_examples > 0, seed=seed,
+        num_beams=num_beams, min_support=min_support, eval_generation_examples=eval_examples, report_eval=eval_examples > 0, seed=seed,
         resume=not no_resume, json_out=json_out,
     )
     _echo_json(summary)
@@ -85,16 +88,19 @@ def eval_persona_extractor_cmd(extractor, data_files, dev_from, max_examples, nu
 @click.option("--min-seeker-utterances", default=3, show_default=True, help="First seeker utterance count that is annotated.")
 @click.option("--num-beams", default=None, type=int, help="Beams for the extractor (default: 4).")
 @click.option("--max-dialogues", default=None, type=int, help="Annotate only the first N dialogues.")
+@click.option("--min-support", default=0.0, show_default=True, type=click.FloatRange(0.0, 1.0),
+              help="Drop inferred sentences sharing less than this share of their content words with the seeker's "
+                   "utterances (0: keep all, the paper).")
 @click.option("--merge-consecutive", is_flag=True, help="Merge consecutive turns of one speaker first.")
 @click.option("--overwrite", is_flag=True, help="Discard an earlier run in --out (default: resume it).")
 def annotate_persona_cmd(extractor, data, out_dir, batch_size, dialogues_per_shard, min_seeker_utterances, num_beams,
-                         max_dialogues, merge_consecutive, overwrite):
+                         max_dialogues, min_support, merge_consecutive, overwrite):
     """Build PESConv: add the inferred seeker persona before every turn of ESConv (resumable)."""
     from hf_persona.training.pesconv import annotate
 
     summary = annotate(extractor, data, out_dir, batch_size=batch_size, dialogues_per_shard=dialogues_per_shard,
                        min_seeker_utterances=min_seeker_utterances, num_beams=num_beams, max_dialogues=max_dialogues,
-                       merge_consecutive=merge_consecutive, overwrite=overwrite)
+                       merge_consecutive=merge_consecutive, min_support=min_support, overwrite=overwrite)
     _echo_json(summary)
 
 

@@ -28,7 +28,7 @@ from typing import Callable, Sequence
 from ..errors import HFPersonaError
 from ..utils import atomic_write_json, atomic_write_text, get_logger
 from .common import atomic_save_to_disk
-from .persona_extractor import MAX_WORDS, MIN_WORDS, persona_key, split_persona
+from .persona_extractor import MAX_WORDS, MIN_WORDS, persona_key, persona_support, split_persona
 
 logger = get_logger(__name__)
 
@@ -108,8 +108,12 @@ def personas_per_turn(speakers: Sequence[str], inferred: dict[int, list[str]], m
 
 
 def annotate_dialogues(rows: Sequence[dict], extract: Callable, min_seeker_utterances: int = 3,
-                       min_words: int = MIN_WORDS, max_words: int = MAX_WORDS) -> list[dict]:
-    """Annotate ESConv rows (reader columns) with ``personas``; ``extract`` is called once per batch."""
+                       min_words: int = MIN_WORDS, max_words: int = MAX_WORDS, min_support: float = 0.0) -> list[dict]:
+    """Annotate ESConv rows (reader columns) with ``personas``; ``extract`` is called once per batch.
+
+    ``min_support > 0`` drops each inferred sentence whose ``persona_support`` in the seeker
+    utterances it was inferred from is below it (an invented persona line shares no words with them).
+    """
     jobs = []  # (row index, k, utterances)
     for r, row in enumerate(rows):
         for k, utts in seeker_queries(row["speakers"], row["utterances"], min_seeker_utterances):
@@ -122,9 +126,12 @@ def annotate_dialogues(rows: Sequence[dict], extract: Callable, min_seeker_utter
         raise HFPersonaError(f"the extractor returned {len(results)} results for {len(jobs)} inputs")
     inferred: list[dict[int, list[str]]] = [dict() for _ in rows]
     for j, sentences in zip(order, results):
-        r, k, _ = jobs[j]
+        r, k, utts = jobs[j]
         if isinstance(sentences, str):
             sentences = [sentences]
+        if min_support > 0:
+            sentences = [s for raw in sentences for s in split_persona(raw, min_words, max_words)
+                         if persona_support(s, utts) >= min_support]
         inferred[r][k] = list(sentences)
     out = []
     for row, inf in zip(rows, inferred):
@@ -159,17 +166,21 @@ def _read_rows(data, merge_consecutive: bool, max_dialogues: int | None) -> list
 def annotate(extractor, data, out_dir, *, batch_size: int = 32, dialogues_per_shard: int = 16,
              min_seeker_utterances: int = 3, merge_consecutive: bool = False, max_dialogues: int | None = None,
              num_beams: int | None = None, min_words: int = MIN_WORDS, max_words: int = MAX_WORDS,
-             overwrite: bool = False, on_shard: Callable[[int, int], None] | None = None,
+             min_support: float = 0.0, overwrite: bool = False, on_shard: Callable[[int, int], None] | None = None,
              progress: bool = True) -> dict:
     """Write PESConv for ``data`` (ESConv file or dataset) into ``out_dir``; resume an interrupted run.
 
     ``extractor``: a folder saved by ``train persona-extractor``, a :class:`PersonaExtractor` or a
-    callable ``f(list_of_utterance_lists) -> list_of_sentence_lists``. ``on_shard(shard_index,
+    callable ``f(list_of_utterance_lists) -> list_of_sentence_lists``. ``min_support`` (0 to 1, 0 =
+    keep all, the paper) drops inferred sentences not grounded in what the seeker said (see
+    :func:`annotate_dialogues`). ``on_shard(shard_index,
     dialogues_done)`` is called after each shard is recorded (used by tests to interrupt a run).
     Returns a summary dict (paths, dialogue and supporter-turn counts, coverage).
     """
     if min_seeker_utterances < 1:
         raise ValueError(f"min_seeker_utterances must be >= 1, got {min_seeker_utterances}")
+    if not 0.0 <= min_support <= 1.0:
+        raise ValueError(f"min_support must be between 0 and 1 (a share of content words), got {min_support}")
     if batch_size < 1 or dialogues_per_shard < 1:
         raise ValueError(f"batch_size and dialogues_per_shard must be >= 1, got {batch_size}, {dialogues_per_shard}")
     out = Path(out_dir)
@@ -188,6 +199,8 @@ def annotate(extractor, data, out_dir, *, batch_size: int = 32, dialogues_per_sh
         "max_words": max_words,
         "num_beams": num_beams,
     }
+    if min_support:  # only when used, so folders annotated before this option existed still resume
+        fingerprint["min_support"] = min_support
     progress_path = out / PROGRESS_NAME
     state = None
     if progress_path.is_file():
@@ -222,7 +235,7 @@ def annotate(extractor, data, out_dir, *, batch_size: int = 32, dialogues_per_sh
     t0 = time.monotonic()
     for shard in range(first, n_shards):
         lo, hi = shard * dialogues_per_shard, min((shard + 1) * dialogues_per_shard, len(rows))
-        annotated = annotate_dialogues(rows[lo:hi], extract, min_seeker_utterances, min_words, max_words)
+        annotated = annotate_dialogues(rows[lo:hi], extract, min_seeker_utterances, min_words, max_words, min_support)
         name = f"{SHARD_DIR}/shard-{shard:05d}.jsonl"
         atomic_write_text(out / name, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in annotated))
         state["shards"] = [s for s in state["shards"] if s != name] + [name]
