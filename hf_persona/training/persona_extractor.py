@@ -102,14 +102,17 @@ _FUNCTION_WORDS = frozenset(
 
 
 def _stem(word: str) -> str:
-    """A deliberately crude suffix strip so that cook / cooks / cooking / cooked, like / liked meet."""
+    """A deliberately crude suffix strip so that cook / cooks / cooking / cooked, bake / baked,
+    study / studies and cookie / cookies meet."""
     if len(word) > 4 and word.endswith("ies"):
-        return word[:-3] + "y"
+        return word[:-3] + "i"
     for suffix in ("ing", "ed", "s"):
         if len(word) > len(suffix) + 2 and word.endswith(suffix):
             word = word[: -len(suffix)]
             break
-    return word[:-1] if len(word) > 3 and word.endswith("e") else word
+    if len(word) > 3 and word.endswith("e"):
+        word = word[:-1]
+    return word[:-1] + "i" if len(word) > 3 and word.endswith("y") else word
 
 
 def content_words(text: str) -> set[str]:
