@@ -89,7 +89,7 @@ def stage_train(args, work: Path, variant: str) -> dict:
     return train_pal(
         work / "pesconv", out, variant=variant, max_steps=args.max_steps, batch_size=args.batch_size,
         learning_rate=args.lr, mixture_learning_rate=args.mixture_lr or None,
-        mixture_init=args.mixture_init,
+        mixture_init=args.mixture_init, fusion_norm_init=args.fusion_norm_init,
         warmup_steps=args.warmup_steps, eval_steps=args.eval_steps,
         max_eval_examples=args.loss_eval_examples, max_source_length=args.max_source_length,
         max_persona_length=args.max_persona_length, max_target_length=args.max_target_length, seed=args.seed,
@@ -140,6 +140,8 @@ def main(argv=None):
                    help="learning rate of PAL's three eq. 4 mixture logits (0 = the same as --lr)")
     p.add_argument("--mixture-init", default=None, type=_floats,
                    help="PAL's initial eq. 4 logits 'w1,w2,w3' (default: equal, the paper)")
+    p.add_argument("--fusion-norm-init", choices=("fresh", "encoder"), default="fresh",
+                   help="PAL's co-attention LayerNorms: fresh (the paper's code) or a copy of the encoder's last one.")
     p.add_argument("--warmup-steps", type=int, default=10)
     p.add_argument("--eval-steps", type=int, default=20)
     p.add_argument("--loss-eval-examples", type=int, default=64)
@@ -214,6 +216,7 @@ def main(argv=None):
         "training": {v: {k: trained[v].get(k) for k in ("global_step", "examples_seen", "train_examples",
                                                         "valid_loss", "train_loss", "train_seconds", "batch_size",
                                                         "learning_rate", "mixture_learning_rate", "mixture_init",
+                                                        "fusion_norm_init",
                                                         "mixture_weights",
                                                         "max_source_length", "max_persona_length",
                                                         "max_target_length")}

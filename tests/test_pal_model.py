@@ -211,6 +211,32 @@ def test_mixture_init_sets_the_initial_weights_and_is_validated(tiny_bert_dir, t
             PALConfig(mixture_init=bad)
 
 
+def test_fusion_norm_init_copies_the_encoder_last_layer_norm(tiny_bert_dir, tmp_path):
+    from transformers import AutoModel, AutoTokenizer
+
+    # a backbone whose LayerNorms are not ones / zeros, so that a copy differs from a fresh LayerNorm
+    bert = AutoModel.from_pretrained(tiny_bert_dir)
+    with torch.no_grad():
+        for i, layer in enumerate(bert.encoder.layer):
+            layer.output.LayerNorm.weight.fill_(0.5 + i)
+            layer.output.LayerNorm.bias.fill_(0.25 + i)
+    bert.save_pretrained(tmp_path / "bert")
+    AutoTokenizer.from_pretrained(tiny_bert_dir).save_pretrained(tmp_path / "bert")
+    last = len(bert.encoder.layer) - 1
+
+    fresh = PALForConditionalGeneration.from_backbone(str(tmp_path / "bert"))
+    assert fresh.config.fusion_norm_init == "fresh"
+    torch.testing.assert_close(fresh.fusion.dialogue_norm.weight, torch.ones(fresh.config.hidden_size))
+    model = PALForConditionalGeneration.from_backbone(str(tmp_path / "bert"), fusion_norm_init="encoder")
+    for norm in (model.fusion.dialogue_norm, model.fusion.persona_norm):
+        torch.testing.assert_close(norm.weight, torch.full_like(norm.weight, 0.5 + last))
+        torch.testing.assert_close(norm.bias, torch.full_like(norm.bias, 0.25 + last))
+    model.save_pretrained(tmp_path / "pal")
+    assert PALForConditionalGeneration.from_pretrained(tmp_path / "pal").config.fusion_norm_init == "encoder"
+    with pytest.raises(ValueError, match="fusion_norm_init must be one of"):
+        PALConfig(fusion_norm_init="copy")
+
+
 # ---------------------------------------------------------------- forward / generate
 def test_loss_is_token_mean_cross_entropy(pal):
     model, tok = pal

@@ -202,6 +202,9 @@ def test_mixture_logits_get_their_own_learning_rate(pesconv_dir, tiny_bert_dir, 
         train_pal(pesconv_dir, tmp_path / "bad", mixture_learning_rate=-1.0, **common)
     with pytest.raises(HFPersonaError, match="mixture_init must be three finite numbers"):
         train_pal(pesconv_dir, tmp_path / "bad", mixture_init=[0.0, 1.0], **common)
+    assert own["fusion_norm_init"] == "fresh"
+    with pytest.raises(HFPersonaError, match="fusion_norm_init must be one of"):
+        train_pal(pesconv_dir, tmp_path / "bad", fusion_norm_init="copy", **common)
 
 
 def test_train_pal_cli_rejects_a_bad_mixture_init(pesconv_dir, tmp_path):

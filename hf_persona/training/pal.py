@@ -267,6 +267,7 @@ def train_pal(
     learning_rate: float = 5e-5,
     mixture_learning_rate: float | None = 1e-2,
     mixture_init: Sequence[float] | None = None,
+    fusion_norm_init: str | None = None,
     warmup_steps: int = 100,
     eval_steps: int = 100,
     max_train_examples: int | None = None,
@@ -298,6 +299,7 @@ def train_pal(
     at their initial 1/3 each (measured: 0.332 / 0.332 / 0.336 after 160 steps) and PAL cannot
     learn how much persona to mix in; the paper trains for many epochs, where this matters less.
     ``mixture_init``: initial eq. 4 logits (``PALConfig.mixture_init``; None = equal, the paper).
+    ``fusion_norm_init``: ``PALConfig.fusion_norm_init`` (None = "fresh", the paper's code).
     Returns a summary dict (also written to ``json_out``).
     """
     from transformers import AutoTokenizer, TrainingArguments
@@ -332,6 +334,8 @@ def train_pal(
 
     set_seed(seed)  # the same initialisation (co-attention, cross-attention) for every variant
     init_kwargs = {} if mixture_init is None else {"mixture_init": list(mixture_init)}
+    if fusion_norm_init is not None:
+        init_kwargs["fusion_norm_init"] = fusion_norm_init
     try:
         model = PALForConditionalGeneration.from_backbone(path, tokenizer=tokenizer, **init_kwargs)
     except ValueError as err:
@@ -394,6 +398,7 @@ def train_pal(
         "learning_rate": learning_rate,
         "mixture_learning_rate": mixture_learning_rate,
         "mixture_init": list(model.config.mixture_init),
+        "fusion_norm_init": model.config.fusion_norm_init,
         "mixture_weights": [round(w, 4) for w in model.mixture_weights().detach().tolist()],
         "seed": seed,
         "resumed_from": resumed_from,

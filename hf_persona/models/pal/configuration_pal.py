@@ -39,6 +39,9 @@ DEFAULT_STRATEGY_ALPHA = {
 }
 
 
+#: values of ``PALConfig.fusion_norm_init``
+FUSION_NORM_INITS = ("fresh", "encoder")
+
 class PALConfig(PreTrainedConfig):
     r"""Configuration of :class:`PALForConditionalGeneration`.
 
@@ -77,6 +80,10 @@ class PALConfig(PreTrainedConfig):
             order (H^_D, aligned H^_P, H_D). Equal logits (the paper) start each term at 1/3;
             e.g. ``[0, 0, 2]`` starts with 79% of the plain dialogue states H_D, so the decoder
             first sees nearly what a persona-free model sees and learns how much persona to add.
+        fusion_norm_init (`str`, defaults to `"fresh"`): how ``from_backbone`` starts the two
+            co-attention LayerNorms: ``"fresh"`` (weight 1, bias 0; the paper's code) or
+            ``"encoder"`` (a copy of the backbone encoder's last LayerNorm, so that
+            LN(H + Z) starts on the scale of the encoder states the decoder was trained on).
         strategy_token_ids (`list[int]`): vocabulary ids of the eight strategy tokens, in the
             order of ``STRATEGY_NAMES``; set by ``PALForConditionalGeneration.from_backbone``.
         strategy_names (`list[str]`): the eight strategy names (``STRATEGY_NAMES``).
@@ -94,6 +101,7 @@ class PALConfig(PreTrainedConfig):
     coattention_scale: bool = False
     layer_norm_eps: float = 1e-5
     mixture_init: list | None = None
+    fusion_norm_init: str = "fresh"
     strategy_token_ids: list | None = None
     strategy_names: list | None = None
     strategy_alpha: dict | None = None
@@ -113,6 +121,10 @@ class PALConfig(PreTrainedConfig):
                 or not all(isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) for w in init)):
             raise ValueError(f"PALConfig.mixture_init must be three finite numbers (logits of eq. 4), got {init!r}")
         self.mixture_init = [float(w) for w in init]
+        if self.fusion_norm_init not in FUSION_NORM_INITS:
+            raise ValueError(
+                f"PALConfig.fusion_norm_init must be one of {list(FUSION_NORM_INITS)}, got {self.fusion_norm_init!r}"
+            )
         if self.strategy_names is None:
             self.strategy_names = list(STRATEGY_NAMES)
         if self.strategy_alpha is None:

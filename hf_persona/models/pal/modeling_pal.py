@@ -120,6 +120,16 @@ class PALPersonaFusion(nn.Module):
         return fused, refined_persona, attn_dp, lam
 
 
+def _last_layer_norm(module: nn.Module, hidden_size: int):
+    """The last ``nn.LayerNorm`` over ``hidden_size`` features with weight and bias in ``module`` (None if none)."""
+    found = None
+    for sub in module.modules():
+        if (isinstance(sub, nn.LayerNorm) and tuple(sub.normalized_shape) == (hidden_size,)
+                and sub.weight is not None and sub.bias is not None):
+            found = sub
+    return found
+
+
 def _few_rows_linear_forward(self, hidden):
     """Forward of the LM-head ``nn.Linear`` used while generating on CPU.
 
@@ -272,6 +282,17 @@ class PALForConditionalGeneration(PALPreTrainedModel, GenerationMixin):
             **config_kwargs,
         )
         model = cls(config, backbone=backbone)
+        if config.fusion_norm_init == "encoder":
+            norm = _last_layer_norm(backbone.get_encoder(), config.hidden_size)
+            if norm is None:
+                raise ValueError(
+                    f"fusion_norm_init='encoder' needs a LayerNorm of size {config.hidden_size} in the encoder of "
+                    f"{name_or_path!r}; none found (use 'fresh')"
+                )
+            with torch.no_grad():
+                for target in (model.fusion.dialogue_norm, model.fusion.persona_norm):
+                    target.weight.copy_(norm.weight)
+                    target.bias.copy_(norm.bias)
         model.generation_config.decoder_start_token_id = start
         model.generation_config.eos_token_id = eos
         model.generation_config.pad_token_id = tokenizer.pad_token_id
