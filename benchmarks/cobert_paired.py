@@ -76,7 +76,8 @@ def main(argv=None):
                     scores = model.score_candidates([e["context"] for e in examples], personas, cache,
                                                     candidate_indices=indices).float().cpu().numpy()
                 rr100, rr20 = reciprocal_ranks(scores), reciprocal_ranks(scores[:, :20])
-                seed_rows = per_query.setdefault(name + ("" if use_persona else "_no_persona"), {m: [] for m in metrics})
+                key = name + ("" if use_persona else "_no_persona")
+                seed_rows = per_query.setdefault(key, {m: [] for m in metrics})
                 for metric, values in zip(metrics, (rr20 == 1.0, rr20, rr100 == 1.0, rr100)):
                     seed_rows[metric].append(values.astype(float))
             print(f"scored {name}: {folder}", flush=True)
@@ -84,7 +85,8 @@ def main(argv=None):
     (a, folders_a), (b, folders_b) = specs
     seeds = len(folders_a)
     single = seeds == 1
-    result = {"model_a": {a: folders_a[0] if single else folders_a}, "model_b": {b: folders_b[0] if single else folders_b},
+    result = {"model_a": {a: folders_a[0] if single else folders_a},
+              "model_b": {b: folders_b[0] if single else folders_b},
               "seeds": seeds, "examples": len(examples), "data": os.path.relpath(data, ROOT),
               "protocol": "cobert_quality.py development set and candidates"
                           + ("" if single else "; per-query measurements averaged over the seeds")}

@@ -48,7 +48,8 @@ def _parse_alpha(value):
 @click.option("--mixture-init", default=None,
               help="Initial eq. 4 logits 'w1,w2,w3' for (H^_D, aligned H^_P, H_D); default 0,0,0 (the paper).")
 @click.option("--fusion-norm-init", type=click.Choice(["fresh", "encoder"]), default="fresh", show_default=True,
-              help="Start the two co-attention LayerNorms fresh (the paper's code) or as a copy of the encoder's last one.")
+              help="Start the two co-attention LayerNorms fresh (the paper's code) or as a copy of the encoder's "
+                   "last one.")
 @click.option("--warmup-steps", default=100, show_default=True)
 @click.option("--eval-steps", default=100, show_default=True)
 @click.option("--max-train-examples", default=None, type=int)
@@ -60,8 +61,8 @@ def _parse_alpha(value):
 @click.option("--no-resume", is_flag=True, help="Start afresh even when OUTPUT_DIR holds checkpoints.")
 @click.option("--json", "json_out", default=None, type=click.Path(dir_okay=False))
 def train_pal_cmd(data, output_dir, variant, backbone, max_steps, epochs, budget_minutes, batch_size, learning_rate,
-                  mixture_learning_rate, mixture_init, fusion_norm_init, warmup_steps, eval_steps, max_train_examples, max_eval_examples,
-                  max_source_length, max_persona_length, max_target_length, seed, no_resume, json_out):
+                  mixture_learning_rate, mixture_init, fusion_norm_init, warmup_steps, eval_steps, max_train_examples,
+                  max_eval_examples, max_source_length, max_persona_length, max_target_length, seed, no_resume, json_out):
     """Train PAL (or a baseline) on PESConv with the Trainer (progress, best checkpoint, resume)."""
     from hf_persona.training.pal import train_pal
 

@@ -52,8 +52,8 @@ def train_persona_extractor_cmd(data_files, output_dir, backbone, dev_from, max_
         output_dir, list(data_files) or None, backbone=backbone, dev_from=dev_from, max_steps=max_steps,
         epochs=epochs, budget_minutes=budget_minutes, batch_size=batch_size, learning_rate=learning_rate,
         eval_steps=eval_steps, max_source_length=max_source_length, max_target_length=max_target_length,
-        num_beams=num_beams, min_support=min_support, eval_generation_examples=eval_examples, report_eval=eval_examples > 0, seed=seed,
-        resume=not no_resume, json_out=json_out,
+        num_beams=num_beams, min_support=min_support, eval_generation_examples=eval_examples,
+        report_eval=eval_examples > 0, seed=seed, resume=not no_resume, json_out=json_out,
     )
     _echo_json(summary)
 

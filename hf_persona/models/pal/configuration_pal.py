@@ -38,9 +38,9 @@ DEFAULT_STRATEGY_ALPHA = {
     "Others": 0.375,
 }
 
-
 #: values of ``PALConfig.fusion_norm_init``
 FUSION_NORM_INITS = ("fresh", "encoder")
+
 
 class PALConfig(PreTrainedConfig):
     r"""Configuration of :class:`PALForConditionalGeneration`.
