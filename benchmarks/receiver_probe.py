@@ -8,9 +8,13 @@ Protocol (quality):
     file, never across), of which the last ``--select`` (30) dialogues per file are held out to pick the
     best checkpoint; MiniLM backbone; the run length is sized to ``--budget-minutes`` from a timing pass;
   * probe: the last 200 dialogues of each file, ``--candidates`` (32) personas per side (true + 31
-    distractors from the other distinct personas of the same file, seed ``--seed``), Hits@1 and the MRR
-    of the true persona sentences among all candidate sentences. Baselines on the very same items:
-    TF-IDF IR and zero-shot mean-pooled MiniLM cosine.
+    distractors from the other distinct personas of the same file that share no sentence with the true
+    one, seed ``--seed``), Hits@1 and the MRR of the true persona sentences among all candidate
+    sentences. Baselines on the very same items: TF-IDF IR and zero-shot mean-pooled MiniLM cosine.
+    PERSONA-CHAT keeps several versions of one persona (4- and 5-sentence ones sharing four sentences);
+    such a version is not a distractor. The probe is also run with them allowed (the older protocol;
+    keys prefixed ``shared_sentences_allowed.``, with the number of items that drew such a distractor).
+    ``--allow-shared-sentences`` makes the older protocol the main one (and trains with it).
 
 Protocol (speed): ``pairs_per_second`` is the end-to-end probe throughput of the Receiver ((side,
 persona) pairs scored per second, sentence encodings cached across the probe);
@@ -43,6 +47,7 @@ from hf_persona.evaluation.receiver_probe import (  # noqa: E402
     TfidfScorer,
     build_probe_items,
     run_probe,
+    shares_sentence,
 )
 from hf_persona.training.receiver import (  # noqa: E402
     ReceiverCollator,
@@ -57,7 +62,7 @@ from hf_persona.utils import atomic_write_json, command_line, set_seed  # noqa: 
 
 
 def calibrate_step_seconds(backbone, train_sets, batch_size, steps=3, seed=0, negatives="sampled",
-                           max_utterances=None, freeze_layers=0):
+                           max_utterances=None, freeze_layers=0, allow_shared_sentences=False):
     """Median seconds of one forward+backward+Adam step of a fresh Receiver on real training batches."""
     from transformers import AutoTokenizer
 
@@ -69,9 +74,9 @@ def calibrate_step_seconds(backbone, train_sets, batch_size, steps=3, seed=0, ne
     tok = AutoTokenizer.from_pretrained(src)
     ds = ReceiverPairDataset(grouped_sides(train_sets), _Tokenized(tok, 64, 32),
                              num_negatives=1 if negatives == "sampled" else 0, seed=seed,
-                             max_utterances=max_utterances)
+                             max_utterances=max_utterances, allow_shared_sentences=allow_shared_sentences)
     freeze_lower_layers(model, freeze_layers)
-    collate = ReceiverCollator(tok.pad_token_id or 0)
+    collate = ReceiverCollator(tok.pad_token_id or 0, allow_shared_sentences=allow_shared_sentences)
     opt = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=1e-7)
     times = []
     for i in range(steps + 1):
@@ -126,6 +131,11 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--model-dir", default="/tmp/hf_persona_receiver_probe_model")
     p.add_argument("--skip-train", action="store_true", help="evaluate the model already in --model-dir")
+    p.add_argument("--training-from", default=None,
+                   help="with --skip-train: copy the 'training' record of the earlier result JSON that made the model")
+    p.add_argument("--allow-shared-sentences", action="store_true",
+                   help="distractor personas may share sentences with the true one (older protocol), in training "
+                        "and in the main probe keys")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "receiver_probe.json"))
     args = p.parse_args(argv)
@@ -155,7 +165,8 @@ def main(argv=None):
     if not args.skip_train:
         step_s = calibrate_step_seconds(args.backbone, list(train.values()), args.batch_size, seed=args.seed,
                                         negatives=args.negatives, max_utterances=args.max_train_utterances,
-                                        freeze_layers=args.freeze_layers)
+                                        freeze_layers=args.freeze_layers,
+                                        allow_shared_sentences=args.allow_shared_sentences)
         # ~85% of the budget for optimizer steps, the rest for the selection evaluation(s) and saving.
         steps = args.max_steps or max(10, int(args.budget_minutes * 60 * 0.85 / step_s))
         print(f"calibrated {step_s:.2f}s/step -> {steps} steps", flush=True)
@@ -164,7 +175,7 @@ def main(argv=None):
             list(train.values()), args.model_dir, backbone=args.init or args.backbone, eval_ds=list(select.values()),
             max_steps=steps, batch_size=args.batch_size, learning_rate=args.lr, eval_negatives=3,
             negatives=args.negatives, max_train_utterances=args.max_train_utterances,
-            freeze_layers=args.freeze_layers,
+            freeze_layers=args.freeze_layers, allow_shared_sentences=args.allow_shared_sentences,
             eval_steps=max(1, steps // args.evals), seed=args.seed if args.train_seed is None else args.train_seed,
             tau_start=args.tau_start, loss_type=args.loss, loss_temperature=args.loss_temperature,
             resume=False, logging_steps=10,
@@ -185,6 +196,7 @@ def main(argv=None):
             "negatives": args.negatives,
             "max_train_utterances": args.max_train_utterances,
             "freeze_layers": args.freeze_layers,
+            "allow_shared_sentences": args.allow_shared_sentences,
             "train_examples": metrics.get("train_examples"),
             "epochs": (metrics.get("global_step") or 0) * args.batch_size / max(1, metrics.get("train_examples") or 1),
             "train_loss": metrics.get("train_loss"),
@@ -192,6 +204,11 @@ def main(argv=None):
             "wall_seconds": time.perf_counter() - t0,
         }
         print(json.dumps(result["training"]), flush=True)
+    elif args.training_from:
+        earlier = json.loads(Path(args.training_from).read_text())
+        if "training" not in earlier:
+            sys.exit(f"{args.training_from} has no 'training' record")
+        result["training"] = {**earlier["training"], "copied_from": args.training_from}
 
     from hf_persona.models.receiver import ReceiverModel
 
@@ -200,22 +217,31 @@ def main(argv=None):
     result["share_encoders"] = model.config.share_encoders
     zeroshot = CosineScorer(resolve(args.backbone))
     pairs, seconds = 0, 0.0
+    result["allow_shared_sentences"] = args.allow_shared_sentences
     for split, ds in probe.items():
-        items = build_probe_items(dialogue_sides(ds), num_candidates=args.candidates, seed=args.seed)
-        result[f"probe_items.{split}"] = len(items)
         result[f"overlap.{split}"] = persona_overlap(train[split], ds)
-        for name, scorer in (("receiver", ReceiverScorer(model)), ("zeroshot", zeroshot), ("ir", TfidfScorer())):
-            r = run_probe(items, scorer)
-            result[f"{name}.hits@1.{split}"] = r["hits@1"]
-            result[f"{name}.mrr.{split}"] = r["mrr"]
-            if name == "receiver":
-                pairs += r["pairs"]
-                seconds += r["seconds"]
-            print(split, name, round(r["hits@1"], 4), round(r["mrr"], 4), flush=True)
+        for allow in (args.allow_shared_sentences, not args.allow_shared_sentences):
+            prefix = "" if allow == args.allow_shared_sentences else (
+                "shared_sentences_allowed." if allow else "no_shared_sentences.")
+            items = build_probe_items(dialogue_sides(ds), num_candidates=args.candidates, seed=args.seed,
+                                      allow_shared_sentences=allow)
+            result[f"{prefix}probe_items.{split}"] = len(items)
+            if allow:
+                result[f"{prefix}items_with_a_shared_sentence_distractor.{split}"] = sum(
+                    any(shares_sentence(c, it["candidates"][0]) for c in it["candidates"][1:]) for it in items)
+            for name, scorer in (("receiver", ReceiverScorer(model)), ("zeroshot", zeroshot), ("ir", TfidfScorer())):
+                r = run_probe(items, scorer)
+                result[f"{prefix}{name}.hits@1.{split}"] = r["hits@1"]
+                result[f"{prefix}{name}.mrr.{split}"] = r["mrr"]
+                if name == "receiver" and not prefix:
+                    pairs += r["pairs"]
+                    seconds += r["seconds"]
+                print(prefix or "main.", split, name, round(r["hits@1"], 4), round(r["mrr"], 4), flush=True)
     result["pairs_per_second"] = pairs / seconds
 
     # speed: the unbatched per-pair loop vs the batched probe on the same items
-    items = build_probe_items(dialogue_sides(probe["original"]), num_candidates=args.candidates, seed=args.seed)
+    items = build_probe_items(dialogue_sides(probe["original"]), num_candidates=args.candidates, seed=args.seed,
+                              allow_shared_sentences=args.allow_shared_sentences)
     items = items[: args.speed_items]
     loop_rates, batch_rates = [], []
     for _ in range(args.repeats):

@@ -116,7 +116,7 @@ def test_cli_train_eval_heatmap(tiny_bert_dir, tmp_path):
 
     metrics_file = tmp_path / "m.json"
     res = runner.invoke(cli, ["eval", "receiver", "--model", str(out), "--data", str(sample_path("personachat")),
-                              "--first", "28", "--candidates", "8", "--zeroshot-backbone", tiny_bert_dir,
+                              "--first", "28", "--candidates", "6", "--zeroshot-backbone", tiny_bert_dir,
                               "--json", str(metrics_file)], catch_exceptions=False)
     assert res.exit_code == 0, res.output
     metrics = json.loads(metrics_file.read_text())
@@ -124,6 +124,13 @@ def test_cli_train_eval_heatmap(tiny_bert_dir, tmp_path):
         assert 0.0 <= metrics[f"{method}.hits@1.personachat_sample"] <= 1.0
         assert 0.0 < metrics[f"{method}.mrr.personachat_sample"] <= 1.0
     assert metrics["probe_items.personachat_sample"] == 16 and metrics["pairs_per_second"] > 0
+    assert metrics["allow_shared_sentences"] is False
+    legacy_file = tmp_path / "legacy.json"
+    res = runner.invoke(cli, ["eval", "receiver", "--model", str(out), "--data", str(sample_path("personachat")),
+                              "--first", "28", "--candidates", "8", "--no-baselines", "--allow-shared-sentences",
+                              "--json", str(legacy_file)], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert json.loads(legacy_file.read_text())["allow_shared_sentences"] is True
     # the model card template renders with these metrics and the recorded base encoder
     from hf_persona.hub import build_card
 

@@ -13,6 +13,7 @@ from hf_persona.evaluation.receiver_probe import (
     TfidfScorer,
     build_probe_items,
     run_probe,
+    shares_sentence,
 )
 from hf_persona.training.receiver import (
     ReceiverCollator,
@@ -70,6 +71,39 @@ def test_distractors_never_equal_the_true_persona_as_a_set(minilm_path):
         ReceiverPairDataset(base, _Tokenized(tok, 16, 16), num_negatives=3)
 
 
+def test_shares_sentence_by_hand():
+    assert shares_sentence(["i like tacos.", "i live in alabama."], ("i live in alabama.", "i love dogs."))
+    assert shares_sentence(frozenset({"a"}), frozenset({"b", "a"}))
+    assert not shares_sentence(["i like tacos."], ["i like taco."])  # exact sentences only
+    assert not shares_sentence([], ["a"])
+
+
+def test_persona_versions_sharing_sentences_are_not_distractors(minilm_path):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(minilm_path)
+    # "five" and "four" are two versions of one persona (PERSONA-CHAT keeps both); x and y are other people
+    five = {"utterances": ["u0"], "persona": ["a", "b", "c", "d", "e"], "group": 0}
+    four = {"utterances": ["u1"], "persona": ["b", "a", "c", "d"], "group": 0}
+    others = [{"utterances": [f"v{i}"], "persona": [f"x{i}", f"y{i}"], "group": 0} for i in range(3)]
+    examples = [five, four] + others
+    ds = ReceiverPairDataset(examples, _Tokenized(tok, 16, 16), num_negatives=2, seed=0)
+    legacy = ReceiverPairDataset(examples, _Tokenized(tok, 16, 16), num_negatives=2, seed=0,
+                                 allow_shared_sentences=True)
+    drawn_legacy = set()
+    for _ in range(40):
+        for e in (five, four):
+            for neg in ds._draw(e, ds.rng):
+                assert not set(neg) & set(e["persona"])
+            drawn_legacy |= {frozenset(n) for n in legacy._draw(e, legacy.rng)}
+    assert frozenset(four["persona"]) in drawn_legacy and frozenset(five["persona"]) in drawn_legacy
+    # three negatives: each version has only the three other people left -> fine; four -> clear error
+    ReceiverPairDataset(examples, _Tokenized(tok, 16, 16), num_negatives=3, seed=0)
+    with pytest.raises(HFPersonaError, match="share no sentence"):
+        ReceiverPairDataset(examples, _Tokenized(tok, 16, 16), num_negatives=4, seed=0)
+    ReceiverPairDataset(examples, _Tokenized(tok, 16, 16), num_negatives=4, seed=0, allow_shared_sentences=True)
+
+
 def test_collator_shapes_and_masks():
     items = [
         {"utterances": [[101, 7, 102]], "persona": [[101, 5, 102], [101, 6, 6, 102]], "negatives": [[[101, 9, 102]]]},
@@ -88,16 +122,20 @@ def test_collator_in_batch_negative_mask():
     def item(group, persona):
         return {"utterances": [[101, 102]], "persona": [[101, 5, 102]], "negatives": [], "key": (group, frozenset(persona))}
 
-    items = [item(0, ["a", "b"]), item(0, ["b", "a"]), item(0, ["c"]), item(1, ["c"])]
+    items = [item(0, ["a", "b"]), item(0, ["b", "a"]), item(0, ["c"]), item(1, ["c"]), item(0, ["a", "d"])]
     b = ReceiverCollator()(items)
     assert "negative_persona_input_ids" not in b
-    # same persona in another order (0, 1) is not a distractor, nor is another group's persona (2, 3)
+    # same persona in another order (0, 1) is not a distractor, nor is another group's persona (2, 3),
+    # nor a persona sharing a sentence ("a": 0/1 and 4)
     assert b["in_batch_negative_mask"].tolist() == [
-        [False, False, True, False],
-        [False, False, True, False],
-        [True, True, False, False],
-        [False, False, False, False],
+        [False, False, True, False, False],
+        [False, False, True, False, False],
+        [True, True, False, False, True],
+        [False, False, False, False, False],
+        [False, False, True, False, False],
     ]
+    legacy = ReceiverCollator(allow_shared_sentences=True)(items)["in_batch_negative_mask"]
+    assert legacy[0].tolist() == [False, False, True, False, True] and legacy[4].tolist() == [True, True, True, False, False]
 
 
 def test_linear_tau_schedule():
@@ -200,6 +238,21 @@ def test_build_probe_items_is_seeded_and_clean(sample):
         build_probe_items(ex, num_candidates=500)
 
 
+def test_probe_distractors_share_no_sentence_with_the_true_persona():
+    five = {"utterances": ["u0"], "persona": ["a", "b", "c", "d", "e"]}
+    four = {"utterances": ["u1"], "persona": ["a", "b", "c", "d"]}
+    others = [{"utterances": [f"v{i}"], "persona": [f"x{i}"]} for i in range(6)]
+    items = build_probe_items([five, four] + others, num_candidates=7, seed=0)
+    for it in items:
+        assert not any(shares_sentence(c, it["candidates"][0]) for c in it["candidates"][1:])
+    assert {frozenset(c) for c in items[0]["candidates"][1:]} == {frozenset(o["persona"]) for o in others}
+    # the older protocol lets the other version in (7 distinct personas are left for each side)
+    legacy = build_probe_items([five, four] + others, num_candidates=8, seed=0, allow_shared_sentences=True)
+    assert frozenset(four["persona"]) in {frozenset(c) for c in legacy[0]["candidates"]}
+    with pytest.raises(HFPersonaError, match="share no sentence"):
+        build_probe_items([five, four] + others, num_candidates=8, seed=0)
+
+
 def test_tfidf_scorer_by_hand():
     items = [{"utterances": ["i love dogs"], "candidates": [("dogs are great",), ("i hate cats",)]}]
     s = TfidfScorer()
@@ -220,7 +273,7 @@ def test_receiver_scorer_matches_model_scores(tiny_bert_dir, sample):
     from hf_persona.models.receiver import ReceiverModel
 
     model = ReceiverModel.from_encoder_pretrained(tiny_bert_dir).eval()
-    items = build_probe_items(dialogue_sides(sample)[:6], num_candidates=4, seed=0)
+    items = build_probe_items(dialogue_sides(sample)[:10], num_candidates=4, seed=0)
     scorer = ReceiverScorer(model)
     scorer.prepare(items)
     for it in items[:3]:
@@ -233,10 +286,16 @@ def test_receiver_scorer_matches_model_scores(tiny_bert_dir, sample):
 
 def test_real_data_probe_items(shared_data):
     ds = read_personachat(shared_data / "personachat" / "valid_both_revised_no_cands.txt")
-    items = build_probe_items(dialogue_sides(ds.select(range(800, 1000))), num_candidates=32, seed=0)
+    sides = dialogue_sides(ds.select(range(800, 1000)))
+    items = build_probe_items(sides, num_candidates=32, seed=0)
     assert len(items) == 400
     for it in items:
         assert len({frozenset(p) for p in it["candidates"]}) == 32
+        assert not any(shares_sentence(c, it["candidates"][0]) for c in it["candidates"][1:])
+    # the older protocol drew another version of the true persona for many items (88+ on this split)
+    legacy = build_probe_items(sides, num_candidates=32, seed=0, allow_shared_sentences=True)
+    versions = sum(any(shares_sentence(c, it["candidates"][0]) for c in it["candidates"][1:]) for it in legacy)
+    assert versions > 40
 
 
 def test_in_batch_training_runs_and_rejects_unknown_mode(tiny_bert_dir, tmp_path, sample):

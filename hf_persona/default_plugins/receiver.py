@@ -362,6 +362,9 @@ def register_commands(cli):
                   help="Train on a random subset of at most N utterances per side (cheaper steps).")
     @click.option("--freeze-layers", type=int, default=0, show_default=True,
                   help="Freeze the embeddings and the N lowest encoder layers.")
+    @click.option("--allow-shared-sentences", is_flag=True,
+                  help="Let a distractor persona share sentences with the true one (older behaviour; by default "
+                       "such personas are versions of the same persona and are never distractors).")
     @click.option("--margin", type=float, default=0.4, show_default=True)
     @click.option("--l1-weight", type=float, default=1e-4, show_default=True)
     @click.option("--loss", "loss_type", type=click.Choice(["margin", "softmax"]), default="margin", show_default=True,
@@ -374,8 +377,9 @@ def register_commands(cli):
     @click.option("--seed", type=int, default=0, show_default=True)
     @click.option("--no-resume", is_flag=True, help="Start fresh even if OUTPUT_DIR has checkpoints.")
     def train_receiver_cmd(data, output_dir, backbone, first, dev_fraction, max_steps, epochs, batch_size, lr,
-                           separate_encoders, negatives, max_train_utterances, freeze_layers, margin, l1_weight,
-                           loss_type, loss_temperature, tau_start, tau_end, eval_steps, seed, no_resume):
+                           separate_encoders, negatives, max_train_utterances, freeze_layers,
+                           allow_shared_sentences, margin, l1_weight, loss_type, loss_temperature, tau_start, tau_end,
+                           eval_steps, seed, no_resume):
         """Train P2Bot's Receiver (margin or softmax ranking loss + L1, τ annealed) on PERSONA-CHAT-style dialogues."""
         from hf_persona.training.receiver import train_receiver
 
@@ -384,7 +388,7 @@ def register_commands(cli):
             [s[1] for s in splits], output_dir, backbone=backbone, eval_ds=[s[2] for s in splits],
             max_steps=max_steps, num_train_epochs=epochs, batch_size=batch_size, learning_rate=lr,
             share_encoders=not separate_encoders, negatives=negatives, max_train_utterances=max_train_utterances,
-            freeze_layers=freeze_layers, margin=margin, l1_weight=l1_weight, loss_type=loss_type,
+            freeze_layers=freeze_layers, allow_shared_sentences=allow_shared_sentences, margin=margin, l1_weight=l1_weight, loss_type=loss_type,
             loss_temperature=loss_temperature, tau_start=tau_start,
             tau_end=tau_end, eval_steps=eval_steps, seed=seed, resume=not no_resume,
         )
@@ -404,13 +408,18 @@ def register_commands(cli):
     @click.option("--seed", type=int, default=0, show_default=True, help="Seed for the distractors and the split.")
     @click.option("--baselines/--no-baselines", default=True, show_default=True, help="Also run TF-IDF IR and zero-shot cosine.")
     @click.option("--zeroshot-backbone", default="minilm", show_default=True, help="Encoder of the zero-shot baseline.")
+    @click.option("--allow-shared-sentences", is_flag=True,
+                  help="Let a distractor persona of the probe share sentences with the true one (older behaviour; by default "
+                       "such personas are versions of the same persona and are never distractors).")
     @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write flat metrics JSON here.")
-    def eval_receiver_cmd(model_dir, data, first, dev_fraction, candidates, seed, baselines, zeroshot_backbone, json_out):
+    def eval_receiver_cmd(model_dir, data, first, dev_fraction, candidates, seed, baselines, zeroshot_backbone,
+                          allow_shared_sentences, json_out):
         """Persona-perception probe: Hits@1 of N candidate personas and MRR of the true persona sentences."""
         from hf_persona.evaluation.metrics import format_table
 
         metrics = evaluate_receiver(model_dir, data, first=first, dev_fraction=dev_fraction, candidates=candidates,
-                                    seed=seed, baselines=baselines, zeroshot_backbone=zeroshot_backbone)
+                                    seed=seed, baselines=baselines, zeroshot_backbone=zeroshot_backbone,
+                                    allow_shared_sentences=allow_shared_sentences)
         rows = []
         for method in ("receiver", "zeroshot", "ir"):
             for split in sorted({k.split(".")[-1] for k in metrics if k.startswith(method + ".hits@1.")}):
@@ -445,12 +454,13 @@ def register_commands(cli):
 
 def evaluate_receiver(model, data: Sequence[str] = (), *, first: int | None = None, dev_fraction: float | None = None,
                       candidates: int = 32, seed: int = 0, baselines: bool = True, zeroshot_backbone: str = "minilm",
-                      sides=("you", "partner")) -> dict:
+                      sides=("you", "partner"), allow_shared_sentences: bool = False) -> dict:
     """Run the probe on the held-out dialogues of each data file; return a flat metrics dict.
 
     Keys: ``<method>.hits@1.<split>``, ``<method>.mrr.<split>`` for method in receiver / zeroshot / ir
     and split = the file's kind (``original``, ``revised`` or its stem), ``pairs_per_second`` (Receiver,
-    end-to-end probe scoring of (side, persona) pairs), ``candidates``, ``seed``, ``probe_items.<split>``.
+    end-to-end probe scoring of (side, persona) pairs), ``candidates``, ``seed``, ``probe_items.<split>``,
+    ``allow_shared_sentences`` (see :func:`~hf_persona.evaluation.receiver_probe.build_probe_items`).
     """
     from hf_persona.backbones import resolve
     from hf_persona.evaluation.receiver_probe import (
@@ -464,10 +474,11 @@ def evaluate_receiver(model, data: Sequence[str] = (), *, first: int | None = No
 
     receiver = load_receiver(model)
     zeroshot = CosineScorer(resolve(zeroshot_backbone)) if baselines else None
-    metrics: dict = {"candidates": candidates, "seed": seed}
+    metrics: dict = {"candidates": candidates, "seed": seed, "allow_shared_sentences": allow_shared_sentences}
     pairs, seconds = 0, 0.0
     for split, _, dev in _load_splits(data, first, dev_fraction, seed):
-        items = build_probe_items(dialogue_sides(dev, sides), num_candidates=candidates, seed=seed)
+        items = build_probe_items(dialogue_sides(dev, sides), num_candidates=candidates, seed=seed,
+                                  allow_shared_sentences=allow_shared_sentences)
         metrics[f"probe_items.{split}"] = len(items)
         result = run_probe(items, ReceiverScorer(receiver))
         metrics[f"receiver.hits@1.{split}"] = result["hits@1"]

@@ -39,12 +39,27 @@ from ..errors import HFPersonaError
 from .metrics import hits_at_k, mrr, tokenize
 
 
-def build_probe_items(examples: Sequence[dict], num_candidates: int = 32, seed: int = 0) -> list[dict]:
+def shares_sentence(persona_a, persona_b) -> bool:
+    """Whether two personas (iterables of sentences) have a sentence in common.
+
+    Such personas are versions of one persona in PERSONA-CHAT (the dataset keeps 4- and 5-sentence
+    versions, and revised personas reuse rephrasings), so neither is a distractor for the other: a
+    side whose utterances express only the shared sentences fits both equally well.
+    """
+    a = persona_a if isinstance(persona_a, (set, frozenset)) else set(persona_a)
+    return not a.isdisjoint(persona_b)
+
+
+def build_probe_items(examples: Sequence[dict], num_candidates: int = 32, seed: int = 0,
+                      allow_shared_sentences: bool = False) -> list[dict]:
     """Attach ``candidates`` (true persona first, then distractors) to each (utterances, persona) example.
 
     Distractors come from the distinct personas of ``examples`` (of the same ``group`` when examples
-    carry one), never equal to the true persona as a set of sentences; item ``i`` draws with its own
-    ``Random`` seeded from ``(seed, i)``, so the probe is identical from run to run.
+    carry one), never equal to the true persona as a set of sentences and, unless
+    ``allow_shared_sentences``, sharing no sentence with it: PERSONA-CHAT keeps several versions of one
+    persona (a 4- and a 5-sentence one with four sentences in common), and an item whose "distractor" is
+    another version of the true persona has no right answer. Item ``i`` draws with its own ``Random``
+    seeded from ``(seed, i)``, so the probe is identical from run to run.
     """
     if num_candidates < 2:
         raise HFPersonaError(f"num_candidates must be >= 2, got {num_candidates}")
@@ -55,11 +70,14 @@ def build_probe_items(examples: Sequence[dict], num_candidates: int = 32, seed: 
     items = []
     for i, e in enumerate(examples):
         true = tuple(e["persona"])
-        pool = [p for key, p in pools[e.get("group", 0)].items() if key != frozenset(true)]
+        key_true = frozenset(true)
+        pool = [p for key, p in pools[e.get("group", 0)].items()
+                if key != key_true and (allow_shared_sentences or not shares_sentence(key, key_true))]
         if len(pool) < num_candidates - 1:
+            what = "other distinct personas" if allow_shared_sentences else "personas that share no sentence with it"
             raise HFPersonaError(
-                f"the probe needs {num_candidates - 1} distractor personas but the split has only {len(pool)} "
-                f"other distinct personas; lower num_candidates"
+                f"the probe needs {num_candidates - 1} distractor personas but a side of dialogue "
+                f"{e.get('dialogue_id')} has only {len(pool)} {what} in the split; lower num_candidates"
             )
         rng = random.Random(seed * 1_000_003 + i)
         items.append({**e, "candidates": [true] + rng.sample(pool, num_candidates - 1)})
@@ -213,4 +231,4 @@ def run_probe(items: Sequence[dict], scorer) -> dict:
     }
 
 
-__all__ = ["CosineScorer", "ReceiverScorer", "TfidfScorer", "build_probe_items", "run_probe"]
+__all__ = ["CosineScorer", "ReceiverScorer", "TfidfScorer", "build_probe_items", "run_probe", "shares_sentence"]

@@ -24,6 +24,7 @@ import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from ..errors import HFPersonaError
+from ..evaluation.receiver_probe import shares_sentence
 from ..utils import atomic_write_json, get_logger
 from .common import last_checkpoint, time_budget_callback
 
@@ -127,6 +128,26 @@ class _Tokenized:
         return self.cache[(kind, text)]
 
 
+def fewest_distractors(examples: Sequence[dict]) -> tuple[int, dict]:
+    """(n, example): the example with the fewest possible distractors, and how many it has.
+
+    A possible distractor is another persona of the example's group that shares no sentence with its own.
+    """
+    pools: dict = {}
+    for e in examples:
+        pools.setdefault(e.get("group", 0), set()).add(frozenset(e["persona"]))
+    counts = {}
+    fewest = None
+    for e in examples:
+        true = frozenset(e["persona"])
+        if (e.get("group", 0), true) not in counts:
+            counts[e.get("group", 0), true] = sum(1 for key in pools[e.get("group", 0)] if not shares_sentence(key, true))
+        n = counts[e.get("group", 0), true]
+        if fewest is None or n < fewest[0]:
+            fewest = (n, e)
+    return fewest if fewest is not None else (0, {})
+
+
 class ReceiverPairDataset(torch.utils.data.Dataset):
     """(utterances, true persona, distractor personas) items.
 
@@ -136,11 +157,14 @@ class ReceiverPairDataset(torch.utils.data.Dataset):
     each time, a cheaper stochastic estimate of the mean over utterances.
     Distractors are other personas of the same pool (and the same ``group``, e.g. the original or the
     revised persona file) that differ from the true one as a *set* of sentences: PERSONA-CHAT reuses
-    personas across dialogues in shuffled order, and a reordered copy is not a distractor.
+    personas across dialogues in shuffled order, and a reordered copy is not a distractor. Unless
+    ``allow_shared_sentences``, a distractor also shares no sentence with the true persona: PERSONA-CHAT
+    holds several versions of one persona (a 4-sentence and a 5-sentence one sharing four sentences,
+    say), and such a version is the same person, not a negative (see :func:`shares_sentence`).
     """
 
     def __init__(self, examples: list[dict], tokenized: _Tokenized, num_negatives: int = 1, seed: int = 0,
-                 fixed: bool = False, max_utterances: int | None = None):
+                 fixed: bool = False, max_utterances: int | None = None, allow_shared_sentences: bool = False):
         if num_negatives < 0:
             raise HFPersonaError(f"num_negatives must be >= 0 (0: in-batch distractors), got {num_negatives}")
         if max_utterances is not None and max_utterances < 1:
@@ -153,12 +177,21 @@ class ReceiverPairDataset(torch.utils.data.Dataset):
         for e in examples:
             self.pools.setdefault(e.get("group", 0), {}).setdefault(frozenset(e["persona"]), tuple(e["persona"]))
         self.pools = {g: list(p.items()) for g, p in self.pools.items()}
+        self.allow_shared_sentences = allow_shared_sentences
         smallest = min(len(p) for p in self.pools.values())
         if smallest < num_negatives + 1:
             raise HFPersonaError(
                 f"need at least {num_negatives + 1} distinct personas to sample {num_negatives} distractor(s), "
                 f"the data has {smallest}"
             )
+        if num_negatives and not allow_shared_sentences:
+            eligible, e = fewest_distractors(examples)
+            if eligible < num_negatives:
+                raise HFPersonaError(
+                    f"a side of dialogue {e.get('dialogue_id')} has only {eligible} distractor persona(s) that "
+                    f"share no sentence with its own, {num_negatives} needed; use more dialogues, fewer "
+                    "negatives, or allow_shared_sentences=True"
+                )
         for e in examples:
             tokenized.add(e["utterances"], "utterance")
             tokenized.add(e["persona"], "persona")
@@ -175,9 +208,10 @@ class ReceiverPairDataset(torch.utils.data.Dataset):
         picked, keys = [], set()
         while len(picked) < self.num_negatives:
             key, persona = pool[rng.randrange(len(pool))]
-            if key != true and key not in keys:
-                picked.append(persona)
-                keys.add(key)
+            if key in keys or key == true or (not self.allow_shared_sentences and shares_sentence(key, true)):
+                continue
+            picked.append(persona)
+            keys.add(key)
         return picked
 
     def __len__(self):
@@ -201,9 +235,14 @@ class ReceiverPairDataset(torch.utils.data.Dataset):
 
 @dataclass
 class ReceiverCollator:
-    """Pads (utterances, persona, negatives) items into the Receiver's [batch, sentences, tokens] tensors."""
+    """Pads (utterances, persona, negatives) items into the Receiver's [batch, sentences, tokens] tensors.
+
+    In-batch distractors (items without sampled negatives): another item's persona counts when it is
+    from the same group, differs as a set and, unless ``allow_shared_sentences``, shares no sentence.
+    """
 
     pad_token_id: int = 0
+    allow_shared_sentences: bool = False
 
     def _pad(self, groups: list[list[list[int]]]):
         n = max([len(g) for g in groups] + [1])
@@ -232,12 +271,12 @@ class ReceiverCollator:
             batch["negative_persona_input_ids"] = n_ids.reshape(len(items), k, *n_ids.shape[1:])
             batch["negative_persona_attention_mask"] = n_mask.reshape(len(items), k, *n_mask.shape[1:])
         elif items and "key" in items[0]:
-            # in-batch distractors: another item's persona counts when it is from the same group and differs
-            # from the side's own persona as a set of sentences
             keys = [it["key"] for it in items]
-            batch["in_batch_negative_mask"] = torch.tensor(
-                [[a[0] == b[0] and a[1] != b[1] for b in keys] for a in keys], dtype=torch.bool
-            )
+            if self.allow_shared_sentences:
+                mask = [[a[0] == b[0] and a[1] != b[1] for b in keys] for a in keys]
+            else:
+                mask = [[a[0] == b[0] and not shares_sentence(a[1], b[1]) for b in keys] for a in keys]
+            batch["in_batch_negative_mask"] = torch.tensor(mask, dtype=torch.bool)
         return batch
 
 
@@ -417,6 +456,7 @@ def train_receiver(
     negatives: str = "sampled",
     max_train_utterances: int | None = None,
     freeze_layers: int = 0,
+    allow_shared_sentences: bool = False,
     eval_negatives: int = 7,
     eval_steps: int | None = None,
     save_steps: int | None = None,
@@ -447,7 +487,11 @@ def train_receiver(
             at no extra encoding cost; the hinge is averaged over them).
         max_train_utterances: train on a random subset of at most this many utterances per side (None: all).
         freeze_layers: freeze the embeddings and this many lower encoder layers (0: train everything).
-        eval_negatives: distractors per dev example for ``hits_at_1`` during training.
+        allow_shared_sentences: let a distractor persona (sampled, in-batch or for ``eval_ds``) share
+            sentences with the true one. Default False: such personas are versions of the same persona
+            in PERSONA-CHAT, not negatives (:func:`shares_sentence`); True restores the older behaviour.
+        eval_negatives: distractors per dev example for ``hits_at_1`` during training (fewer, with a
+            warning, when a small dev set leaves some side fewer personas that share no sentence with its own).
         eval_steps / save_steps: evaluate and checkpoint every N steps (default: 4 times per run);
             the best ``hits_at_1`` checkpoint is loaded at the end when ``eval_ds`` is given.
         resume: continue from the newest complete checkpoint in ``output_dir`` if there is one.
@@ -503,14 +547,23 @@ def train_receiver(
         raise HFPersonaError(f"negatives must be 'sampled' or 'in_batch', got {negatives!r}")
     train_set = ReceiverPairDataset(
         grouped_sides(train_ds, sides), tokenized, num_negatives=1 if negatives == "sampled" else 0, seed=seed,
-        max_utterances=max_train_utterances,
+        max_utterances=max_train_utterances, allow_shared_sentences=allow_shared_sentences,
     )
     if freeze_layers:
         freeze_lower_layers(model, freeze_layers)
     eval_set = None
     if eval_ds is not None:
+        eval_examples = grouped_sides(eval_ds, sides)
+        if not allow_shared_sentences:
+            available, _ = fewest_distractors(eval_examples)
+            if 0 < available < eval_negatives:
+                logger.warning("the dev set leaves some sides only %d distractor persona(s) that share no sentence "
+                               "with their own: dev hits_at_1 uses %d instead of %d", available, available,
+                               eval_negatives)
+                eval_negatives = available
         eval_set = ReceiverPairDataset(
-            grouped_sides(eval_ds, sides), tokenized, num_negatives=eval_negatives, seed=seed + 1, fixed=True
+            eval_examples, tokenized, num_negatives=eval_negatives, seed=seed + 1, fixed=True,
+            allow_shared_sentences=allow_shared_sentences,
         )
 
     steps_per_epoch = math.ceil(len(train_set) / batch_size)
@@ -558,7 +611,8 @@ def train_receiver(
         train_dataset=train_set,
         eval_dataset=eval_set,
         processing_class=tokenizer,
-        data_collator=ReceiverCollator(pad_token_id=tokenizer.pad_token_id or 0),
+        data_collator=ReceiverCollator(pad_token_id=tokenizer.pad_token_id or 0,
+                                       allow_shared_sentences=allow_shared_sentences),
         compute_metrics=receiver_metrics if eval_set is not None else None,
         callbacks=[TauAnnealingCallback(tau_start, tau_end)]
         + ([time_budget_callback(time_budget_minutes)] if time_budget_minutes else []),
