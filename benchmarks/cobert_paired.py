@@ -45,17 +45,12 @@ def main(argv=None):
     from hf_persona.data import read_personachat, shared_data_file, split_by_dialogue
     from hf_persona.evaluation import format_table, mcnemar_exact, paired_bootstrap, reciprocal_ranks
     from hf_persona.training.cobert import candidate_sets, load_selector, ranking_examples
-    from hf_persona.utils import atomic_write_json, command_line
+    from hf_persona.utils import atomic_write_json, command_line, parse_named_folders
 
-    specs = []
-    for spec in args.models:
-        name, sep, folders = spec.partition("=")
-        folders = [f for f in folders.split(",") if f]
-        if not sep or not name or not folders:
-            raise SystemExit(f"expected NAME=FOLDER or NAME=FOLDER1,FOLDER2,..., got {spec!r}")
-        specs.append((name, folders))
-    if specs[0][0] == specs[1][0]:
-        raise SystemExit("give the two models different names")
+    try:
+        specs = parse_named_folders(args.models, several=True)
+    except ValueError as err:
+        raise SystemExit(str(err)) from None
     if len(specs[0][1]) != len(specs[1][1]):
         raise SystemExit(f"give both models the same number of seed folders, got {len(specs[0][1])} and "
                          f"{len(specs[1][1])}")

@@ -34,14 +34,12 @@ def main(argv=None):
     from hf_persona.evaluation import format_table, unigram_f1
     from hf_persona.evaluation.transmitter import transmitter_eval_examples
     from hf_persona.training.transmitter import load_transmitter
-    from hf_persona.utils import atomic_write_json, command_line, machine_description
+    from hf_persona.utils import atomic_write_json, command_line, machine_description, parse_named_folders
 
-    models = []
-    for spec in a.models:
-        name, sep, folder = spec.partition("=")
-        if not sep or not name or not folder:
-            sys.exit(f"expected NAME=FOLDER, got {spec!r}")
-        models.append((name, folder))
+    try:
+        models = [(name, folders[0]) for name, folders in parse_named_folders(a.models)]
+    except ValueError as err:
+        sys.exit(str(err))
     data = shared_data_file(a.data)
     dev = read_personachat(data)
     dev = dev.select(range(800, len(dev)))

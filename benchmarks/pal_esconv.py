@@ -189,6 +189,9 @@ def main(argv=None):
     for v in variants:
         result[v]["ppl_no_strategy"] = evaluated[v]["ppl_no_strategy"]
         result[v]["acc_generated"] = evaluated[v]["acc_generated"]
+        for key in ("ppl_with_persona", "ppl_without_persona", "n_with_persona"):  # evaluations since the split
+            if key in evaluated[v]:
+                result[v][key] = evaluated[v][key]
     if "pal" in result and "no_persona" in result:
         result["pal_beats_no_persona"] = {
             "ppl": result["pal"]["ppl"] < result["no_persona"]["ppl"],

@@ -104,3 +104,23 @@ def parse_floats(text: str) -> list[float]:
         return [float(part) for part in str(text).split(",")]
     except ValueError:
         raise ValueError(f"expected comma-separated numbers such as 0,0,2, got {text!r}") from None
+
+
+def parse_named_folders(specs, several: bool = False) -> list[tuple[str, list[str]]]:
+    """``["pal=runs/a", "base=runs/b,runs/c"]`` -> ``[("pal", ["runs/a"]), ("base", ["runs/b", "runs/c"])]``.
+
+    ``several=False`` allows one folder per name. Raises ValueError naming the expected form, and for a
+    name given twice.
+    """
+    form = "NAME=FOLDER or NAME=FOLDER1,FOLDER2,..." if several else "NAME=FOLDER"
+    out, seen = [], set()
+    for spec in specs:
+        name, sep, rest = str(spec).partition("=")
+        folders = [f for f in rest.split(",") if f]
+        if not sep or not name or not folders or (len(folders) > 1 and not several):
+            raise ValueError(f"expected {form}, got {spec!r}")
+        if name in seen:
+            raise ValueError(f"the name {name!r} is given twice; give each model its own name")
+        seen.add(name)
+        out.append((name, folders))
+    return out

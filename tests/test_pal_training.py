@@ -125,6 +125,25 @@ def test_teacher_forced_metrics_match_the_model_loss_and_argmax(tiny_pal, pal_to
     assert m["ppl_no_strategy"] == pytest.approx(math.exp(no_strategy), rel=1e-5)
 
 
+def test_perplexity_split_by_persona_presence(tiny_pal, pal_tokenizer):
+    from hf_persona.training.pal import pesconv_examples, teacher_forced_metrics
+
+    exs, _ = pesconv_examples([ROW], pal_tokenizer, "pal", with_text=True)
+    assert [bool(e["persona"]) for e in exs] == [False, True]  # turn 2: none yet; turn 4: two sentences
+    both = teacher_forced_metrics(tiny_pal, pal_tokenizer, exs, "pal", batch_size=8)
+    without = teacher_forced_metrics(tiny_pal, pal_tokenizer, exs[:1], "pal")
+    with_p = teacher_forced_metrics(tiny_pal, pal_tokenizer, exs[1:], "pal")
+    assert both["n_with_persona"] == 1
+    assert both["ppl_without_persona"] == pytest.approx(without["ppl"], rel=1e-5)
+    assert both["ppl_with_persona"] == pytest.approx(with_p["ppl"], rel=1e-5)
+    assert without["ppl_with_persona"] is None and without["n_with_persona"] == 0
+    # the overall PPL pools the two parts' tokens, so it lies between them
+    lo, hi = sorted([without["ppl"], with_p["ppl"]])
+    assert lo <= both["ppl"] <= hi
+    plain, _ = pesconv_examples([ROW], pal_tokenizer, "pal")  # no text: no split
+    assert "ppl_with_persona" not in teacher_forced_metrics(tiny_pal, pal_tokenizer, plain, "pal")
+
+
 def test_only_pal_sees_the_persona(tiny_pal, pal_tokenizer):
     from hf_persona.training.pal import pesconv_examples, teacher_forced_metrics
 
@@ -239,6 +258,7 @@ def test_eval_cli_prints_table3_and_writes_flat_json(trained, pesconv_dir, tmp_p
     samples = json.loads((tmp_path / "m.json.samples.json").read_text())
     assert samples["decoding"]["top_k"] == 10 and len(samples["samples"]) == 3
     assert "cos_sim" in res.output and "ppl_no_strategy" in res.output
+    assert f"ppl on turns with a persona (n={metrics['n_with_persona']})" in res.output
 
 
 def test_bad_inputs(pal_tokenizer, tmp_path, pesconv_dir):

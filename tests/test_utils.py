@@ -65,3 +65,15 @@ def test_parse_floats():
     assert parse_floats("0,0,2") == [0.0, 0.0, 2.0] and parse_floats("-1.5") == [-1.5]
     with pytest.raises(ValueError, match="comma-separated numbers such as 0,0,2, got '0,x'"):
         parse_floats("0,x")
+
+
+def test_parse_named_folders():
+    from hf_persona.utils import parse_named_folders
+
+    assert parse_named_folders(["pal=runs/a", "base=runs/b"]) == [("pal", ["runs/a"]), ("base", ["runs/b"])]
+    assert parse_named_folders(["a=x,y,"], several=True) == [("a", ["x", "y"])]
+    for bad in ("runs/a", "=runs/a", "a=", "a=x,y"):
+        with pytest.raises(ValueError, match="expected NAME=FOLDER"):
+            parse_named_folders([bad])
+    with pytest.raises(ValueError, match="given twice"):
+        parse_named_folders(["a=x", "a=y"])

@@ -102,6 +102,13 @@ def eval_pal_cmd(model_dir, data, split, max_examples, max_generate, alpha, batc
            "ppl_no_strategy": metrics["ppl_no_strategy"]}
     click.echo(format_table([row]))
     click.echo("ppl includes the strategy token (as the paper's code); ppl_no_strategy excludes it")
+    if metrics.get("n_with_persona") is not None:
+        def show(value):
+            return "-" if value is None else f"{value:.3f}"
+
+        n_with = metrics["n_with_persona"]
+        click.echo(f"ppl on turns with a persona (n={n_with}): {show(metrics['ppl_with_persona'])}; with the "
+                   f"placeholder (n={metrics['n_teacher_forced'] - n_with}): {show(metrics['ppl_without_persona'])}")
 
 
 def _parse_floats(text, option):

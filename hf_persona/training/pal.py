@@ -472,13 +472,20 @@ def _batches(seq, size):
 
 
 def teacher_forced_metrics(model, tokenizer, examples, variant: str, batch_size: int = 16) -> dict:
-    """Strategy accuracy and perplexities (with / without the strategy token) over ``examples``."""
+    """Strategy accuracy and perplexities (with / without the strategy token) over ``examples``.
+
+    When the examples carry their persona text (``pesconv_examples(..., with_text=True)``), ``ppl`` is
+    also split by whether a persona was known for the turn: ``ppl_with_persona`` / ``ppl_without_persona``
+    (None for an empty part) and ``n_with_persona``; this tells where a persona-fusing model gains or loses.
+    """
     import torch
 
     collate = VariantCollator(tokenizer, variant)
     strategy_ids = torch.tensor(model.config.strategy_token_ids)
     nll_all = nll_resp = 0.0
     n_all = n_resp = correct = 0
+    split = bool(examples) and all("persona" in e for e in examples)
+    part_nll, part_n = [0.0, 0.0], [0, 0]  # [without, with] persona
     for chunk in _batches(examples, batch_size):
         batch = collate(chunk)
         labels = batch.pop("labels")
@@ -488,17 +495,28 @@ def teacher_forced_metrics(model, tokenizer, examples, variant: str, batch_size:
         valid = labels != -100
         nll_all += nll[valid].sum().item()
         n_all += int(valid.sum())
+        if split:
+            row_nll = (nll * valid).sum(dim=1).tolist()
+            row_n = valid.sum(dim=1).tolist()
+            for f, r_nll, r_n in zip(chunk, row_nll, row_n):
+                part_nll[bool(f["persona"])] += r_nll
+                part_n[bool(f["persona"])] += int(r_n)
         nll_resp += nll[:, 1:][valid[:, 1:]].sum().item()
         n_resp += int(valid[:, 1:].sum())
         predicted = logits[:, 0, strategy_ids].argmax(-1)
         gold = torch.tensor([int(f["strategy_id"]) for f in chunk])
         correct += int((predicted == gold).sum())
-    return {
+    out = {
         "acc": 100.0 * correct / len(examples),
         "ppl": math.exp(nll_all / n_all),
         "ppl_no_strategy": math.exp(nll_resp / n_resp),
         "n_teacher_forced": len(examples),
     }
+    if split:
+        out["ppl_without_persona"] = math.exp(part_nll[0] / part_n[0]) if part_n[0] else None
+        out["ppl_with_persona"] = math.exp(part_nll[1] / part_n[1]) if part_n[1] else None
+        out["n_with_persona"] = sum(1 for e in examples if e["persona"])
+    return out
 
 
 def generate_responses(model, tokenizer, examples, variant: str, *, alpha=None, batch_size: int = 16, seed: int = 0,
