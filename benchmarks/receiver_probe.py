@@ -233,6 +233,8 @@ def main(argv=None):
                 r = run_probe(items, scorer)
                 result[f"{prefix}{name}.hits@1.{split}"] = r["hits@1"]
                 result[f"{prefix}{name}.mrr.{split}"] = r["mrr"]
+                for key in ("misses", "misses_to_a_version", "ties"):
+                    result[f"{prefix}{name}.{key}.{split}"] = r[key]
                 if name == "receiver" and not prefix:
                     pairs += r["pairs"]
                     seconds += r["seconds"]

@@ -221,6 +221,12 @@ def test_run_probe_hits_and_mrr_by_hand():
     # item 1: t1 rank 1, t2 rank 3 (t1, d1 above); item 2: t3 rank 3 -> mean(1, 1/3, 1/3)
     assert r["mrr"] == pytest.approx((1 + 1 / 3 + 1 / 3) / 3)
     assert r["pairs"] == 6
+    assert (r["misses"], r["ties"], r["misses_to_a_version"]) == (1, 1, 0)
+    # the same scores when the second item's tying distractor is another version of its persona
+    items[1]["candidates"][1] = ("t3", "x")
+    sentence["x"] = 0.0
+    r = run_probe(items, _FixedScorer(persona, sentence))
+    assert (r["misses"], r["ties"], r["misses_to_a_version"]) == (1, 1, 1)
 
 
 def test_build_probe_items_is_seeded_and_clean(sample):

@@ -206,7 +206,13 @@ class TfidfScorer:
 
 
 def run_probe(items: Sequence[dict], scorer) -> dict:
-    """Hits@1 over the candidates, MRR of the true persona sentences, and throughput of ``scorer``."""
+    """Hits@1 over the candidates, MRR of the true persona sentences, and throughput of ``scorer``.
+
+    Also counts the misses (a distractor scores at least as high as the true persona; ties count
+    against), the misses where such a distractor shares a sentence with the true persona
+    (``misses_to_a_version``: 0 by construction unless the items allow shared sentences) and the
+    exact ties (``ties``: the best distractor scores exactly the true persona's score).
+    """
     if not items:
         raise HFPersonaError("the probe has no items")
     start = time.perf_counter()
@@ -222,8 +228,14 @@ def run_probe(items: Sequence[dict], scorer) -> dict:
             if s in true:
                 sentence_rr.append(mrr(scores[None, :], positive=j))
     n_pairs = persona.shape[0] * persona.shape[1]
+    beaten = persona[:, 1:] >= persona[:, :1]  # [items, distractors]
+    versions = np.array([[shares_sentence(c, it["candidates"][0]) for c in it["candidates"][1:]] for it in items],
+                        dtype=bool).reshape(beaten.shape)
     return {
         "hits@1": hits_at_k(persona, 1),
+        "misses": int(beaten.any(axis=1).sum()),
+        "misses_to_a_version": int((beaten & versions).any(axis=1).sum()),
+        "ties": int((persona[:, 1:].max(axis=1) == persona[:, 0]).sum()) if persona.shape[1] > 1 else 0,
         "mrr": float(np.mean(sentence_rr)),
         "pairs": n_pairs,
         "seconds": elapsed,
