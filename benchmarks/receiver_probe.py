@@ -47,7 +47,6 @@ from hf_persona.evaluation.receiver_probe import (  # noqa: E402
     TfidfScorer,
     build_probe_items,
     run_probe,
-    shares_sentence,
 )
 from hf_persona.training.receiver import (  # noqa: E402
     ReceiverCollator,
@@ -226,11 +225,10 @@ def main(argv=None):
             items = build_probe_items(dialogue_sides(ds), num_candidates=args.candidates, seed=args.seed,
                                       allow_shared_sentences=allow)
             result[f"{prefix}probe_items.{split}"] = len(items)
-            if allow:
-                result[f"{prefix}items_with_a_shared_sentence_distractor.{split}"] = sum(
-                    any(shares_sentence(c, it["candidates"][0]) for c in it["candidates"][1:]) for it in items)
             for name, scorer in (("receiver", ReceiverScorer(model)), ("zeroshot", zeroshot), ("ir", TfidfScorer())):
                 r = run_probe(items, scorer)
+                if allow:
+                    result[f"{prefix}items_with_a_shared_sentence_distractor.{split}"] = r["items_with_a_version"]
                 result[f"{prefix}{name}.hits@1.{split}"] = r["hits@1"]
                 result[f"{prefix}{name}.mrr.{split}"] = r["mrr"]
                 for key in ("misses", "misses_to_a_version", "ties"):

@@ -222,11 +222,13 @@ def test_run_probe_hits_and_mrr_by_hand():
     assert r["mrr"] == pytest.approx((1 + 1 / 3 + 1 / 3) / 3)
     assert r["pairs"] == 6
     assert (r["misses"], r["ties"], r["misses_to_a_version"]) == (1, 1, 0)
+    assert r["items_with_a_version"] == 0
     # the same scores when the second item's tying distractor is another version of its persona
     items[1]["candidates"][1] = ("t3", "x")
     sentence["x"] = 0.0
     r = run_probe(items, _FixedScorer(persona, sentence))
     assert (r["misses"], r["ties"], r["misses_to_a_version"]) == (1, 1, 1)
+    assert r["items_with_a_version"] == 1
 
 
 def test_build_probe_items_is_seeded_and_clean(sample):

@@ -388,7 +388,8 @@ def register_commands(cli):
             [s[1] for s in splits], output_dir, backbone=backbone, eval_ds=[s[2] for s in splits],
             max_steps=max_steps, num_train_epochs=epochs, batch_size=batch_size, learning_rate=lr,
             share_encoders=not separate_encoders, negatives=negatives, max_train_utterances=max_train_utterances,
-            freeze_layers=freeze_layers, allow_shared_sentences=allow_shared_sentences, margin=margin, l1_weight=l1_weight, loss_type=loss_type,
+            freeze_layers=freeze_layers, allow_shared_sentences=allow_shared_sentences, margin=margin,
+            l1_weight=l1_weight, loss_type=loss_type,
             loss_temperature=loss_temperature, tau_start=tau_start,
             tau_end=tau_end, eval_steps=eval_steps, seed=seed, resume=not no_resume,
         )
@@ -409,8 +410,9 @@ def register_commands(cli):
     @click.option("--baselines/--no-baselines", default=True, show_default=True, help="Also run TF-IDF IR and zero-shot cosine.")
     @click.option("--zeroshot-backbone", default="minilm", show_default=True, help="Encoder of the zero-shot baseline.")
     @click.option("--allow-shared-sentences", is_flag=True,
-                  help="Let a distractor persona of the probe share sentences with the true one (older behaviour; by default "
-                       "such personas are versions of the same persona and are never distractors).")
+                  help="Let a distractor persona of the probe share sentences with the true one (older "
+                       "behaviour; by default such personas are versions of the same persona and are never "
+                       "distractors).")
     @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write flat metrics JSON here.")
     def eval_receiver_cmd(model_dir, data, first, dev_fraction, candidates, seed, baselines, zeroshot_backbone,
                           allow_shared_sentences, json_out):

@@ -211,7 +211,8 @@ def run_probe(items: Sequence[dict], scorer) -> dict:
     Also counts the misses (a distractor scores at least as high as the true persona; ties count
     against), the misses where such a distractor shares a sentence with the true persona
     (``misses_to_a_version``: 0 by construction unless the items allow shared sentences) and the
-    exact ties (``ties``: the best distractor scores exactly the true persona's score).
+    exact ties (``ties``: the best distractor scores exactly the true persona's score), and the items that
+    hold such a version at all (``items_with_a_version``, the same for every scorer).
     """
     if not items:
         raise HFPersonaError("the probe has no items")
@@ -235,6 +236,7 @@ def run_probe(items: Sequence[dict], scorer) -> dict:
         "hits@1": hits_at_k(persona, 1),
         "misses": int(beaten.any(axis=1).sum()),
         "misses_to_a_version": int((beaten & versions).any(axis=1).sum()),
+        "items_with_a_version": int(versions.any(axis=1).sum()),
         "ties": int((persona[:, 1:].max(axis=1) == persona[:, 0]).sum()) if persona.shape[1] > 1 else 0,
         "mrr": float(np.mean(sentence_rr)),
         "pairs": n_pairs,

@@ -16,7 +16,7 @@ import math
 import os
 import random
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -133,19 +133,15 @@ def fewest_distractors(examples: Sequence[dict]) -> tuple[int, dict]:
 
     A possible distractor is another persona of the example's group that shares no sentence with its own.
     """
-    pools: dict = {}
+    first: dict = {}  # (group, persona) -> the first example holding it
     for e in examples:
-        pools.setdefault(e.get("group", 0), set()).add(frozenset(e["persona"]))
-    counts = {}
-    fewest = None
-    for e in examples:
-        true = frozenset(e["persona"])
-        if (e.get("group", 0), true) not in counts:
-            counts[e.get("group", 0), true] = sum(1 for key in pools[e.get("group", 0)] if not shares_sentence(key, true))
-        n = counts[e.get("group", 0), true]
-        if fewest is None or n < fewest[0]:
+        first.setdefault((e.get("group", 0), frozenset(e["persona"])), e)
+    fewest = (0, {})
+    for i, ((group, true), e) in enumerate(first.items()):
+        n = sum(1 for g, key in first if g == group and not shares_sentence(key, true))
+        if i == 0 or n < fewest[0]:
             fewest = (n, e)
-    return fewest if fewest is not None else (0, {})
+    return fewest
 
 
 class ReceiverPairDataset(torch.utils.data.Dataset):
@@ -507,7 +503,7 @@ def train_receiver(
     from transformers import AutoTokenizer
 
     from ..backbones import resolve
-    from ..models.receiver import ReceiverConfig, ReceiverModel
+    from ..models.receiver import ReceiverModel
     from ..utils import set_seed
 
     from ..models.receiver.configuration_receiver import LOSS_TYPES
