@@ -144,6 +144,34 @@ def test_perplexity_split_by_persona_presence(tiny_pal, pal_tokenizer):
     assert "ppl_with_persona" not in teacher_forced_metrics(tiny_pal, pal_tokenizer, plain, "pal")
 
 
+def test_persona_input_ablation_placeholder_and_none(tiny_pal, pal_tokenizer):
+    import torch
+
+    from hf_persona.training.pal import VariantCollator, pesconv_examples, teacher_forced_metrics
+
+    exs, _ = pesconv_examples([ROW], pal_tokenizer, "pal", with_text=True)
+    given = teacher_forced_metrics(tiny_pal, pal_tokenizer, exs, "pal", batch_size=8)
+    assert teacher_forced_metrics(tiny_pal, pal_tokenizer, exs, "pal", batch_size=8, persona_input="given") == given
+    # placeholder: the same as examples built with no persona known at any turn
+    unknown, _ = pesconv_examples([dict(ROW, personas=[[]] * 5)], pal_tokenizer, "pal")
+    placeholder = teacher_forced_metrics(tiny_pal, pal_tokenizer, exs, "pal", batch_size=8, persona_input="placeholder")
+    assert placeholder["ppl"] == pytest.approx(teacher_forced_metrics(tiny_pal, pal_tokenizer, unknown, "pal")["ppl"], rel=1e-5)
+    assert placeholder["n_with_persona"] == 1  # the split still follows whether the turn had a persona
+    assert placeholder["ppl_without_persona"] == pytest.approx(given["ppl_without_persona"], rel=1e-5)
+    assert placeholder["ppl_with_persona"] != pytest.approx(given["ppl_with_persona"], rel=1e-4)
+    # none: the decoder over the plain dialogue states H_D (no persona pass at all)
+    batch = VariantCollator(pal_tokenizer, "pal")(exs)
+    with torch.no_grad():
+        free = tiny_pal(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
+    none = teacher_forced_metrics(tiny_pal, pal_tokenizer, exs, "pal", batch_size=8, persona_input="none")
+    assert none["ppl"] == pytest.approx(math.exp(free.item()), rel=1e-5)
+    assert none["ppl"] != pytest.approx(given["ppl"], rel=1e-4)
+    with pytest.raises(HFPersonaError, match="expected one of"):
+        teacher_forced_metrics(tiny_pal, pal_tokenizer, exs, "pal", persona_input="empty")
+    with pytest.raises(HFPersonaError, match="only the 'pal' variant"):
+        teacher_forced_metrics(tiny_pal, pal_tokenizer, exs, "no_persona", persona_input="none")
+
+
 def test_only_pal_sees_the_persona(tiny_pal, pal_tokenizer):
     from hf_persona.training.pal import pesconv_examples, teacher_forced_metrics
 

@@ -471,16 +471,43 @@ def _batches(seq, size):
         yield seq[start : start + size]
 
 
-def teacher_forced_metrics(model, tokenizer, examples, variant: str, batch_size: int = 16) -> dict:
+PERSONA_INPUTS = ("given", "placeholder", "none")
+
+
+def placeholder_persona_ids(tokenizer, example: dict) -> list[int]:
+    """The persona input of ``example`` as if no persona were known yet: its frame around the placeholder token."""
+    from ..models.pal import PERSONA_PLACEHOLDER
+
+    n_pre, n_suf = _frame(tokenizer)
+    ids = example["persona_input_ids"]
+    return ids[:n_pre] + [tokenizer.convert_tokens_to_ids(PERSONA_PLACEHOLDER)] + (ids[len(ids) - n_suf:] if n_suf else [])
+
+
+def teacher_forced_metrics(model, tokenizer, examples, variant: str, batch_size: int = 16,
+                           persona_input: str = "given") -> dict:
     """Strategy accuracy and perplexities (with / without the strategy token) over ``examples``.
 
     When the examples carry their persona text (``pesconv_examples(..., with_text=True)``), ``ppl`` is
     also split by whether a persona was known for the turn: ``ppl_with_persona`` / ``ppl_without_persona``
     (None for an empty part) and ``n_with_persona``; this tells where a persona-fusing model gains or loses.
+
+    ``persona_input`` (``pal`` variant only) is an ablation of what the trained model reads:
+    ``"given"`` (the example's persona), ``"placeholder"`` (every persona replaced by the placeholder,
+    as on turns where none is known yet) or ``"none"`` (no persona pass: the decoder reads the plain
+    dialogue states H_D, the persona-free logits of contrastive decoding). The split keeps following
+    whether the turn *had* a persona.
     """
     import torch
 
-    collate = VariantCollator(tokenizer, variant)
+    if persona_input not in PERSONA_INPUTS:
+        raise HFPersonaError(f"persona_input={persona_input!r}; expected one of {list(PERSONA_INPUTS)}")
+    if persona_input != "given":
+        if variant != "pal":
+            raise HFPersonaError(f"persona_input={persona_input!r} ablates the persona fusion; only the 'pal' "
+                                 f"variant has one (got {variant!r})")
+        if persona_input == "placeholder":
+            examples = [dict(e, persona_input_ids=placeholder_persona_ids(tokenizer, e)) for e in examples]
+    collate = VariantCollator(tokenizer, "no_persona" if persona_input == "none" else variant)
     strategy_ids = torch.tensor(model.config.strategy_token_ids)
     nll_all = nll_resp = 0.0
     n_all = n_resp = correct = 0
