@@ -172,6 +172,35 @@ def test_persona_input_ablation_placeholder_and_none(tiny_pal, pal_tokenizer):
         teacher_forced_metrics(tiny_pal, pal_tokenizer, exs, "no_persona", persona_input="none")
 
 
+def test_persona_information_counts_response_words_by_where_they_appear(pal_tokenizer):
+    from hf_persona.training.pal import persona_information
+
+    row = {
+        "dialogue_id": 7,
+        "utterances": ["hello , how can i help ?", "my dog died last week .", "i am so sorry to hear that .",
+                       "it is hard . i cry .", "your dog was family to you ."],
+        "speakers": ["sys", "usr", "sys", "usr", "sys"],
+        "strategies": ["Question", "", "Reflection of feelings", "", "Affirmation and Reassurance"],
+        "personas": [[], [], [], [], ["i had a dog."]],
+    }
+    # content words: turn 2 response {sorri, hear}: nowhere before; turn 4 response {dog, famili},
+    # persona {dog}; a 12-token window holds only "[Seeker] it is hard . i cry . [SEP] [Supporter]"
+    short = persona_information([row], pal_tokenizer, max_source_length=12)
+    assert short["examples"] == 2 and short["response_content_words"] == 4
+    assert short["in_window"] == 0.0
+    assert short["in_history_not_window"] == pytest.approx(1 / 4)  # "dog", cut off by the window
+    assert short["examples_with_persona"] == 1 and short["response_content_words_with_persona"] == 2
+    assert short["in_persona"] == pytest.approx(1 / 2) and short["persona_only"] == pytest.approx(1 / 2)
+    assert short["examples_where_persona_adds_a_word"] == 1
+    # a window that holds the whole dialogue: the persona's "dog" is already visible
+    full = persona_information([row], pal_tokenizer, max_source_length=128)
+    assert full["in_window"] == pytest.approx(1 / 4) and full["in_history_not_window"] == 0.0
+    assert full["in_persona"] == pytest.approx(1 / 2) and full["persona_only"] == 0.0
+    assert full["examples_where_persona_adds_a_word"] == 0
+    none = persona_information([dict(row, personas=[[]] * 5)], pal_tokenizer, max_source_length=128)
+    assert none["examples_with_persona"] == 0 and none["persona_only"] is None
+
+
 def test_only_pal_sees_the_persona(tiny_pal, pal_tokenizer):
     from hf_persona.training.pal import pesconv_examples, teacher_forced_metrics
 

@@ -615,6 +615,70 @@ def generation_metrics(hyps: Sequence[str], refs: Sequence[str], personas: Seque
     return out
 
 
+def persona_information(rows: Sequence[dict], tokenizer, max_source_length: int, max_target_length: int = 50) -> dict:
+    """How much of each reference response a persona could supply that the encoder's dialogue window does not.
+
+    For every example of ``pesconv_examples(rows, ...)`` (one per answerable supporter turn) the
+    response's content words (``persona_extractor.content_words``: stemmed, function words dropped)
+    are looked up in the dialogue window the model reads (its ``input_ids``, decoded), in the
+    whole dialogue history before the turn, and in the persona known at the turn. Shares are of
+    response content words, pooled over examples:
+
+    * ``in_window``: already visible to any model that reads the dialogue;
+    * ``in_history_not_window``: said earlier but cut off by ``max_source_length`` - the most a
+      perfect summary of the history could add;
+    * ``persona_only``: in the persona but not in the window - what this persona does add
+      (examples with a persona; ``in_window_with_persona``, ``in_persona`` likewise).
+
+    A persona that supplies almost no response word beyond the window cannot lower perplexity by
+    much, whatever the fusion does.
+    """
+    from .persona_extractor import content_words
+
+    examples, _ = pesconv_examples(rows, tokenizer, "pal", max_source_length=max_source_length,
+                                   max_persona_length=max_source_length, max_target_length=max_target_length,
+                                   with_text=True)
+    by_id = {row.get("dialogue_id", r): row for r, row in enumerate(rows)}
+    total = in_window = in_history = 0
+    p_total = p_window = p_persona = p_only = 0
+    with_persona = with_gain = 0
+    for ex in examples:
+        words = content_words(ex["response"])
+        window = content_words(tokenizer.decode(ex["input_ids"], skip_special_tokens=True))
+        history = set()
+        for utt in by_id[ex["dialogue_id"]]["utterances"][: ex["turn"]]:
+            history |= content_words(utt)
+        total += len(words)
+        in_window += len(words & window)
+        in_history += len((words & history) - window)
+        if ex["persona"]:
+            persona = content_words(" ".join(ex["persona"]))
+            with_persona += 1
+            p_total += len(words)
+            p_window += len(words & window)
+            p_persona += len(words & persona)
+            gain = len((words & persona) - window)
+            p_only += gain
+            with_gain += gain > 0
+
+    def share(a, b):
+        return a / b if b else None
+
+    return {
+        "max_source_length": max_source_length,
+        "examples": len(examples),
+        "response_content_words": total,
+        "in_window": share(in_window, total),
+        "in_history_not_window": share(in_history, total),
+        "examples_with_persona": with_persona,
+        "response_content_words_with_persona": p_total,
+        "in_window_with_persona": share(p_window, p_total),
+        "in_persona": share(p_persona, p_total),
+        "persona_only": share(p_only, p_total),
+        "examples_where_persona_adds_a_word": with_gain,
+    }
+
+
 def evaluate_pal(model_dir, data, *, split: str = "valid", max_examples: int | None = None,
                  max_generate: int | None = None, alpha=None, batch_size: int = 16, seed: int = 0,
                  decoding: dict | None = None, embedder: SentenceEmbedder | None = None, json_out=None,
