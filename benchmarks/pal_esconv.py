@@ -90,6 +90,7 @@ def stage_train(args, work: Path, variant: str) -> dict:
         work / "pesconv", out, variant=variant, max_steps=args.max_steps, batch_size=args.batch_size,
         learning_rate=args.lr, mixture_learning_rate=args.mixture_lr or None,
         mixture_init=args.mixture_init, fusion_norm_init=args.fusion_norm_init,
+        persona_alignment=args.persona_alignment,
         warmup_steps=args.warmup_steps, eval_steps=args.eval_steps,
         max_eval_examples=args.loss_eval_examples, max_source_length=args.max_source_length,
         max_persona_length=args.max_persona_length, max_target_length=args.max_target_length, seed=args.seed,
@@ -142,6 +143,8 @@ def main(argv=None):
                    help="PAL's initial eq. 4 logits 'w1,w2,w3' (default: equal, the paper)")
     p.add_argument("--fusion-norm-init", choices=("fresh", "encoder"), default="fresh",
                    help="PAL's co-attention LayerNorms: fresh (the paper's code) or a copy of the encoder's last one.")
+    p.add_argument("--persona-alignment", choices=("coattention", "concat"), default="coattention",
+                   help="PAL's persona term: carried onto dialogue positions (default) or appended as decoder keys.")
     p.add_argument("--warmup-steps", type=int, default=10)
     p.add_argument("--eval-steps", type=int, default=20)
     p.add_argument("--loss-eval-examples", type=int, default=64)
@@ -219,7 +222,7 @@ def main(argv=None):
         "training": {v: {k: trained[v].get(k) for k in ("global_step", "examples_seen", "train_examples",
                                                         "valid_loss", "train_loss", "train_seconds", "batch_size",
                                                         "learning_rate", "mixture_learning_rate", "mixture_init",
-                                                        "fusion_norm_init",
+                                                        "fusion_norm_init", "persona_alignment",
                                                         "mixture_weights",
                                                         "max_source_length", "max_persona_length",
                                                         "max_target_length")}

@@ -19,11 +19,12 @@ from hf_persona.models.pal import PALCollator, PALForConditionalGeneration, buil
 DISTINCT = {name: round(0.15 + 0.2 * i, 2) for i, name in enumerate(STRATEGY_NAMES)}
 
 
-@pytest.fixture(scope="module")
-def pal(tiny_bert_dir):
+@pytest.fixture(scope="module", params=["coattention", "concat"])
+def pal(tiny_bert_dir, request):
+    """Both persona alignments: with "concat" the persona pass has more keys than the persona-free one."""
     torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(tiny_bert_dir)
-    model = PALForConditionalGeneration.from_backbone(tiny_bert_dir, tokenizer).eval()
+    model = PALForConditionalGeneration.from_backbone(tiny_bert_dir, tokenizer, persona_alignment=request.param).eval()
     examples = [
         build_pal_example(["hi", "hello , how can i help ?", "i lost my job and i feel awful about it"],
                           ["usr", "sys", "usr"], ["", "Question", ""], ["i am a teacher .", "i have two kids ."],

@@ -161,7 +161,8 @@ def test_fusion_matches_reference_and_ignores_padding():
     hd, hp = torch.randn(2, 5, 8), torch.randn(2, 4, 8)
     md = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
     mp = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])
-    fused, _, attn, lam = fusion(hd, md, hp, mp)
+    fused, mask, _, attn, lam = fusion(hd, md, hp, mp)
+    assert torch.equal(mask, md)
     ref = _reference_fusion(fusion, hd, md, hp, mp)
     valid = md.bool()
     torch.testing.assert_close(fused[valid], ref[valid], atol=1e-5, rtol=1e-5)
@@ -186,6 +187,63 @@ def test_all_persona_tokens_reach_the_decoder_states():
     hp2 = hp.clone()
     hp2[0, 6] += 3.0  # change only the last persona token, far beyond the dialogue length
     assert (fusion(hd, ones_d, hp2, ones_p)[0] - base).abs().max() > 1e-3
+
+
+def test_concat_alignment_appends_the_refined_persona_as_keys():
+    torch.manual_seed(3)
+    fusion = PALPersonaFusion(8, alignment="concat")
+    with torch.no_grad():
+        fusion.mixture_logits.copy_(torch.tensor([0.3, -0.2, 0.5]))
+        fusion.persona_norm.weight.uniform_(0.5, 1.5)
+    hd, hp = torch.randn(2, 5, 8), torch.randn(2, 4, 8)
+    md = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
+    mp = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])
+    fused, mask, _, _, lam = fusion(hd, md, hp, mp)
+    assert fused.shape == (2, 9, 8)
+    assert mask.tolist() == [[1, 1, 1, 1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 1, 1, 0, 0]]
+    for b in range(2):  # eq. 2-3 by hand on the real tokens; dialogue part l1 H^_D + l3 H_D, persona part l2 H^_P
+        n, m = int(md[b].sum()), int(mp[b].sum())
+        D, P = hd[b, :n], hp[b, :m]
+        Dh = fusion.dialogue_norm(D + torch.softmax(D @ P.T, dim=1) @ P)
+        Ph = fusion.persona_norm(P + torch.softmax(P @ D.T, dim=1) @ D)
+        torch.testing.assert_close(fused[b, :n], lam[0] * Dh + lam[2] * D, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(fused[b, 5:5 + m], lam[1] * Ph, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="alignment"):
+        PALPersonaFusion(8, alignment="truncate")
+
+
+def test_concat_alignment_model_ignores_persona_padding_and_round_trips(tiny_bert_dir, tmp_path):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert_dir)
+    torch.manual_seed(0)
+    model = PALForConditionalGeneration.from_backbone(tiny_bert_dir, tokenizer, persona_alignment="concat").eval()
+    batch = _batch(tokenizer)
+    assert (batch["persona_attention_mask"][1] == 0).any()  # the second persona (placeholder) is padded
+    with torch.no_grad():
+        out = model(**batch)
+        enc = model.encode(batch["input_ids"], batch["attention_mask"], batch["persona_input_ids"],
+                           batch["persona_attention_mask"])
+        alone = model(**{k: v[1:] for k, v in batch.items()})
+    n, m = batch["input_ids"].shape[1], batch["persona_input_ids"].shape[1]
+    assert enc.last_hidden_state.shape[1] == n + m
+    assert torch.equal(enc.attention_mask, torch.cat([batch["attention_mask"], batch["persona_attention_mask"]], 1))
+    real = batch["labels"][1] != -100  # the padded example scores the same as on its own
+    torch.testing.assert_close(out.logits[1][real], alone.logits[0][real[: alone.logits.shape[1]]], atol=1e-5, rtol=1e-5)
+    # the persona keys matter: another persona changes the logits, no persona gives the H_D decoder
+    other = _batch(tokenizer, personas=(["i love sailing ."], ["i have a cat ."]))
+    with torch.no_grad():
+        changed = model(**other).logits
+        free = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
+    assert (changed[0] - out.logits[0]).abs().max() > 1e-4
+    assert free.encoder_last_hidden_state.shape[1] == n
+    model.save_pretrained(tmp_path)
+    again = PALForConditionalGeneration.from_pretrained(tmp_path).eval()
+    assert again.config.persona_alignment == "concat"
+    with torch.no_grad():
+        torch.testing.assert_close(again(**batch).logits, out.logits, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="persona_alignment must be one of"):
+        PALConfig(persona_alignment="truncate")
 
 
 def test_mixture_weights_start_equal(pal):

@@ -278,9 +278,27 @@ def test_mixture_logits_get_their_own_learning_rate(pesconv_dir, tiny_bert_dir, 
         train_pal(pesconv_dir, tmp_path / "bad", mixture_learning_rate=-1.0, **common)
     with pytest.raises(HFPersonaError, match="mixture_init must be three finite numbers"):
         train_pal(pesconv_dir, tmp_path / "bad", mixture_init=[0.0, 1.0], **common)
-    assert own["fusion_norm_init"] == "fresh"
+    assert own["fusion_norm_init"] == "fresh" and own["persona_alignment"] == "coattention"
     with pytest.raises(HFPersonaError, match="fusion_norm_init must be one of"):
         train_pal(pesconv_dir, tmp_path / "bad", fusion_norm_init="copy", **common)
+    with pytest.raises(HFPersonaError, match="persona_alignment must be one of"):
+        train_pal(pesconv_dir, tmp_path / "bad", persona_alignment="truncate", **common)
+
+
+def test_train_and_evaluate_with_the_concat_alignment(pesconv_dir, tiny_bert_dir, tmp_path):
+    from hf_persona.training.pal import load_pal_for_eval, pesconv_examples, teacher_forced_metrics, train_pal
+
+    summary = train_pal(pesconv_dir, tmp_path / "concat", variant="pal", backbone=tiny_bert_dir, max_steps=2,
+                        eval_steps=2, batch_size=4, warmup_steps=0, learning_rate=1e-3, max_eval_examples=4,
+                        max_source_length=48, max_persona_length=16, max_target_length=12, progress=False,
+                        persona_alignment="concat")
+    assert summary["persona_alignment"] == "concat"
+    model, tok, cfg = load_pal_for_eval(tmp_path / "concat")
+    assert model.config.persona_alignment == "concat"
+    exs, _ = pesconv_examples([ROW], tok, "pal", max_source_length=48, max_persona_length=16, max_target_length=12)
+    given = teacher_forced_metrics(model, tok, exs, "pal")
+    none = teacher_forced_metrics(model, tok, exs, "pal", persona_input="none")
+    assert math.isfinite(given["ppl"]) and given["ppl"] != pytest.approx(none["ppl"], rel=1e-5)
 
 
 def test_train_pal_cli_rejects_a_bad_mixture_init(pesconv_dir, tmp_path):

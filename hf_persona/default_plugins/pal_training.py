@@ -50,6 +50,10 @@ def _parse_alpha(value):
 @click.option("--fusion-norm-init", type=click.Choice(["fresh", "encoder"]), default="fresh", show_default=True,
               help="Start the two co-attention LayerNorms fresh (the paper's code) or as a copy of the encoder's "
                    "last one.")
+@click.option("--persona-alignment", type=click.Choice(["coattention", "concat"]), default="coattention",
+              show_default=True,
+              help="How the refined persona meets the decoder: carried onto dialogue positions by the eq. 2 "
+                   "attention, or appended as extra keys.")
 @click.option("--warmup-steps", default=100, show_default=True)
 @click.option("--eval-steps", default=100, show_default=True)
 @click.option("--max-train-examples", default=None, type=int)
@@ -61,8 +65,8 @@ def _parse_alpha(value):
 @click.option("--no-resume", is_flag=True, help="Start afresh even when OUTPUT_DIR holds checkpoints.")
 @click.option("--json", "json_out", default=None, type=click.Path(dir_okay=False))
 def train_pal_cmd(data, output_dir, variant, backbone, max_steps, epochs, budget_minutes, batch_size, learning_rate,
-                  mixture_learning_rate, mixture_init, fusion_norm_init, warmup_steps, eval_steps, max_train_examples,
-                  max_eval_examples, max_source_length, max_persona_length, max_target_length, seed, no_resume, json_out):
+                  mixture_learning_rate, mixture_init, fusion_norm_init, persona_alignment, warmup_steps, eval_steps,
+                  max_train_examples, max_eval_examples, max_source_length, max_persona_length, max_target_length, seed, no_resume, json_out):
     """Train PAL (or a baseline) on PESConv with the Trainer (progress, best checkpoint, resume)."""
     from hf_persona.training.pal import train_pal
 
@@ -70,7 +74,7 @@ def train_pal_cmd(data, output_dir, variant, backbone, max_steps, epochs, budget
         data, output_dir, variant=variant, backbone=backbone, max_steps=max_steps, epochs=epochs,
         budget_minutes=budget_minutes, batch_size=batch_size, learning_rate=learning_rate,
         mixture_learning_rate=mixture_learning_rate or None, mixture_init=_parse_floats(mixture_init, "--mixture-init"),
-        fusion_norm_init=fusion_norm_init,
+        fusion_norm_init=fusion_norm_init, persona_alignment=persona_alignment,
         warmup_steps=warmup_steps, eval_steps=eval_steps, max_train_examples=max_train_examples,
         max_eval_examples=max_eval_examples,
         max_source_length=max_source_length, max_persona_length=max_persona_length,

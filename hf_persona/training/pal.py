@@ -268,6 +268,7 @@ def train_pal(
     mixture_learning_rate: float | None = 1e-2,
     mixture_init: Sequence[float] | None = None,
     fusion_norm_init: str | None = None,
+    persona_alignment: str | None = None,
     warmup_steps: int = 100,
     eval_steps: int = 100,
     max_train_examples: int | None = None,
@@ -300,6 +301,8 @@ def train_pal(
     learn how much persona to mix in; the paper trains for many epochs, where this matters less.
     ``mixture_init``: initial eq. 4 logits (``PALConfig.mixture_init``; None = equal, the paper).
     ``fusion_norm_init``: ``PALConfig.fusion_norm_init`` (None = "fresh", the paper's code).
+    ``persona_alignment``: ``PALConfig.persona_alignment`` (None = "coattention"; "concat" appends
+    the refined persona states as extra decoder keys).
     Returns a summary dict (also written to ``json_out``).
     """
     from transformers import AutoTokenizer, TrainingArguments
@@ -336,6 +339,8 @@ def train_pal(
     init_kwargs = {} if mixture_init is None else {"mixture_init": list(mixture_init)}
     if fusion_norm_init is not None:
         init_kwargs["fusion_norm_init"] = fusion_norm_init
+    if persona_alignment is not None:
+        init_kwargs["persona_alignment"] = persona_alignment
     try:
         model = PALForConditionalGeneration.from_backbone(path, tokenizer=tokenizer, **init_kwargs)
     except ValueError as err:
@@ -399,6 +404,7 @@ def train_pal(
         "mixture_learning_rate": mixture_learning_rate,
         "mixture_init": list(model.config.mixture_init),
         "fusion_norm_init": model.config.fusion_norm_init,
+        "persona_alignment": model.config.persona_alignment,
         "mixture_weights": [round(w, 4) for w in model.mixture_weights().detach().tolist()],
         "seed": seed,
         "resumed_from": resumed_from,

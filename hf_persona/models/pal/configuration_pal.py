@@ -40,6 +40,8 @@ DEFAULT_STRATEGY_ALPHA = {
 
 #: values of ``PALConfig.fusion_norm_init``
 FUSION_NORM_INITS = ("fresh", "encoder")
+#: values of ``PALConfig.persona_alignment``
+PERSONA_ALIGNMENTS = ("coattention", "concat")
 
 
 class PALConfig(PreTrainedConfig):
@@ -70,6 +72,15 @@ class PALConfig(PreTrainedConfig):
     persona-free states H_D have the same shape and mask; this is what lets strategy
     contrastive decoding run both decoder passes as one batch with one cache.
 
+    **The other sound alignment** (``persona_alignment="concat"``): keep the persona term at its own
+    positions and let the decoder cross-attend over the concatenation
+    ``[l1 * LN_d(H_D + Z_D) + l3 * H_D ; l2 * LN_p(H_P + Z_P)]`` with the mask
+    ``[dialogue mask ; persona mask]``. Every persona token is then a key of its own (the decoder
+    can read a persona word directly instead of through the dialogue tokens that attended to it),
+    at the price of ``len(persona)`` more keys per decoder step. The persona-free states are
+    ``[H_D ; 0]`` with the persona part masked out, so the two passes of contrastive decoding
+    still share one shape.
+
     Args:
         backbone (`dict` or `PreTrainedConfig`): config of the seq2seq backbone
             (any ``model_type`` known to ``AutoModelForSeq2SeqLM``; default ``encoder-decoder``).
@@ -84,6 +95,9 @@ class PALConfig(PreTrainedConfig):
             co-attention LayerNorms: ``"fresh"`` (weight 1, bias 0; the paper's code) or
             ``"encoder"`` (a copy of the backbone encoder's last LayerNorm, so that
             LN(H + Z) starts on the scale of the encoder states the decoder was trained on).
+        persona_alignment (`str`, defaults to `"coattention"`): how the persona term of eq. 4 meets
+            the dialogue positions: ``"coattention"`` (carried onto them by A_DP, see above) or
+            ``"concat"`` (appended as extra positions the decoder attends to).
         strategy_token_ids (`list[int]`): vocabulary ids of the eight strategy tokens, in the
             order of ``STRATEGY_NAMES``; set by ``PALForConditionalGeneration.from_backbone``.
         strategy_names (`list[str]`): the eight strategy names (``STRATEGY_NAMES``).
@@ -102,6 +116,7 @@ class PALConfig(PreTrainedConfig):
     layer_norm_eps: float = 1e-5
     mixture_init: list | None = None
     fusion_norm_init: str = "fresh"
+    persona_alignment: str = "coattention"
     strategy_token_ids: list | None = None
     strategy_names: list | None = None
     strategy_alpha: dict | None = None
@@ -124,6 +139,10 @@ class PALConfig(PreTrainedConfig):
         if self.fusion_norm_init not in FUSION_NORM_INITS:
             raise ValueError(
                 f"PALConfig.fusion_norm_init must be one of {list(FUSION_NORM_INITS)}, got {self.fusion_norm_init!r}"
+            )
+        if self.persona_alignment not in PERSONA_ALIGNMENTS:
+            raise ValueError(
+                f"PALConfig.persona_alignment must be one of {list(PERSONA_ALIGNMENTS)}, got {self.persona_alignment!r}"
             )
         if self.strategy_names is None:
             self.strategy_names = list(STRATEGY_NAMES)

@@ -221,12 +221,27 @@ class StrategyContrastiveLogitsProcessor(LogitsProcessor):
 
     def _paired_encoder_states(self, persona_states, dialogue_states, attention_mask):
         """``[H_final; H_D]`` and the doubled mask, built once per generate call (the encoder
-        outputs stay the same tensors across steps) instead of being copied at every step."""
+        outputs stay the same tensors across steps) instead of being copied at every step.
+
+        ``attention_mask`` is the mask of H_final. When H_final has more keys than H_D (persona
+        positions appended, ``persona_alignment="concat"``), H_D is padded with zeros to that
+        length and the extra keys are masked out of the persona-free rows."""
         cached = self._paired
         if cached is not None and cached[0] is persona_states and cached[1] is dialogue_states and cached[2] is attention_mask:
             return cached[3], cached[4]
-        states = torch.cat([persona_states, dialogue_states], dim=0)
-        mask = torch.cat([attention_mask, attention_mask], dim=0)
+        extra = persona_states.shape[1] - dialogue_states.shape[1]
+        free_states, free_mask = dialogue_states, attention_mask
+        if extra > 0:
+            free_states = torch.nn.functional.pad(dialogue_states, (0, 0, 0, extra))
+            free_mask = attention_mask.clone()
+            free_mask[:, -extra:] = 0
+        elif extra < 0:
+            raise ValueError(
+                f"the persona-conditioned states have {persona_states.shape[1]} keys, fewer than the "
+                f"{dialogue_states.shape[1]} dialogue states; they must cover the dialogue positions"
+            )
+        states = torch.cat([persona_states, free_states], dim=0)
+        mask = torch.cat([attention_mask, free_mask], dim=0)
         self._paired = (persona_states, dialogue_states, attention_mask, states, mask)
         return states, mask
 

@@ -42,10 +42,13 @@ class PALEncoderOutput(ModelOutput):
     """Output of the PAL encoder stage.
 
     Attributes:
-        last_hidden_state: the states the decoder cross-attends over, ``[batch, dialogue_len, hidden]``:
-            H_final when a persona was given, H_D otherwise.
-        dialogue_hidden_state: H_D, the plain encoder states of the dialogue (same shape).
+        last_hidden_state: the states the decoder cross-attends over, ``[batch, keys, hidden]``:
+            H_final when a persona was given, H_D otherwise. ``keys`` is the dialogue length, or
+            dialogue + persona length with ``PALConfig.persona_alignment="concat"``.
+        dialogue_hidden_state: H_D, the plain encoder states of the dialogue ``[batch, dialogue_len, hidden]``.
             Strategy contrastive decoding uses them for ``logits(d)``.
+        attention_mask: the mask of ``last_hidden_state`` (1 = a key the decoder may attend to); the
+            model uses it in place of the dialogue mask when it is set.
         persona_hidden_state: H^_P = LN_p(H_P + Z_P), ``[batch, persona_len, hidden]`` (None without persona).
         coattention_weights: A_DP, ``[batch, dialogue_len, persona_len]``, the masked softmax of
             eq. 2 (None without persona).
@@ -57,6 +60,7 @@ class PALEncoderOutput(ModelOutput):
     dialogue_hidden_state: torch.FloatTensor | None = None
     persona_hidden_state: torch.FloatTensor | None = None
     coattention_weights: torch.FloatTensor | None = None
+    attention_mask: torch.LongTensor | None = None
     hidden_states: tuple | None = None
     attentions: tuple | None = None
 
@@ -94,15 +98,21 @@ class PALPersonaFusion(nn.Module):
 
     Z_D = softmax_m(H_D H_P^T) H_P,   H^_D = LN_d(H_D + Z_D)
     Z_P = softmax_m(H_P H_D^T) H_D,   H^_P = LN_p(H_P + Z_P)
-    H_final = l1 H^_D + l2 (A_DP H^_P) + l3 H_D,  (l1, l2, l3) = softmax(w)
+    H_final = l1 H^_D + l2 (A_DP H^_P) + l3 H_D,  (l1, l2, l3) = softmax(w)      (alignment "coattention")
+    H_final = [l1 H^_D + l3 H_D ; l2 H^_P], mask [dialogue ; persona]            (alignment "concat")
 
     ``softmax_m`` gives padded keys exactly zero weight (the authors' code lets padding take
     part in both softmaxes). ``A_DP`` is the eq. 2 attention matrix; it carries the refined
-    persona states onto dialogue positions (see ``PALConfig`` for why).
+    persona states onto dialogue positions (see ``PALConfig`` for why). ``forward`` returns
+    ``(H_final, its mask, H^_P, A_DP, (l1, l2, l3))``.
     """
 
-    def __init__(self, hidden_size: int, layer_norm_eps: float = 1e-5, scale: bool = False):
+    def __init__(self, hidden_size: int, layer_norm_eps: float = 1e-5, scale: bool = False,
+                 alignment: str = "coattention"):
         super().__init__()
+        if alignment not in ("coattention", "concat"):
+            raise ValueError(f"PALPersonaFusion alignment must be 'coattention' or 'concat', got {alignment!r}")
+        self.alignment = alignment
         self.dialogue_norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
         self.persona_norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
         self.mixture_logits = nn.Parameter(torch.zeros(3))
@@ -114,10 +124,14 @@ class PALPersonaFusion(nn.Module):
         attn_pd = _masked_softmax(scores.transpose(1, 2), dialogue_mask)  # persona queries over dialogue keys
         refined_dialogue = self.dialogue_norm(dialogue_states + torch.matmul(attn_dp, persona_states))
         refined_persona = self.persona_norm(persona_states + torch.matmul(attn_pd, dialogue_states))
-        persona_on_dialogue = torch.matmul(attn_dp, refined_persona)  # [B, n, h]
         lam = torch.softmax(self.mixture_logits, dim=0)
+        if self.alignment == "concat":
+            fused = torch.cat([lam[0] * refined_dialogue + lam[2] * dialogue_states, lam[1] * refined_persona], dim=1)
+            mask = torch.cat([dialogue_mask, persona_mask.to(dialogue_mask.dtype)], dim=1)
+            return fused, mask, refined_persona, attn_dp, lam
+        persona_on_dialogue = torch.matmul(attn_dp, refined_persona)  # [B, n, h]
         fused = lam[0] * refined_dialogue + lam[1] * persona_on_dialogue + lam[2] * dialogue_states
-        return fused, refined_persona, attn_dp, lam
+        return fused, dialogue_mask, refined_persona, attn_dp, lam
 
 
 def _last_layer_norm(module: nn.Module, hidden_size: int):
@@ -223,7 +237,8 @@ class PALForConditionalGeneration(PALPreTrainedModel, GenerationMixin):
         if backbone is None:
             backbone = AutoModelForSeq2SeqLM.from_config(config.backbone)
         self.backbone = backbone
-        self.fusion = PALPersonaFusion(config.hidden_size, config.layer_norm_eps, config.coattention_scale)
+        self.fusion = PALPersonaFusion(config.hidden_size, config.layer_norm_eps, config.coattention_scale,
+                                       config.persona_alignment)
         self._contrast = None  # the bound StrategyContrastiveLogitsProcessor while generate() runs
         self.post_init()
 
@@ -348,7 +363,7 @@ class PALForConditionalGeneration(PALPreTrainedModel, GenerationMixin):
             attention_mask = torch.ones(ref.shape[:2], dtype=torch.long, device=ref.device)
         dialogue = self._backbone_encode(input_ids, attention_mask, inputs_embeds)
         if persona_input_ids is None:
-            return PALEncoderOutput(last_hidden_state=dialogue, dialogue_hidden_state=dialogue)
+            return PALEncoderOutput(last_hidden_state=dialogue, dialogue_hidden_state=dialogue, attention_mask=attention_mask)
         if persona_input_ids.shape[0] != dialogue.shape[0]:
             raise ValueError(
                 f"persona_input_ids has batch size {persona_input_ids.shape[0]} but the dialogue has "
@@ -362,12 +377,15 @@ class PALForConditionalGeneration(PALPreTrainedModel, GenerationMixin):
                 "placeholder persona from processing_pal when no persona is known"
             )
         persona = self._backbone_encode(persona_input_ids, persona_attention_mask)
-        fused, refined_persona, attn_dp, lam = self.fusion(dialogue, attention_mask, persona, persona_attention_mask)
+        fused, fused_mask, refined_persona, attn_dp, lam = self.fusion(
+            dialogue, attention_mask, persona, persona_attention_mask
+        )
         return PALEncoderOutput(
             last_hidden_state=fused,
             dialogue_hidden_state=dialogue,
             persona_hidden_state=refined_persona,
             coattention_weights=attn_dp,
+            attention_mask=fused_mask,
         )
 
     # ------------------------------------------------------------------ forward
@@ -415,7 +433,9 @@ class PALForConditionalGeneration(PALPreTrainedModel, GenerationMixin):
             states = encoder_outputs[0] if isinstance(encoder_outputs, (tuple, list)) else encoder_outputs.last_hidden_state
             encoder_outputs = PALEncoderOutput(last_hidden_state=states)
         states = encoder_outputs.last_hidden_state
-        if attention_mask is None:
+        if encoder_outputs.attention_mask is not None:
+            attention_mask = encoder_outputs.attention_mask  # covers the persona keys of the concat alignment
+        elif attention_mask is None:
             attention_mask = torch.ones(states.shape[:2], dtype=torch.long, device=states.device)
         if decoder_input_ids is None:
             if labels is None:
