@@ -66,7 +66,8 @@ def _parse_alpha(value):
 @click.option("--json", "json_out", default=None, type=click.Path(dir_okay=False))
 def train_pal_cmd(data, output_dir, variant, backbone, max_steps, epochs, budget_minutes, batch_size, learning_rate,
                   mixture_learning_rate, mixture_init, fusion_norm_init, persona_alignment, warmup_steps, eval_steps,
-                  max_train_examples, max_eval_examples, max_source_length, max_persona_length, max_target_length, seed, no_resume, json_out):
+                  max_train_examples, max_eval_examples, max_source_length, max_persona_length, max_target_length, seed,
+                  no_resume, json_out):
     """Train PAL (or a baseline) on PESConv with the Trainer (progress, best checkpoint, resume)."""
     from hf_persona.training.pal import train_pal
 

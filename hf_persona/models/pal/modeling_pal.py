@@ -363,7 +363,9 @@ class PALForConditionalGeneration(PALPreTrainedModel, GenerationMixin):
             attention_mask = torch.ones(ref.shape[:2], dtype=torch.long, device=ref.device)
         dialogue = self._backbone_encode(input_ids, attention_mask, inputs_embeds)
         if persona_input_ids is None:
-            return PALEncoderOutput(last_hidden_state=dialogue, dialogue_hidden_state=dialogue, attention_mask=attention_mask)
+            return PALEncoderOutput(
+                last_hidden_state=dialogue, dialogue_hidden_state=dialogue, attention_mask=attention_mask
+            )
         if persona_input_ids.shape[0] != dialogue.shape[0]:
             raise ValueError(
                 f"persona_input_ids has batch size {persona_input_ids.shape[0]} but the dialogue has "
