@@ -644,16 +644,20 @@ def persona_information(rows: Sequence[dict], tokenizer, max_source_length: int,
     examples, _ = pesconv_examples(rows, tokenizer, "pal", max_source_length=max_source_length,
                                    max_persona_length=max_source_length, max_target_length=max_target_length,
                                    with_text=True)
-    by_id = {row.get("dialogue_id", r): row for r, row in enumerate(rows)}
+    # said_before[dialogue][i]: content words of the utterances before turn i, built once per dialogue
+    said_before = {}
+    for r, row in enumerate(rows):
+        prefix = [set()]
+        for utt in row["utterances"]:
+            prefix.append(prefix[-1] | content_words(utt))
+        said_before[row.get("dialogue_id", r)] = prefix
     total = in_window = in_history = 0
     p_total = p_window = p_persona = p_only = 0
     with_persona = with_gain = 0
     for ex in examples:
         words = content_words(ex["response"])
         window = content_words(tokenizer.decode(ex["input_ids"], skip_special_tokens=True))
-        history = set()
-        for utt in by_id[ex["dialogue_id"]]["utterances"][: ex["turn"]]:
-            history |= content_words(utt)
+        history = said_before[ex["dialogue_id"]][ex["turn"]]
         total += len(words)
         in_window += len(words & window)
         in_history += len((words & history) - window)

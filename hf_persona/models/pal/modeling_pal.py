@@ -33,7 +33,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForSeq2SeqLM, GenerationMixin, PreTrainedModel
 from transformers.modeling_outputs import ModelOutput
 
-from .configuration_pal import STRATEGY_NAMES, STRATEGY_TOKENS, PALConfig
+from .configuration_pal import PERSONA_ALIGNMENTS, STRATEGY_NAMES, STRATEGY_TOKENS, PALConfig
 from .generation_pal import StrategyContrastiveLogitsProcessor
 
 
@@ -110,8 +110,8 @@ class PALPersonaFusion(nn.Module):
     def __init__(self, hidden_size: int, layer_norm_eps: float = 1e-5, scale: bool = False,
                  alignment: str = "coattention"):
         super().__init__()
-        if alignment not in ("coattention", "concat"):
-            raise ValueError(f"PALPersonaFusion alignment must be 'coattention' or 'concat', got {alignment!r}")
+        if alignment not in PERSONA_ALIGNMENTS:
+            raise ValueError(f"PALPersonaFusion alignment must be one of {list(PERSONA_ALIGNMENTS)}, got {alignment!r}")
         self.alignment = alignment
         self.dialogue_norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
         self.persona_norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
