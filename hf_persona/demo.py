@@ -24,6 +24,7 @@ from pathlib import Path
 
 import click
 
+from .training.common import trainer_state
 from .utils import atomic_write_text, get_logger, set_seed
 
 logger = get_logger(__name__)
@@ -407,20 +408,6 @@ def run_conversation(ctx: DemoContext) -> list[dict]:
 def _read_json(path) -> dict:
     path = Path(path)
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-
-
-def trainer_state(run_dir) -> dict:
-    """The most advanced ``trainer_state.json`` under ``run_dir`` (its own or a checkpoint's)."""
-    best: dict = {}
-    for path in Path(run_dir).rglob("trainer_state.json"):
-        try:
-            state = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            continue
-        key = (state.get("global_step", 0), len(state.get("log_history", [])))
-        if not best or key > (best.get("global_step", 0), len(best.get("log_history", []))):
-            best = state
-    return best
 
 
 def plot_training_curves(runs: dict, out_path) -> Path | None:

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from hf_persona import demo
+from hf_persona.training.common import trainer_state
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -79,7 +80,7 @@ def test_training_curves_come_from_trainer_state(tmp_path):
             json.dumps({"global_step": step, "log_history": history}))
     (run / "checkpoint-9").mkdir()
     (run / "checkpoint-9" / "trainer_state.json").write_text('{"global_step": 9, "log_')  # torn: ignored
-    state = demo.trainer_state(run)
+    state = trainer_state(run)
     assert state["global_step"] == 4 and len(state["log_history"]) == 5
     png = demo.plot_training_curves({"Model": run, "Empty": tmp_path / "nothing"}, tmp_path / "curves.png")
     assert png.read_bytes()[:8] == PNG_MAGIC

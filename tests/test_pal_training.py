@@ -2,6 +2,7 @@
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -259,6 +260,33 @@ def test_train_saves_the_best_checkpoint_and_resumes(trained, pesconv_dir, tiny_
                       batch_size=4, warmup_steps=0, learning_rate=1e-3, max_eval_examples=8, max_source_length=64,
                       max_persona_length=24, max_target_length=16, progress=False)
     assert again["resumed_from"].endswith("checkpoint-2") and again["global_step"] == 3
+
+
+def test_training_summary_and_learning_curve_script_report_the_validation_history(trained, tmp_path):
+    import importlib.util
+    import math
+
+    out, summary = trained
+    history = summary["eval_history"]
+    assert [h["step"] for h in history] == [1, 2]  # eval_steps=1, max_steps=2
+    assert all(math.isfinite(h["eval_loss"]) for h in history)
+    spec = importlib.util.spec_from_file_location(
+        "pal_learning_curves", Path(__file__).resolve().parents[1] / "benchmarks" / "pal_learning_curves.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    curve = script.eval_curve(out)  # read back from the checkpoints' trainer_state.json
+    # (the resume test may have added step 3 to the same folder)
+    assert [(p["step"], p["eval_loss"]) for p in curve][:2] == [(h["step"], h["eval_loss"]) for h in history]
+    assert all(p["ppl"] == pytest.approx(math.exp(p["eval_loss"])) for p in curve)
+    result = script.main([f"a={out}", f"b={out}", "--reference", "b", "--plot", str(tmp_path / "c.png"),
+                          "--out", str(tmp_path / "c.json")])
+    assert [g["loss_gap"] for g in result["gaps_to_reference"]["a"]] == [0.0] * len(curve)  # a run against itself
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+    assert json.loads((tmp_path / "c.json").read_text())["curves"]["a"] == curve
+    with pytest.raises(SystemExit, match="not one of the runs"):
+        script.main([f"a={out}", "--reference", "z", "--out", str(tmp_path / "d.json")])
+    with pytest.raises(SystemExit, match="no trainer_state.json"):
+        script.main([f"a={tmp_path / 'empty'}", "--out", str(tmp_path / "d.json")])
 
 
 def test_mixture_logits_get_their_own_learning_rate(pesconv_dir, tiny_bert_dir, tmp_path):

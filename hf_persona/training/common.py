@@ -231,3 +231,17 @@ def _time_budget_class():
 
     _TIME_BUDGET_CLASS = TimeBudgetCallback
     return TimeBudgetCallback
+
+
+def trainer_state(run_dir) -> dict:
+    """The most advanced ``trainer_state.json`` under ``run_dir`` (its own or a checkpoint's)."""
+    best: dict = {}
+    for path in Path(run_dir).rglob("trainer_state.json"):
+        try:
+            state = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            continue
+        key = (state.get("global_step", 0), len(state.get("log_history", [])))
+        if not best or key > (best.get("global_step", 0), len(best.get("log_history", []))):
+            best = state
+    return best

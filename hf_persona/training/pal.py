@@ -378,6 +378,8 @@ def train_pal(
     t0 = time.monotonic()
     result = train_resumable(trainer, resume=resume)
     seconds = time.monotonic() - t0
+    eval_history = [{"step": e["step"], "eval_loss": e["eval_loss"]}
+                    for e in trainer.state.log_history if "eval_loss" in e]
     valid_metrics = trainer.evaluate()
     out = Path(output_dir)
     trainer.save_model(str(out))
@@ -396,6 +398,7 @@ def train_pal(
         "best_checkpoint": trainer.state.best_model_checkpoint,
         "train_loss": result.training_loss,
         "valid_loss": valid_metrics.get("eval_loss"),
+        "eval_history": eval_history,
         "train_seconds": round(seconds, 1),
         "budget_minutes": budget_minutes,
         "stopped_by_budget": budget_cb.stopped_at is not None,
