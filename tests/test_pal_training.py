@@ -264,7 +264,6 @@ def test_train_saves_the_best_checkpoint_and_resumes(trained, pesconv_dir, tiny_
 
 def test_training_summary_and_learning_curve_script_report_the_validation_history(trained, tmp_path):
     import importlib.util
-    import math
 
     out, summary = trained
     history = summary["eval_history"]
