@@ -12,6 +12,7 @@ full evaluation of ``pal_esconv.py``. Writes a JSON and, with ``--plot``, a PNG 
 from __future__ import annotations
 
 import argparse
+import io
 import math
 import sys
 from pathlib import Path
@@ -39,6 +40,8 @@ def plot(curves: dict, gaps: dict, reference: str | None, out_path: Path) -> Non
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from hf_persona.utils import atomic_write_bytes
+
     panels = 2 if gaps else 1
     fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 3.6), squeeze=False)
     ax = axes[0][0]
@@ -59,10 +62,10 @@ def plot(curves: dict, gaps: dict, reference: str | None, out_path: Path) -> Non
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = out_path.with_name(f".{out_path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
-    tmp.replace(out_path)
+    atomic_write_bytes(out_path, buffer.getvalue())
 
 
 def main(argv=None):

@@ -17,6 +17,7 @@ nothing.
 from __future__ import annotations
 
 import importlib
+import io
 import json
 import time
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from pathlib import Path
 import click
 
 from .training.common import trainer_state
-from .utils import atomic_write_text, get_logger, set_seed
+from .utils import atomic_write_bytes, atomic_write_text, get_logger, set_seed
 
 logger = get_logger(__name__)
 
@@ -439,10 +440,10 @@ def plot_training_curves(runs: dict, out_path) -> Path | None:
         ax.legend(fontsize=8)
     fig.tight_layout()
     out_path = Path(out_path)
-    tmp = out_path.with_name(f".{out_path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
-    tmp.replace(out_path)
+    atomic_write_bytes(out_path, buffer.getvalue())
     return out_path
 
 
