@@ -8,8 +8,13 @@ Models trained by ``train_pal`` (any variant); no sampling, so it takes a minute
 with no persona pass at all (the decoder over the plain dialogue states): how much of the model's
 perplexity depends on what the persona says, and how much on the fusion pathway itself.
 
+``--reference NAME`` compares every other model with that one on the same turns: the per-token NLL
+difference and the PPL ratio with a 95% cluster-bootstrap interval (whole dialogues resampled), over all
+turns and over each part. ``--dialogues START:END`` scores only those valid dialogues (by position), e.g.
+the ones no checkpoint selection has seen.
+
     python benchmarks/pal_persona_split.py pal=runs/pal_bench4/pal no_persona=runs/pal_bench4/no_persona \
-        --data runs/pal_bench4/pesconv --ablate
+        --data runs/pal_bench4/pesconv --ablate --reference no_persona
 """
 
 from __future__ import annotations
@@ -30,6 +35,11 @@ def main(argv=None):
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--ablate", action="store_true",
                     help="pal models: also score with the placeholder persona and with no persona pass")
+    ap.add_argument("--dialogues", default=None, metavar="START:END",
+                    help="score only valid dialogues START..END-1 (by position; either end may be left out)")
+    ap.add_argument("--reference", default=None, metavar="NAME",
+                    help="paired comparison of every other model with this one (cluster bootstrap over dialogues)")
+    ap.add_argument("--resamples", type=int, default=10000)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "pal_persona_split.json"))
     a = ap.parse_args(argv)
 
@@ -44,32 +54,82 @@ def main(argv=None):
         models = [(name, folders[0]) for name, folders in parse_named_folders(a.models)]
     except ValueError as err:
         sys.exit(str(err))
+    if a.reference is not None and a.reference not in [name for name, _ in models]:
+        sys.exit(f"--reference {a.reference!r} is not one of the models {[name for name, _ in models]}")
     _, valid = load_pesconv_splits(a.data)
     if not valid:
         sys.exit(f"{a.data} has no valid/ split")
+    if a.dialogues is not None:
+        try:
+            start, end = (int(x) if x else None for x in a.dialogues.split(":"))
+        except ValueError:
+            sys.exit(f"--dialogues {a.dialogues!r}: expected START:END, e.g. 30:195")
+        valid = valid[start:end]
+        if not valid:
+            sys.exit(f"--dialogues {a.dialogues} selects no dialogue of the {len(load_pesconv_splits(a.data)[1])}")
     result = {"data": str(a.data), "machine": machine_description(),
               "ppl": "teacher forced, includes the strategy token; split by whether the turn has a persona",
               "persona_input": "given: the annotated persona; placeholder: every persona replaced by the "
-                               "placeholder; none: no persona pass (decoder over the plain dialogue states)"}
-    rows = []
+                               "placeholder; none: no persona pass (decoder over the plain dialogue states)",
+              "dialogues": {"selection": a.dialogues or "all", "count": len(valid),
+                            "ids": [row.get("dialogue_id", i) for i, row in enumerate(valid)]}}
+    rows, scored = [], {}
     for name, folder in models:
         model, tok, cfg = load_pal_for_eval(folder)
         lengths = {k: cfg[k] for k in ("max_source_length", "max_persona_length", "max_target_length")}
         examples, _ = pesconv_examples(valid, tok, cfg["variant"], with_text=True, **lengths)
         inputs = ("given", "placeholder", "none") if a.ablate and cfg["variant"] == "pal" else ("given",)
         for persona_input in inputs:
-            m = teacher_forced_metrics(model, tok, examples, cfg["variant"], a.batch_size, persona_input=persona_input)
+            m = teacher_forced_metrics(model, tok, examples, cfg["variant"], a.batch_size, persona_input=persona_input,
+                                       per_example=persona_input == "given")
             if persona_input == "given":
+                scored[name] = (m.pop("per_example"), [(e["dialogue_id"], bool(e["persona"])) for e in examples])
                 result[name] = {"folder": folder, "variant": cfg["variant"], **m}
             else:
                 result[name][f"persona_input_{persona_input}"] = m
             rows.append({"model": name, "variant": cfg["variant"], "persona input": persona_input, "ppl": m["ppl"],
                          f"ppl with persona (n={m['n_with_persona']})": m["ppl_with_persona"],
                          f"ppl placeholder (n={m['n_teacher_forced'] - m['n_with_persona']})": m["ppl_without_persona"]})
+    if a.reference is not None:
+        result["paired_vs_reference"] = paired = compare_with_reference(scored, a.reference, a.resamples)
+        print(format_table([{"model": name, "vs": a.reference, "part": part, "turns": c["turns"],
+                             "ppl ratio": c["ppl_ratio"], "95% low": c["ppl_ratio_low"], "95% high": c["ppl_ratio_high"],
+                             "P(not better)": c["p_not_less"]}
+                            for name, parts in paired.items() for part, c in parts.items()]))
     result["command"] = command_line("benchmarks/pal_persona_split.py", argv)
     atomic_write_json(a.out, result)
     print(format_table(rows))
     print(f"wrote {a.out}")
+
+
+def compare_with_reference(scored: dict, reference: str, resamples: int) -> dict:
+    """{model: {part: paired_bootstrap_nll of model vs reference}} over all turns and each persona part.
+
+    ``scored``: {name: (per-example rows of ``teacher_forced_metrics``, [(dialogue id, has persona)])};
+    the models must have been scored on the same turns (the same valid dialogues).
+    """
+    from hf_persona.evaluation import paired_bootstrap_nll
+
+    ref_rows, ref_keys = scored[reference]
+    out = {}
+    for name, (rows, keys) in scored.items():
+        if name == reference:
+            continue
+        if [k[0] for k in keys] != [k[0] for k in ref_keys]:
+            raise SystemExit(f"{name} and {reference} were not scored on the same turns (different max lengths or "
+                             "data?); a paired comparison needs the same examples")
+        parts = {"all": [True] * len(keys), "with_persona": [k[1] for k in ref_keys],
+                 "placeholder": [not k[1] for k in ref_keys]}
+        out[name] = {}
+        for part, keep in parts.items():
+            idx = [i for i, k in enumerate(keep) if k]
+            if not idx:
+                continue
+            c = paired_bootstrap_nll([rows[i]["nll"] for i in idx], [ref_rows[i]["nll"] for i in idx],
+                                     [ref_rows[i]["tokens"] for i in idx], groups=[ref_keys[i][0] for i in idx],
+                                     resamples=resamples)
+            out[name][part] = {"turns": len(idx), **c}
+    return out
 
 
 if __name__ == "__main__":

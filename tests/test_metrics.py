@@ -116,3 +116,29 @@ def test_paired_bootstrap_interval():
     assert got["high"] - got["low"] == pytest.approx(2 * 1.96 * se, rel=0.1)
     with pytest.raises(ValueError, match="same non-zero length"):
         paired_bootstrap([1.0], [1.0, 2.0])
+
+
+def test_paired_bootstrap_nll_is_the_ppl_ratio_with_a_cluster_interval():
+    from hf_persona.evaluation import paired_bootstrap_nll
+
+    got = paired_bootstrap_nll([2.0, 4.0, 6.0], [1.0, 4.0, 5.0], [1, 2, 3], groups=["x", "x", "y"], resamples=200)
+    assert got["diff"] == pytest.approx(2.0 / 6.0)  # (12 - 10) nats over 6 tokens
+    assert got["ppl_ratio"] == pytest.approx(math.exp(2.0 / 6.0)) and got["groups"] == 2
+    same = paired_bootstrap_nll([1.0, 2.0], [1.0, 2.0], [1, 1], resamples=200)
+    assert (same["diff"], same["low"], same["high"], same["p_not_less"]) == (0.0, 0.0, 0.0, 1.0)
+    tokens = np.array([3, 5, 2, 7])  # a better by exactly 0.1 nats on every token: no resample differs
+    better = paired_bootstrap_nll(10.0 - 0.1 * tokens, np.full(4, 10.0), tokens, resamples=200)
+    assert better["low"] == pytest.approx(-0.1) and better["high"] == pytest.approx(-0.1)
+    assert better["p_not_less"] == 0.0 and better["ppl_ratio_high"] == pytest.approx(math.exp(-0.1))
+    # turns of one dialogue cancel out: resampling whole dialogues sees no spread, resampling turns does
+    d, b, t = [1.0, -1.0, 0.0, 0.0], [0.0] * 4, [1, 1, 1, 1]
+    clustered = paired_bootstrap_nll(d, b, t, groups=["g1", "g1", "g2", "g2"], resamples=500)
+    assert clustered["low"] == clustered["high"] == 0.0
+    loose = paired_bootstrap_nll(d, b, t, resamples=500)
+    assert loose["low"] < 0.0 < loose["high"]
+    with pytest.raises(ValueError, match="same non-zero length"):
+        paired_bootstrap_nll([1.0], [1.0, 2.0], [1, 1])
+    with pytest.raises(ValueError, match="at least one predicted token"):
+        paired_bootstrap_nll([1.0], [1.0], [0])
+    with pytest.raises(ValueError, match="groups has 1 entries for 2"):
+        paired_bootstrap_nll([1.0, 1.0], [1.0, 2.0], [1, 1], groups=["a"])

@@ -288,6 +288,42 @@ def test_training_summary_and_learning_curve_script_report_the_validation_histor
         script.main([f"a={tmp_path / 'empty'}", "--out", str(tmp_path / "d.json")])
 
 
+def test_per_example_nll_and_the_split_script_paired_comparison(trained, pesconv_dir, tmp_path):
+    import importlib.util
+
+    from hf_persona.training.pal import load_pal_for_eval, load_pesconv_splits, pesconv_examples, teacher_forced_metrics
+
+    out, _ = trained
+    model, tok, cfg = load_pal_for_eval(out)
+    lengths = {k: cfg[k] for k in ("max_source_length", "max_persona_length", "max_target_length")}
+    _, valid = load_pesconv_splits(pesconv_dir)
+    exs, _ = pesconv_examples(valid, tok, "pal", with_text=True, **lengths)
+    m = teacher_forced_metrics(model, tok, exs, "pal", batch_size=3, per_example=True)
+    rows = m["per_example"]
+    assert len(rows) == len(exs) and all(r["tokens"] == sum(1 for x in e["labels"] if x != -100)
+                                         for r, e in zip(rows, exs))
+    assert math.exp(sum(r["nll"] for r in rows) / sum(r["tokens"] for r in rows)) == pytest.approx(m["ppl"], rel=1e-5)
+    assert "per_example" not in teacher_forced_metrics(model, tok, exs, "pal")
+
+    spec = importlib.util.spec_from_file_location(
+        "pal_persona_split", Path(__file__).resolve().parents[1] / "benchmarks" / "pal_persona_split.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    script.main([f"a={out}", f"b={out}", "--data", str(pesconv_dir), "--reference", "b", "--resamples", "50",
+                 "--dialogues", ":1", "--out", str(tmp_path / "s.json")])
+    result = json.loads((tmp_path / "s.json").read_text())
+    assert result["dialogues"]["count"] == 1 and result["dialogues"]["ids"] == [valid[0]["dialogue_id"]]
+    same = result["paired_vs_reference"]["a"]["all"]  # a model against itself: ratio 1, no spread
+    assert same["ppl_ratio"] == 1.0 and same["ppl_ratio_low"] == same["ppl_ratio_high"] == 1.0
+    assert same["turns"] == result["a"]["n_teacher_forced"] and "b" not in result["paired_vs_reference"]
+    with pytest.raises(SystemExit, match="not one of the models"):
+        script.main([f"a={out}", "--data", str(pesconv_dir), "--reference", "z", "--out", str(tmp_path / "t.json")])
+    with pytest.raises(SystemExit, match="expected START:END"):
+        script.main([f"a={out}", "--data", str(pesconv_dir), "--dialogues", "x", "--out", str(tmp_path / "t.json")])
+    with pytest.raises(SystemExit, match="selects no dialogue"):
+        script.main([f"a={out}", "--data", str(pesconv_dir), "--dialogues", "50:60", "--out", str(tmp_path / "t.json")])
+
+
 def test_mixture_logits_get_their_own_learning_rate(pesconv_dir, tiny_bert_dir, tmp_path):
     from hf_persona.training.pal import train_pal
 

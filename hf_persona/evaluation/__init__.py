@@ -10,6 +10,7 @@ from .metrics import (
     mcnemar_exact,
     mrr,
     paired_bootstrap,
+    paired_bootstrap_nll,
     perplexity,
     reciprocal_ranks,
     recall_at_k,
@@ -19,4 +20,5 @@ from .metrics import (
 )
 
 __all__ = ["bleu", "distinct_n", "ead_n", "f1", "format_table", "hits_at_k", "mcnemar_exact", "mrr",
-           "paired_bootstrap", "perplexity", "recall_at_k", "reciprocal_ranks", "rouge_l", "tokenize", "unigram_f1"]
+           "paired_bootstrap", "paired_bootstrap_nll", "perplexity", "recall_at_k", "reciprocal_ranks", "rouge_l",
+           "tokenize", "unigram_f1"]

@@ -58,6 +58,19 @@ def reciprocal_ranks(scores, positive=0) -> np.ndarray:
     return 1.0 / _ranks(scores, positive)
 
 
+def _resample_indices(n: int, resamples: int, seed: int):
+    """Bootstrap index draws, 1000 resamples at a time (bounded memory): yields (start, draws[k, n])."""
+    rng = np.random.default_rng(seed)
+    for start in range(0, resamples, 1000):
+        yield start, rng.integers(0, n, size=(min(1000, resamples - start), n))
+
+
+def _check_bootstrap(resamples: int, confidence: float) -> float:
+    if resamples < 1 or not 0 < confidence < 1:
+        raise ValueError("resamples must be >= 1 and confidence in (0, 1)")
+    return (1 - confidence) / 2
+
+
 def paired_bootstrap(a, b, resamples: int = 10000, seed: int = 0, confidence: float = 0.95) -> dict:
     """Difference of means of two paired per-query measurements (``a`` minus ``b``) with a
     percentile bootstrap interval over queries (the same resampled queries for both).
@@ -68,17 +81,48 @@ def paired_bootstrap(a, b, resamples: int = 10000, seed: int = 0, confidence: fl
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.shape != b.shape or a.ndim != 1 or a.size == 0:
         raise ValueError(f"paired_bootstrap needs two 1-D arrays of the same non-zero length, got {a.shape} and {b.shape}")
-    if resamples < 1 or not 0 < confidence < 1:
-        raise ValueError("resamples must be >= 1 and confidence in (0, 1)")
+    tail = _check_bootstrap(resamples, confidence)
     d = a - b
-    rng = np.random.default_rng(seed)
     means = np.empty(resamples)
-    for start in range(0, resamples, 1000):  # bounded memory: 1000 resamples at a time
-        n = min(1000, resamples - start)
-        means[start:start + n] = d[rng.integers(0, d.size, size=(n, d.size))].mean(axis=1)
-    tail = (1 - confidence) / 2
+    for start, idx in _resample_indices(d.size, resamples, seed):
+        means[start:start + len(idx)] = d[idx].mean(axis=1)
     return {"diff": float(d.mean()), "low": float(np.quantile(means, tail)),
             "high": float(np.quantile(means, 1 - tail)), "p_not_greater": float((means <= 0).mean())}
+
+
+def paired_bootstrap_nll(nll_a, nll_b, tokens, groups=None, resamples: int = 10000, seed: int = 0,
+                         confidence: float = 0.95) -> dict:
+    """Per-token NLL difference of two models scored on the same examples, with a cluster bootstrap.
+
+    ``nll_a`` / ``nll_b``: each example's summed negative log-likelihood under model a and b;
+    ``tokens``: its number of predicted tokens; ``groups``: an id per example (e.g. the dialogue),
+    resampled as whole clusters, because turns of one dialogue are not independent (default: each
+    example its own group). The statistic is the ratio estimator
+    ``diff = (sum nll_a - sum nll_b) / sum tokens`` (nats per token), so ``ppl_ratio = exp(diff)``
+    is exactly ``ppl_a / ppl_b``. Returns ``diff``, ``low`` / ``high`` (percentile interval of
+    ``diff``), ``ppl_ratio`` with ``ppl_ratio_low`` / ``ppl_ratio_high``, ``groups`` (how many) and
+    ``p_not_less``: the fraction of resamples in which model a is not better (``diff >= 0``).
+    """
+    a, b, t = (np.asarray(x, dtype=np.float64) for x in (nll_a, nll_b, tokens))
+    if not (a.shape == b.shape == t.shape) or a.ndim != 1 or a.size == 0:
+        raise ValueError("paired_bootstrap_nll needs three 1-D arrays of the same non-zero length, got "
+                         f"{a.shape}, {b.shape} and {t.shape}")
+    if (t <= 0).any():
+        raise ValueError("every example needs at least one predicted token")
+    tail = _check_bootstrap(resamples, confidence)
+    if groups is None:
+        d_g, t_g = a - b, t
+    else:
+        if len(groups) != a.size:
+            raise ValueError(f"groups has {len(groups)} entries for {a.size} examples")
+        _, inverse = np.unique(np.asarray([str(g) for g in groups]), return_inverse=True)
+        d_g, t_g = np.bincount(inverse, weights=a - b), np.bincount(inverse, weights=t)
+    diffs = np.empty(resamples)
+    for start, idx in _resample_indices(d_g.size, resamples, seed):
+        diffs[start:start + len(idx)] = d_g[idx].sum(axis=1) / t_g[idx].sum(axis=1)
+    diff, low, high = float(d_g.sum() / t_g.sum()), float(np.quantile(diffs, tail)), float(np.quantile(diffs, 1 - tail))
+    return {"diff": diff, "low": low, "high": high, "ppl_ratio": math.exp(diff), "ppl_ratio_low": math.exp(low),
+            "ppl_ratio_high": math.exp(high), "groups": int(d_g.size), "p_not_less": float((diffs >= 0).mean())}
 
 
 def mcnemar_exact(a_correct, b_correct) -> dict:

@@ -493,7 +493,7 @@ def placeholder_persona_ids(tokenizer, example: dict) -> list[int]:
 
 
 def teacher_forced_metrics(model, tokenizer, examples, variant: str, batch_size: int = 16,
-                           persona_input: str = "given") -> dict:
+                           persona_input: str = "given", per_example: bool = False) -> dict:
     """Strategy accuracy and perplexities (with / without the strategy token) over ``examples``.
 
     When the examples carry their persona text (``pesconv_examples(..., with_text=True)``), ``ppl`` is
@@ -505,6 +505,10 @@ def teacher_forced_metrics(model, tokenizer, examples, variant: str, batch_size:
     as on turns where none is known yet) or ``"none"`` (no persona pass: the decoder reads the plain
     dialogue states H_D, the persona-free logits of contrastive decoding). The split keeps following
     whether the turn *had* a persona.
+
+    ``per_example`` adds ``per_example``: for every example, in order, its summed NLL (``nll``, strategy
+    token included) and number of predicted tokens (``tokens``), for paired significance tests
+    between models scored on the same examples (``evaluation.paired_bootstrap_nll``).
     """
     import torch
 
@@ -522,6 +526,7 @@ def teacher_forced_metrics(model, tokenizer, examples, variant: str, batch_size:
     n_all = n_resp = correct = 0
     split = bool(examples) and all("persona" in e for e in examples)
     part_nll, part_n = [0.0, 0.0], [0, 0]  # [without, with] persona
+    rows = []
     for chunk in _batches(examples, batch_size):
         batch = collate(chunk)
         labels = batch.pop("labels")
@@ -531,9 +536,11 @@ def teacher_forced_metrics(model, tokenizer, examples, variant: str, batch_size:
         valid = labels != -100
         nll_all += nll[valid].sum().item()
         n_all += int(valid.sum())
+        row_nll = (nll * valid).sum(dim=1).tolist()
+        row_n = valid.sum(dim=1).tolist()
+        if per_example:
+            rows.extend({"nll": r_nll, "tokens": int(r_n)} for r_nll, r_n in zip(row_nll, row_n))
         if split:
-            row_nll = (nll * valid).sum(dim=1).tolist()
-            row_n = valid.sum(dim=1).tolist()
             for f, r_nll, r_n in zip(chunk, row_nll, row_n):
                 part_nll[bool(f["persona"])] += r_nll
                 part_n[bool(f["persona"])] += int(r_n)
@@ -552,6 +559,8 @@ def teacher_forced_metrics(model, tokenizer, examples, variant: str, batch_size:
         out["ppl_without_persona"] = math.exp(part_nll[0] / part_n[0]) if part_n[0] else None
         out["ppl_with_persona"] = math.exp(part_nll[1] / part_n[1]) if part_n[1] else None
         out["n_with_persona"] = sum(1 for e in examples if e["persona"])
+    if per_example:
+        out["per_example"] = rows
     return out
 
 
