@@ -95,7 +95,10 @@ def main(argv=None):
         print(format_table([{"model": name, "vs": a.reference, "part": part, "turns": c["turns"],
                              "ppl ratio": c["ppl_ratio"], "95% low": c["ppl_ratio_low"], "95% high": c["ppl_ratio_high"],
                              "P(not better)": c["p_not_less"]}
-                            for name, parts in paired.items() for part, c in parts.items()]))
+                            for name, parts in paired.items() for part, c in parts.items() if part != "strategy_acc"]))
+        print(format_table([{"model": name, "vs": a.reference, "ACC": c["strategy_acc"]["acc"],
+                             "reference ACC": c["strategy_acc"]["acc_reference"], "McNemar p": c["strategy_acc"]["p"]}
+                            for name, c in paired.items()]))
     result["command"] = command_line("benchmarks/pal_persona_split.py", argv)
     atomic_write_json(a.out, result)
     print(format_table(rows))
@@ -103,12 +106,13 @@ def main(argv=None):
 
 
 def compare_with_reference(scored: dict, reference: str, resamples: int) -> dict:
-    """{model: {part: paired_bootstrap_nll of model vs reference}} over all turns and each persona part.
+    """{model: {part: paired_bootstrap_nll of model vs reference}} over all turns and each persona part,
+    and ``strategy_acc``: both strategy accuracies with an exact McNemar test on the same turns.
 
     ``scored``: {name: (per-example rows of ``teacher_forced_metrics``, [(dialogue id, has persona)])};
     the models must have been scored on the same turns (the same valid dialogues).
     """
-    from hf_persona.evaluation import paired_bootstrap_nll
+    from hf_persona.evaluation import mcnemar_exact, paired_bootstrap_nll
 
     ref_rows, ref_keys = scored[reference]
     out = {}
@@ -129,6 +133,9 @@ def compare_with_reference(scored: dict, reference: str, resamples: int) -> dict
                                      [ref_rows[i]["tokens"] for i in idx], groups=[ref_keys[i][0] for i in idx],
                                      resamples=resamples)
             out[name][part] = {"turns": len(idx), **c}
+        mine, ref = [r["strategy_correct"] for r in rows], [r["strategy_correct"] for r in ref_rows]
+        out[name]["strategy_acc"] = {"acc": 100.0 * sum(mine) / len(mine), "acc_reference": 100.0 * sum(ref) / len(ref),
+                                     **mcnemar_exact(mine, ref)}
     return out
 
 

@@ -302,6 +302,7 @@ def test_per_example_nll_and_the_split_script_paired_comparison(trained, pesconv
     rows = m["per_example"]
     assert len(rows) == len(exs) and all(r["tokens"] == sum(1 for x in e["labels"] if x != -100)
                                          for r, e in zip(rows, exs))
+    assert 100.0 * sum(r["strategy_correct"] for r in rows) / len(rows) == pytest.approx(m["acc"])
     assert math.exp(sum(r["nll"] for r in rows) / sum(r["tokens"] for r in rows)) == pytest.approx(m["ppl"], rel=1e-5)
     assert "per_example" not in teacher_forced_metrics(model, tok, exs, "pal")
 
@@ -316,6 +317,8 @@ def test_per_example_nll_and_the_split_script_paired_comparison(trained, pesconv
     same = result["paired_vs_reference"]["a"]["all"]  # a model against itself: ratio 1, no spread
     assert same["ppl_ratio"] == 1.0 and same["ppl_ratio_low"] == same["ppl_ratio_high"] == 1.0
     assert same["turns"] == result["a"]["n_teacher_forced"] and "b" not in result["paired_vs_reference"]
+    acc = result["paired_vs_reference"]["a"]["strategy_acc"]
+    assert acc["acc"] == acc["acc_reference"] == pytest.approx(result["a"]["acc"]) and acc["p"] == 1.0
     with pytest.raises(SystemExit, match="not one of the models"):
         script.main([f"a={out}", "--data", str(pesconv_dir), "--reference", "z", "--out", str(tmp_path / "t.json")])
     with pytest.raises(SystemExit, match="expected START:END"):

@@ -507,8 +507,9 @@ def teacher_forced_metrics(model, tokenizer, examples, variant: str, batch_size:
     whether the turn *had* a persona.
 
     ``per_example`` adds ``per_example``: for every example, in order, its summed NLL (``nll``, strategy
-    token included) and number of predicted tokens (``tokens``), for paired significance tests
-    between models scored on the same examples (``evaluation.paired_bootstrap_nll``).
+    token included), number of predicted tokens (``tokens``) and whether the strategy was predicted
+    (``strategy_correct``), for paired significance tests between models scored on the same examples
+    (``evaluation.paired_bootstrap_nll``, ``evaluation.mcnemar_exact``).
     """
     import torch
 
@@ -538,8 +539,6 @@ def teacher_forced_metrics(model, tokenizer, examples, variant: str, batch_size:
         n_all += int(valid.sum())
         row_nll = (nll * valid).sum(dim=1).tolist()
         row_n = valid.sum(dim=1).tolist()
-        if per_example:
-            rows.extend({"nll": r_nll, "tokens": int(r_n)} for r_nll, r_n in zip(row_nll, row_n))
         if split:
             for f, r_nll, r_n in zip(chunk, row_nll, row_n):
                 part_nll[bool(f["persona"])] += r_nll
@@ -548,6 +547,9 @@ def teacher_forced_metrics(model, tokenizer, examples, variant: str, batch_size:
         n_resp += int(valid[:, 1:].sum())
         predicted = logits[:, 0, strategy_ids].argmax(-1)
         gold = torch.tensor([int(f["strategy_id"]) for f in chunk])
+        if per_example:
+            rows.extend({"nll": r_nll, "tokens": int(r_n), "strategy_correct": bool(ok)}
+                        for r_nll, r_n, ok in zip(row_nll, row_n, (predicted == gold).tolist()))
         correct += int((predicted == gold).sum())
     out = {
         "acc": 100.0 * correct / len(examples),
