@@ -119,9 +119,9 @@ def compare_with_reference(scored: dict, reference: str, resamples: int) -> dict
     for name, (rows, keys) in scored.items():
         if name == reference:
             continue
-        if [k[0] for k in keys] != [k[0] for k in ref_keys]:
-            raise SystemExit(f"{name} and {reference} were not scored on the same turns (different max lengths or "
-                             "data?); a paired comparison needs the same examples")
+        if keys != ref_keys or [r["tokens"] for r in rows] != [r["tokens"] for r in ref_rows]:
+            raise SystemExit(f"{name} and {reference} were not scored on the same turns and target tokens (different "
+                             "max lengths or data?); a paired comparison needs the same examples")
         parts = {"all": [True] * len(keys), "with_persona": [k[1] for k in ref_keys],
                  "placeholder": [not k[1] for k in ref_keys]}
         out[name] = {}

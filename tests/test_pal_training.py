@@ -319,6 +319,10 @@ def test_per_example_nll_and_the_split_script_paired_comparison(trained, pesconv
     assert same["turns"] == result["a"]["n_teacher_forced"] and "b" not in result["paired_vs_reference"]
     acc = result["paired_vs_reference"]["a"]["strategy_acc"]
     assert acc["acc"] == acc["acc_reference"] == pytest.approx(result["a"]["acc"]) and acc["p"] == 1.0
+    rows_a = [{"nll": 2.0, "tokens": 2, "strategy_correct": True}]
+    with pytest.raises(SystemExit, match="not scored on the same turns"):  # e.g. another max_target_length
+        script.compare_with_reference({"a": (rows_a, [("d0", True)]),
+                                       "b": ([dict(rows_a[0], tokens=3)], [("d0", True)])}, "b", 10)
     with pytest.raises(SystemExit, match="not one of the models"):
         script.main([f"a={out}", "--data", str(pesconv_dir), "--reference", "z", "--out", str(tmp_path / "t.json")])
     with pytest.raises(SystemExit, match="expected START:END"):
