@@ -11,7 +11,9 @@ perplexity depends on what the persona says, and how much on the fusion pathway 
 ``--reference NAME`` compares every other model with that one on the same turns: the per-token NLL
 difference and the PPL ratio with a 95% cluster-bootstrap interval (whole dialogues resampled), over all
 turns and over each part. ``--dialogues START:END`` scores only those valid dialogues (by position), e.g.
-the ones no checkpoint selection has seen.
+the ones no checkpoint selection has seen. ``--cos-sim`` also samples a reply (paper decoding, seed 0) for
+every turn with a persona and scores its cosine similarity to the persona (the benchmark's cos-sim), paired
+against the reference the same way (dialogues resampled).
 
     python benchmarks/pal_persona_split.py pal=runs/pal_bench4/pal no_persona=runs/pal_bench4/no_persona \
         --data runs/pal_bench4/pesconv --ablate --reference no_persona
@@ -40,6 +42,8 @@ def main(argv=None):
     ap.add_argument("--reference", default=None, metavar="NAME",
                     help="paired comparison of every other model with this one (cluster bootstrap over dialogues)")
     ap.add_argument("--resamples", type=int, default=10000)
+    ap.add_argument("--cos-sim", action="store_true",
+                    help="also sample replies on the turns with a persona and compare reply-persona cosine similarity")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "pal_persona_split.json"))
     a = ap.parse_args(argv)
 
@@ -47,7 +51,8 @@ def main(argv=None):
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     from hf_persona.evaluation import format_table
-    from hf_persona.training.pal import load_pal_for_eval, load_pesconv_splits, pesconv_examples, teacher_forced_metrics
+    from hf_persona.training.pal import (SentenceEmbedder, generate_responses, load_pal_for_eval, load_pesconv_splits,
+                                         pesconv_examples, teacher_forced_metrics)
     from hf_persona.utils import atomic_write_json, command_line, machine_description, parse_named_folders
 
     try:
@@ -73,7 +78,8 @@ def main(argv=None):
                                "placeholder; none: no persona pass (decoder over the plain dialogue states)",
               "dialogues": {"selection": a.dialogues or "all", "count": len(valid),
                             "ids": [row.get("dialogue_id", i) for i, row in enumerate(valid)]}}
-    rows, scored = [], {}
+    rows, scored, cosines = [], {}, {}
+    embedder = SentenceEmbedder() if a.cos_sim else None
     for name, folder in models:
         model, tok, cfg = load_pal_for_eval(folder)
         lengths = {k: cfg[k] for k in ("max_source_length", "max_persona_length", "max_target_length")}
@@ -87,15 +93,37 @@ def main(argv=None):
                 result[name] = {"folder": folder, "variant": cfg["variant"], **m}
             else:
                 result[name][f"persona_input_{persona_input}"] = m
+            with_persona = [e for e in examples if e["persona"]]
+            if persona_input == "given" and embedder is not None and with_persona:
+                replies, _ = generate_responses(model, tok, with_persona, cfg["variant"], batch_size=a.batch_size, seed=0)
+                cosines[name] = embedder.cosine(replies, [" ".join(e["persona"]) for e in with_persona])
+                result[name]["cos_sim_persona_turns"] = sum(cosines[name]) / len(cosines[name])
+                result[name]["cos_sim_groups"] = [e["dialogue_id"] for e in with_persona]
             rows.append({"model": name, "variant": cfg["variant"], "persona input": persona_input, "ppl": m["ppl"],
                          f"ppl with persona (n={m['n_with_persona']})": m["ppl_with_persona"],
                          f"ppl placeholder (n={m['n_teacher_forced'] - m['n_with_persona']})": m["ppl_without_persona"]})
     if a.reference is not None:
         result["paired_vs_reference"] = paired = compare_with_reference(scored, a.reference, a.resamples)
+        if cosines:
+            from hf_persona.evaluation import paired_bootstrap
+
+            groups = result[a.reference].pop("cos_sim_groups")
+            for name in paired:
+                paired[name]["cos_sim"] = {"turns": len(groups), "mean": result[name]["cos_sim_persona_turns"],
+                                           "mean_reference": result[a.reference]["cos_sim_persona_turns"],
+                                           **paired_bootstrap(cosines[name], cosines[a.reference], a.resamples,
+                                                              groups=groups)}
+                print(f"cos-sim {name} vs {a.reference} on {len(groups)} persona turns: "
+                      f"{paired[name]['cos_sim']['mean']:.4f} vs {paired[name]['cos_sim']['mean_reference']:.4f}, "
+                      f"difference {paired[name]['cos_sim']['diff']:+.4f} "
+                      f"[{paired[name]['cos_sim']['low']:+.4f}, {paired[name]['cos_sim']['high']:+.4f}]")
+    for name in cosines:
+        result[name].pop("cos_sim_groups", None)
         print(format_table([{"model": name, "vs": a.reference, "part": part, "turns": c["turns"],
                              "ppl ratio": c["ppl_ratio"], "95% low": c["ppl_ratio_low"], "95% high": c["ppl_ratio_high"],
                              "P(not better)": c["p_not_less"]}
-                            for name, parts in paired.items() for part, c in parts.items() if part != "strategy_acc"]))
+                            for name, parts in paired.items() for part, c in parts.items()
+                            if part not in ("strategy_acc", "cos_sim")]))
         print(format_table([{"model": name, "vs": a.reference, "ACC": c["strategy_acc"]["acc"],
                              "reference ACC": c["strategy_acc"]["acc_reference"], "McNemar p": c["strategy_acc"]["p"]}
                             for name, c in paired.items()]))

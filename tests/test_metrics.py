@@ -114,6 +114,10 @@ def test_paired_bootstrap_interval():
     se = np.std(a - b, ddof=1) / np.sqrt(400)  # the bootstrap interval approaches diff ± 1.96 SE
     assert got["diff"] == pytest.approx(float(np.mean(a - b)))
     assert got["high"] - got["low"] == pytest.approx(2 * 1.96 * se, rel=0.1)
+    # resampling whole groups: differences that cancel within a group leave no spread
+    grouped = paired_bootstrap([1.0, -1.0, 0.5, -0.5], [0.0] * 4, resamples=300, groups=["x", "x", "y", "y"])
+    assert grouped["diff"] == 0.0 and grouped["low"] == grouped["high"] == 0.0
+    assert paired_bootstrap([1.0, -1.0, 0.5, -0.5], [0.0] * 4, resamples=300)["high"] > 0.0
     with pytest.raises(ValueError, match="same non-zero length"):
         paired_bootstrap([1.0], [1.0, 2.0])
 

@@ -311,12 +311,15 @@ def test_per_example_nll_and_the_split_script_paired_comparison(trained, pesconv
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     script.main([f"a={out}", f"b={out}", "--data", str(pesconv_dir), "--reference", "b", "--resamples", "50",
-                 "--dialogues", ":1", "--out", str(tmp_path / "s.json")])
+                 "--dialogues", ":1", "--cos-sim", "--out", str(tmp_path / "s.json")])
     result = json.loads((tmp_path / "s.json").read_text())
     assert result["dialogues"]["count"] == 1 and result["dialogues"]["ids"] == [valid[0]["dialogue_id"]]
     same = result["paired_vs_reference"]["a"]["all"]  # a model against itself: ratio 1, no spread
     assert same["ppl_ratio"] == 1.0 and same["ppl_ratio_low"] == same["ppl_ratio_high"] == 1.0
     assert same["turns"] == result["a"]["n_teacher_forced"] and "b" not in result["paired_vs_reference"]
+    cos = result["paired_vs_reference"]["a"]["cos_sim"]  # the same model and sampling seed: the same replies
+    assert cos["mean"] == cos["mean_reference"] == pytest.approx(result["a"]["cos_sim_persona_turns"])
+    assert cos["diff"] == 0.0 and cos["turns"] == sum(1 for e in exs if e["persona"] and e["dialogue_id"] == valid[0]["dialogue_id"])
     acc = result["paired_vs_reference"]["a"]["strategy_acc"]
     assert acc["acc"] == acc["acc_reference"] == pytest.approx(result["a"]["acc"]) and acc["p"] == 1.0
     rows_a = [{"nll": 2.0, "tokens": 2, "strategy_correct": True}]

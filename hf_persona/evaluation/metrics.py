@@ -71,10 +71,12 @@ def _check_bootstrap(resamples: int, confidence: float) -> float:
     return (1 - confidence) / 2
 
 
-def paired_bootstrap(a, b, resamples: int = 10000, seed: int = 0, confidence: float = 0.95) -> dict:
+def paired_bootstrap(a, b, resamples: int = 10000, seed: int = 0, confidence: float = 0.95, groups=None) -> dict:
     """Difference of means of two paired per-query measurements (``a`` minus ``b``) with a
     percentile bootstrap interval over queries (the same resampled queries for both).
 
+    ``groups`` (an id per query, e.g. its dialogue) resamples whole groups instead of single queries,
+    for queries that are not independent; each resample's difference is then its queries' mean.
     Returns ``diff`` (the observed difference), ``low`` / ``high`` (the interval) and
     ``p_not_greater``: the fraction of resamples with ``diff <= 0``.
     """
@@ -82,12 +84,22 @@ def paired_bootstrap(a, b, resamples: int = 10000, seed: int = 0, confidence: fl
     if a.shape != b.shape or a.ndim != 1 or a.size == 0:
         raise ValueError(f"paired_bootstrap needs two 1-D arrays of the same non-zero length, got {a.shape} and {b.shape}")
     tail = _check_bootstrap(resamples, confidence)
-    d = a - b
+    d_g, n_g = _group_sums(a - b, np.ones_like(a), groups)
     means = np.empty(resamples)
-    for start, idx in _resample_indices(d.size, resamples, seed):
-        means[start:start + len(idx)] = d[idx].mean(axis=1)
-    return {"diff": float(d.mean()), "low": float(np.quantile(means, tail)),
+    for start, idx in _resample_indices(d_g.size, resamples, seed):
+        means[start:start + len(idx)] = d_g[idx].sum(axis=1) / n_g[idx].sum(axis=1)
+    return {"diff": float(d_g.sum() / n_g.sum()), "low": float(np.quantile(means, tail)),
             "high": float(np.quantile(means, 1 - tail)), "p_not_greater": float((means <= 0).mean())}
+
+
+def _group_sums(values, weights, groups):
+    """Per-group sums of ``values`` and ``weights`` (each item its own group when ``groups`` is None)."""
+    if groups is None:
+        return values, weights
+    if len(groups) != values.size:
+        raise ValueError(f"groups has {len(groups)} entries for {values.size} examples")
+    _, inverse = np.unique(np.asarray([str(g) for g in groups]), return_inverse=True)
+    return np.bincount(inverse, weights=values), np.bincount(inverse, weights=weights)
 
 
 def paired_bootstrap_nll(nll_a, nll_b, tokens, groups=None, resamples: int = 10000, seed: int = 0,
@@ -110,13 +122,7 @@ def paired_bootstrap_nll(nll_a, nll_b, tokens, groups=None, resamples: int = 100
     if (t <= 0).any():
         raise ValueError("every example needs at least one predicted token")
     tail = _check_bootstrap(resamples, confidence)
-    if groups is None:
-        d_g, t_g = a - b, t
-    else:
-        if len(groups) != a.size:
-            raise ValueError(f"groups has {len(groups)} entries for {a.size} examples")
-        _, inverse = np.unique(np.asarray([str(g) for g in groups]), return_inverse=True)
-        d_g, t_g = np.bincount(inverse, weights=a - b), np.bincount(inverse, weights=t)
+    d_g, t_g = _group_sums(a - b, t, groups)
     diffs = np.empty(resamples)
     for start, idx in _resample_indices(d_g.size, resamples, seed):
         diffs[start:start + len(idx)] = d_g[idx].sum(axis=1) / t_g[idx].sum(axis=1)
