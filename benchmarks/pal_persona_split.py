@@ -93,32 +93,27 @@ def main(argv=None):
                 result[name] = {"folder": folder, "variant": cfg["variant"], **m}
             else:
                 result[name][f"persona_input_{persona_input}"] = m
-            with_persona = [e for e in examples if e["persona"]]
-            if persona_input == "given" and embedder is not None and with_persona:
+            with_persona = [e for e in examples if e["persona"]] if persona_input == "given" and embedder else []
+            if with_persona:
                 replies, _ = generate_responses(model, tok, with_persona, cfg["variant"], batch_size=a.batch_size, seed=0)
                 cosines[name] = embedder.cosine(replies, [" ".join(e["persona"]) for e in with_persona])
                 result[name]["cos_sim_persona_turns"] = sum(cosines[name]) / len(cosines[name])
-                result[name]["cos_sim_groups"] = [e["dialogue_id"] for e in with_persona]
             rows.append({"model": name, "variant": cfg["variant"], "persona input": persona_input, "ppl": m["ppl"],
                          f"ppl with persona (n={m['n_with_persona']})": m["ppl_with_persona"],
                          f"ppl placeholder (n={m['n_teacher_forced'] - m['n_with_persona']})": m["ppl_without_persona"]})
+    groups = [e["dialogue_id"] for e in examples if e["persona"]]  # the persona turns cosines were scored on
     if a.reference is not None:
         result["paired_vs_reference"] = paired = compare_with_reference(scored, a.reference, a.resamples)
         if cosines:
             from hf_persona.evaluation import paired_bootstrap
 
-            groups = result[a.reference].pop("cos_sim_groups")
             for name in paired:
-                paired[name]["cos_sim"] = {"turns": len(groups), "mean": result[name]["cos_sim_persona_turns"],
-                                           "mean_reference": result[a.reference]["cos_sim_persona_turns"],
-                                           **paired_bootstrap(cosines[name], cosines[a.reference], a.resamples,
-                                                              groups=groups)}
-                print(f"cos-sim {name} vs {a.reference} on {len(groups)} persona turns: "
-                      f"{paired[name]['cos_sim']['mean']:.4f} vs {paired[name]['cos_sim']['mean_reference']:.4f}, "
-                      f"difference {paired[name]['cos_sim']['diff']:+.4f} "
-                      f"[{paired[name]['cos_sim']['low']:+.4f}, {paired[name]['cos_sim']['high']:+.4f}]")
-    for name in cosines:
-        result[name].pop("cos_sim_groups", None)
+                c = paired[name]["cos_sim"] = {
+                    "turns": len(groups), "mean": result[name]["cos_sim_persona_turns"],
+                    "mean_reference": result[a.reference]["cos_sim_persona_turns"],
+                    **paired_bootstrap(cosines[name], cosines[a.reference], a.resamples, groups=groups)}
+                print(f"cos-sim {name} vs {a.reference} on {len(groups)} persona turns: {c['mean']:.4f} vs "
+                      f"{c['mean_reference']:.4f}, difference {c['diff']:+.4f} [{c['low']:+.4f}, {c['high']:+.4f}]")
         print(format_table([{"model": name, "vs": a.reference, "part": part, "turns": c["turns"],
                              "ppl ratio": c["ppl_ratio"], "95% low": c["ppl_ratio_low"], "95% high": c["ppl_ratio_high"],
                              "P(not better)": c["p_not_less"]}

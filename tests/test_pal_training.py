@@ -288,7 +288,7 @@ def test_training_summary_and_learning_curve_script_report_the_validation_histor
         script.main([f"a={tmp_path / 'empty'}", "--out", str(tmp_path / "d.json")])
 
 
-def test_per_example_nll_and_the_split_script_paired_comparison(trained, pesconv_dir, tmp_path):
+def test_per_example_nll_and_the_split_script_paired_comparison(trained, pesconv_dir, tmp_path, capsys):
     import importlib.util
 
     from hf_persona.training.pal import load_pal_for_eval, load_pesconv_splits, pesconv_examples, teacher_forced_metrics
@@ -312,6 +312,8 @@ def test_per_example_nll_and_the_split_script_paired_comparison(trained, pesconv
     spec.loader.exec_module(script)
     script.main([f"a={out}", f"b={out}", "--data", str(pesconv_dir), "--reference", "b", "--resamples", "50",
                  "--dialogues", ":1", "--cos-sim", "--out", str(tmp_path / "s.json")])
+    printed = capsys.readouterr().out
+    assert printed.count("ppl ratio") == 1 and printed.count("McNemar p") == 1 and "cos-sim a vs b" in printed
     result = json.loads((tmp_path / "s.json").read_text())
     assert result["dialogues"]["count"] == 1 and result["dialogues"]["ids"] == [valid[0]["dialogue_id"]]
     same = result["paired_vs_reference"]["a"]["all"]  # a model against itself: ratio 1, no spread
@@ -322,6 +324,10 @@ def test_per_example_nll_and_the_split_script_paired_comparison(trained, pesconv
     assert cos["diff"] == 0.0 and cos["turns"] == sum(1 for e in exs if e["persona"] and e["dialogue_id"] == valid[0]["dialogue_id"])
     acc = result["paired_vs_reference"]["a"]["strategy_acc"]
     assert acc["acc"] == acc["acc_reference"] == pytest.approx(result["a"]["acc"]) and acc["p"] == 1.0
+    script.main([f"a={out}", f"b={out}", "--data", str(pesconv_dir), "--reference", "b", "--resamples", "20",
+                 "--dialogues", ":1", "--out", str(tmp_path / "u.json")])  # without --cos-sim: tables still printed
+    assert capsys.readouterr().out.count("ppl ratio") == 1
+    assert "cos_sim" not in json.loads((tmp_path / "u.json").read_text())["paired_vs_reference"]["a"]
     rows_a = [{"nll": 2.0, "tokens": 2, "strategy_correct": True}]
     with pytest.raises(SystemExit, match="not scored on the same turns"):  # e.g. another max_target_length
         script.compare_with_reference({"a": (rows_a, [("d0", True)]),

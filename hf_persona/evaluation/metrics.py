@@ -58,11 +58,15 @@ def reciprocal_ranks(scores, positive=0) -> np.ndarray:
     return 1.0 / _ranks(scores, positive)
 
 
-def _resample_indices(n: int, resamples: int, seed: int):
-    """Bootstrap index draws, 1000 resamples at a time (bounded memory): yields (start, draws[k, n])."""
+def _ratio_bootstrap(values, weights, resamples: int, seed: int) -> np.ndarray:
+    """``sum(values) / sum(weights)`` over ``resamples`` bootstrap draws of the items (1000 at a time:
+    bounded memory). With unit weights this is the resampled mean."""
     rng = np.random.default_rng(seed)
+    out = np.empty(resamples)
     for start in range(0, resamples, 1000):
-        yield start, rng.integers(0, n, size=(min(1000, resamples - start), n))
+        idx = rng.integers(0, values.size, size=(min(1000, resamples - start), values.size))
+        out[start:start + len(idx)] = values[idx].sum(axis=1) / weights[idx].sum(axis=1)
+    return out
 
 
 def _check_bootstrap(resamples: int, confidence: float) -> float:
@@ -85,9 +89,7 @@ def paired_bootstrap(a, b, resamples: int = 10000, seed: int = 0, confidence: fl
         raise ValueError(f"paired_bootstrap needs two 1-D arrays of the same non-zero length, got {a.shape} and {b.shape}")
     tail = _check_bootstrap(resamples, confidence)
     d_g, n_g = _group_sums(a - b, np.ones_like(a), groups)
-    means = np.empty(resamples)
-    for start, idx in _resample_indices(d_g.size, resamples, seed):
-        means[start:start + len(idx)] = d_g[idx].sum(axis=1) / n_g[idx].sum(axis=1)
+    means = _ratio_bootstrap(d_g, n_g, resamples, seed)
     return {"diff": float(d_g.sum() / n_g.sum()), "low": float(np.quantile(means, tail)),
             "high": float(np.quantile(means, 1 - tail)), "p_not_greater": float((means <= 0).mean())}
 
@@ -123,9 +125,7 @@ def paired_bootstrap_nll(nll_a, nll_b, tokens, groups=None, resamples: int = 100
         raise ValueError("every example needs at least one predicted token")
     tail = _check_bootstrap(resamples, confidence)
     d_g, t_g = _group_sums(a - b, t, groups)
-    diffs = np.empty(resamples)
-    for start, idx in _resample_indices(d_g.size, resamples, seed):
-        diffs[start:start + len(idx)] = d_g[idx].sum(axis=1) / t_g[idx].sum(axis=1)
+    diffs = _ratio_bootstrap(d_g, t_g, resamples, seed)
     diff, low, high = float(d_g.sum() / t_g.sum()), float(np.quantile(diffs, tail)), float(np.quantile(diffs, 1 - tail))
     return {"diff": diff, "low": low, "high": high, "ppl_ratio": math.exp(diff), "ppl_ratio_low": math.exp(low),
             "ppl_ratio_high": math.exp(high), "groups": int(d_g.size), "p_not_less": float((diffs >= 0).mean())}

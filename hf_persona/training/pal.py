@@ -546,11 +546,11 @@ def teacher_forced_metrics(model, tokenizer, examples, variant: str, batch_size:
         nll_resp += nll[:, 1:][valid[:, 1:]].sum().item()
         n_resp += int(valid[:, 1:].sum())
         predicted = logits[:, 0, strategy_ids].argmax(-1)
-        gold = torch.tensor([int(f["strategy_id"]) for f in chunk])
+        hit = predicted == torch.tensor([int(f["strategy_id"]) for f in chunk])
         if per_example:
             rows.extend({"nll": r_nll, "tokens": int(r_n), "strategy_correct": bool(ok)}
-                        for r_nll, r_n, ok in zip(row_nll, row_n, (predicted == gold).tolist()))
-        correct += int((predicted == gold).sum())
+                        for r_nll, r_n, ok in zip(row_nll, row_n, hit.tolist()))
+        correct += int(hit.sum())
     out = {
         "acc": 100.0 * correct / len(examples),
         "ppl": math.exp(nll_all / n_all),
