@@ -221,8 +221,8 @@ def main(argv=None):
                     for split, s in pesconv.items()},
         "training": {v: {k: trained[v].get(k) for k in ("global_step", "examples_seen", "train_examples",
                                                         "valid_loss", "train_loss", "train_seconds", "batch_size",
-                                                        "learning_rate", "mixture_learning_rate", "mixture_init", "resumed_from",
-                                                        "fusion_norm_init", "persona_alignment",
+                                                        "learning_rate", "mixture_learning_rate", "mixture_init",
+                                                        "fusion_norm_init", "persona_alignment", "resumed_from",
                                                         "mixture_weights",
                                                         "max_source_length", "max_persona_length",
                                                         "max_target_length")}
