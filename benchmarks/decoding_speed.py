@@ -10,8 +10,10 @@ approach (a second, uncached full decoder pass per step) for greedy decoding.
     python benchmarks/decoding_speed.py --out benchmarks/results/decoding_speed.json
 
 Writes flat keys ``ratio.batch1.greedy``, ``ratio.batch8.greedy``, ``ratio.batch8.sampling``,
-``ratio.batch4.beam3`` (contrastive / plain wall time), the medians in seconds, and
-``uncached_ratio.*`` for the authors' approach (``--uncached-modes``).
+``ratio.batch4.beam3`` (contrastive / plain wall time), the medians in seconds,
+``uncached_ratio.*`` for the authors' approach (``--uncached-modes``) and ``separate_ratio.*``
+for the design PAL did not take: a processor that owns a second, cached persona-free pass in
+the shape of transformers' ``UnbatchedClassifierFreeGuidanceLogitsProcessor`` (``--separate-modes``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import sys
 import time
 
 import torch
+import transformers
 from transformers import LogitsProcessor, LogitsProcessorList
 
 
@@ -78,6 +81,29 @@ class UncachedPersonaFreePass(LogitsProcessor):
         return (1 + self.alpha) * scores - self.alpha * plain
 
 
+class SeparateCachedPersonaFreePass(LogitsProcessor):
+    """The alternative design, for reference: the processor owns a second persona-free decoder
+    pass with its own KV cache and runs it at every step (greedy / sampling only: it does not
+    follow beam reorderings)."""
+
+    def __init__(self, model, dialogue_states, attention_mask, alpha):
+        from hf_persona.models.pal.generation_pal import cache_argument_name
+
+        self.model, self.states, self.mask, self.alpha = model, dialogue_states, attention_mask, alpha
+        self.cache_name = cache_argument_name(model.backbone.forward)
+        self.cache = None
+
+    def __call__(self, input_ids, scores):
+        ids = input_ids if self.cache is None else input_ids[:, -1:]
+        with torch.no_grad():
+            out = self.model.backbone(encoder_outputs=(self.states,), attention_mask=self.mask, decoder_input_ids=ids,
+                                      use_cache=True, **{self.cache_name: self.cache})
+        self.cache = out.get("cache", out.get("past_key_values"))
+        if input_ids.shape[1] <= 1:
+            return scores
+        return (1 + self.alpha) * scores - self.alpha * out.logits[:, -1]
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default=None, help="a saved PAL checkpoint (default: MiniLM warm start)")
@@ -89,6 +115,8 @@ def main(argv=None):
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--uncached-modes", default="batch1.greedy",
                         help="comma-separated greedy modes for which the authors' uncached approach is also timed ('' = none)")
+    parser.add_argument("--separate-modes", default="batch1.greedy,batch8.greedy",
+                        help="comma-separated greedy modes for which a processor-owned separate cached pass is also timed")
     parser.add_argument("--out", default="benchmarks/results/decoding_speed.json")
     args = parser.parse_args(argv)
     if args.repeats < 5:
@@ -182,6 +210,21 @@ def main(argv=None):
             result[f"uncached_s.{name}"] = round(mu, 4)
             print(f"{name:16s} authors-style uncached second pass {mu:.3f}s  ratio {mu / mp:.3f}", flush=True)
 
+        if name in {m.strip() for m in args.separate_modes.split(",")} and "greedy" in name:
+            with torch.no_grad():
+                enc = model.encode(**x)
+
+            def separate():
+                proc = SeparateCachedPersonaFreePass(model, enc.dialogue_hidden_state, x["attention_mask"], 0.75)
+                return model.generate(**x, **common, **kw, logits_processor=LogitsProcessorList([proc]))
+
+            separate()
+            t_sep = [timed(separate)[0] for _ in range(args.repeats)]
+            ms = statistics.median(t_sep)
+            result[f"separate_ratio.{name}"] = round(ms / mp, 3)
+            result[f"separate_s.{name}"] = round(ms, 4)
+            print(f"{name:16s} processor-owned separate cached pass {ms:.3f}s  ratio {ms / mp:.3f}", flush=True)
+
     result["meta"] = {
         "command": command_line("benchmarks/decoding_speed.py", argv),
         "model": model_desc,
@@ -195,6 +238,7 @@ def main(argv=None):
         "cpu_count": os.cpu_count(),
         "platform": platform.platform(),
         "torch": torch.__version__,
+        "transformers": transformers.__version__,
         "note": "wall time on a machine shared with other jobs; plain and contrastive runs are interleaved",
     }
     atomic_write_json(args.out, result)

@@ -93,7 +93,7 @@ def test_greedy_each_strategy_matches_two_full_passes(pal, group):
         assert alpha.squeeze(1).tolist() == pytest.approx([DISTINCT[s] for s in group])
         torch.testing.assert_close(produced, expected, atol=1e-5, rtol=1e-5)
     assert model.strategies_of(seq) == list(group)
-    assert model._contrast is None and proc._model is None  # unbound after generate
+    assert proc._model_alpha is None  # every model step was checked by the processor
     assert "forward" not in model.backbone.get_output_embeddings().__dict__  # CPU head path removed again
 
 
@@ -313,3 +313,92 @@ def test_beams_with_different_strategies_keep_their_alphas_when_reordered(pal):
             mixed = True
         torch.testing.assert_close(produced, expected, atol=1e-5, rtol=1e-5)
     assert mixed, "the beams of an example never had different strategies"
+
+
+# ---------------------------------------------------------------- public-API plumbing
+def test_cache_argument_name_matches_the_installed_transformers(pal):
+    """The one version-dependent function: the name it gives is the one generate() and the
+    backbone take (transformers 5.25 renamed past_key_values to cache)."""
+    import inspect
+
+    import transformers
+    from transformers import GenerationMixin
+
+    from hf_persona.models.pal.generation_pal import cache_argument_name
+
+    model, _, _ = pal
+    name = cache_argument_name()
+    assert name in inspect.signature(GenerationMixin.prepare_inputs_for_generation).parameters
+    assert cache_argument_name(model.backbone.forward) in inspect.signature(model.backbone.forward).parameters
+    major, minor = (int(v) for v in transformers.__version__.split(".")[:2])
+    assert name == ("cache" if (major, minor) >= (5, 25) else "past_key_values")
+
+
+@pytest.mark.parametrize("name", ["cache", "past_key_values"])
+def test_forward_takes_the_cache_under_either_name_and_ignores_extra_kwargs(pal, name):
+    """Incremental decoding through forward with a cache equals one uncached full pass,
+    whichever name the cache comes under; keywords a generate() may add are ignored."""
+    from transformers import DynamicCache, EncoderDecoderCache
+
+    model, tok, batch = pal
+    x = _inputs(batch)
+    ids = _forced(model, tok, ["Question", "Others", "Information"])
+    ids = torch.cat([ids, torch.tensor([[7], [8], [9]])], dim=1)
+    with torch.no_grad():
+        full = model(**x, decoder_input_ids=ids, use_cache=False).logits
+        cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+        enc = model.encode(**x)
+        steps = []
+        for t in range(ids.shape[1]):
+            out = model(encoder_outputs=enc, attention_mask=x["attention_mask"], decoder_input_ids=ids[:, t:t + 1],
+                        use_cache=True, cache_position=torch.tensor([t]), next_sequence_length=1, **{name: cache})
+            assert out.cache is cache and out.past_key_values is cache
+            steps.append(out.logits[:, -1])
+    assert cache.get_seq_length() == ids.shape[1]
+    torch.testing.assert_close(torch.stack(steps, 1), full, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="two different caches"):
+        model(**x, decoder_input_ids=ids[:, :1], cache=cache, past_key_values=EncoderDecoderCache(DynamicCache(), DynamicCache()))
+
+
+def test_persona_free_rows_share_the_batch_and_cache(pal):
+    """The contrastive cache holds 2R rows (persona, persona-free) after generate(), returned
+    when the user asks for it; the processor refuses a cache of the user's own."""
+    from transformers import DynamicCache, EncoderDecoderCache
+
+    from hf_persona.models.pal.generation_pal import StrategyContrastCache
+
+    model, tok, batch = pal
+    proc = model.strategy_contrast_processor(alpha=DISTINCT)
+    out = model.generate(**_inputs(batch), decoder_input_ids=_forced(model, tok, STRATEGY_NAMES[:3]), max_new_tokens=3,
+                         do_sample=False, logits_processor=LogitsProcessorList([proc]), return_dict_in_generate=True)
+    cache = out.get("cache", out.get("past_key_values"))
+    assert isinstance(cache, StrategyContrastCache)
+    keys = cache.self_attention_cache.layers[0].keys
+    assert keys.shape[0] == 2 * 3  # three sequences, each with its persona-free twin
+    assert cache.get_seq_length() == out.sequences.shape[1] - 1  # the last token is never fed back
+    with pytest.raises(ValueError, match="brings its own cache"):
+        model.generate(**_inputs(batch), max_new_tokens=2, logits_processor=LogitsProcessorList([proc]),
+                       **{"past_key_values": EncoderDecoderCache(DynamicCache(), DynamicCache())})
+    with pytest.raises(ValueError, match="at most one"):
+        model.generate(**_inputs(batch), max_new_tokens=2, logits_processor=LogitsProcessorList([proc, proc]))
+
+
+def test_a_cache_out_of_step_with_the_sequences_fails_loudly(pal, monkeypatch):
+    """If beam reordering stopped reaching the strategy tracking (what a transformers release
+    that bypassed Cache.reorder_cache would do), decoding raises instead of mixing alphas."""
+    from hf_persona.models.pal.generation_pal import StrategyContrastCache
+
+    model, _, batch = pal
+    original = StrategyContrastCache.reorder_cache
+
+    def forgetful(self, beam_idx):
+        tokens = self.strategy_tokens
+        original(self, beam_idx)
+        self.strategy_tokens = tokens  # the KV rows move, the tracked strategies do not
+
+    monkeypatch.setattr(StrategyContrastCache, "reorder_cache", forgetful)
+    proc = model.strategy_contrast_processor(alpha=DISTINCT)
+    order = [model.config.strategy_token_ids[i] for i in (5, 1, 6, 7, 4)]
+    with pytest.raises(RuntimeError, match="out of step"):
+        model.generate(**_inputs(batch), num_beams=3, max_new_tokens=6, do_sample=False,
+                       logits_processor=LogitsProcessorList([proc, BoostStrategiesAtFirstStep(order)]))

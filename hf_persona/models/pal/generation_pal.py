@@ -12,31 +12,48 @@ token exists (the first step, which picks the strategy) the scores pass through 
 
 This file ships inside the PAL model folder (``modeling_pal.py`` imports it), so
 ``save_pretrained`` copies it and a user with only transformers installed gets it with
-``trust_remote_code=True``: ``proc = model.strategy_contrast_processor()``.
+``trust_remote_code=True``: ``model.generate(..., logits_processor=[model.strategy_contrast_processor()])``.
 
-How it runs inside ``model.generate(..., logits_processor=LogitsProcessorList([proc]))``:
+How it runs, on public transformers extension points only
+----------------------------------------------------------
+* ``PALForConditionalGeneration.generate`` (an ordinary override of the public method) sees the
+  processor in ``logits_processor`` and hands ``generate`` a :class:`StrategyContrastCache`
+  through the documented user-cache argument (``cache=`` / ``past_key_values=``, see
+  :func:`cache_argument_name`). That cache is a public ``EncoderDecoderCache`` holding 2R rows:
+  rows [0, R) for the persona pass, rows [R, 2R) for the persona-free pass.
+* PAL's ``forward`` recognises the cache and runs both passes in one batch (rows [0, R) over
+  H_final, rows [R, 2R) over H_D), so the persona-free prefix is never recomputed and one
+  backbone call serves both. It combines the two halves itself, before ``forward`` returns, so
+  the combination happens on raw scores before every processor ``generate`` applies
+  (repetition penalty, temperature, top-k, top-p) whatever order transformers builds them in.
+  With ``combine_before_lm_head`` (default) the halves are combined on the input of the output
+  projection, ``W((1+a) h_p - a h_d) + b = (1+a)(W h_p + b) - a(W h_d + b)``, so the vocabulary
+  projection runs once per row.
+* Beam search reorders the cache through its public ``reorder_cache``; the cache applies every
+  reordering to both halves and to the strategy token it tracks per row.
+* The processor itself changes nothing: it checks, from the full sequences ``generate`` hands
+  it, that the model combined each row with that row's alpha, and raises otherwise. A cache
+  that fell out of step with the sequences (a transformers release that feeds ``forward``
+  differently) therefore fails loudly instead of decoding wrong text.
+* Beam search scores are log-probabilities of the combined logits. Eq. 6 is a proportionality:
+  ``log_softmax((1+a) l_p - a l_d) = log_softmax((1+a) log_softmax(l_p) - a log_softmax(l_d))``,
+  so combining raw logits and combining log-probabilities give the same beams.
 
-* PAL's ``_get_logits_processor`` moves the processor to the front of the processor list, so
-  it combines raw scores *before* repetition penalty, temperature, top-k and top-p, and binds
-  it to the model for that call (``generate`` unbinds it when it returns).
-* While bound, PAL's forward runs the persona-free decoder pass in the same batch as the
-  persona pass (rows [0, R) over H_final, rows [R, 2R) over H_D), so the persona-free prefix is
-  never recomputed: it lives in the same KV cache, and PAL's ``_reorder_cache`` applies every
-  beam reordering to both halves. The processor receives the persona-free last-position logits
-  from that forward.
-* Greedy / sampling: the processor sees raw logits and returns the raw combination (eq. 6 up to
-  normalisation). Beam search: transformers hands processors log-probabilities; the processor
-  then combines log-probabilities and renormalises with ``log_softmax`` so beams keep
-  comparable scores (eq. 6 is a proportionality).
+Why not the alternatives: a processor that owns a second, separate persona-free pass (the shape
+of transformers' ``UnbatchedClassifierFreeGuidanceLogitsProcessor``) runs the decoder twice per
+step and must rediscover beam reorderings from the sequences; ``custom_generate`` would mean
+shipping and maintaining our own greedy, sampling and beam-search loops. The user-cache route
+keeps transformers' own loops and costs one batched backbone call per step.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 from numbers import Real
 
 import torch
-from transformers import LogitsProcessor
+from transformers import DynamicCache, EncoderDecoderCache, GenerationMixin, LogitsProcessor
 
 from .configuration_pal import ALPHA_LEVELS, DEFAULT_STRATEGY_ALPHA, STRATEGY_NAMES
 
@@ -116,8 +133,26 @@ def resolve_strategy_alphas(alpha=None, base_table=None, strategy_names=STRATEGY
     )
 
 
+
+def cache_argument_name(function=None) -> str:
+    """The keyword under which ``function`` takes the KV cache: ``"cache"`` from transformers
+    5.25 on, ``"past_key_values"`` before. Default ``function``: the public
+    ``GenerationMixin.prepare_inputs_for_generation``, i.e. the name ``generate`` takes a user's
+    cache under and passes to a model's ``forward``. PAL also asks it of its backbone's ``forward``.
+    The one place in PAL that depends on the transformers version (tested in CI on both ends of
+    the supported range)."""
+    if function is None:
+        function = GenerationMixin.prepare_inputs_for_generation
+    parameters = inspect.signature(function).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
+
+
 class StrategyContrastiveLogitsProcessor(LogitsProcessor):
     """``(1 + alpha) * logits(d, p) - alpha * logits(d)`` with alpha read from each sequence's strategy.
+
+    Pass it to a PAL model's ``generate(..., logits_processor=[proc])``; the model then runs the
+    persona-free pass and combines (see the module docstring). The processor checks each step
+    against the sequences and records the alphas in ``last_alpha``.
 
     Args:
         strategy_token_ids: vocabulary ids of the eight strategy tokens, in the order of
@@ -128,15 +163,12 @@ class StrategyContrastiveLogitsProcessor(LogitsProcessor):
             the decoder start token). A strategy forced through ``decoder_input_ids`` counts too.
         unknown_strategy_alpha: alpha for a sequence whose strategy slot holds a non-strategy
             token (an untrained model may do that). Default 0: plain decoding.
-        combine_before_lm_head: where the combination is computed (same result up to float
-            rounding). True (default): inside PAL's forward, on the input of the output
-            projection, ``W((1+a) h_p - a h_d) + b = (1+a)(W h_p + b) - a(W h_d + b)``, so the
-            vocabulary projection runs once per row instead of twice; valid because the logits
-            of PAL's backbones (BERT, BART, Blenderbot, T5) are an affine map of that input.
-            False: both halves are projected and the processor combines the two logit vectors.
+        combine_before_lm_head: where the model combines (same result up to float rounding).
+            True (default): on the input of the output projection, which then runs once per row;
+            valid because the logits of PAL's backbones (BERT, BART, Blenderbot, T5) are an
+            affine map of that input. False: both halves are projected and their logits combined.
 
-    Use it only with PAL's ``generate``; called outside of it (no persona-free pass for the
-    step) it raises ``RuntimeError``. After a call, ``last_alpha`` holds the per-row alphas used.
+    Called outside a PAL ``generate`` (no model step to check) it raises ``RuntimeError``.
     """
 
     _is_pal_strategy_contrast = True
@@ -165,52 +197,17 @@ class StrategyContrastiveLogitsProcessor(LogitsProcessor):
         self.strategy_position = strategy_position
         self._token_alpha = {tid: self.alphas[name] for tid, name in zip(self.strategy_token_ids, self.strategy_names)}
         self.combine_before_lm_head = bool(combine_before_lm_head)
-        self._model = None
-        self._scores_are_log_probs = False
-        self._pending = None
-        self._pending_alpha = None
-        self._paired = None
-        self._row_tokens = None
+        self._model_alpha = None
         self.last_alpha = None
 
-    # -- binding (called by PAL's generate plumbing) --------------------------------------
-    def _bind(self, model, scores_are_log_probs: bool) -> None:
-        self._model = model
-        self._scores_are_log_probs = bool(scores_are_log_probs)
-        self._reset_state()
+    def reset(self) -> None:
+        """Forget the step state (``generate`` calls this before it starts)."""
+        self._model_alpha = None
+        self.last_alpha = None
 
-    def _unbind(self) -> None:
-        self._model = None
-        self._reset_state()
-
-    def _reset_state(self) -> None:
-        self._pending = None
-        self._pending_alpha = None
-        self._paired = None
-        self._row_tokens = None
-
-    def _receive_persona_free_logits(self, logits: torch.Tensor) -> None:
-        self._pending = logits
-
-    def _receive_combined(self, alpha: torch.Tensor) -> None:
-        self._pending = "combined"
-        self._pending_alpha = alpha
-
-    # -- strategy tracking inside the model's forward ----------------------------------------
-    def _track_strategy_tokens(self, decoder_input_ids: torch.LongTensor, past_length: int) -> torch.Tensor:
-        """Called by PAL's forward with the new decoder tokens of each row (after ``past_length``
-        cached ones); remembers each row's strategy-slot token and returns the rows' alphas."""
-        rows, new = decoder_input_ids.shape
-        if self._row_tokens is None or past_length == 0 or self._row_tokens.shape[0] != rows:
-            self._row_tokens = torch.full((rows,), -1, dtype=torch.long, device=decoder_input_ids.device)
-        pos = self.strategy_position
-        if past_length <= pos < past_length + new:
-            self._row_tokens = decoder_input_ids[:, pos - past_length].clone()
-        return self.alphas_from_tokens(self._row_tokens)
-
-    def _reorder_rows(self, beam_idx: torch.LongTensor) -> None:
-        if self._row_tokens is not None:
-            self._row_tokens = self._row_tokens.index_select(0, beam_idx.to(self._row_tokens.device))
+    def record_model_step(self, alpha: torch.Tensor) -> None:
+        """Called by PAL's forward: the per-row alphas it combined with at this step."""
+        self._model_alpha = alpha
 
     def alphas_from_tokens(self, tokens: torch.LongTensor) -> torch.Tensor:
         """Alpha per row from each row's strategy-slot token (-1: not decoded yet -> 0)."""
@@ -219,7 +216,87 @@ class StrategyContrastiveLogitsProcessor(LogitsProcessor):
         ]
         return torch.tensor(values, dtype=torch.float32, device=tokens.device)
 
-    def _paired_encoder_states(self, persona_states, dialogue_states, attention_mask):
+    def alphas_for(self, input_ids: torch.LongTensor) -> torch.Tensor:
+        """Per-row alpha for the decoder sequences ``input_ids`` ([rows, length]): 0 while the
+        strategy slot is not decoded yet, the strategy's alpha afterwards."""
+        rows, length = input_ids.shape
+        if length <= self.strategy_position:
+            return torch.zeros(rows, dtype=torch.float32, device=input_ids.device)
+        return self.alphas_from_tokens(input_ids[:, self.strategy_position])
+
+    @staticmethod
+    def combine(scores: torch.Tensor, persona_free: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+        """Eq. 6 on one set of rows: ``(1 + a) * scores - a * persona_free`` (a broadcast over the
+        trailing dims); rows with alpha 0 are returned untouched."""
+        a = alpha.to(device=scores.device, dtype=scores.dtype).view(-1, *([1] * (scores.dim() - 1)))
+        combined = (1 + a) * scores - a * persona_free.to(scores.dtype)
+        return torch.where(a == 0, scores, combined)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        model_alpha, self._model_alpha = self._model_alpha, None
+        if model_alpha is None:
+            raise RuntimeError(
+                "StrategyContrastiveLogitsProcessor got no contrastive model step: pass it to generate() of a PAL "
+                "model (PALForConditionalGeneration), whose forward runs the persona-free pass and combines"
+            )
+        alpha = self.alphas_for(input_ids).to(scores.device)
+        if not torch.equal(model_alpha.to(alpha.device), alpha):
+            raise RuntimeError(
+                f"strategy tracking out of step: the model combined with alphas {model_alpha.tolist()} but the "
+                f"sequences give {alpha.tolist()}; the KV cache no longer matches the sequences generate() holds"
+            )
+        self.last_alpha = alpha
+        return scores
+
+
+class StrategyContrastCache(EncoderDecoderCache):
+    """The KV cache of one contrastive ``generate`` call: persona rows [0, R), persona-free rows [R, 2R).
+
+    A public ``EncoderDecoderCache`` over two ``DynamicCache``s, handed to ``generate`` as the
+    user's cache. On top of the key/value states it keeps, per persona row, the token in the
+    strategy slot (``strategy_tokens``; -1 until decoded), and the paired encoder states
+    ``[H_final; H_D]`` built once per call. ``reorder_cache`` (beam search) moves all of them.
+    """
+
+    def __init__(self, processor: StrategyContrastiveLogitsProcessor):
+        super().__init__(DynamicCache(), DynamicCache())
+        self.processor = processor
+        self.strategy_tokens = None
+        self._paired = None
+
+    @property
+    def combine_before_lm_head(self) -> bool:
+        return self.processor.combine_before_lm_head
+
+    def reorder_cache(self, beam_idx: torch.LongTensor):
+        rows = beam_idx.shape[0]
+        if self.strategy_tokens is not None:
+            self.strategy_tokens = self.strategy_tokens.index_select(0, beam_idx.to(self.strategy_tokens.device))
+        return super().reorder_cache(torch.cat([beam_idx, beam_idx + rows]))
+
+    def batch_repeat_interleave(self, repeats: int):
+        raise NotImplementedError("strategy contrastive decoding supports greedy, sampling and beam search")
+
+    def batch_select_indices(self, indices: torch.Tensor):
+        raise NotImplementedError("strategy contrastive decoding supports greedy, sampling and beam search")
+
+    def track_strategy_tokens(self, decoder_input_ids: torch.LongTensor, past_length: int) -> torch.Tensor:
+        """Record each persona row's strategy-slot token from its new decoder tokens (the ones
+        after ``past_length`` cached positions) and return the rows' alphas."""
+        rows, new = decoder_input_ids.shape
+        if self.strategy_tokens is None or past_length == 0:
+            self.strategy_tokens = torch.full((rows,), -1, dtype=torch.long, device=decoder_input_ids.device)
+        elif self.strategy_tokens.shape[0] != rows:
+            raise RuntimeError(
+                f"the contrastive cache tracks {self.strategy_tokens.shape[0]} sequences but forward got {rows}; "
+                "strategy contrastive decoding supports greedy, sampling and beam search"
+            )
+        pos = self.processor.strategy_position
+        if past_length <= pos < past_length + new:
+            self.strategy_tokens = decoder_input_ids[:, pos - past_length].clone()
+        return self.processor.alphas_from_tokens(self.strategy_tokens)
+
+    def paired_encoder_states(self, persona_states, dialogue_states, attention_mask):
         """``[H_final; H_D]`` and the doubled mask, built once per generate call (the encoder
         outputs stay the same tensors across steps) instead of being copied at every step.
 
@@ -245,53 +322,10 @@ class StrategyContrastiveLogitsProcessor(LogitsProcessor):
         self._paired = (persona_states, dialogue_states, attention_mask, states, mask)
         return states, mask
 
-    # -- alpha per row -----------------------------------------------------------------------
-    def alphas_for(self, input_ids: torch.LongTensor) -> torch.Tensor:
-        """Per-row alpha for the decoder sequences ``input_ids`` ([rows, length]): 0 while the
-        strategy slot is not decoded yet, the strategy's alpha afterwards."""
-        rows, length = input_ids.shape
-        if length <= self.strategy_position:
-            return torch.zeros(rows, dtype=torch.float32, device=input_ids.device)
-        values = [
-            self._token_alpha.get(int(t), self.unknown_strategy_alpha)
-            for t in input_ids[:, self.strategy_position].tolist()
-        ]
-        return torch.tensor(values, dtype=torch.float32, device=input_ids.device)
 
-    def combine(self, scores: torch.Tensor, persona_free: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-        """The eq. 6 combination for one step (rows with alpha 0 are returned untouched)."""
-        a = alpha.to(scores.dtype)[:, None]
-        persona_free = persona_free.to(scores.dtype)
-        if self._scores_are_log_probs:
-            persona_free = torch.log_softmax(persona_free, dim=-1)
-            combined = torch.log_softmax((1 + a) * scores - a * persona_free, dim=-1)
-        else:
-            combined = (1 + a) * scores - a * persona_free
-        return torch.where(a == 0, scores, combined)
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        persona_free, model_alpha = self._pending, self._pending_alpha
-        self._pending, self._pending_alpha = None, None
-        if persona_free is None:
-            raise RuntimeError(
-                "StrategyContrastiveLogitsProcessor got no persona-free pass for this step: pass it to "
-                "generate() of a PAL model (PALForConditionalGeneration), which runs the persona-free pass"
-            )
-        alpha = self.alphas_for(input_ids).to(scores.device)
-        self.last_alpha = alpha
-        if isinstance(persona_free, str):
-            # the model already combined before its output projection, with the alphas it tracked
-            if model_alpha is None or not torch.equal(model_alpha.to(alpha.device), alpha):
-                raise RuntimeError(
-                    f"strategy tracking out of step: the model combined with alphas {model_alpha} but the "
-                    f"sequences give {alpha}"
-                )
-            return scores
-        if persona_free.shape != scores.shape:
-            raise RuntimeError(
-                f"persona-free logits {tuple(persona_free.shape)} do not match the scores {tuple(scores.shape)}"
-            )
-        return self.combine(scores, persona_free, alpha)
-
-
-__all__ = ["StrategyContrastiveLogitsProcessor", "resolve_strategy_alphas"]
+__all__ = [
+    "StrategyContrastCache",
+    "StrategyContrastiveLogitsProcessor",
+    "cache_argument_name",
+    "resolve_strategy_alphas",
+]

@@ -34,7 +34,7 @@ from transformers import AutoConfig, AutoModelForSeq2SeqLM, GenerationMixin, Pre
 from transformers.modeling_outputs import ModelOutput
 
 from .configuration_pal import PERSONA_ALIGNMENTS, STRATEGY_NAMES, STRATEGY_TOKENS, PALConfig
-from .generation_pal import StrategyContrastiveLogitsProcessor
+from .generation_pal import StrategyContrastCache, StrategyContrastiveLogitsProcessor, cache_argument_name
 
 
 @dataclass
@@ -72,16 +72,21 @@ class PALSeq2SeqLMOutput(ModelOutput):
     Attributes:
         loss: mean token cross-entropy over the labels that are not -100 (paper eq. 5).
         logits: ``[batch, target_len, vocab]``.
-        past_key_values: the decoder cache.
+        cache: the decoder cache (also readable as ``past_key_values``, its name before
+            transformers 5.25).
         encoder_last_hidden_state: the states the decoder attended over (H_final or H_D).
         dialogue_hidden_state: H_D.
     """
 
     loss: torch.FloatTensor | None = None
     logits: torch.FloatTensor | None = None
-    past_key_values: object | None = None
+    cache: object | None = None
     encoder_last_hidden_state: torch.FloatTensor | None = None
     dialogue_hidden_state: torch.FloatTensor | None = None
+
+    @property
+    def past_key_values(self):
+        return self.cache
 
 
 def _masked_softmax(scores: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
@@ -239,7 +244,6 @@ class PALForConditionalGeneration(PALPreTrainedModel, GenerationMixin):
         self.backbone = backbone
         self.fusion = PALPersonaFusion(config.hidden_size, config.layer_norm_eps, config.coattention_scale,
                                        config.persona_alignment)
-        self._contrast = None  # the bound StrategyContrastiveLogitsProcessor while generate() runs
         self.post_init()
 
     # ------------------------------------------------------------------ construction
@@ -410,11 +414,12 @@ class PALForConditionalGeneration(PALPreTrainedModel, GenerationMixin):
         decoder_input_ids: torch.LongTensor | None = None,
         decoder_attention_mask: torch.LongTensor | None = None,
         encoder_outputs: PALEncoderOutput | tuple | None = None,
-        past_key_values=None,
+        cache=None,
         inputs_embeds: torch.FloatTensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         return_dict: bool | None = None,
+        past_key_values=None,
         **kwargs,
     ) -> PALSeq2SeqLMOutput:
         """Teacher-forced or incremental decoding.
@@ -422,7 +427,17 @@ class PALForConditionalGeneration(PALPreTrainedModel, GenerationMixin):
         ``persona_input_ids=None`` gives the persona-free distribution logits(d) (decoder over H_D);
         a persona gives logits(d, p) (decoder over H_final). ``labels`` use -100 for ignored
         positions; ``labels = [strategy] + response + eos`` in PAL's format.
+
+        ``cache`` (or ``past_key_values``, its name before transformers 5.25) is the decoder KV
+        cache; with a cache, ``decoder_input_ids`` holds only the new tokens. A
+        :class:`StrategyContrastCache` (what ``generate`` uses with the strategy contrastive
+        processor) makes this call run the persona-free rows in the same batch and return the
+        eq. 6 combination. Other keyword arguments that ``generate`` passes are ignored.
         """
+        if cache is not None and past_key_values is not None and cache is not past_key_values:
+            raise ValueError("PAL.forward got two different caches (cache= and past_key_values=); pass one")
+        if cache is None:
+            cache = past_key_values
         if encoder_outputs is None:
             encoder_outputs = self.encode(
                 input_ids=input_ids,
@@ -444,25 +459,25 @@ class PALForConditionalGeneration(PALPreTrainedModel, GenerationMixin):
                 raise ValueError("PAL.forward needs decoder_input_ids or labels")
             decoder_input_ids = self._shift_right(labels)
 
-        contrast = self._contrast
-        fuse = contrast is not None and encoder_outputs.dialogue_hidden_state is not None
+        paired = isinstance(cache, StrategyContrastCache)
         rows = states.shape[0]
-        if fuse:
+        hook = alpha = None
+        if paired:
             # strategy contrastive decoding: the persona-free pass rides in the same batch;
-            # rows [0, R) attend over H_final, rows [R, 2R) over H_D; one cache of 2R rows,
-            # kept aligned under beam reordering by _reorder_cache.
-            states, attention_mask = contrast._paired_encoder_states(
+            # rows [0, R) attend over H_final, rows [R, 2R) over H_D; one cache of 2R rows
+            if encoder_outputs.dialogue_hidden_state is None:
+                raise ValueError(
+                    "strategy contrastive decoding needs the plain dialogue states H_D: let generate() run PAL's "
+                    "encoder (pass input_ids), or pass encoder_outputs=model.encode(...)"
+                )
+            alpha = cache.track_strategy_tokens(decoder_input_ids, cache.get_seq_length())
+            states, attention_mask = cache.paired_encoder_states(
                 states, encoder_outputs.dialogue_hidden_state, attention_mask
             )
             decoder_input_ids = torch.cat([decoder_input_ids, decoder_input_ids], dim=0)
             if decoder_attention_mask is not None:
                 decoder_attention_mask = torch.cat([decoder_attention_mask, decoder_attention_mask], dim=0)
-
-        hook = None
-        if fuse:
-            past_length = past_key_values.get_seq_length() if past_key_values is not None else 0
-            alpha = contrast._track_strategy_tokens(decoder_input_ids[:rows], past_length)
-            if contrast.combine_before_lm_head:
+            if cache.combine_before_lm_head:
                 # (1+a)(W h_p + b) - a(W h_d + b) = W((1+a) h_p - a h_d) + b: combine the two halves
                 # on the input of the output projection, which then runs once per row
                 head = self.backbone.get_output_embeddings()
@@ -473,81 +488,75 @@ class PALForConditionalGeneration(PALPreTrainedModel, GenerationMixin):
                 attention_mask=attention_mask,
                 decoder_input_ids=decoder_input_ids,
                 decoder_attention_mask=decoder_attention_mask,
-                past_key_values=past_key_values,
                 use_cache=use_cache,
                 return_dict=True,
+                **{cache_argument_name(self.backbone.forward): cache},
             )
         finally:
             if hook is not None:
                 hook.remove()
         logits = out.logits
-        if fuse:
-            if hook is not None:
-                if logits.shape[0] != rows:
-                    raise RuntimeError("the output projection did not see the paired rows; use combine_before_lm_head=False")
-                contrast._receive_combined(alpha)
-            else:
-                logits, persona_free = logits[:rows], logits[rows:]
-                contrast._receive_persona_free_logits(persona_free[:, -1, :])
+        if paired:
+            if hook is None:
+                logits = StrategyContrastiveLogitsProcessor.combine(logits[:rows], logits[rows:], alpha)
+            elif logits.shape[0] != rows:
+                raise RuntimeError("the output projection did not see the paired rows; use combine_before_lm_head=False")
+            cache.processor.record_model_step(alpha)
 
         loss = None
         if labels is not None:
             loss = nn.functional.cross_entropy(
                 logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1).to(logits.device), ignore_index=-100
             )
+        new_cache = getattr(out, "cache", None)
+        if new_cache is None:
+            new_cache = getattr(out, "past_key_values", None)
         return PALSeq2SeqLMOutput(
             loss=loss,
             logits=logits,
-            past_key_values=out.past_key_values,
+            cache=new_cache,
             encoder_last_hidden_state=encoder_outputs.last_hidden_state,
             dialogue_hidden_state=encoder_outputs.dialogue_hidden_state,
         )
 
-    # ------------------------------------------------------------------ generation plumbing
-    def _reorder_cache(self, past_key_values, beam_idx):
-        """Beam reordering; with contrastive decoding the cache holds 2R rows (persona, then
-        persona-free) and both halves follow the same beam indices."""
-        if self._contrast is not None:
-            self._contrast._reorder_rows(beam_idx)
-            beam_idx = torch.cat([beam_idx, beam_idx + beam_idx.shape[0]])
-        past_key_values.reorder_cache(beam_idx)
-        return past_key_values
+    # ------------------------------------------------------------------ generation
+    def generate(self, inputs=None, generation_config=None, logits_processor=None, *args, **kwargs):
+        """``GenerationMixin.generate`` plus strategy contrastive decoding.
 
-    def _get_logits_processor(self, generation_config, *args, logits_processor=None, **kwargs):
-        """Bind the strategy contrastive processor to this generate call and put it first.
-
-        Its combination then happens on raw scores before repetition penalty, temperature, top-k
-        and top-p (transformers otherwise appends user processors after its own repetition
-        penalty). With ``combine_before_lm_head`` the combination already happened inside
-        ``forward`` (before every processor); being first keeps the logit-space path right too."""
-        custom = list(logits_processor) if logits_processor is not None else []
-        contrast = [p for p in custom if getattr(p, "_is_pal_strategy_contrast", False)]
+        With a :class:`StrategyContrastiveLogitsProcessor` in ``logits_processor``, generation runs
+        on a :class:`StrategyContrastCache` passed as the user cache (the public ``cache=`` /
+        ``past_key_values=`` argument), so that every forward carries the persona-free rows and
+        returns the combined logits; see ``generation_pal.py``. Greedy, sampling, beam search and
+        ``num_return_sequences`` work; a cache of your own cannot be combined with the processor.
+        """
+        processors = list(logits_processor) if logits_processor is not None else []
+        contrast = [p for p in processors if getattr(p, "_is_pal_strategy_contrast", False)]
         if len(contrast) > 1:
             raise ValueError("pass at most one StrategyContrastiveLogitsProcessor to generate()")
-        others = [p for p in custom if not getattr(p, "_is_pal_strategy_contrast", False)]
-        processors = super()._get_logits_processor(
-            generation_config, *args, logits_processor=type(logits_processor)(others) if custom else logits_processor, **kwargs
-        )
         if contrast:
-            proc = contrast[0]
-            proc._bind(self, scores_are_log_probs=(generation_config.num_beams or 1) > 1)
-            self._contrast = proc
-            processors.insert(0, proc)
-        return processors
-
-    def generate(self, *args, **kwargs):
+            if kwargs.get("cache") is not None or kwargs.get("past_key_values") is not None:
+                raise ValueError(
+                    "strategy contrastive decoding brings its own cache (persona and persona-free rows); "
+                    "do not pass cache= / past_key_values= together with the processor"
+                )
+            if kwargs.get("use_cache") is False:
+                raise ValueError("strategy contrastive decoding needs use_cache=True (its persona-free pass lives in the cache)")
+            for name in ("assistant_model", "prompt_lookup_num_tokens"):
+                if kwargs.get(name) is not None:
+                    raise ValueError(f"strategy contrastive decoding does not support {name}= (assisted decoding)")
+            kwargs.pop("cache", None)
+            kwargs.pop("past_key_values", None)
+            contrast[0].reset()
+            kwargs[cache_argument_name()] = StrategyContrastCache(contrast[0])
         head = self.backbone.get_output_embeddings()
         patched = type(head) is nn.Linear and "forward" not in head.__dict__
         if patched:  # only for the duration of this call; the module is left as it was
             head.forward = _few_rows_linear_forward.__get__(head, nn.Linear)
         try:
-            return super().generate(*args, **kwargs)
+            return super().generate(inputs, generation_config, logits_processor, *args, **kwargs)
         finally:
             if patched:
                 del head.forward
-            if self._contrast is not None:
-                self._contrast._unbind()
-            self._contrast = None
 
     # ------------------------------------------------------------------ helpers
     def mixture_weights(self) -> torch.Tensor:

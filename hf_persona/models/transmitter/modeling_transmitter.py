@@ -18,6 +18,7 @@ Imports only torch, transformers and single-dot siblings, so checkpoints load wi
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 import torch
@@ -48,6 +49,7 @@ class TransmitterOutput(ModelOutput):
         nup_logits: ``[batch, 2]`` NUP logits read at ``cls_index`` (default: last attended token).
         label_logprobs: with ``labels``, ``[batch, seq - 1]`` log-probability (no smoothing) of each
             next-token label, 0 where the label is ignored.
+        cache: the KV cache (also readable as ``past_key_values``, its name before transformers 5.25).
     """
 
     loss: torch.FloatTensor | None = None
@@ -56,9 +58,19 @@ class TransmitterOutput(ModelOutput):
     logits: torch.FloatTensor | None = None
     nup_logits: torch.FloatTensor | None = None
     label_logprobs: torch.FloatTensor | None = None
-    past_key_values: object | None = None
+    cache: object | None = None
     hidden_states: tuple | None = None
     attentions: tuple | None = None
+
+    @property
+    def past_key_values(self):
+        return self.cache
+
+
+def _cache_kwarg(function) -> str:
+    """The keyword ``function`` takes the KV cache under: ``cache`` from transformers 5.25 on,
+    ``past_key_values`` before (read from its public signature; the one version-dependent spot)."""
+    return "cache" if "cache" in inspect.signature(function).parameters else "past_key_values"
 
 
 class TransmitterPreTrainedModel(PreTrainedModel):
@@ -146,7 +158,7 @@ class TransmitterForDialogue(TransmitterPreTrainedModel, GenerationMixin):
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values=None,
+        cache=None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         nup_labels: torch.LongTensor | None = None,
@@ -154,9 +166,11 @@ class TransmitterForDialogue(TransmitterPreTrainedModel, GenerationMixin):
         use_cache: bool | None = None,
         logits_to_keep: int = 0,
         return_logits: bool = True,
+        past_key_values=None,
         **kwargs,
     ) -> TransmitterOutput:
         r"""
+        cache: the KV cache (``past_key_values``, its name before transformers 5.25, is accepted too).
         labels: token ids to predict (``-100`` = ignored), shifted inside, as for any causal LM.
         return_logits: ``False`` skips the full ``[batch, seq, vocab]`` logits (the LM head then runs
             on the labelled positions only: training and scoring stay cheap).
@@ -165,6 +179,10 @@ class TransmitterForDialogue(TransmitterPreTrainedModel, GenerationMixin):
         """
         if input_ids is None and inputs_embeds is None:
             raise ValueError("TransmitterForDialogue needs input_ids or inputs_embeds")
+        if cache is not None and past_key_values is not None and cache is not past_key_values:
+            raise ValueError("TransmitterForDialogue got two different caches (cache= and past_key_values=); pass one")
+        if cache is None:
+            cache = past_key_values
         seq_len = (input_ids if input_ids is not None else inputs_embeds).shape[1]
         if position_ids is None and attention_mask is not None:
             # positions count attended tokens only, so left padding does not shift them
@@ -175,9 +193,9 @@ class TransmitterForDialogue(TransmitterPreTrainedModel, GenerationMixin):
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
+            **{_cache_kwarg(self.transformer.forward): cache},
             **kwargs,
         )
         hidden = outputs[0]
@@ -225,7 +243,7 @@ class TransmitterForDialogue(TransmitterPreTrainedModel, GenerationMixin):
             logits=logits,
             nup_logits=nup_logits,
             label_logprobs=label_logprobs,
-            past_key_values=getattr(outputs, "past_key_values", None),
+            cache=outputs.get("cache", outputs.get("past_key_values")),
             hidden_states=getattr(outputs, "hidden_states", None),
             attentions=getattr(outputs, "attentions", None),
         )
