@@ -48,3 +48,21 @@ def tiny_bert_dir(tmp_path_factory, minilm_path):
     BertModel(config).save_pretrained(out)
     tokenizer.save_pretrained(out)
     return str(out)
+
+
+def pytest_addoption(parser):
+    parser.addoption("--run-slow", action="store_true", default=False,
+                     help="also run tests marked slow (they load real pretrained generator weights)")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: loads real pretrained weights (run with --run-slow)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--run-slow"):
+        return
+    skip = pytest.mark.skip(reason="slow: loads real pretrained weights; run with --run-slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
