@@ -266,3 +266,93 @@ def test_cli_eval_writes_json(trained_tiny, tmp_path):
     metrics = json.loads(js.read_text())
     assert metrics["n"] == 2 and {"bleu2", "bleu4", "rougeL", "dist1", "dist2"} <= set(metrics)
     assert "bleu2" in res.output
+
+
+# ---------------------------------------------------------------- causal-LM extractor
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_llama_dir(tmp_path_factory, minilm_path):
+    """A tiny random llama (hidden 32) with the MiniLM vocabulary plus ChatML tokens and template:
+    the shape of SmolLM2-Instruct in a second of CPU."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("tiny_llama")
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path)
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    tokenizer.eos_token = "<|im_end|>"
+    tokenizer.chat_template = CHATML
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=256,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    LlamaForCausalLM(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return str(out)
+
+
+def test_causal_prompt_uses_the_chat_template_and_masks_the_prompt(tiny_llama_dir):
+    from transformers import AutoTokenizer
+
+    from hf_persona.training.persona_extractor import (
+        CAUSAL_SYSTEM_PROMPT,
+        ExtractorFormat,
+        causal_prompt_ids,
+        causal_training_example,
+    )
+
+    tok = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    fmt = ExtractorFormat(" | ", kind="causal", max_source_length=200)
+    assert fmt.system_prompt == CAUSAL_SYSTEM_PROMPT
+    prompt = tok.decode(causal_prompt_ids(tok, ["i work  at a hospital", "my dog is old"], fmt))
+    assert prompt.startswith("<|im_start|> system") and prompt.rstrip().endswith("<|im_start|> assistant")
+    assert "i work at a hospital my dog is old" in " ".join(prompt.split())
+    ex = causal_training_example(tok, ["i am a nurse"], ["i am a nurse.", "i have a dog."], fmt)
+    n_prompt = len(causal_prompt_ids(tok, ["i am a nurse"], fmt))
+    assert ex["labels"][:n_prompt] == [-100] * n_prompt
+    assert ex["input_ids"][n_prompt:] == ex["labels"][n_prompt:]
+    assert ex["labels"][-1] == tok.eos_token_id
+    assert tok.decode(ex["labels"][n_prompt:-1]) == "i am a nurse. | i have a dog."
+    # too long: the oldest utterances go first, then the start of the oldest one kept
+    short = ExtractorFormat(" | ", kind="causal", max_source_length=len(causal_prompt_ids(tok, ["b c d"], fmt)))
+    ids = causal_prompt_ids(tok, ["a " * 50, "x y z", "b c d"], short)
+    assert len(ids) <= short.max_source_length and "b c d" in tok.decode(ids) and "x y z" not in tok.decode(ids)
+    two_more = ExtractorFormat(" | ", kind="causal", max_source_length=short.max_source_length + 2)
+    ids = causal_prompt_ids(tok, ["w " * 30 + "b c d"], two_more)
+    assert len(ids) == two_more.max_source_length
+    assert tok.decode(ids).endswith("user w w b c d <|im_end|> <|im_start|> assistant")
+    with pytest.raises(HFPersonaError, match="too short"):
+        causal_prompt_ids(tok, ["hello"], ExtractorFormat(" | ", kind="causal", max_source_length=5))
+
+
+def test_causal_extractor_learns_a_persona_and_reloads(tiny_llama_dir, tmp_path):
+    """Trained on one speaker until memorised, the saved causal extractor writes that persona back
+    through from_pretrained + extract: prompt, labels and generation line up."""
+    example = {"utterances": ["i just got back from my shift at the hospital", "my dog waited for me"],
+               "persona": ["i am a nurse.", "i have a dog."]}
+    summary = train_persona_extractor(
+        tmp_path / "causal", train_examples=[example] * 8, dev_examples=[example], backbone=tiny_llama_dir,
+        max_steps=60, batch_size=8, learning_rate=1e-2, warmup_steps=0, eval_steps=60, logging_steps=60,
+        report_eval=False, progress=False, num_beams=1)
+    assert summary["kind"] == "causal" and summary["global_step"] == 60
+    saved = json.loads((tmp_path / "causal" / EXTRACTOR_CONFIG_NAME).read_text())
+    assert saved["kind"] == "causal" and saved["system_prompt"]
+    extractor = PersonaExtractor.from_pretrained(tmp_path / "causal", num_beams=1)
+    assert type(extractor.model).__name__ == "LlamaForCausalLM"
+    got = extractor.extract([example["utterances"], ["my dog waited for me"]])
+    assert got[0] == ["i am a nurse.", "i have a dog."]
+    assert len(got) == 2
+
+
+def test_is_causal_lm_tells_decoders_from_encoders(tiny_llama_dir, tiny_bert_dir):
+    from transformers import AutoConfig
+
+    from hf_persona.training.persona_extractor import is_causal_lm
+
+    assert is_causal_lm(AutoConfig.from_pretrained(tiny_llama_dir))
+    assert not is_causal_lm(AutoConfig.from_pretrained(tiny_bert_dir))

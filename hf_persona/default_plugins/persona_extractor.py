@@ -23,7 +23,8 @@ def _echo_json(obj) -> None:
                    "Default: ../shared/data personachat original + msc sessions.")
 @click.option("--output-dir", required=True, type=click.Path(file_okay=False), help="Where checkpoints and the model go.")
 @click.option("--backbone", default="minilm", show_default=True,
-              help="Hub seq2seq id (facebook/bart-large-cnn), or an encoder (minilm) warm-started as BERT2BERT.")
+              help="A causal LM (smollm2 = the packaged SmolLM2-135M-Instruct, or a Hub id), a Hub seq2seq id "
+                   "(facebook/bart-large-cnn), or an encoder (minilm) warm-started as BERT2BERT.")
 @click.option("--dev-from", default=800, show_default=True,
               help="PERSONA-CHAT dialogues from this index on (and MSC episodes built on them) are held back.")
 @click.option("--max-steps", default=-1, show_default=True, help="Stop after this many optimiser steps (-1: epochs).")

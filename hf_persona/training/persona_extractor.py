@@ -1,11 +1,18 @@
-"""Persona extractor: a seq2seq model from one speaker's utterances to that speaker's persona.
+"""Persona extractor: a model from one speaker's utterances to that speaker's persona.
 
 PAL (Cheng et al., 2023, section 3.2 and appendix A) fine-tunes ``facebook/bart-large-cnn`` on
 PERSONA-CHAT: the input is the utterances of one speaker joined by a separator, the target is
-that speaker's persona sentences joined by a separator. This module builds the same thing on any
-Hub seq2seq checkpoint, or, offline, on an ``EncoderDecoderModel`` warm-started from the packaged
-MiniLM (BERT-to-BERT: the decoder is a copy of the encoder with causal self-attention and freshly
-initialised cross-attention).
+that speaker's persona sentences joined by a separator. This module builds the same thing on
+
+* any Hub seq2seq checkpoint (``kind="seq2seq"``), or, offline, an ``EncoderDecoderModel``
+  warm-started from the packaged MiniLM (BERT-to-BERT: the decoder is a copy of the encoder with
+  causal self-attention and freshly initialised cross-attention);
+* any causal LM (``kind="causal"``: ``--backbone smollm2``, the packaged SmolLM2-135M-Instruct, or a
+  Hub id such as a Llama / Qwen / SmolLM2 checkpoint). The prompt is the tokenizer's chat template
+  with a fixed system prompt (:data:`CAUSAL_SYSTEM_PROMPT`) and the utterances, one per line, as
+  the user turn; the assistant turn is the persona sentences joined by `` | `` and the end-of-turn
+  token, and only that turn is learned (the prompt's labels are -100). Training, evaluation and
+  :class:`PersonaExtractor` build the prompt with the same function, :func:`causal_prompt_ids`.
 
 Examples come from PERSONA-CHAT (each dialogue gives two: the responder's utterances with
 ``your_persona`` and the partner's utterances with ``partner_persona``) and MSC (Speaker 1 and
@@ -39,6 +46,11 @@ EXTRACTOR_CONFIG_NAME = "persona_extractor.json"
 #: persona sentences with fewer words, or more, are dropped (paper, appendix A / section 3.2)
 MIN_WORDS = 2
 MAX_WORDS = 25
+#: the system turn of the causal-LM extractor's prompt (saved with the model in persona_extractor.json)
+CAUSAL_SYSTEM_PROMPT = (
+    "You read what one person said in a conversation and write that person's persona: short "
+    "first-person sentences about who they are, what they do and what they like, separated by ' | '."
+)
 
 _WORD = re.compile(r"[^\W_]", re.UNICODE)
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
@@ -293,18 +305,54 @@ def default_data_files() -> list[Path]:
 
 @dataclass
 class ExtractorFormat:
+    """How inputs and outputs are written; saved as ``persona_extractor.json`` beside the weights.
+
+    ``kind``: ``"seq2seq"`` (source text -> target text) or ``"causal"`` (chat prompt with
+    ``system_prompt`` -> assistant turn). Folders saved before causal extractors existed have no
+    ``kind`` and load as seq2seq."""
+
     source_separator: str
     target_separator: str = TARGET_SEPARATOR
     max_source_length: int = 256
     max_target_length: int = 64
+    kind: str = "seq2seq"
+    system_prompt: str | None = None
+
+    def __post_init__(self):
+        if self.kind not in ("seq2seq", "causal"):
+            raise HFPersonaError(f"persona extractor kind must be 'seq2seq' or 'causal', got {self.kind!r}")
+        if self.kind == "causal" and not self.system_prompt:
+            self.system_prompt = CAUSAL_SYSTEM_PROMPT
 
     def to_dict(self):
         return dict(self.__dict__)
 
 
+def is_causal_lm(config) -> bool:
+    """True for a decoder-only LM checkpoint (``LlamaForCausalLM``, ``GPT2LMHeadModel``...); False
+    for seq2seq models and for encoders such as BERT, which the seq2seq path warm-starts."""
+    if getattr(config, "is_encoder_decoder", False):
+        return False
+    architectures = getattr(config, "architectures", None) or []
+    return any(a.endswith("ForCausalLM") or a.endswith("LMHeadModel") for a in architectures) and \
+        getattr(config, "model_type", "") not in ("bert", "roberta", "xlm-roberta", "electra")
+
+
+def _prepare_causal_tokenizer(tokenizer, config):
+    if tokenizer.pad_token_id is None:
+        if tokenizer.eos_token_id is None:
+            raise HFPersonaError("a causal LM extractor needs a tokenizer with an end-of-sequence token")
+        tokenizer.pad_token = tokenizer.eos_token
+    limit = getattr(config, "max_position_embeddings", None)
+    if limit and (tokenizer.model_max_length is None or tokenizer.model_max_length > limit):
+        tokenizer.model_max_length = int(limit)
+    return tokenizer
+
+
 def build_extractor_model(backbone: str = "minilm", seed: int = 0):
-    """(model, tokenizer) for a backbone: a seq2seq checkpoint as is, an encoder warm-starts BERT2BERT."""
-    from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer, EncoderDecoderModel
+    """(model, tokenizer) for a backbone: a causal LM or a seq2seq checkpoint as is, an encoder
+    warm-starts BERT2BERT."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer, EncoderDecoderModel
 
     from ..backbones import resolve
 
@@ -312,7 +360,13 @@ def build_extractor_model(backbone: str = "minilm", seed: int = 0):
     set_seed(seed)
     config = AutoConfig.from_pretrained(path)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    if getattr(config, "is_encoder_decoder", False):
+    if is_causal_lm(config):
+        tokenizer = _prepare_causal_tokenizer(tokenizer, config)
+        model = AutoModelForCausalLM.from_pretrained(path)
+        model.config.pad_token_id = tokenizer.pad_token_id
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+        model.generation_config.eos_token_id = tokenizer.eos_token_id
+    elif getattr(config, "is_encoder_decoder", False):
         model = AutoModelForSeq2SeqLM.from_pretrained(path)
     else:
         model = EncoderDecoderModel.from_encoder_decoder_pretrained(path, path)
@@ -371,6 +425,54 @@ def _source_separator(tokenizer) -> str:
     return f" {sep} " if sep else " | "
 
 
+def _chat_prompt_text(tokenizer, system_prompt: str, user: str) -> str:
+    messages = [{"role": "system", "content": system_prompt}, {"role": "user", "content": user}]
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return f"{system_prompt}\n\nWhat they said:\n{user}\n\nPersona:"  # a base LM without a chat template
+
+
+def causal_prompt_ids(tokenizer, utterances: Sequence[str], fmt: ExtractorFormat) -> list[int]:
+    """Token ids of the causal extractor's prompt: system prompt, the utterances one per line as
+    the user turn, and the opening of the assistant turn. Longer than ``fmt.max_source_length``
+    tokens, the oldest utterances are dropped first, then the start of the oldest one kept."""
+    utts = [" ".join(str(u).split()) for u in utterances]
+    utts = [u for u in utts if u]
+
+    def encode(lines):
+        return tokenizer(_chat_prompt_text(tokenizer, fmt.system_prompt, "\n".join(lines)),
+                         add_special_tokens=False)["input_ids"]
+
+    ids = encode(utts)
+    while len(ids) > fmt.max_source_length and len(utts) > 1:
+        utts = utts[1:]
+        ids = encode(utts)
+    if len(ids) > fmt.max_source_length and utts:
+        overflow = len(ids) - fmt.max_source_length
+        words = tokenizer(utts[0], add_special_tokens=False)["input_ids"]
+        if overflow >= len(words):
+            raise HFPersonaError(
+                f"max_source_length {fmt.max_source_length} is too short for the extractor's prompt "
+                f"({len(ids) - len(words)} tokens without any utterance)"
+            )
+        utts[0] = tokenizer.decode(words[overflow:], skip_special_tokens=True).strip()
+        ids = encode(utts)
+    return ids
+
+
+def causal_training_example(tokenizer, utterances: Sequence[str], persona: Sequence[str], fmt: ExtractorFormat) -> dict:
+    """``input_ids`` = prompt + persona text + end of turn; ``labels`` = -100 over the prompt."""
+    prompt = causal_prompt_ids(tokenizer, utterances, fmt)
+    target = fmt.target_separator.join(" ".join(p.split()) for p in persona)
+    completion = tokenizer(target, add_special_tokens=False)["input_ids"][: fmt.max_target_length]
+    completion = completion + [tokenizer.eos_token_id]
+    return {
+        "input_ids": prompt + completion,
+        "attention_mask": [1] * (len(prompt) + len(completion)),
+        "labels": [-100] * len(prompt) + completion,
+    }
+
+
 class PersonaExtractor:
     """Infers persona sentences from one speaker's utterances with a trained seq2seq model.
 
@@ -392,7 +494,7 @@ class PersonaExtractor:
 
     @classmethod
     def from_pretrained(cls, path, **kwargs) -> "PersonaExtractor":
-        from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
         path = Path(path)
         cfg = path / EXTRACTOR_CONFIG_NAME
@@ -402,7 +504,8 @@ class PersonaExtractor:
                 "`hf-persona train persona-extractor`)"
             )
         fmt = ExtractorFormat(**json.loads(cfg.read_text(encoding="utf-8")))
-        model = AutoModelForSeq2SeqLM.from_pretrained(path)
+        loader = AutoModelForCausalLM if fmt.kind == "causal" else AutoModelForSeq2SeqLM
+        model = loader.from_pretrained(path)
         tokenizer = AutoTokenizer.from_pretrained(path)
         return cls(model, tokenizer, fmt, **kwargs)
 
@@ -433,6 +536,8 @@ class PersonaExtractor:
             if isinstance(utts, str) or not all(isinstance(u, str) for u in utts):
                 raise TypeError(f"item {i}: expected a list of utterance strings, got {type(utts).__name__}")
             sources.append(join_source(utts, self.format.source_separator))
+        if self.format.kind == "causal":
+            return self._generate_causal(utterance_lists, batch_size)
         texts = []
         for start in range(0, len(sources), batch_size):
             chunk = sources[start : start + batch_size]
@@ -444,6 +549,32 @@ class PersonaExtractor:
                     no_repeat_ngram_size=3, early_stopping=True if self.num_beams > 1 else False,
                 )
             texts.extend(self.tokenizer.batch_decode(out, skip_special_tokens=True))
+        return texts
+
+    def _generate_causal(self, utterance_lists, batch_size: int) -> list[str]:
+        """Left-padded prompts, generation until the end-of-turn token, new tokens decoded."""
+        import torch
+
+        tok = self.tokenizer
+        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        device = self.model.device
+        texts = []
+        for start in range(0, len(utterance_lists), batch_size):
+            prompts = [causal_prompt_ids(tok, utts, self.format) for utts in utterance_lists[start : start + batch_size]]
+            width = max(len(p) for p in prompts)
+            input_ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+            attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
+            for i, p in enumerate(prompts):
+                input_ids[i, width - len(p):] = torch.tensor(p)
+                attention_mask[i, width - len(p):] = 1
+            with torch.no_grad():
+                out = self.model.generate(
+                    input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
+                    num_beams=self.num_beams, max_new_tokens=self.max_new_tokens, do_sample=False,
+                    no_repeat_ngram_size=3, early_stopping=True if self.num_beams > 1 else False,
+                    eos_token_id=tok.eos_token_id, pad_token_id=pad,
+                )
+            texts.extend(tok.batch_decode(out[:, width:], skip_special_tokens=True))
         return texts
 
     def extract(self, utterance_lists: Sequence[Sequence[str]], batch_size: int = 16) -> list[list[str]]:
@@ -458,6 +589,10 @@ class PersonaExtractor:
 
 def _tokenize_examples(examples: list[dict], tokenizer, fmt: ExtractorFormat, decoder_start: int | None):
     from datasets import Dataset
+
+    if fmt.kind == "causal":
+        rows = [causal_training_example(tokenizer, e["utterances"], e["persona"], fmt) for e in examples]
+        return Dataset.from_dict({key: [r[key] for r in rows] for key in ("input_ids", "attention_mask", "labels")})
 
     sources = [join_source(e["utterances"], fmt.source_separator) for e in examples]
     targets = [fmt.target_separator.join(" ".join(p.split()) for p in e["persona"]) for e in examples]
@@ -553,9 +688,13 @@ def train_persona_extractor(
     dev_loss_examples = list(dev_examples)[:max_dev_examples]
 
     model, tokenizer = build_extractor_model(backbone, seed=seed)
-    fmt = ExtractorFormat(_source_separator(tokenizer), TARGET_SEPARATOR, max_source_length, max_target_length)
-    start = model.config.decoder_start_token_id if not getattr(model.config, "is_encoder_decoder", True) or \
-        model.__class__.__name__ == "EncoderDecoderModel" else None
+    kind = "causal" if is_causal_lm(model.config) else "seq2seq"
+    fmt = ExtractorFormat(_source_separator(tokenizer), TARGET_SEPARATOR, max_source_length, max_target_length, kind)
+    start = None
+    if kind == "seq2seq" and model.__class__.__name__ == "EncoderDecoderModel":
+        start = model.config.decoder_start_token_id  # BERT2BERT: [CLS] starts the decoder, not a label
+    if kind == "causal":
+        tokenizer.padding_side = "right"  # training batches; generation left-pads by itself
     train_ds = _tokenize_examples(train_examples, tokenizer, fmt, start)
     dev_ds = _tokenize_examples(dev_loss_examples, tokenizer, fmt, start)
 
@@ -588,7 +727,7 @@ def train_persona_extractor(
         args=args,
         train_dataset=train_ds,
         eval_dataset=dev_ds,
-        data_collator=DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100),
+        data_collator=DataCollatorForSeq2Seq(tokenizer, model=None if kind == "causal" else model, label_pad_token_id=-100),
         processing_class=tokenizer,
         callbacks=[budget_cb],
     )
@@ -603,6 +742,7 @@ def train_persona_extractor(
     extractor.save_pretrained(output_dir)
     summary = {
         "backbone": backbone,
+        "kind": kind,
         "train_examples": len(train_examples),
         "dev_examples": len(dev_examples),
         "min_support": min_support,
