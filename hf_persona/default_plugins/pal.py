@@ -1,7 +1,8 @@
 """Built-in plugin: the PAL model and strategy contrastive decoding.
 
 Registers ``pal`` (``PALConfig`` / ``PALForConditionalGeneration``) with ``AutoConfig`` and
-``AutoModelForSeq2SeqLM``, and the logits processor ``strategy_contrast``
+``AutoModelForSeq2SeqLM``, ``pal_causal`` (``PALCausalConfig`` / ``PALForCausalLM``) with
+``AutoModelForCausalLM``, and the logits processor ``strategy_contrast``
 (``hf_persona.get_logits_processor("strategy_contrast", model=model, alpha=...)``).
 Heavy imports happen inside the hooks.
 """
@@ -13,9 +14,10 @@ from hf_persona import hookimpl
 
 @hookimpl
 def register_models(register):
-    from hf_persona.models.pal import PALConfig, PALForConditionalGeneration
+    from hf_persona.models.pal import PALCausalConfig, PALConfig, PALForCausalLM, PALForConditionalGeneration
 
     register("pal", PALConfig, PALForConditionalGeneration, auto_class="AutoModelForSeq2SeqLM")
+    register("pal_causal", PALCausalConfig, PALForCausalLM, auto_class="AutoModelForCausalLM")
 
 
 def _strategy_contrast_factory(**options):

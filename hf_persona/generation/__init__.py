@@ -20,9 +20,9 @@ def strategy_contrast(model=None, tokenizer=None, strategy_token_ids=None, alpha
     base_table = None
     if model is not None:
         config = getattr(model, "config", None)
-        if config is None or getattr(config, "model_type", None) != "pal":
+        if config is None or getattr(config, "model_type", None) not in ("pal", "pal_causal"):
             raise TypeError(
-                "strategy_contrast needs a PAL model (PALForConditionalGeneration); got "
+                "strategy_contrast needs a PAL model (PALForConditionalGeneration or PALForCausalLM); got "
                 f"{type(model).__name__}"
             )
         strategy_token_ids = config.strategy_token_ids

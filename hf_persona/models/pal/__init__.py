@@ -1,8 +1,19 @@
-"""PAL (Cheng et al., 2023): persona-augmented encoder-decoder and strategy contrastive decoding."""
+"""PAL (Cheng et al., 2023): persona-augmented generation over a seq2seq backbone
+(``PALForConditionalGeneration``) or a decoder-only LM (``PALForCausalLM``), and strategy
+contrastive decoding for both."""
 
-from .configuration_pal import ALPHA_LEVELS, DEFAULT_STRATEGY_ALPHA, STRATEGY_NAMES, STRATEGY_TOKENS, PALConfig
-from .generation_pal import StrategyContrastiveLogitsProcessor, resolve_strategy_alphas
+from .configuration_pal import (
+    ALPHA_LEVELS,
+    DEFAULT_CAUSAL_SYSTEM_PROMPT,
+    DEFAULT_STRATEGY_ALPHA,
+    STRATEGY_NAMES,
+    STRATEGY_TOKENS,
+    PALCausalConfig,
+    PALConfig,
+)
+from .generation_pal import PALCausalCache, StrategyContrastCache, StrategyContrastiveLogitsProcessor, resolve_strategy_alphas
 from .modeling_pal import PALEncoderOutput, PALForConditionalGeneration, PALPersonaFusion, PALSeq2SeqLMOutput
+from .modeling_pal_causal import PALCausalLMOutput, PALForCausalLM
 from .processing_pal import (
     PAL_SPECIAL_TOKENS,
     PERSONA_PLACEHOLDER,
@@ -10,6 +21,7 @@ from .processing_pal import (
     SUPPORTER_TOKEN,
     PALCollator,
     add_pal_tokens,
+    build_pal_causal_example,
     build_pal_example,
     strategy_token_id,
 )
@@ -19,8 +31,14 @@ __all__ = [
     "DEFAULT_STRATEGY_ALPHA",
     "STRATEGY_NAMES",
     "STRATEGY_TOKENS",
+    "DEFAULT_CAUSAL_SYSTEM_PROMPT",
     "PALConfig",
+    "PALCausalConfig",
     "PALForConditionalGeneration",
+    "PALForCausalLM",
+    "PALCausalLMOutput",
+    "PALCausalCache",
+    "StrategyContrastCache",
     "PALPersonaFusion",
     "PALEncoderOutput",
     "PALSeq2SeqLMOutput",
@@ -33,5 +51,6 @@ __all__ = [
     "PALCollator",
     "add_pal_tokens",
     "build_pal_example",
+    "build_pal_causal_example",
     "strategy_token_id",
 ]

@@ -187,4 +187,112 @@ class PALConfig(PreTrainedConfig):
         return backbone.vocab_size
 
 
-__all__ = ["PALConfig", "STRATEGY_NAMES", "STRATEGY_TOKENS", "ALPHA_LEVELS", "DEFAULT_STRATEGY_ALPHA"]
+#: the system turn of PAL over a causal LM (saved in the config, so training and inference agree)
+DEFAULT_CAUSAL_SYSTEM_PROMPT = (
+    "You are a warm, patient supporter talking with someone who is going through a hard time. "
+    "Begin every reply with the support strategy you use, then answer in one or two sentences."
+)
+
+
+class PALCausalConfig(PreTrainedConfig):
+    r"""Configuration of :class:`PALForCausalLM`: PAL over a decoder-only LM (Llama, Qwen, SmolLM2...).
+
+    The dialogue is the LM's chat prompt; the reply starts with a strategy token. The persona
+    enters at one decoder layer ``l`` (``fusion_layer``): with h_t the output of layer l at
+    position t, H_P the same layer's states of the persona text and C the states of the prompt
+    (the dialogue context),
+
+        H^_P = LN_p(H_P + softmax_m(H_P C^T) C)                      (eq. 3, once per prompt)
+        H^_D(t) = LN_d(h_t + softmax_m(h_t H_P^T) H_P)                (eq. 2, per position)
+        f_t = l1 H^_D(t) + l2 A_DP(t) H^_P + l3 h_t                   (eq. 4)
+        h_t <- h_t + g * (f_t - h_t),   g in R^hidden initialised to 0
+
+    so the model *is* the pretrained LM at initialisation and learns how much persona to let in
+    per channel. H^_P sees the prompt only, so training and incremental decoding agree (nothing
+    reads a token that comes later); the persona-free model logits(d) is the same network with
+    the gate path off.
+
+    Args:
+        backbone (`dict` or `PreTrainedConfig`): config of the causal LM (default ``llama``).
+        fusion_layer (`int`): index of the decoder layer whose output is fused (default: the
+            middle layer, ``num_hidden_layers // 2``).
+        coattention_scale (`bool`, defaults to `True`): divide co-attention scores by sqrt(hidden);
+            the residual stream of a pretrained LM is far larger than an encoder's output, and
+            unscaled scores saturate the softmax.
+        layer_norm_eps, mixture_init, strategy_token_ids, strategy_names, strategy_alpha,
+        persona_placeholder: as in :class:`PALConfig`.
+        system_prompt (`str`): the chat system turn used by ``build_pal_causal_example``.
+    """
+
+    model_type = "pal_causal"
+    sub_configs_defaults = {"backbone": SubConfigSpec(config_class=AutoConfig, model_type="llama")}
+
+    backbone: PreTrainedConfig | dict | None = None
+    fusion_layer: int | None = None
+    coattention_scale: bool = True
+    layer_norm_eps: float = 1e-5
+    mixture_init: list | None = None
+    strategy_token_ids: list | None = None
+    strategy_names: list | None = None
+    strategy_alpha: dict | None = None
+    persona_placeholder: str = "[No persona]"
+    system_prompt: str = DEFAULT_CAUSAL_SYSTEM_PROMPT
+    pad_token_id: int | None = None
+    eos_token_id: int | None = None
+    bos_token_id: int | None = None
+    is_encoder_decoder: bool = False
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        if self.mixture_init is None:
+            self.mixture_init = [0.0, 0.0, 0.0]
+        init = self.mixture_init
+        if (not isinstance(init, (list, tuple)) or len(init) != 3
+                or not all(isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) for w in init)):
+            raise ValueError(f"PALCausalConfig.mixture_init must be three finite numbers (logits of eq. 4), got {init!r}")
+        self.mixture_init = [float(w) for w in init]
+        if self.strategy_names is None:
+            self.strategy_names = list(STRATEGY_NAMES)
+        if self.strategy_alpha is None:
+            self.strategy_alpha = dict(DEFAULT_STRATEGY_ALPHA)
+        if self.strategy_token_ids is not None and len(self.strategy_token_ids) != len(self.strategy_names):
+            raise ValueError(
+                f"PALCausalConfig.strategy_token_ids needs one id per strategy ({len(self.strategy_names)}), "
+                f"got {len(self.strategy_token_ids)}"
+            )
+        backbone = self.backbone
+        if isinstance(backbone, PreTrainedConfig):
+            if getattr(backbone, "is_encoder_decoder", False):
+                raise ValueError(
+                    "PALCausalConfig.backbone must be a decoder-only LM config; use PALConfig for seq2seq "
+                    f"backbones (got model_type={backbone.model_type!r})"
+                )
+            layers = backbone.get_text_config().num_hidden_layers
+            if self.fusion_layer is None:
+                self.fusion_layer = layers // 2
+            if not isinstance(self.fusion_layer, int) or not 0 <= self.fusion_layer < layers:
+                raise ValueError(
+                    f"PALCausalConfig.fusion_layer must be a layer index in [0, {layers}), got {self.fusion_layer!r}"
+                )
+
+    def get_text_config(self, decoder=None, encoder=None) -> PreTrainedConfig:
+        return self.backbone.get_text_config(decoder=decoder, encoder=encoder)
+
+    @property
+    def hidden_size(self) -> int:
+        return self.backbone.get_text_config().hidden_size
+
+    @property
+    def vocab_size(self) -> int:
+        return self.backbone.get_text_config().vocab_size
+
+
+__all__ = [
+    "PALConfig",
+    "PALCausalConfig",
+    "STRATEGY_NAMES",
+    "STRATEGY_TOKENS",
+    "ALPHA_LEVELS",
+    "DEFAULT_STRATEGY_ALPHA",
+    "DEFAULT_CAUSAL_SYSTEM_PROMPT",
+]

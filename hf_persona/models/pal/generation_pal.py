@@ -198,11 +198,14 @@ class StrategyContrastiveLogitsProcessor(LogitsProcessor):
         self._token_alpha = {tid: self.alphas[name] for tid, name in zip(self.strategy_token_ids, self.strategy_names)}
         self.combine_before_lm_head = bool(combine_before_lm_head)
         self._model_alpha = None
+        self._position = strategy_position
         self.last_alpha = None
 
-    def reset(self) -> None:
-        """Forget the step state (``generate`` calls this before it starts)."""
+    def reset(self, strategy_position: int | None = None) -> None:
+        """Forget the step state (``generate`` calls this before it starts). A causal-LM PAL passes
+        ``strategy_position``: the strategy slot follows its prompt, whose length varies per call."""
         self._model_alpha = None
+        self._position = self.strategy_position if strategy_position is None else int(strategy_position)
         self.last_alpha = None
 
     def record_model_step(self, alpha: torch.Tensor) -> None:
@@ -220,9 +223,9 @@ class StrategyContrastiveLogitsProcessor(LogitsProcessor):
         """Per-row alpha for the decoder sequences ``input_ids`` ([rows, length]): 0 while the
         strategy slot is not decoded yet, the strategy's alpha afterwards."""
         rows, length = input_ids.shape
-        if length <= self.strategy_position:
+        if length <= self._position:
             return torch.zeros(rows, dtype=torch.float32, device=input_ids.device)
-        return self.alphas_from_tokens(input_ids[:, self.strategy_position])
+        return self.alphas_from_tokens(input_ids[:, self._position])
 
     @staticmethod
     def combine(scores: torch.Tensor, persona_free: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
@@ -249,7 +252,36 @@ class StrategyContrastiveLogitsProcessor(LogitsProcessor):
         return scores
 
 
-class StrategyContrastCache(EncoderDecoderCache):
+class _StrategyTracking:
+    """Per-row strategy tracking shared by the contrastive caches: ``strategy_tokens`` holds the
+    token in each (persona) row's strategy slot, -1 until decoded; beam reordering moves it."""
+
+    strategy_tokens = None
+    strategy_position = 1
+    processor = None
+
+    def track_strategy_tokens(self, input_ids: torch.LongTensor, past_length: int) -> torch.Tensor:
+        """Record each persona row's strategy-slot token from its new tokens (the ones after
+        ``past_length`` cached positions) and return the rows' alphas."""
+        rows, new = input_ids.shape
+        if self.strategy_tokens is None or past_length == 0:
+            self.strategy_tokens = torch.full((rows,), -1, dtype=torch.long, device=input_ids.device)
+        elif self.strategy_tokens.shape[0] != rows:
+            raise RuntimeError(
+                f"the contrastive cache tracks {self.strategy_tokens.shape[0]} sequences but forward got {rows}; "
+                "strategy contrastive decoding supports greedy, sampling and beam search"
+            )
+        pos = self.strategy_position
+        if past_length <= pos < past_length + new:
+            self.strategy_tokens = input_ids[:, pos - past_length].clone()
+        return self.processor.alphas_from_tokens(self.strategy_tokens)
+
+    def _reorder_tracked(self, beam_idx: torch.LongTensor) -> None:
+        if self.strategy_tokens is not None:
+            self.strategy_tokens = self.strategy_tokens.index_select(0, beam_idx.to(self.strategy_tokens.device))
+
+
+class StrategyContrastCache(_StrategyTracking, EncoderDecoderCache):
     """The KV cache of one contrastive ``generate`` call: persona rows [0, R), persona-free rows [R, 2R).
 
     A public ``EncoderDecoderCache`` over two ``DynamicCache``s, handed to ``generate`` as the
@@ -261,6 +293,7 @@ class StrategyContrastCache(EncoderDecoderCache):
     def __init__(self, processor: StrategyContrastiveLogitsProcessor):
         super().__init__(DynamicCache(), DynamicCache())
         self.processor = processor
+        self.strategy_position = processor.strategy_position
         self.strategy_tokens = None
         self._paired = None
 
@@ -269,32 +302,14 @@ class StrategyContrastCache(EncoderDecoderCache):
         return self.processor.combine_before_lm_head
 
     def reorder_cache(self, beam_idx: torch.LongTensor):
-        rows = beam_idx.shape[0]
-        if self.strategy_tokens is not None:
-            self.strategy_tokens = self.strategy_tokens.index_select(0, beam_idx.to(self.strategy_tokens.device))
-        return super().reorder_cache(torch.cat([beam_idx, beam_idx + rows]))
+        self._reorder_tracked(beam_idx)
+        return super().reorder_cache(torch.cat([beam_idx, beam_idx + beam_idx.shape[0]]))
 
     def batch_repeat_interleave(self, repeats: int):
         raise NotImplementedError("strategy contrastive decoding supports greedy, sampling and beam search")
 
     def batch_select_indices(self, indices: torch.Tensor):
         raise NotImplementedError("strategy contrastive decoding supports greedy, sampling and beam search")
-
-    def track_strategy_tokens(self, decoder_input_ids: torch.LongTensor, past_length: int) -> torch.Tensor:
-        """Record each persona row's strategy-slot token from its new decoder tokens (the ones
-        after ``past_length`` cached positions) and return the rows' alphas."""
-        rows, new = decoder_input_ids.shape
-        if self.strategy_tokens is None or past_length == 0:
-            self.strategy_tokens = torch.full((rows,), -1, dtype=torch.long, device=decoder_input_ids.device)
-        elif self.strategy_tokens.shape[0] != rows:
-            raise RuntimeError(
-                f"the contrastive cache tracks {self.strategy_tokens.shape[0]} sequences but forward got {rows}; "
-                "strategy contrastive decoding supports greedy, sampling and beam search"
-            )
-        pos = self.processor.strategy_position
-        if past_length <= pos < past_length + new:
-            self.strategy_tokens = decoder_input_ids[:, pos - past_length].clone()
-        return self.processor.alphas_from_tokens(self.strategy_tokens)
 
     def paired_encoder_states(self, persona_states, dialogue_states, attention_mask):
         """``[H_final; H_D]`` and the doubled mask, built once per generate call (the encoder
@@ -323,7 +338,41 @@ class StrategyContrastCache(EncoderDecoderCache):
         return states, mask
 
 
+class PALCausalCache(_StrategyTracking, DynamicCache):
+    """The KV cache of a causal-LM PAL ``generate`` call (``PALForCausalLM``).
+
+    It keeps what the decoder-only model needs across steps besides keys and values: the persona
+    states of the fusion layer and the refined persona H^_P computed from the prompt at the
+    first step (``persona``), so later steps fuse each new token without re-encoding anything.
+    With a strategy contrastive ``processor`` it holds 2R rows (persona rows [0, R), persona-free
+    rows [R, 2R)) and tracks each row's strategy, whose slot is ``strategy_position`` (the first
+    position after the prompt). ``reorder_cache`` (beam search) moves all of it.
+    """
+
+    def __init__(self, processor: StrategyContrastiveLogitsProcessor | None = None, strategy_position: int = 0):
+        super().__init__()
+        self.processor = processor
+        self.strategy_position = int(strategy_position)
+        self.strategy_tokens = None
+        self.persona = None  # (H_P, persona mask, H^_P) of the persona rows
+
+    def reorder_cache(self, beam_idx: torch.LongTensor):
+        if self.persona is not None:
+            self.persona = tuple(t.index_select(0, beam_idx.to(t.device)) for t in self.persona)
+        self._reorder_tracked(beam_idx)
+        if self.processor is not None:
+            beam_idx = torch.cat([beam_idx, beam_idx + beam_idx.shape[0]])
+        return super().reorder_cache(beam_idx)
+
+    def batch_repeat_interleave(self, repeats: int):
+        raise NotImplementedError("PAL generation supports greedy, sampling and beam search")
+
+    def batch_select_indices(self, indices: torch.Tensor):
+        raise NotImplementedError("PAL generation supports greedy, sampling and beam search")
+
+
 __all__ = [
+    "PALCausalCache",
     "StrategyContrastCache",
     "StrategyContrastiveLogitsProcessor",
     "cache_argument_name",

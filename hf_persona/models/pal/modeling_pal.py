@@ -138,6 +138,23 @@ class PALPersonaFusion(nn.Module):
         fused = lam[0] * refined_dialogue + lam[1] * persona_on_dialogue + lam[2] * dialogue_states
         return fused, dialogue_mask, refined_persona, attn_dp, lam
 
+    # The two halves of ``forward`` (alignment "coattention"), for decoders that see the dialogue one
+    # token at a time (PAL over a causal LM): H^_P needs the whole context once, then each new
+    # position is fused on its own. ``fuse_positions(refine_persona(...))`` equals ``forward``.
+    def refine_persona(self, persona_states, persona_mask, context_states, context_mask):
+        """H^_P = LN_p(H_P + softmax_m(H_P C^T) C) over the context states C (eq. 3, P side)."""
+        scores = torch.matmul(persona_states, context_states.transpose(1, 2)) * self.scale  # [B, m, n]
+        return self.persona_norm(persona_states + torch.matmul(_masked_softmax(scores, context_mask), context_states))
+
+    def fuse_positions(self, states, persona_states, persona_mask, refined_persona):
+        """Eq. 2-4 for each row of ``states`` on its own: returns (H_final rows, A_DP rows)."""
+        scores = torch.matmul(states, persona_states.transpose(1, 2)) * self.scale  # [B, t, m]
+        attn = _masked_softmax(scores, persona_mask)
+        refined = self.dialogue_norm(states + torch.matmul(attn, persona_states))
+        lam = torch.softmax(self.mixture_logits, dim=0)
+        fused = lam[0] * refined + lam[1] * torch.matmul(attn, refined_persona) + lam[2] * states
+        return fused, attn
+
 
 def _last_layer_norm(module: nn.Module, hidden_size: int):
     """The last ``nn.LayerNorm`` over ``hidden_size`` features with weight and bias in ``module`` (None if none)."""

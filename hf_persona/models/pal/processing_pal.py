@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .configuration_pal import STRATEGY_NAMES, STRATEGY_TOKENS
+from .configuration_pal import DEFAULT_CAUSAL_SYSTEM_PROMPT, STRATEGY_NAMES, STRATEGY_TOKENS
 
 SEEKER_TOKEN = "[Seeker]"
 SUPPORTER_TOKEN = "[Supporter]"
@@ -245,21 +245,110 @@ def build_pal_example(
     return example
 
 
+def _chat_messages(system_prompt, utterances, roles, strategies):
+    messages = [{"role": "system", "content": system_prompt}]
+    for text, role, label in zip(utterances, roles, strategies):
+        text = " ".join(text.split())
+        if role == "supporter":
+            messages.append({"role": "assistant", "content": f"{STRATEGY_TOKENS[_strategy_index(label)]} {text}" if label else text})
+        else:
+            messages.append({"role": "user", "content": text})
+    return messages
+
+
+def build_pal_causal_example(
+    history_utterances,
+    history_speakers,
+    history_strategies=None,
+    persona_sentences=None,
+    response: str | None = None,
+    strategy: str | None = None,
+    tokenizer=None,
+    system_prompt: str = DEFAULT_CAUSAL_SYSTEM_PROMPT,
+    max_source_length: int = 512,
+    max_persona_length: int = 128,
+    max_target_length: int = 50,
+) -> dict:
+    """One example of PAL over a causal LM (:class:`PALForCausalLM`).
+
+    The prompt is the tokenizer's chat template over ``system_prompt``, the seeker turns as
+    ``user`` and the supporter turns as ``assistant`` (each opened by its strategy token when
+    known), ending with the opening of the assistant turn. Too long for ``max_source_length``,
+    the oldest turns are dropped first (the last turn always stays; cut from its start if needed).
+    The reply is ``[strategy] + response + eos`` (eos = the tokenizer's end-of-turn token).
+
+    Returns ``input_ids`` (prompt, plus the reply when ``response`` is given), ``prompt_length``,
+    ``persona_input_ids`` and ``persona_truncated`` (exactly as :func:`build_pal_example`), and
+    with a response ``labels`` (-100 over the prompt) and ``strategy_id``. Arguments and errors
+    are those of :func:`build_pal_example`; the tokenizer needs a chat template and an eos token.
+    """
+    base = build_pal_example(history_utterances, history_speakers, history_strategies, persona_sentences,
+                             response, strategy, tokenizer, max_source_length=max_source_length,
+                             max_persona_length=max_persona_length, max_target_length=max_target_length)
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError("build_pal_causal_example needs a tokenizer with a chat template (an instruction-tuned LM)")
+    if tokenizer.eos_token_id is None:
+        raise ValueError("build_pal_causal_example needs a tokenizer with an eos (end-of-turn) token")
+    utterances = [str(u) for u in history_utterances]
+    roles = [_speaker_role(s) for s in history_speakers]
+    strategies = [None] * len(utterances) if history_strategies is None else list(history_strategies)
+
+    def render(start, first_text=None):
+        texts = list(utterances[start:])
+        if first_text is not None:
+            texts[0] = first_text
+        messages = _chat_messages(system_prompt, texts, roles[start:], strategies[start:])
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return _ids(tokenizer, text)
+
+    start = 0
+    prompt = render(start)
+    while len(prompt) > max_source_length and start < len(utterances) - 1:
+        start += 1
+        prompt = render(start)
+    if len(prompt) > max_source_length:
+        words = _ids(tokenizer, utterances[start])
+        cut = len(prompt) - max_source_length
+        if cut >= len(words):
+            raise ValueError(f"max_source_length {max_source_length} cannot hold the chat frame around the last turn")
+        prompt = render(start, tokenizer.decode(words[cut:], skip_special_tokens=True))
+        while len(prompt) > max_source_length and cut < len(words) - 1:  # re-tokenising can merge differently
+            cut += 1
+            prompt = render(start, tokenizer.decode(words[cut:], skip_special_tokens=True))
+    example = {
+        "input_ids": list(prompt),
+        "prompt_length": len(prompt),
+        "persona_input_ids": base["persona_input_ids"],
+        "persona_truncated": base["persona_truncated"],
+    }
+    if "strategy_id" in base:
+        example["strategy_id"] = base["strategy_id"]
+    if response is not None:
+        words = _ids(tokenizer, " ".join(response.split()))[: max_target_length - 2]
+        reply = [strategy_token_id(tokenizer, strategy)] + words + [tokenizer.eos_token_id]
+        example["input_ids"] = prompt + reply
+        example["labels"] = [-100] * len(prompt) + reply
+    return example
+
+
 @dataclass
 class PALCollator:
-    """Pad a list of :func:`build_pal_example` dicts into a batch of tensors.
+    """Pad a list of :func:`build_pal_example` / :func:`build_pal_causal_example` dicts into tensors.
 
     Returns ``input_ids``/``attention_mask``, ``persona_input_ids``/``persona_attention_mask``
-    (right padding with the tokenizer's pad id) and, when present, ``labels`` padded with -100
-    and ``strategy_id``. Other keys are dropped. The model shifts ``labels`` into
-    ``decoder_input_ids`` itself.
+    (padding with the tokenizer's pad id; the persona always on the right) and, when present,
+    ``labels`` padded with -100 and ``strategy_id``. Other keys are dropped. The seq2seq model
+    shifts ``labels`` into ``decoder_input_ids`` itself. ``padding_side="left"`` pads the
+    dialogue on the left, as a causal LM's prompts need for batched generation.
     """
 
     tokenizer: object
     label_pad_id: int = -100
     pad_to_multiple_of: int | None = None
+    padding_side: str = "right"
 
-    def _pad(self, rows, value):
+    def _pad(self, rows, value, side=None):
+        side = side or "right"
         longest = max(len(r) for r in rows)
         if self.pad_to_multiple_of:
             m = self.pad_to_multiple_of
@@ -267,8 +356,9 @@ class PALCollator:
         ids = torch.full((len(rows), longest), value, dtype=torch.long)
         mask = torch.zeros((len(rows), longest), dtype=torch.long)
         for i, r in enumerate(rows):
-            ids[i, : len(r)] = torch.as_tensor(list(r), dtype=torch.long)
-            mask[i, : len(r)] = 1
+            where = slice(0, len(r)) if side == "right" else slice(longest - len(r), longest)
+            ids[i, where] = torch.as_tensor(list(r), dtype=torch.long)
+            mask[i, where] = 1
         return ids, mask
 
     def __call__(self, features) -> dict:
@@ -277,15 +367,18 @@ class PALCollator:
         pad = self.tokenizer.pad_token_id
         if pad is None:
             raise ValueError("the tokenizer has no pad token")
+        if self.padding_side not in ("right", "left"):
+            raise ValueError(f"PALCollator padding_side must be 'right' or 'left', got {self.padding_side!r}")
         batch = {}
-        batch["input_ids"], batch["attention_mask"] = self._pad([f["input_ids"] for f in features], pad)
+        batch["input_ids"], batch["attention_mask"] = self._pad([f["input_ids"] for f in features], pad,
+                                                                self.padding_side)
         batch["persona_input_ids"], batch["persona_attention_mask"] = self._pad(
             [f["persona_input_ids"] for f in features], pad
         )
         if any("labels" in f for f in features):
             if not all("labels" in f for f in features):
                 raise ValueError("some examples of the batch have labels and some do not")
-            batch["labels"], _ = self._pad([f["labels"] for f in features], self.label_pad_id)
+            batch["labels"], _ = self._pad([f["labels"] for f in features], self.label_pad_id, self.padding_side)
         if all("strategy_id" in f for f in features):
             batch["strategy_id"] = torch.tensor([int(f["strategy_id"]) for f in features], dtype=torch.long)
         return batch
@@ -294,6 +387,7 @@ class PALCollator:
 __all__ = [
     "add_pal_tokens",
     "build_pal_example",
+    "build_pal_causal_example",
     "strategy_token_id",
     "PALCollator",
     "PAL_SPECIAL_TOKENS",
