@@ -450,7 +450,7 @@ def plot_training_curves(runs: dict, out_path) -> Path | None:
 def _heatmap(ctx: DemoContext, model, utterances, persona, name: str, title: str) -> Path:
     import torch
 
-    render = landed("Receiver heat-map", "hf_persona.default_plugins.receiver", "render_relevance_heatmap")
+    render = landed("Receiver heat-map", "hf_persona.evaluation.plots", "render_relevance_heatmap")
     with torch.no_grad():
         grid = model.relevance(utterances, persona)
     path = render(grid, utterances, persona, ctx.out / name, title=title)

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 import hf_persona
-from hf_persona.default_plugins.receiver import discounted_returns
 from hf_persona.errors import HFPersonaError
 from hf_persona.models.receiver import ReceiverModel
+from hf_persona.rewards import discounted_returns
 
 P = ["i play the guitar in a band .", "i like to go fishing .", "i love horror movies ."]
 Q = ["i bake bread every sunday .", "my favorite color is green ."]
@@ -146,7 +146,24 @@ def test_cli_train_eval_heatmap(tiny_bert_dir, tmp_path):
 
 
 def test_heatmap_rejects_mismatched_grid(tmp_path):
-    from hf_persona.default_plugins.receiver import render_relevance_heatmap
+    from hf_persona.evaluation.plots import render_relevance_heatmap
 
     with pytest.raises(HFPersonaError, match="shape"):
         render_relevance_heatmap([[1.0, 2.0]], ["a"], ["x", "y", "z"], tmp_path / "x.png")
+
+
+def test_old_plugin_import_path_still_works_with_a_deprecation_warning():
+    import hf_persona.default_plugins.receiver as plugin
+    from hf_persona import rewards
+    from hf_persona.evaluation import plots
+    from hf_persona.evaluation.receiver import evaluate_receiver
+
+    moved = {"discounted_returns": rewards.discounted_returns, "load_receiver": rewards.load_receiver,
+             "PersonaPerceptionReward": rewards.PersonaPerceptionReward,
+             "persona_perception": rewards.persona_perception, "evaluate_receiver": evaluate_receiver,
+             "render_relevance_heatmap": plots.render_relevance_heatmap}
+    for name, value in moved.items():
+        with pytest.warns(DeprecationWarning, match=f"moved to .*{name}"):
+            assert getattr(plugin, name) is value
+    with pytest.raises(AttributeError):
+        plugin.no_such_name

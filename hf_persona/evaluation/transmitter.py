@@ -98,7 +98,7 @@ def run_transmitter_eval(models, data, dev_from: int = 800, n_candidates: int = 
     examples = transmitter_eval_examples(dataset, n_candidates=n_candidates, seed=seed, max_examples=max_examples)
     user = None
     if receiver is not None:
-        from hf_persona.default_plugins.receiver import load_receiver
+        from hf_persona.rewards.persona_perception import load_receiver
 
         receiver = load_receiver(receiver)
         user, _ = load_transmitter(user_model or models[0][1])
