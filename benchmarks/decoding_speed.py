@@ -87,10 +87,11 @@ class SeparateCachedPersonaFreePass(LogitsProcessor):
     follow beam reorderings)."""
 
     def __init__(self, model, dialogue_states, attention_mask, alpha):
-        from hf_persona.models.pal.generation_pal import cache_argument_name
+        from hf_persona.models.pal.generation_pal import cache_argument_name, output_cache
 
         self.model, self.states, self.mask, self.alpha = model, dialogue_states, attention_mask, alpha
         self.cache_name = cache_argument_name(model.backbone.forward)
+        self.output_cache = output_cache
         self.cache = None
 
     def __call__(self, input_ids, scores):
@@ -98,7 +99,7 @@ class SeparateCachedPersonaFreePass(LogitsProcessor):
         with torch.no_grad():
             out = self.model.backbone(encoder_outputs=(self.states,), attention_mask=self.mask, decoder_input_ids=ids,
                                       use_cache=True, **{self.cache_name: self.cache})
-        self.cache = out.get("cache", out.get("past_key_values"))
+        self.cache = self.output_cache(out)
         if input_ids.shape[1] <= 1:
             return scores
         return (1 + self.alpha) * scores - self.alpha * out.logits[:, -1]

@@ -147,6 +147,13 @@ def cache_argument_name(function=None) -> str:
     return "cache" if "cache" in parameters else "past_key_values"
 
 
+def output_cache(output):
+    """The KV cache a model output carries: field ``cache`` from transformers 5.25 on,
+    ``past_key_values`` before (read without touching the deprecated alias)."""
+    fields = getattr(output, "__dataclass_fields__", {})
+    return getattr(output, "cache" if "cache" in fields else "past_key_values", None)
+
+
 class StrategyContrastiveLogitsProcessor(LogitsProcessor):
     """``(1 + alpha) * logits(d, p) - alpha * logits(d)`` with alpha read from each sequence's strategy.
 
@@ -376,5 +383,6 @@ __all__ = [
     "StrategyContrastCache",
     "StrategyContrastiveLogitsProcessor",
     "cache_argument_name",
+    "output_cache",
     "resolve_strategy_alphas",
 ]

@@ -34,7 +34,7 @@ from transformers import AutoConfig, AutoModelForSeq2SeqLM, GenerationMixin, Pre
 from transformers.modeling_outputs import ModelOutput
 
 from .configuration_pal import PERSONA_ALIGNMENTS, STRATEGY_NAMES, STRATEGY_TOKENS, PALConfig
-from .generation_pal import StrategyContrastCache, StrategyContrastiveLogitsProcessor, cache_argument_name
+from .generation_pal import StrategyContrastCache, StrategyContrastiveLogitsProcessor, cache_argument_name, output_cache
 
 
 @dataclass
@@ -525,13 +525,10 @@ class PALForConditionalGeneration(PALPreTrainedModel, GenerationMixin):
             loss = nn.functional.cross_entropy(
                 logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1).to(logits.device), ignore_index=-100
             )
-        new_cache = getattr(out, "cache", None)
-        if new_cache is None:
-            new_cache = getattr(out, "past_key_values", None)
         return PALSeq2SeqLMOutput(
             loss=loss,
             logits=logits,
-            cache=new_cache,
+            cache=output_cache(out),
             encoder_last_hidden_state=encoder_outputs.last_hidden_state,
             dialogue_hidden_state=encoder_outputs.dialogue_hidden_state,
         )

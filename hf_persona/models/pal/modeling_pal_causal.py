@@ -40,7 +40,7 @@ from transformers import AutoModelForCausalLM, GenerationMixin, PreTrainedModel
 from transformers.modeling_outputs import ModelOutput
 
 from .configuration_pal import STRATEGY_NAMES, STRATEGY_TOKENS, PALCausalConfig
-from .generation_pal import PALCausalCache, StrategyContrastiveLogitsProcessor, cache_argument_name
+from .generation_pal import PALCausalCache, StrategyContrastiveLogitsProcessor, cache_argument_name, output_cache
 from .modeling_pal import PALPersonaFusion, _combine_halves
 
 
@@ -317,8 +317,7 @@ class PALForCausalLM(PALCausalPreTrainedModel, GenerationMixin):
             elif logits.shape[0] != rows:
                 raise RuntimeError("the output projection did not see the paired rows; use combine_before_lm_head=False")
             own_cache.processor.record_model_step(alpha)
-        new_cache = out.get("cache", out.get("past_key_values"))
-        return PALCausalLMOutput(loss=out.get("loss"), logits=logits, cache=new_cache)
+        return PALCausalLMOutput(loss=out.get("loss"), logits=logits, cache=output_cache(out))
 
     # ------------------------------------------------------------------ generation
     def generate(self, inputs=None, generation_config=None, logits_processor=None, *args, **kwargs):

@@ -69,8 +69,15 @@ class TransmitterOutput(ModelOutput):
 
 def _cache_kwarg(function) -> str:
     """The keyword ``function`` takes the KV cache under: ``cache`` from transformers 5.25 on,
-    ``past_key_values`` before (read from its public signature; the one version-dependent spot)."""
+    ``past_key_values`` before (read from its public signature; with ``_output_cache``, the only
+    version-dependent spots of this folder)."""
     return "cache" if "cache" in inspect.signature(function).parameters else "past_key_values"
+
+
+def _output_cache(output):
+    """The KV cache of a model output: field ``cache`` from transformers 5.25 on, ``past_key_values`` before."""
+    fields = getattr(output, "__dataclass_fields__", {})
+    return getattr(output, "cache" if "cache" in fields else "past_key_values", None)
 
 
 class TransmitterPreTrainedModel(PreTrainedModel):
@@ -243,7 +250,7 @@ class TransmitterForDialogue(TransmitterPreTrainedModel, GenerationMixin):
             logits=logits,
             nup_logits=nup_logits,
             label_logprobs=label_logprobs,
-            cache=outputs.get("cache", outputs.get("past_key_values")),
+            cache=_output_cache(outputs),
             hidden_states=getattr(outputs, "hidden_states", None),
             attentions=getattr(outputs, "attentions", None),
         )
