@@ -172,6 +172,21 @@ def _remove(folder: Path) -> None:
     shutil.rmtree(trash, ignore_errors=True)
 
 
+def is_causal_lm(config) -> bool:
+    """True for a decoder-only LM checkpoint (``LlamaForCausalLM``, ``GPT2LMHeadModel``...); False
+    for seq2seq models and for encoders such as BERT (which the seq2seq recipes warm-start).
+    ``config``: a ``PreTrainedConfig``, or a name / Hub id / path to read one from."""
+    if isinstance(config, (str, os.PathLike)):
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(resolve(config))
+    if getattr(config, "is_encoder_decoder", False):
+        return False
+    architectures = getattr(config, "architectures", None) or []
+    return any(a.endswith("ForCausalLM") or a.endswith("LMHeadModel") for a in architectures) and \
+        getattr(config, "model_type", "") not in ("bert", "roberta", "xlm-roberta", "electra")
+
+
 def resolve(name_or_path) -> str:
     """Map ``"minilm"`` / ``"smollm2"`` (and their aliases) to local folders; return Hub ids and
     paths unchanged."""

@@ -431,3 +431,47 @@ def test_bad_inputs(pal_tokenizer, tmp_path, pesconv_dir):
         train_pal(tmp_path, tmp_path / "o")
     with pytest.raises(HFPersonaError, match="pal_training.json"):
         load_pal_for_eval(tmp_path)
+
+
+# ---------------------------------------------------------------- PAL over a causal LM
+def test_causal_backbone_trains_pal_causal_and_evaluates(pesconv_dir, tiny_llama_dir, tmp_path):
+    """`train pal` on a causal LM builds PALForCausalLM from chat-template examples; the fusion gate
+    gets the fusion learning rate (it opens); evaluation generates after the prompt; the Hard
+    Prompt baseline carries the persona in the system turn."""
+    import torch
+
+    from hf_persona.training.pal import (
+        evaluate_pal,
+        load_pal_for_eval,
+        pesconv_examples,
+        teacher_forced_metrics,
+        train_pal,
+    )
+
+    common = dict(backbone=tiny_llama_dir, max_steps=3, eval_steps=3, batch_size=4, warmup_steps=0,
+                  learning_rate=1e-3, mixture_learning_rate=0.05, max_eval_examples=4, max_source_length=160,
+                  max_persona_length=24, max_target_length=12, progress=False)
+    summary = train_pal(pesconv_dir, tmp_path / "pal", variant="pal", **common)
+    assert summary["kind"] == "causal" and summary["global_step"] == 3
+    model, tok, cfg = load_pal_for_eval(tmp_path / "pal")
+    assert type(model).__name__ == "PALForCausalLM" and cfg["kind"] == "causal"
+    assert model.fusion_gate.abs().max() > 0.02  # 3 Adam steps at 0.05, not at 1e-3
+    exs, _ = pesconv_examples([ROW], tok, "pal", causal=True, with_text=True, max_source_length=160,
+                              max_persona_length=24, max_target_length=12)
+    given = teacher_forced_metrics(model, tok, exs, "pal")
+    none = teacher_forced_metrics(model, tok, exs, "pal", persona_input="none")
+    assert math.isfinite(given["ppl"]) and given["ppl"] != pytest.approx(none["ppl"], rel=1e-6)
+    # the metric's NLL is the model's own loss on a single example
+    from hf_persona.training.pal import VariantCollator
+
+    batch = VariantCollator(tok, "pal")(exs[:1])
+    with torch.no_grad():
+        loss = model(**batch).loss.item()
+    assert teacher_forced_metrics(model, tok, exs[:1], "pal")["ppl"] == pytest.approx(math.exp(loss), rel=1e-5)
+    metrics = evaluate_pal(tmp_path / "pal", pesconv_dir, max_examples=4, max_generate=4, alpha="table",
+                           force_strategy_first=True, decoding=dict(do_sample=False, max_new_tokens=6))
+    assert metrics["n_generated"] == 4 and all(s["strategy_generated"] for s in metrics["samples"][:4])
+    hard, _ = pesconv_examples([ROW], tok, "hard_prompt", causal=True, max_source_length=160)
+    assert "what you know about the person : i lost my job." in tok.decode(hard[-1]["input_ids"])
+    with pytest.raises(HFPersonaError, match="causal LM"):
+        train_pal(pesconv_dir, tmp_path / "bad", variant="pal", persona_alignment="concat", **common)

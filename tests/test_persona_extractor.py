@@ -325,7 +325,7 @@ def test_causal_extractor_learns_a_persona_and_reloads(tiny_llama_dir, tmp_path)
 def test_is_causal_lm_tells_decoders_from_encoders(tiny_llama_dir, tiny_bert_dir):
     from transformers import AutoConfig
 
-    from hf_persona.training.persona_extractor import is_causal_lm
+    from hf_persona.backbones import is_causal_lm
 
     assert is_causal_lm(AutoConfig.from_pretrained(tiny_llama_dir))
     assert not is_causal_lm(AutoConfig.from_pretrained(tiny_bert_dir))

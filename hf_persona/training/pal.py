@@ -1,8 +1,11 @@
 """Training and evaluation of PAL and its two baselines on PESConv.
 
-Variants (all use :class:`hf_persona.models.pal.PALForConditionalGeneration`, the same
-backbone, tokenizer, special tokens, target format and training recipe, so the only thing that
-differs is how the persona reaches the model):
+The backbone decides the model: a causal LM (``--backbone smollm2``, Llama, Qwen...) gives
+:class:`hf_persona.models.pal.PALForCausalLM` with chat-template examples
+(``build_pal_causal_example``); a seq2seq checkpoint or an encoder (``minilm``) gives
+:class:`hf_persona.models.pal.PALForConditionalGeneration`. Variants (the same backbone,
+tokenizer, special tokens, target format and training recipe, so the only thing that differs is
+how the persona reaches the model):
 
 * ``pal``: the dialogue and the persona are encoded separately and fused (co-attention, eq. 2-4).
 * ``no_persona``: the persona is never given; ``PAL.forward(persona_input_ids=None)`` runs the
@@ -10,7 +13,8 @@ differs is how the persona reaches the model):
   trained without persona). The fusion module stays unused.
 * ``hard_prompt``: no fusion either; the persona text is put in front of the dialogue in the
   encoder input (``[CLS] persona : p1 [SEP] p2 [SEP] dialogue : [Seeker] ... [Supporter] [SEP]``),
-  the paper's "Persona: {persona} \\n Dialogue history: {context} \\n Response:" prompt.
+  the paper's "Persona: {persona} \\n Dialogue history: {context} \\n Response:" prompt; on a
+  causal LM, the persona sentences close the chat's system prompt (:func:`hard_prompt_system`).
 
 Examples: every supporter turn of a PESConv dialogue that has at least one seeker turn before it
 (the model answers a seeker) and a non-empty text gives one example, built with
@@ -150,15 +154,27 @@ class _VocabCachingTokenizer:
         return getattr(self._tokenizer, name)
 
 
+def hard_prompt_system(persona: Sequence[str], system_prompt: str | None = None) -> str:
+    """The system turn of the causal Hard Prompt baseline: the PAL system prompt, then the persona."""
+    from ..models.pal import DEFAULT_CAUSAL_SYSTEM_PROMPT
+
+    base = system_prompt or DEFAULT_CAUSAL_SYSTEM_PROMPT
+    sentences = " ".join(" ".join(p.split()) for p in persona if p and p.strip())
+    return f"{base} What you know about the person: {sentences}" if sentences else base
+
+
 def pesconv_examples(rows: Sequence[dict], tokenizer, variant: str = "pal", max_source_length: int = 256,
-                     max_persona_length: int = 96, max_target_length: int = 50, with_text: bool = False):
+                     max_persona_length: int = 96, max_target_length: int = 50, with_text: bool = False,
+                     causal: bool = False, system_prompt: str | None = None):
     """Build PAL training/evaluation examples from PESConv rows. Returns (examples, skipped counts).
 
     One example per supporter turn with a seeker turn before it and a non-empty response.
     ``with_text`` keeps ``response``, ``persona``, ``strategy``, ``dialogue_id`` and ``turn`` for
     evaluation. Unknown strategy labels raise ``ValueError`` naming the dialogue and turn.
+    ``causal``: chat-template examples for :class:`PALForCausalLM` (``build_pal_causal_example``
+    with ``system_prompt``, default the model's), which also carry ``prompt_length``.
     """
-    from ..models.pal import build_pal_example
+    from ..models.pal import DEFAULT_CAUSAL_SYSTEM_PROMPT, build_pal_causal_example, build_pal_example
 
     _check_variant(variant)
     tokenizer = _VocabCachingTokenizer(tokenizer)
@@ -182,15 +198,21 @@ def pesconv_examples(rows: Sequence[dict], tokenizer, variant: str = "pal", max_
             if not utts[i] or not utts[i].strip():
                 skipped["empty_response"] += 1
                 continue
+            lengths = dict(tokenizer=tokenizer, max_source_length=max_source_length,
+                           max_persona_length=max_persona_length, max_target_length=max_target_length)
             try:
-                ex = build_pal_example(
-                    utts[:i], spk[:i], strat[:i], personas[i], response=utts[i], strategy=strat[i],
-                    tokenizer=tokenizer, max_source_length=max_source_length,
-                    max_persona_length=max_persona_length, max_target_length=max_target_length,
-                )
+                if causal:
+                    system = system_prompt or DEFAULT_CAUSAL_SYSTEM_PROMPT
+                    if variant == "hard_prompt":
+                        system = hard_prompt_system(personas[i], system)
+                    ex = build_pal_causal_example(utts[:i], spk[:i], strat[:i], personas[i], response=utts[i],
+                                                  strategy=strat[i], system_prompt=system, **lengths)
+                else:
+                    ex = build_pal_example(utts[:i], spk[:i], strat[:i], personas[i], response=utts[i],
+                                           strategy=strat[i], **lengths)
             except ValueError as exc:
                 raise HFPersonaError(f"PESConv dialogue {row.get('dialogue_id', r)}, turn {i}: {exc}") from exc
-            if variant == "hard_prompt":
+            if variant == "hard_prompt" and not causal:
                 ex["input_ids"] = hard_prompt_input(ex, tokenizer, max_source_length)
             ex.pop("persona_truncated", None)
             if with_text:
@@ -201,12 +223,13 @@ def pesconv_examples(rows: Sequence[dict], tokenizer, variant: str = "pal", max_
 
 
 class VariantCollator:
-    """``PALCollator`` that drops the persona tensors for the variants that do not fuse a persona."""
+    """``PALCollator`` that drops the persona tensors for the variants that do not fuse a persona.
+    ``padding_side="left"``: causal-LM prompts for generation."""
 
-    def __init__(self, tokenizer, variant: str):
+    def __init__(self, tokenizer, variant: str, padding_side: str = "right"):
         from ..models.pal import PALCollator
 
-        self.inner = PALCollator(tokenizer)
+        self.inner = PALCollator(tokenizer, padding_side=padding_side)
         self.variant = _check_variant(variant)
 
     def __call__(self, features):
@@ -225,6 +248,9 @@ class VariantCollator:
 
 
 MIXTURE_PARAMETER = "mixture_logits"
+#: parameters trained at ``mixture_learning_rate``: eq. 4's three logits and, in PAL over a causal
+#: LM, the per-channel fusion gate (it starts at 0, and at a fine-tuning rate it would barely open)
+FUSION_SCALARS = (MIXTURE_PARAMETER, "fusion_gate")
 
 
 def _mixture_lr_trainer_class():
@@ -241,7 +267,7 @@ def _mixture_lr_trainer_class():
             if not self.mixture_learning_rate or any(g.get("name") == MIXTURE_PARAMETER for g in optimizer.param_groups):
                 return optimizer
             mixture = [p for n, p in (model or self.model).named_parameters()
-                       if n.endswith(MIXTURE_PARAMETER) and p.requires_grad]
+                       if n.endswith(FUSION_SCALARS) and p.requires_grad]
             if not mixture:
                 return optimizer
             taken = {id(p) for p in mixture}
@@ -307,8 +333,8 @@ def train_pal(
     """
     from transformers import AutoTokenizer, TrainingArguments
 
-    from ..backbones import resolve
-    from ..models.pal import PALForConditionalGeneration, add_pal_tokens
+    from ..backbones import is_causal_lm, resolve
+    from ..models.pal import PALForCausalLM, PALForConditionalGeneration, add_pal_tokens
     from .common import last_checkpoint, time_budget_callback, train_resumable
     from .persona_extractor import warm_start_cross_attention
 
@@ -321,12 +347,18 @@ def train_pal(
     if not valid_rows:
         raise HFPersonaError(f"{data}: no validation dialogues (expected a valid/ folder or enough dialogues to split)")
     path = resolve(backbone)
+    causal = is_causal_lm(path)
+    if causal and (fusion_norm_init is not None or persona_alignment is not None):
+        raise HFPersonaError("fusion_norm_init and persona_alignment apply to seq2seq backbones; "
+                             f"{backbone!r} is a causal LM (PAL fuses one decoder layer, see PALCausalConfig)")
     tokenizer = AutoTokenizer.from_pretrained(path)
+    if causal and tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
     add_pal_tokens(tokenizer)
     lengths = dict(max_source_length=max_source_length, max_persona_length=max_persona_length,
                    max_target_length=max_target_length)
-    train_ex, train_skipped = pesconv_examples(train_rows, tokenizer, variant, **lengths)
-    valid_ex, _ = pesconv_examples(valid_rows, tokenizer, variant, **lengths)
+    train_ex, train_skipped = pesconv_examples(train_rows, tokenizer, variant, causal=causal, **lengths)
+    valid_ex, _ = pesconv_examples(valid_rows, tokenizer, variant, causal=causal, **lengths)
     if not train_ex or not valid_ex:
         raise HFPersonaError(f"{data}: no supporter turn with a seeker turn before it (train or valid)")
     rng = random.Random(seed)
@@ -342,10 +374,11 @@ def train_pal(
     if persona_alignment is not None:
         init_kwargs["persona_alignment"] = persona_alignment
     try:
-        model = PALForConditionalGeneration.from_backbone(path, tokenizer=tokenizer, **init_kwargs)
+        model_class = PALForCausalLM if causal else PALForConditionalGeneration
+        model = model_class.from_backbone(path, tokenizer=tokenizer, **init_kwargs)
     except ValueError as err:
         raise HFPersonaError(str(err)) from None
-    warm_started = warm_start_cross_attention(model.backbone) if warm_start else 0
+    warm_started = warm_start_cross_attention(model.backbone) if warm_start and not causal else 0
     args = TrainingArguments(
         output_dir=str(output_dir),
         per_device_train_batch_size=batch_size,
@@ -384,10 +417,12 @@ def train_pal(
     out = Path(output_dir)
     trainer.save_model(str(out))
     tokenizer.save_pretrained(str(out))
-    atomic_write_json(out / TRAINING_CONFIG_NAME, {"variant": variant, "backbone": backbone, **lengths})
+    kind = "causal" if causal else "seq2seq"
+    atomic_write_json(out / TRAINING_CONFIG_NAME, {"variant": variant, "backbone": backbone, "kind": kind, **lengths})
     summary = {
         "variant": variant,
         "backbone": backbone,
+        "kind": kind,
         "train_dialogues": len(train_rows),
         "valid_dialogues": len(valid_rows),
         "train_examples": len(train_ex),
@@ -406,8 +441,8 @@ def train_pal(
         "learning_rate": learning_rate,
         "mixture_learning_rate": mixture_learning_rate,
         "mixture_init": list(model.config.mixture_init),
-        "fusion_norm_init": model.config.fusion_norm_init,
-        "persona_alignment": model.config.persona_alignment,
+        "fusion_norm_init": getattr(model.config, "fusion_norm_init", None),
+        "persona_alignment": getattr(model.config, "persona_alignment", None),
         "mixture_weights": [round(w, 4) for w in model.mixture_weights().detach().tolist()],
         "seed": seed,
         "resumed_from": resumed_from,
@@ -463,16 +498,21 @@ def load_pal_for_eval(model_dir):
     """(model, tokenizer, training config) of a folder saved by :func:`train_pal`."""
     from transformers import AutoTokenizer
 
-    from ..models.pal import PALForConditionalGeneration
+    from ..models.pal import PALForCausalLM, PALForConditionalGeneration
 
     p = Path(model_dir)
     cfg_path = p / TRAINING_CONFIG_NAME
     if not cfg_path.is_file():
         raise HFPersonaError(f"{p}: not a PAL training output (expected {TRAINING_CONFIG_NAME} written by `train pal`)")
     cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-    model = PALForConditionalGeneration.from_pretrained(str(p)).eval()
+    model_class = PALForCausalLM if cfg.get("kind") == "causal" else PALForConditionalGeneration
+    model = model_class.from_pretrained(str(p)).eval()
     tokenizer = AutoTokenizer.from_pretrained(str(p))
     return model, tokenizer, cfg
+
+
+def _is_causal(model) -> bool:
+    return getattr(model.config, "model_type", None) == "pal_causal"
 
 
 def _batches(seq, size):
@@ -528,13 +568,20 @@ def teacher_forced_metrics(model, tokenizer, examples, variant: str, batch_size:
     split = bool(examples) and all("persona" in e for e in examples)
     part_nll, part_n = [0.0, 0.0], [0, 0]  # [without, with] persona
     rows = []
+    causal = _is_causal(model)
     for chunk in _batches(examples, batch_size):
         batch = collate(chunk)
         labels = batch.pop("labels")
         with torch.no_grad():
             logits = model(**batch, labels=labels).logits.float()
+        if causal:  # position t predicts token t + 1
+            logits, labels = logits[:, :-1], labels[:, 1:]
         nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100, reduction="none")
         valid = labels != -100
+        first = valid.int().argmax(dim=1)  # the strategy token: the first label of each row
+        rows_index = torch.arange(labels.shape[0])
+        response = valid.clone()
+        response[rows_index, first] = False
         nll_all += nll[valid].sum().item()
         n_all += int(valid.sum())
         row_nll = (nll * valid).sum(dim=1).tolist()
@@ -543,9 +590,9 @@ def teacher_forced_metrics(model, tokenizer, examples, variant: str, batch_size:
             for f, r_nll, r_n in zip(chunk, row_nll, row_n):
                 part_nll[bool(f["persona"])] += r_nll
                 part_n[bool(f["persona"])] += int(r_n)
-        nll_resp += nll[:, 1:][valid[:, 1:]].sum().item()
-        n_resp += int(valid[:, 1:].sum())
-        predicted = logits[:, 0, strategy_ids].argmax(-1)
+        nll_resp += nll[response].sum().item()
+        n_resp += int(response.sum())
+        predicted = logits[rows_index, first][:, strategy_ids].argmax(-1)
         hit = predicted == torch.tensor([int(f["strategy_id"]) for f in chunk])
         if per_example:
             rows.extend({"nll": r_nll, "tokens": int(r_n), "strategy_correct": bool(ok)}
@@ -582,11 +629,16 @@ def generate_responses(model, tokenizer, examples, variant: str, *, alpha=None, 
     from transformers import LogitsProcessorList
 
     settings = dict(PAPER_DECODING if decoding is None else decoding)
-    collate = VariantCollator(tokenizer, variant)
+    causal = _is_causal(model)
+    collate = VariantCollator(tokenizer, variant, padding_side="left" if causal else "right")
     texts, strategies = [], []
     for b, chunk in enumerate(_batches(examples, batch_size)):
+        if causal:  # the prompt alone (the examples carry prompt + reply)
+            chunk = [{**{k: v for k, v in f.items() if k != "labels"}, "input_ids": f["input_ids"][: f["prompt_length"]]}
+                     for f in chunk]
         batch = collate(chunk)
         batch.pop("labels", None)
+        width = batch["input_ids"].shape[1] if causal else 1
         kwargs = dict(settings)
         if alpha is not None:
             if variant != "pal":
@@ -597,14 +649,18 @@ def generate_responses(model, tokenizer, examples, variant: str, *, alpha=None, 
             strategy_ids = list(model.config.strategy_token_ids)
             everything = list(range(model.get_output_embeddings().weight.shape[0]))
 
-            def allowed(batch_id, prefix, _s=strategy_ids, _all=everything):
-                return _s if prefix.shape[-1] == 1 else _all
+            def allowed(batch_id, prefix, _s=strategy_ids, _all=everything, _first=width):
+                return _s if prefix.shape[-1] == _first else _all
 
             kwargs["prefix_allowed_tokens_fn"] = allowed
         torch.manual_seed(seed + b)
         with torch.no_grad():
             out = model.generate(**batch, **kwargs)
-        strategies.extend(model.strategies_of(out))
+        if causal:
+            strategies.extend(model.strategies_of(out, model.strategy_position(batch["input_ids"])))
+            out = out[:, width:]
+        else:
+            strategies.extend(model.strategies_of(out))
         texts.extend(t.strip() for t in tokenizer.batch_decode(out, skip_special_tokens=True))
     return texts, strategies
 
@@ -720,7 +776,10 @@ def evaluate_pal(model_dir, data, *, split: str = "valid", max_examples: int | N
     if rows is None:
         raise HFPersonaError(f"split must be 'valid' or 'train', got {split!r}")
     lengths = {k: cfg[k] for k in ("max_source_length", "max_persona_length", "max_target_length")}
-    examples, skipped = pesconv_examples(rows, tokenizer, variant, with_text=True, **lengths)
+    causal = _is_causal(model)
+    system = model.config.system_prompt if causal else None
+    examples, skipped = pesconv_examples(rows, tokenizer, variant, with_text=True, causal=causal, system_prompt=system,
+                                         **lengths)
     if not examples:
         raise HFPersonaError(f"{data}: no {split} examples to evaluate")
     if max_examples:

@@ -328,16 +328,6 @@ class ExtractorFormat:
         return dict(self.__dict__)
 
 
-def is_causal_lm(config) -> bool:
-    """True for a decoder-only LM checkpoint (``LlamaForCausalLM``, ``GPT2LMHeadModel``...); False
-    for seq2seq models and for encoders such as BERT, which the seq2seq path warm-starts."""
-    if getattr(config, "is_encoder_decoder", False):
-        return False
-    architectures = getattr(config, "architectures", None) or []
-    return any(a.endswith("ForCausalLM") or a.endswith("LMHeadModel") for a in architectures) and \
-        getattr(config, "model_type", "") not in ("bert", "roberta", "xlm-roberta", "electra")
-
-
 def _prepare_causal_tokenizer(tokenizer, config):
     if tokenizer.pad_token_id is None:
         if tokenizer.eos_token_id is None:
@@ -354,7 +344,7 @@ def build_extractor_model(backbone: str = "minilm", seed: int = 0):
     warm-starts BERT2BERT."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer, EncoderDecoderModel
 
-    from ..backbones import resolve
+    from ..backbones import is_causal_lm, resolve
 
     path = resolve(backbone)
     set_seed(seed)
@@ -686,6 +676,8 @@ def train_persona_extractor(
         rng.shuffle(train_examples)
         train_examples = train_examples[:max_train_examples]
     dev_loss_examples = list(dev_examples)[:max_dev_examples]
+
+    from ..backbones import is_causal_lm
 
     model, tokenizer = build_extractor_model(backbone, seed=seed)
     kind = "causal" if is_causal_lm(model.config) else "seq2seq"
