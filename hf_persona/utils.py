@@ -1,4 +1,4 @@
-"""Small shared utilities: atomic writes, seeding, logging."""
+"""Small shared utilities: atomic writes, seeding, logging, deprecated import paths."""
 
 from __future__ import annotations
 
@@ -124,3 +124,22 @@ def parse_named_folders(specs, several: bool = False) -> list[tuple[str, list[st
         seen.add(name)
         out.append((name, folders))
     return out
+
+
+def moved_names(module: str, moved: dict):
+    """A module ``__getattr__`` that keeps names importable from ``module`` after they moved.
+
+    ``moved`` maps each old name to the module that now holds it (under the same name). Reading one
+    warns with a ``DeprecationWarning`` naming the new home and returns the object from there; any
+    other name raises ``AttributeError`` as usual. Use: ``__getattr__ = moved_names(__name__, {...})``.
+    """
+    import importlib
+    import warnings
+
+    def __getattr__(name):
+        if name in moved:
+            warnings.warn(f"{module}.{name} moved to {moved[name]}.{name}", DeprecationWarning, stacklevel=2)
+            return getattr(importlib.import_module(moved[name]), name)
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+
+    return __getattr__

@@ -528,14 +528,34 @@ def test_model_card_renders(tiny_dir):
 
 def test_cli_weights_parsing_and_missing_receiver(tiny_dir, tmp_path):
     from hf_persona.cli import main
-    from hf_persona.default_plugins.transmitter import _parse_weights
+    from hf_persona.commands.transmitter import parse_weights
 
-    assert _parse_weights("rs1=0.4, rs2=0.1,penalty=0.2") == {"language_style": 0.4, "discourse_coherence": 0.1,
-                                                              "repetition_penalty": 0.2}
+    assert parse_weights("rs1=0.4, rs2=0.1,penalty=0.2") == {"language_style": 0.4, "discourse_coherence": 0.1,
+                                                             "repetition_penalty": 0.2}
     with pytest.raises(ValueError, match="unknown reward 'fluency'"):
-        _parse_weights("fluency=1")
+        parse_weights("fluency=1")
     with pytest.raises(ValueError, match="needs a number"):
-        _parse_weights("rs1=high")
+        parse_weights("rs1=high")
     with pytest.raises(SystemExit) as exc:  # RS.3 in the default weights but no Receiver given
         main(["train", "selfplay", "--model", tiny_dir, "--output-dir", str(tmp_path / "o"), "--max-steps", "1"])
     assert exc.value.code == 2
+
+
+def test_old_plugin_import_path_still_works_with_a_deprecation_warning():
+    import hf_persona.default_plugins.transmitter as plugin
+    from hf_persona.commands import transmitter as commands
+
+    for name in ("train_transmitter_cmd", "train_selfplay_cmd", "eval_transmitter_cmd"):
+        with pytest.warns(DeprecationWarning, match=f"moved to hf_persona.commands.transmitter.{name}"):
+            assert getattr(plugin, name) is getattr(commands, name)
+    with pytest.raises(AttributeError):
+        plugin.no_such_name
+
+
+def test_repetition_penalty_factory_takes_no_options():
+    from hf_persona.errors import HFPersonaError
+    from hf_persona.rewards import repetition_penalty
+
+    assert type(repetition_penalty()).__name__ == "RepetitionPenalty"
+    with pytest.raises(HFPersonaError, match="takes no options"):
+        repetition_penalty(gamma=1)

@@ -12,10 +12,8 @@ names their new home.
 
 from __future__ import annotations
 
-import importlib
-import warnings
-
 from hf_persona import hookimpl
+from hf_persona.utils import moved_names
 
 
 @hookimpl
@@ -39,17 +37,9 @@ def register_commands(cli):
     add_commands(cli)
 
 
-_MOVED = {
+__getattr__ = moved_names(__name__, {
     **dict.fromkeys(("discounted_returns", "load_receiver", "PersonaPerceptionReward", "persona_perception"),
                     "hf_persona.rewards.persona_perception"),
     "evaluate_receiver": "hf_persona.evaluation.receiver",
     "render_relevance_heatmap": "hf_persona.evaluation.plots",
-}
-
-
-def __getattr__(name):
-    if name in _MOVED:
-        warnings.warn(f"hf_persona.default_plugins.receiver.{name} moved to {_MOVED[name]}.{name}",
-                      DeprecationWarning, stacklevel=2)
-        return getattr(importlib.import_module(_MOVED[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+})
