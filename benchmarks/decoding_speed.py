@@ -8,6 +8,7 @@ Every row decodes with alpha = 0.75 from the second step on (``alpha=0.75`` and
 approach (a second, uncached full decoder pass per step) for greedy decoding.
 
     python benchmarks/decoding_speed.py --out benchmarks/results/decoding_speed.json
+    python benchmarks/decoding_speed.py --backbone smollm2 --out benchmarks/results/decoding_speed_causal.json
 
 Writes flat keys ``ratio.batch1.greedy``, ``ratio.batch8.greedy``, ``ratio.batch8.sampling``,
 ``ratio.batch4.beam3`` (contrastive / plain wall time), the medians in seconds,
@@ -39,11 +40,14 @@ def _dialogues(n: int):
     return ds, (str(path) if path else "embedded sample")
 
 
-def _examples(tokenizer, n: int, max_source_length: int):
+def _examples(tokenizer, n: int, max_source_length: int, causal: bool = False):
     """The first n supporter turns that follow at least 3 seeker turns, one per dialogue; the
     persona is the seeker's first two utterances (a stand-in for extracted persona sentences:
-    decoding speed does not depend on what the persona says)."""
-    from hf_persona.models.pal import build_pal_example
+    decoding speed does not depend on what the persona says). ``causal``: chat-template prompts
+    for PAL over a causal LM."""
+    from hf_persona.models.pal import build_pal_causal_example, build_pal_example
+
+    build = build_pal_causal_example if causal else build_pal_example
 
     ds, source = _dialogues(n)
     out = []
@@ -55,8 +59,8 @@ def _examples(tokenizer, n: int, max_source_length: int):
                 seen += 1
             elif seen >= 3 and t > 0:
                 seeker = [u for u, s in zip(utts[:t], spk[:t]) if s == "usr"]
-                out.append(build_pal_example(utts[:t], spk[:t], strat[:t], seeker[:2], tokenizer=tokenizer,
-                                             max_source_length=max_source_length))
+                out.append(build(utts[:t], spk[:t], strat[:t], seeker[:2], tokenizer=tokenizer,
+                                 max_source_length=max_source_length))
                 break
         if len(out) == n:
             break
@@ -115,9 +119,14 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--uncached-modes", default="batch1.greedy",
-                        help="comma-separated greedy modes for which the authors' uncached approach is also timed ('' = none)")
+                        help="comma-separated greedy modes for which the authors' uncached approach is also timed "
+                             "('' = none; seq2seq PAL only)")
     parser.add_argument("--separate-modes", default="batch1.greedy,batch8.greedy",
-                        help="comma-separated greedy modes for which a processor-owned separate cached pass is also timed")
+                        help="comma-separated greedy modes for which a processor-owned separate cached pass is also "
+                             "timed (seq2seq PAL only)")
+    parser.add_argument("--fusion-layer", type=int, default=None,
+                        help="PAL over a causal LM: the decoder layer the persona enters at (default: the middle; "
+                             "the last layer lets contrastive decoding share the whole pass)")
     parser.add_argument("--out", default="benchmarks/results/decoding_speed.json")
     args = parser.parse_args(argv)
     if args.repeats < 5:
@@ -125,24 +134,32 @@ def main(argv=None):
 
     from transformers import AutoTokenizer
 
-    from hf_persona.backbones import resolve
-    from hf_persona.models.pal import PALCollator, PALForConditionalGeneration
+    from transformers import AutoConfig
+
+    from hf_persona.backbones import is_causal_lm, resolve
+    from hf_persona.models.pal import PALCollator, PALForCausalLM, PALForConditionalGeneration
     from hf_persona.utils import atomic_write_json, command_line, set_seed
 
     torch.set_num_threads(args.threads)
     set_seed(0)
     if args.model:
         tokenizer = AutoTokenizer.from_pretrained(args.model)
-        model = PALForConditionalGeneration.from_pretrained(args.model)
+        causal = AutoConfig.from_pretrained(args.model).model_type == "pal_causal"
+        model = (PALForCausalLM if causal else PALForConditionalGeneration).from_pretrained(args.model)
         model_desc = args.model
     else:
         path = resolve(args.backbone)
+        causal = is_causal_lm(path)
         tokenizer = AutoTokenizer.from_pretrained(path)
-        model = PALForConditionalGeneration.from_backbone(path, tokenizer)
-        model_desc = f"PAL from_backbone({args.backbone!r}) (untrained warm start; speed does not depend on training)"
+        extra = {"fusion_layer": args.fusion_layer} if causal and args.fusion_layer is not None else {}
+        model = (PALForCausalLM if causal else PALForConditionalGeneration).from_backbone(path, tokenizer, **extra)
+        model_desc = (f"{type(model).__name__}.from_backbone({args.backbone!r}) (untrained; speed does not depend "
+                      "on training" + ("; the fusion runs although its gate starts at 0)" if causal else ")"))
+    if causal:  # the reference passes below drive a seq2seq decoder
+        args.uncached_modes = args.separate_modes = ""
     model = model.to(args.device).eval()
-    examples, source = _examples(tokenizer, 8, args.max_source_length)
-    collate = PALCollator(tokenizer)
+    examples, source = _examples(tokenizer, 8, args.max_source_length, causal)
+    collate = PALCollator(tokenizer, padding_side="left" if causal else "right")
 
     def inputs(n):
         batch = collate(examples[:n])
@@ -229,6 +246,8 @@ def main(argv=None):
     result["meta"] = {
         "command": command_line("benchmarks/decoding_speed.py", argv),
         "model": model_desc,
+        "model_class": type(model).__name__,
+        "fusion_layer": getattr(model.config, "fusion_layer", None),
         "data": f"ESConv ({source}): first supporter turn after 3 seeker turns per dialogue; persona = the seeker's first two utterances",
         "new_tokens": n_new,
         "repeats": args.repeats,

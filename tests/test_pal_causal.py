@@ -20,11 +20,14 @@ from hf_persona.models.pal import (
 DISTINCT = {name: round(0.15 + 0.2 * i, 2) for i, name in enumerate(STRATEGY_NAMES)}
 
 
-@pytest.fixture(scope="module")
-def pal_causal(tiny_llama_dir):
+@pytest.fixture(scope="module", params=[0, 1], ids=["fused_layer0", "fused_last_layer"])
+def pal_causal(tiny_llama_dir, request):
+    """Both fusion placements of the 2-layer model: a lower layer (contrastive decoding doubles the
+    batch and the cache) and the last layer (both passes share one trunk and one cache)."""
     torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
-    model = PALForCausalLM.from_backbone(tiny_llama_dir, tokenizer).eval()
+    model = PALForCausalLM.from_backbone(tiny_llama_dir, tokenizer, fusion_layer=request.param).eval()
+    assert model.fuses_last_layer == (request.param == 1)
     examples = [
         build_pal_causal_example(["hi", "hello , how can i help ?", "i lost my job and i feel awful"],
                                  ["usr", "sys", "usr"], ["", "Question", ""], ["i am a teacher .", "i have two kids ."],
@@ -245,7 +248,9 @@ def test_the_cache_holds_the_persona_and_both_halves(opened):
                          logits_processor=LogitsProcessorList([model.strategy_contrast_processor()]))
     cache = out.get("cache", out.get("past_key_values"))
     assert isinstance(cache, PALCausalCache) and cache.persona is not None
-    assert cache.layers[0].keys.shape[0] == 6 and cache.persona[0].shape[0] == 3
+    rows = 3 if model.fuses_last_layer else 6
+    assert cache.doubled == (not model.fuses_last_layer)
+    assert cache.layers[0].keys.shape[0] == rows and cache.persona[0].shape[0] == 3
 
 
 def test_causal_example_uses_the_chat_template(pal_causal):

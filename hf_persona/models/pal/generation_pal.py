@@ -351,9 +351,10 @@ class PALCausalCache(_StrategyTracking, DynamicCache):
     It keeps what the decoder-only model needs across steps besides keys and values: the persona
     states of the fusion layer and the refined persona H^_P computed from the prompt at the
     first step (``persona``), so later steps fuse each new token without re-encoding anything.
-    With a strategy contrastive ``processor`` it holds 2R rows (persona rows [0, R), persona-free
-    rows [R, 2R)) and tracks each row's strategy, whose slot is ``strategy_position`` (the first
-    position after the prompt). ``reorder_cache`` (beam search) moves all of it.
+    With a strategy contrastive ``processor`` it tracks each row's strategy, whose slot is
+    ``strategy_position`` (the first position after the prompt), and, unless the model fuses its
+    last layer (then both passes share every cached state), holds 2R rows (persona rows [0, R),
+    persona-free rows [R, 2R); ``doubled``). ``reorder_cache`` (beam search) moves all of it.
     """
 
     def __init__(self, processor: StrategyContrastiveLogitsProcessor | None = None, strategy_position: int = 0):
@@ -362,12 +363,13 @@ class PALCausalCache(_StrategyTracking, DynamicCache):
         self.strategy_position = int(strategy_position)
         self.strategy_tokens = None
         self.persona = None  # (H_P, persona mask, H^_P) of the persona rows
+        self.doubled = None  # set by the model: True when the cache holds the persona-free rows too
 
     def reorder_cache(self, beam_idx: torch.LongTensor):
         if self.persona is not None:
             self.persona = tuple(t.index_select(0, beam_idx.to(t.device)) for t in self.persona)
         self._reorder_tracked(beam_idx)
-        if self.processor is not None:
+        if self.doubled:
             beam_idx = torch.cat([beam_idx, beam_idx + beam_idx.shape[0]])
         return super().reorder_cache(beam_idx)
 

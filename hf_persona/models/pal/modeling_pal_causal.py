@@ -94,6 +94,7 @@ class _FusionStep:
         self.cache = cache
         self.capture = capture
         self.captured = None
+        self.branch = False  # top-layer fusion in contrastive decoding: emit [fused; unfused] rows
 
 
 class PALCausalPreTrainedModel(PreTrainedModel):
@@ -214,9 +215,13 @@ class PALForCausalLM(PALCausalPreTrainedModel, GenerationMixin):
             if step.cache is not None:
                 step.cache.persona = (step.persona_states, step.persona_mask, step.refined)
         fused, _ = self.fusion.fuse_positions(own, step.persona_states, step.persona_mask, step.refined)
-        own = own + self.fusion_gate.to(own.dtype) * (fused - own)
-        if rows < hidden.shape[0]:
-            own = torch.cat([own, hidden[rows:]], dim=0)
+        fused = own + self.fusion_gate.to(own.dtype) * (fused - own)
+        if step.branch:  # the persona-free rows are this layer's own output: one trunk serves both
+            own = torch.cat([fused, hidden], dim=0)
+        elif rows < hidden.shape[0]:
+            own = torch.cat([fused, hidden[rows:]], dim=0)
+        else:
+            own = fused
         return (own,) + tuple(output[1:]) if isinstance(output, tuple) else own
 
     def encode_persona(self, persona_input_ids, persona_attention_mask=None):
@@ -288,10 +293,17 @@ class PALForCausalLM(PALCausalPreTrainedModel, GenerationMixin):
         hook = alpha = None
         if paired:
             alpha = own_cache.track_strategy_tokens(input_ids, past)
-            input_ids = torch.cat([input_ids, input_ids], dim=0)
-            attention_mask = torch.cat([attention_mask, attention_mask], dim=0)
-            if position_ids is not None and position_ids.shape[0] == rows:
-                position_ids = torch.cat([position_ids, position_ids], dim=0)
+            if self.fuses_last_layer and step is not None:
+                # everything below the fused output is the same for both passes: run it once and
+                # let the hook emit the persona rows and the persona-free rows
+                step.branch = True
+                own_cache.doubled = False
+            else:
+                input_ids = torch.cat([input_ids, input_ids], dim=0)
+                attention_mask = torch.cat([attention_mask, attention_mask], dim=0)
+                if position_ids is not None and position_ids.shape[0] == rows:
+                    position_ids = torch.cat([position_ids, position_ids], dim=0)
+                own_cache.doubled = True
             if own_cache.processor.combine_before_lm_head:
                 head = self.backbone.get_output_embeddings()
                 hook = head.register_forward_pre_hook(partial(_combine_halves, alpha=alpha))
@@ -360,6 +372,13 @@ class PALForCausalLM(PALCausalPreTrainedModel, GenerationMixin):
         return width
 
     # ------------------------------------------------------------------ helpers
+    @property
+    def fuses_last_layer(self) -> bool:
+        """True when the persona enters at the output of the last decoder layer: then only
+        position-wise maps (final norm, output projection) follow, so contrastive decoding takes
+        the persona-free rows from the same pass (no second trunk, no second cache)."""
+        return self.config.fusion_layer == self.config.get_text_config().num_hidden_layers - 1
+
     def mixture_weights(self) -> torch.Tensor:
         """(l1, l2, l3) = softmax(w) of eq. 4."""
         return torch.softmax(self.fusion.mixture_logits, dim=0)
