@@ -304,3 +304,48 @@ def test_train_critic_cli_passes_length_and_warmup(tiny_bert_dir, tmp_path):
     meta = json.loads((out / P.META_FILE).read_text())
     assert meta["max_length"] == 48 and meta["warmup_steps"] == 1 and meta["steps"] == 2
     assert 0.0 <= meta["dev_accuracy"] <= 1.0 and meta["dev_pairs"] > 0
+
+
+def test_eval_ppg_cli_evaluates_the_rl_ablation(monkeypatch, tmp_path):
+    from click.testing import CliRunner
+
+    from hf_persona.cli import _register_plugin_commands, cli
+    from hf_persona.data import read_personachat, sample_path
+
+    calls = []
+
+    def fake_evaluate(ppg_path, drg_path, critic_path, dev_rows, **kw):
+        calls.append((ppg_path, drg_path, kw["bm25_drg_path"], len(dev_rows)))
+        return {"drg.ppl": float(len(calls)), "ppg.ppl": 10.0 * len(calls)}
+
+    monkeypatch.setattr(P, "evaluate", fake_evaluate)
+    _register_plugin_commands()
+    out = tmp_path / "m.json"
+    res = CliRunner().invoke(cli, ["eval", "ppg", "--ppg", "p", "--drg", "d", "--ppg-rl", "p2", "--drg-rl", "d2",
+                                   "--bm25-drg", "b", "--data", str(sample_path("personachat")),
+                                   "--skip-dialogues", "30", "--json", str(out)], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    n_dev = len(read_personachat(sample_path("personachat"))) - 30
+    assert calls == [("p", "d", "b", n_dev), ("p2", "d", None, n_dev), ("p", "d2", None, n_dev),
+                     ("p2", "d2", None, n_dev)]
+    metrics = json.loads(out.read_text())
+    assert metrics["sft.drg.ppl"] == 1.0 and metrics["rl_both.ppg.ppl"] == 40.0
+    assert metrics["drg.ppl"] == 4.0  # unprefixed: the fullest system
+    for system in ("sft", "rl_ppg_only", "rl_drg_only", "rl_both"):
+        assert system in res.output
+
+
+def test_old_plugin_import_path_still_works_with_a_deprecation_warning():
+    import hf_persona.default_plugins.ppg as plugin
+    from hf_persona import rewards
+    from hf_persona.commands import ppg as commands
+
+    moved = {"critic_reward_factory": rewards.critic_reward_factory,
+             "ppg_critic_reward_factory": rewards.ppg_critic_reward_factory,
+             **{name: getattr(commands, name) for name in ("train_ppg_cmd", "train_drg_cmd", "train_critic_cmd",
+                                                           "train_ppg_rl_cmd", "eval_ppg_cmd")}}
+    for name, value in moved.items():
+        with pytest.warns(DeprecationWarning, match=f"moved to .*{name}"):
+            assert getattr(plugin, name) is value
+    with pytest.raises(AttributeError):
+        plugin.no_such_name

@@ -1,0 +1,188 @@
+"""Click commands of partner-persona generation (PPG, Lu et al. 2022), added to the ``hf-persona``
+CLI by the ppg plugin.
+
+* ``hf-persona train ppg`` / ``train drg``: :func:`hf_persona.training.ppg.train_generator` (the
+  supervised partner-persona and response generators share their options);
+* ``hf-persona train critic``: :func:`hf_persona.training.ppg.train_critic`;
+* ``hf-persona train ppg-rl``: :func:`hf_persona.training.ppg_rl.train_rl` (RLOO with the critic reward);
+* ``hf-persona eval ppg``: :func:`hf_persona.evaluation.ppg.run_ppg_eval`.
+
+Heavy imports (torch, transformers) happen inside the commands so that ``hf-persona --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+
+def _rows(data_path, first=None, skip=0):
+    from hf_persona.data import read_personachat
+    from hf_persona.errors import HFPersonaError
+
+    ds = read_personachat(data_path)
+    if skip:
+        if skip >= len(ds):
+            raise HFPersonaError(f"--skip-dialogues {skip} leaves nothing of the {len(ds)} dialogues in {data_path}")
+        ds = ds.select(range(skip, len(ds)))
+    if first:
+        if first > len(ds):
+            raise HFPersonaError(f"--train-dialogues {first} exceeds the {len(ds)} dialogues in {data_path}")
+        ds = ds.select(range(first))
+    return list(ds)
+
+
+def _lora(value):
+    return [m.strip() for m in value.split(",") if m.strip()] if value else None
+
+
+def _common_train_options(f):
+    opts = [
+        click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False, exists=True),
+                     help="PERSONA-CHAT file with both personas (ParlAI text, *_both_*)."),
+        click.option("--output-dir", required=True, type=click.Path(file_okay=False)),
+        click.option("--backbone", default="minilm", show_default=True,
+                     help="'minilm' (offline), a Hub id (microsoft/DialoGPT-small) or a local folder."),
+        click.option("--train-dialogues", default=800, show_default=True, help="Use the first N dialogues; 0 = all."),
+        click.option("--epochs", default=2.0, show_default=True, help="Paper: 2 for the generators."),
+        click.option("--max-steps", default=-1, show_default=True),
+        click.option("--budget-minutes", default=None, type=float, help="Stop (saving a checkpoint) after this time."),
+        click.option("--batch-size", default=8, show_default=True),
+        click.option("--lr", "learning_rate", default=1e-4, show_default=True),
+        click.option("--max-context", default=None, type=int, help="Keep at most the last N context utterances."),
+        click.option("--max-prompt-tokens", default=192, show_default=True),
+        click.option("--lora", default=None, help="Train LoRA adapters on these comma-separated modules (merged at save)."),
+        click.option("--seed", default=0, show_default=True),
+        click.option("--no-resume", is_flag=True, help="Start afresh even when checkpoints exist."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _train_generator(task, data_path, output_dir, backbone, train_dialogues, epochs, max_steps, budget_minutes,
+                     batch_size, learning_rate, max_context, max_prompt_tokens, lora, seed, no_resume,
+                     partner_persona="gold"):
+    from hf_persona.training.ppg import train_generator
+
+    meta = train_generator(task, _rows(data_path, train_dialogues), output_dir, backbone,
+                           partner_persona=partner_persona, epochs=epochs, max_steps=max_steps,
+                           budget_minutes=budget_minutes, learning_rate=learning_rate, batch_size=batch_size,
+                           max_prompt_tokens=max_prompt_tokens, max_context=max_context,
+                           lora_target_modules=_lora(lora), seed=seed, resume=not no_resume)
+    click.echo(json.dumps(meta, indent=2))
+
+
+@click.command("ppg")
+@_common_train_options
+def train_ppg_cmd(**kw):
+    """Supervised partner-persona generator: (self persona, context) -> partner persona."""
+    _train_generator("ppg", **kw)
+
+
+@click.command("drg")
+@_common_train_options
+@click.option("--partner-persona", type=click.Choice(["gold", "bm25"]), default="gold", show_default=True,
+              help="Gold partner persona in the prompt: all sentences, or the BM25 top-3 (the paper's baseline).")
+def train_drg_cmd(partner_persona, **kw):
+    """Supervised response generator: (self persona, partner persona, context) -> response."""
+    _train_generator("drg", partner_persona=partner_persona, **kw)
+
+
+@click.command("critic")
+@click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False, exists=True))
+@click.option("--output-dir", required=True, type=click.Path(file_okay=False))
+@click.option("--backbone", default="minilm", show_default=True, help="'minilm' or distilbert-base-uncased, ...")
+@click.option("--train-dialogues", default=800, show_default=True, help="First N dialogues train; the rest are dev.")
+@click.option("--epochs", default=1.0, show_default=True)
+@click.option("--max-steps", default=-1, show_default=True)
+@click.option("--budget-minutes", default=None, type=float)
+@click.option("--batch-size", default=32, show_default=True)
+@click.option("--lr", "learning_rate", default=2e-5, show_default=True)
+@click.option("--max-length", default=128, show_default=True,
+              help="Word pieces per (persona, response) pair; too few cut the persona off.")
+@click.option("--warmup-ratio", default=0.06, show_default=True, help="Linear warm-up, fraction of the steps.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--no-resume", is_flag=True)
+def train_critic_cmd(data_path, output_dir, backbone, train_dialogues, epochs, max_steps, budget_minutes, batch_size,
+                     learning_rate, max_length, warmup_ratio, seed, no_resume):
+    """Binary critic on (self persona, response) positives and swapped-persona negatives; prints dev accuracy."""
+    from hf_persona.data import read_personachat
+    from hf_persona.training.ppg import train_critic
+
+    ds = read_personachat(data_path)
+    n = train_dialogues or len(ds)
+    train_rows = list(ds.select(range(min(n, len(ds)))))
+    dev_rows = list(ds.select(range(n, len(ds)))) if n < len(ds) else None
+    meta = train_critic(train_rows, output_dir, backbone, dev_rows, epochs=epochs, max_steps=max_steps,
+                        budget_minutes=budget_minutes, learning_rate=learning_rate, batch_size=batch_size, seed=seed,
+                        resume=not no_resume, max_length=max_length, warmup_ratio=warmup_ratio)
+    click.echo(json.dumps(meta, indent=2))
+
+
+@click.command("ppg-rl")
+@click.option("--ppg", "ppg_path", required=True, help="Supervised PPG folder.")
+@click.option("--drg", "drg_path", required=True, help="Supervised DRG folder.")
+@click.option("--critic", "critic_path", required=True, help="Critic folder (frozen during RL).")
+@click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False, exists=True))
+@click.option("--output-dir", required=True, type=click.Path(file_okay=False))
+@click.option("--train-dialogues", default=800, show_default=True)
+@click.option("--rounds", default=2, show_default=True, help="Alternations of a PPG phase and a DRG phase.")
+@click.option("--steps-per-phase", default=10, show_default=True)
+@click.option("--only", type=click.Choice(["both", "ppg", "drg"]), default="both", show_default=True,
+              help="Which generator(s) RL updates (the other stays frozen): the paper's ablation.")
+@click.option("--reward-mode", type=click.Choice(["label", "prob"]), default="label", show_default=True)
+@click.option("--lr", "learning_rate", default=1e-5, show_default=True, help="Paper: 5e-6 (Adam).")
+@click.option("--batch-size", default=8, show_default=True, help="Completions per step (prompts x generations).")
+@click.option("--num-generations", default=2, show_default=True)
+@click.option("--beta", default=0.0, show_default=True, help="KL penalty to the phase's starting model (0: none).")
+@click.option("--max-context", default=None, type=int)
+@click.option("--lora", default=None, help="Comma-separated LoRA target modules (merged after each phase).")
+@click.option("--seed", default=0, show_default=True)
+def train_ppg_rl_cmd(ppg_path, drg_path, critic_path, data_path, output_dir, train_dialogues, rounds, steps_per_phase,
+                     only, reward_mode, learning_rate, batch_size, num_generations, beta, max_context, lora, seed):
+    """RLOO on PPG and DRG with the critic reward, alternating; re-run to resume after a kill."""
+    from hf_persona.training.ppg_rl import train_rl
+
+    state = train_rl(ppg_path, drg_path, critic_path, _rows(data_path, train_dialogues), output_dir, rounds=rounds,
+                     steps_per_phase=steps_per_phase, train_ppg=only in ("both", "ppg"),
+                     train_drg=only in ("both", "drg"), reward_mode=reward_mode, learning_rate=learning_rate,
+                     batch_size=batch_size, num_generations=num_generations, beta=beta, max_context=max_context,
+                     lora_target_modules=_lora(lora), seed=seed)
+    click.echo(json.dumps({k: v for k, v in state.items() if k != "phases"}, indent=2))
+
+
+@click.command("ppg")
+@click.option("--ppg", "ppg_path", required=True, help="PPG folder (supervised).")
+@click.option("--drg", "drg_path", required=True, help="DRG folder (supervised).")
+@click.option("--critic", "critic_path", default=None, help="Critic folder (adds drg.reward).")
+@click.option("--ppg-rl", "ppg_rl_path", default=None, help="PPG after RL (adds the ablation).")
+@click.option("--drg-rl", "drg_rl_path", default=None, help="DRG after RL (adds the ablation).")
+@click.option("--bm25-drg", "bm25_drg_path", default=None, help="DRG trained with BM25 top-3 gold personas.")
+@click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False, exists=True))
+@click.option("--skip-dialogues", default=800, show_default=True, help="Evaluate the dialogues after the first N.")
+@click.option("--max-examples", default=200, show_default=True, help="Dev turns sampled (seeded); 0 = all.")
+@click.option("--cold-start-examples", default=100, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--json", "json_out", default=None, type=click.Path(dir_okay=False), help="Write the flat metrics here.")
+def eval_ppg_cmd(ppg_path, drg_path, critic_path, ppg_rl_path, drg_rl_path, bm25_drg_path, data_path,
+                 skip_dialogues, max_examples, cold_start_examples, seed, json_out):
+    """DRG PPL/BLEU/ROUGE-L, PPG PPL/BLEU/ROUGE-L/Distinct-1/2, cold start N=1,2,3, and the RL ablation."""
+    from hf_persona.evaluation import format_table
+    from hf_persona.evaluation.ppg import run_ppg_eval
+
+    table, _ = run_ppg_eval(ppg_path, drg_path, critic_path, _rows(data_path, skip=skip_dialogues),
+                            ppg_rl_path=ppg_rl_path, drg_rl_path=drg_rl_path, bm25_drg_path=bm25_drg_path,
+                            max_examples=max_examples, cold_start_examples=cold_start_examples, seed=seed,
+                            json_out=json_out)
+    click.echo(format_table(table))
+
+
+def add_commands(cli) -> None:
+    """Add the PPG commands to ``cli``'s ``train`` and ``eval`` groups."""
+    cli.commands["train"].add_command(train_ppg_cmd)
+    cli.commands["train"].add_command(train_drg_cmd)
+    cli.commands["train"].add_command(train_critic_cmd)
+    cli.commands["train"].add_command(train_ppg_rl_cmd)
+    cli.commands["eval"].add_command(eval_ppg_cmd)
