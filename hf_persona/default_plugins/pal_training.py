@@ -37,7 +37,8 @@ def _parse_alpha(value):
 @click.option("--variant", type=click.Choice(_VARIANTS), default="pal", show_default=True,
               help="pal (persona fused by co-attention), no_persona, hard_prompt (persona text before the dialogue).")
 @click.option("--backbone", default="minilm", show_default=True,
-              help="Seq2seq Hub id (facebook/blenderbot_small-90M) or an encoder warm-started as BERT2BERT (minilm).")
+              help="A causal LM (smollm2 = the packaged SmolLM2-135M-Instruct, or a Hub id: PALForCausalLM), a "
+                   "seq2seq Hub id (facebook/blenderbot_small-90M) or an encoder warm-started as BERT2BERT (minilm).")
 @click.option("--max-steps", default=-1, show_default=True)
 @click.option("--epochs", default=1.0, show_default=True)
 @click.option("--budget-minutes", default=None, type=float, help="Stop (after evaluating and saving) after this wall time.")
