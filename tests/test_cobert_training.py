@@ -99,3 +99,14 @@ def test_cli_rejects_bad_options(tmp_path):
     with pytest.raises(SystemExit) as exc:
         main(["eval", "cobert", "--model", str(tmp_path / "missing"), "--data", str(sample_path("personachat"))])
     assert exc.value.code == 2
+
+
+def test_old_plugin_import_path_still_works_with_a_deprecation_warning():
+    import hf_persona.default_plugins.cobert as plugin
+    from hf_persona.commands import cobert as commands
+
+    for name in ("train_cobert_cmd", "eval_cobert_cmd"):
+        with pytest.warns(DeprecationWarning, match=f"moved to hf_persona.commands.cobert.{name}"):
+            assert getattr(plugin, name) is getattr(commands, name)
+    with pytest.raises(AttributeError):
+        plugin.no_such_name

@@ -1,0 +1,103 @@
+"""Click commands of CoBERT and the Bi-encoder baseline (persona-aware response selection), added
+to the ``hf-persona`` CLI by the cobert plugin.
+
+* ``hf-persona train cobert``: :func:`hf_persona.training.cobert.train_cobert` on the first
+  ``--train-dialogues`` dialogues of a PERSONA-CHAT file;
+* ``hf-persona eval cobert``: :func:`hf_persona.training.cobert.evaluate_cobert_file`, printed as a
+  table with and without persona.
+
+Heavy imports (torch, transformers) happen inside the commands so that ``hf-persona --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+
+@click.command("cobert")
+@click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False, exists=True),
+              help="PERSONA-CHAT file (ParlAI text, *_both_* or *_self_*).")
+@click.option("--output-dir", required=True, type=click.Path(file_okay=False), help="Checkpoints and the best model.")
+@click.option("--backbone", default="minilm", show_default=True, help="'minilm' (offline), a Hub id or a local encoder.")
+@click.option("--model", "kind", type=click.Choice(["cobert", "biencoder"]), default="cobert", show_default=True)
+@click.option("--train-dialogues", default=800, show_default=True,
+              help="Train on the first N dialogues (the rest are never seen); 0 = all.")
+@click.option("--epochs", default=1.0, show_default=True)
+@click.option("--max-steps", default=-1, show_default=True, help="Stop after this many optimiser steps (-1: epochs).")
+@click.option("--budget-minutes", default=None, type=float, help="Stop (after evaluating and saving) after this wall time.")
+@click.option("--batch-size", default=16, show_default=True, help="Rows per step; the other rows are in-batch negatives.")
+@click.option("--grad-accum", default=1, show_default=True)
+@click.option("--lr", "learning_rate", default=5e-5, show_default=True)
+@click.option("--num-negatives", default=0, show_default=True, help="Sampled negatives per row on top of in-batch ones.")
+@click.option("--num-hops", default=2, show_default=True, type=click.IntRange(1, 3), help="CoBERT co-attention hops.")
+@click.option("--pooling", default="max", show_default=True, type=click.Choice(["max", "mean", "max+mean"]),
+              help="CoBERT hop-1 pooling.")
+@click.option("--global-match", is_flag=True,
+              help="CoBERT: also match the mean-pooled states (adds the Bi-encoder's score; not in the paper).")
+@click.option("--both-sides", is_flag=True, help="Also train on the partner's turns with the partner persona.")
+@click.option("--eval-steps", default=None, type=int, help="Evaluate/checkpoint every N steps (default: each epoch).")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--no-resume", is_flag=True, help="Start afresh even when OUTPUT_DIR holds checkpoints.")
+@click.option("--json", "json_out", default=None, type=click.Path(dir_okay=False), help="Write the training summary here.")
+def train_cobert_cmd(data_path, output_dir, backbone, kind, train_dialogues, epochs, max_steps, budget_minutes,
+                     batch_size, grad_accum, learning_rate, num_negatives, num_hops, pooling, global_match, both_sides,
+                     eval_steps, seed, no_resume, json_out):
+    """Train CoBERT (or the Bi-encoder baseline) for persona-aware response selection."""
+    from hf_persona.data import read_personachat
+    from hf_persona.errors import HFPersonaError
+    from hf_persona.training.cobert import train_cobert
+
+    dialogues = read_personachat(data_path)
+    if train_dialogues:
+        if train_dialogues > len(dialogues):
+            raise HFPersonaError(f"--train-dialogues {train_dialogues} exceeds the {len(dialogues)} dialogues in {data_path}")
+        dialogues = dialogues.select(range(train_dialogues))
+    extra = {"num_hops": num_hops, "hop1_pooling": pooling, "global_match": global_match} if kind == "cobert" else {}
+    train_cobert(dialogues, output_dir, backbone=backbone, model=kind, epochs=epochs, max_steps=max_steps,
+                 budget_minutes=budget_minutes, batch_size=batch_size, gradient_accumulation_steps=grad_accum,
+                 learning_rate=learning_rate, num_negatives=num_negatives, both_sides=both_sides,
+                 eval_steps=eval_steps, seed=seed, resume=not no_resume, json_out=json_out, **extra)
+    summary = json.loads((Path(output_dir) / "train_summary.json").read_text())
+    click.echo(json.dumps(summary, indent=2))
+
+
+@click.command("cobert")
+@click.option("--model", "model_path", required=True, help="Saved CoBERT / Bi-encoder folder (or Hub id).")
+@click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False, exists=True),
+              help="PERSONA-CHAT file (ParlAI text).")
+@click.option("--skip-dialogues", default=0, show_default=True,
+              help="Evaluate only the dialogues after the first N (e.g. 800 when those were trained on).")
+@click.option("--max-examples", default=None, type=int,
+              help="Score a seeded random subset of this many examples (distractors still come from all).")
+@click.option("--candidates", default=100, show_default=True, help="C for R@1/R@10/R@50/MRR (paper: 100).")
+@click.option("--hits-candidates", default=20, show_default=True, help="C for Hits@1 (PERSONA-CHAT: 20).")
+@click.option("--batch-size", default=32, show_default=True, help="Queries encoded per batch.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the distractor sampling.")
+@click.option("--json", "json_out", default=None, type=click.Path(dir_okay=False), help="Write the metrics JSON here.")
+def eval_cobert_cmd(model_path, data_path, skip_dialogues, max_examples, candidates, hits_candidates, batch_size,
+                    seed, json_out):
+    """R@1/R@10/R@50/MRR (C=100) and Hits@1/20, with and without persona."""
+    from hf_persona.evaluation import format_table
+    from hf_persona.training.cobert import evaluate_cobert_file
+
+    metrics = evaluate_cobert_file(model_path, data_path, skip_dialogues=skip_dialogues, max_examples=max_examples,
+                                   num_candidates=candidates, hits_candidates=hits_candidates, seed=seed,
+                                   json_out=json_out, batch_size=batch_size)
+    rows = []
+    for suffix, label in (("", "persona (n_P<=10)"), ("_no_persona", "no persona (n_P=0)")):
+        row = {"setting": label}
+        for key in ("r@1", "r@10", "r@50", "mrr", f"hits@1_{hits_candidates}"):
+            if key + suffix in metrics:
+                row[key] = round(100 * metrics[key + suffix], 2)
+        rows.append(row)
+    click.echo(f"{metrics['examples']} examples, {candidates} candidates (values in %)")
+    click.echo(format_table(rows))
+
+
+def add_commands(cli) -> None:
+    """Add CoBERT's commands to ``cli``'s ``train`` and ``eval`` groups."""
+    cli.commands["train"].add_command(train_cobert_cmd)
+    cli.commands["eval"].add_command(eval_cobert_cmd)
