@@ -44,6 +44,33 @@ FUSION_NORM_INITS = ("fresh", "encoder")
 PERSONA_ALIGNMENTS = ("coattention", "concat")
 
 
+def _check_shared_fields(config) -> None:
+    """Defaults and checks of the fields PALConfig and PALCausalConfig share (mixture logits of
+    eq. 4, the strategy names, ids and alpha table)."""
+    name = type(config).__name__
+    if config.mixture_init is None:
+        config.mixture_init = [0.0, 0.0, 0.0]
+    init = config.mixture_init
+    if (not isinstance(init, (list, tuple)) or len(init) != 3
+            or not all(isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) for w in init)):
+        raise ValueError(f"{name}.mixture_init must be three finite numbers (logits of eq. 4), got {init!r}")
+    config.mixture_init = [float(w) for w in init]
+    if config.strategy_names is None:
+        config.strategy_names = list(STRATEGY_NAMES)
+    if config.strategy_alpha is None:
+        config.strategy_alpha = dict(DEFAULT_STRATEGY_ALPHA)
+    if len(config.strategy_names) != len(STRATEGY_NAMES):
+        raise ValueError(
+            f"{name}.strategy_names must list the {len(STRATEGY_NAMES)} ESConv strategies "
+            f"{list(STRATEGY_NAMES)}, got {config.strategy_names!r}"
+        )
+    if config.strategy_token_ids is not None and len(config.strategy_token_ids) != len(config.strategy_names):
+        raise ValueError(
+            f"{name}.strategy_token_ids needs one id per strategy ({len(config.strategy_names)}), "
+            f"got {len(config.strategy_token_ids)}"
+        )
+
+
 class PALConfig(PreTrainedConfig):
     r"""Configuration of :class:`PALForConditionalGeneration`.
 
@@ -129,13 +156,7 @@ class PALConfig(PreTrainedConfig):
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
-        if self.mixture_init is None:
-            self.mixture_init = [0.0, 0.0, 0.0]
-        init = self.mixture_init
-        if (not isinstance(init, (list, tuple)) or len(init) != 3
-                or not all(isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) for w in init)):
-            raise ValueError(f"PALConfig.mixture_init must be three finite numbers (logits of eq. 4), got {init!r}")
-        self.mixture_init = [float(w) for w in init]
+        _check_shared_fields(self)
         if self.fusion_norm_init not in FUSION_NORM_INITS:
             raise ValueError(
                 f"PALConfig.fusion_norm_init must be one of {list(FUSION_NORM_INITS)}, got {self.fusion_norm_init!r}"
@@ -143,20 +164,6 @@ class PALConfig(PreTrainedConfig):
         if self.persona_alignment not in PERSONA_ALIGNMENTS:
             raise ValueError(
                 f"PALConfig.persona_alignment must be one of {list(PERSONA_ALIGNMENTS)}, got {self.persona_alignment!r}"
-            )
-        if self.strategy_names is None:
-            self.strategy_names = list(STRATEGY_NAMES)
-        if self.strategy_alpha is None:
-            self.strategy_alpha = dict(DEFAULT_STRATEGY_ALPHA)
-        if len(self.strategy_names) != len(STRATEGY_NAMES):
-            raise ValueError(
-                f"PALConfig.strategy_names must list the {len(STRATEGY_NAMES)} ESConv strategies "
-                f"{list(STRATEGY_NAMES)}, got {self.strategy_names!r}"
-            )
-        if self.strategy_token_ids is not None and len(self.strategy_token_ids) != len(self.strategy_names):
-            raise ValueError(
-                f"PALConfig.strategy_token_ids needs one id per strategy ({len(self.strategy_names)}), "
-                f"got {len(self.strategy_token_ids)}"
             )
         backbone = self.backbone
         if isinstance(backbone, PreTrainedConfig) and not getattr(backbone, "is_encoder_decoder", False):
@@ -244,22 +251,7 @@ class PALCausalConfig(PreTrainedConfig):
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
-        if self.mixture_init is None:
-            self.mixture_init = [0.0, 0.0, 0.0]
-        init = self.mixture_init
-        if (not isinstance(init, (list, tuple)) or len(init) != 3
-                or not all(isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) for w in init)):
-            raise ValueError(f"PALCausalConfig.mixture_init must be three finite numbers (logits of eq. 4), got {init!r}")
-        self.mixture_init = [float(w) for w in init]
-        if self.strategy_names is None:
-            self.strategy_names = list(STRATEGY_NAMES)
-        if self.strategy_alpha is None:
-            self.strategy_alpha = dict(DEFAULT_STRATEGY_ALPHA)
-        if self.strategy_token_ids is not None and len(self.strategy_token_ids) != len(self.strategy_names):
-            raise ValueError(
-                f"PALCausalConfig.strategy_token_ids needs one id per strategy ({len(self.strategy_names)}), "
-                f"got {len(self.strategy_token_ids)}"
-            )
+        _check_shared_fields(self)
         backbone = self.backbone
         if isinstance(backbone, PreTrainedConfig):
             if getattr(backbone, "is_encoder_decoder", False):

@@ -154,6 +154,34 @@ def output_cache(output):
     return getattr(output, "cache" if "cache" in fields else "past_key_values", None)
 
 
+def prepare_pal_generate(logits_processor, kwargs: dict, needs_own_cache: bool = False):
+    """The checks both PAL ``generate`` overrides make before handing transformers their cache.
+
+    Returns ``(processor, own_cache)``: the :class:`StrategyContrastiveLogitsProcessor` among
+    ``logits_processor`` (or None), and whether the model passes its own cache (with a processor,
+    or when ``needs_own_cache``). Then a user's cache, ``use_cache=False`` and assisted decoding are
+    refused with a clear error, and empty cache keywords are dropped from ``kwargs``."""
+    processors = list(logits_processor) if logits_processor is not None else []
+    contrast = [p for p in processors if getattr(p, "_is_pal_strategy_contrast", False)]
+    if len(contrast) > 1:
+        raise ValueError("pass at most one StrategyContrastiveLogitsProcessor to generate()")
+    own_cache = bool(contrast) or needs_own_cache
+    if own_cache:
+        if kwargs.get("cache") is not None or kwargs.get("past_key_values") is not None:
+            raise ValueError(
+                "PAL generation with a persona or the strategy processor brings its own cache; do not pass "
+                "cache= / past_key_values="
+            )
+        if kwargs.get("use_cache") is False:
+            raise ValueError("PAL generation with a persona or the strategy processor needs use_cache=True")
+        for name in ("assistant_model", "prompt_lookup_num_tokens"):
+            if kwargs.get(name) is not None:
+                raise ValueError(f"PAL generation with its own cache does not support {name}= (assisted decoding)")
+        kwargs.pop("cache", None)
+        kwargs.pop("past_key_values", None)
+    return (contrast[0] if contrast else None), own_cache
+
+
 class StrategyContrastiveLogitsProcessor(LogitsProcessor):
     """``(1 + alpha) * logits(d, p) - alpha * logits(d)`` with alpha read from each sequence's strategy.
 
@@ -386,5 +414,6 @@ __all__ = [
     "StrategyContrastiveLogitsProcessor",
     "cache_argument_name",
     "output_cache",
+    "prepare_pal_generate",
     "resolve_strategy_alphas",
 ]

@@ -34,7 +34,13 @@ from transformers import AutoConfig, AutoModelForSeq2SeqLM, GenerationMixin, Pre
 from transformers.modeling_outputs import ModelOutput
 
 from .configuration_pal import PERSONA_ALIGNMENTS, STRATEGY_NAMES, STRATEGY_TOKENS, PALConfig
-from .generation_pal import StrategyContrastCache, StrategyContrastiveLogitsProcessor, cache_argument_name, output_cache
+from .generation_pal import (
+    StrategyContrastCache,
+    StrategyContrastiveLogitsProcessor,
+    cache_argument_name,
+    output_cache,
+    prepare_pal_generate,
+)
 
 
 @dataclass
@@ -137,6 +143,14 @@ class PALPersonaFusion(nn.Module):
         persona_on_dialogue = torch.matmul(attn_dp, refined_persona)  # [B, n, h]
         fused = lam[0] * refined_dialogue + lam[1] * persona_on_dialogue + lam[2] * dialogue_states
         return fused, dialogue_mask, refined_persona, attn_dp, lam
+
+    @torch.no_grad()
+    def reset_fusion(self, mixture_init) -> None:
+        """Initial state: mixture logits ``mixture_init`` (eq. 4) and identity LayerNorms."""
+        self.mixture_logits.copy_(torch.tensor(mixture_init, dtype=self.mixture_logits.dtype))
+        for norm in (self.dialogue_norm, self.persona_norm):
+            norm.weight.fill_(1.0)
+            norm.bias.zero_()
 
     # The two halves of ``forward`` (alignment "coattention"), for decoders that see the dialogue one
     # token at a time (PAL over a causal LM): H^_P needs the whole context once, then each new
@@ -241,11 +255,7 @@ class PALPreTrainedModel(PreTrainedModel):
     @torch.no_grad()
     def _init_weights(self, module):
         if isinstance(module, PALPersonaFusion):
-            # [0, 0, 0] by default: equal initial weights (paper eq. 4)
-            module.mixture_logits.copy_(torch.tensor(self.config.mixture_init, dtype=module.mixture_logits.dtype))
-            for norm in (module.dialogue_norm, module.persona_norm):
-                norm.weight.fill_(1.0)
-                norm.bias.zero_()
+            module.reset_fusion(self.config.mixture_init)  # [0, 0, 0] by default: equal weights (eq. 4)
         elif isinstance(module, nn.LayerNorm):
             module.weight.fill_(1.0)
             module.bias.zero_()
@@ -543,25 +553,10 @@ class PALForConditionalGeneration(PALPreTrainedModel, GenerationMixin):
         returns the combined logits; see ``generation_pal.py``. Greedy, sampling, beam search and
         ``num_return_sequences`` work; a cache of your own cannot be combined with the processor.
         """
-        processors = list(logits_processor) if logits_processor is not None else []
-        contrast = [p for p in processors if getattr(p, "_is_pal_strategy_contrast", False)]
-        if len(contrast) > 1:
-            raise ValueError("pass at most one StrategyContrastiveLogitsProcessor to generate()")
-        if contrast:
-            if kwargs.get("cache") is not None or kwargs.get("past_key_values") is not None:
-                raise ValueError(
-                    "strategy contrastive decoding brings its own cache (persona and persona-free rows); "
-                    "do not pass cache= / past_key_values= together with the processor"
-                )
-            if kwargs.get("use_cache") is False:
-                raise ValueError("strategy contrastive decoding needs use_cache=True (its persona-free pass lives in the cache)")
-            for name in ("assistant_model", "prompt_lookup_num_tokens"):
-                if kwargs.get(name) is not None:
-                    raise ValueError(f"strategy contrastive decoding does not support {name}= (assisted decoding)")
-            kwargs.pop("cache", None)
-            kwargs.pop("past_key_values", None)
-            contrast[0].reset()
-            kwargs[cache_argument_name()] = StrategyContrastCache(contrast[0])
+        contrast, _ = prepare_pal_generate(logits_processor, kwargs)
+        if contrast is not None:
+            contrast.reset()
+            kwargs[cache_argument_name()] = StrategyContrastCache(contrast)
         head = self.backbone.get_output_embeddings()
         patched = type(head) is nn.Linear and "forward" not in head.__dict__
         if patched:  # only for the duration of this call; the module is left as it was

@@ -40,7 +40,13 @@ from transformers import AutoModelForCausalLM, GenerationMixin, PreTrainedModel
 from transformers.modeling_outputs import ModelOutput
 
 from .configuration_pal import STRATEGY_NAMES, STRATEGY_TOKENS, PALCausalConfig
-from .generation_pal import PALCausalCache, StrategyContrastiveLogitsProcessor, cache_argument_name, output_cache
+from .generation_pal import (
+    PALCausalCache,
+    StrategyContrastiveLogitsProcessor,
+    cache_argument_name,
+    output_cache,
+    prepare_pal_generate,
+)
 from .modeling_pal import PALPersonaFusion, _combine_halves
 
 
@@ -108,10 +114,7 @@ class PALCausalPreTrainedModel(PreTrainedModel):
     @torch.no_grad()
     def _init_weights(self, module):
         if isinstance(module, PALPersonaFusion):
-            module.mixture_logits.copy_(torch.tensor(self.config.mixture_init, dtype=module.mixture_logits.dtype))
-            for norm in (module.dialogue_norm, module.persona_norm):
-                norm.weight.fill_(1.0)
-                norm.bias.zero_()
+            module.reset_fusion(self.config.mixture_init)
         elif isinstance(module, PALForCausalLM):
             module.fusion_gate.zero_()
 
@@ -339,25 +342,15 @@ class PALForCausalLM(PALCausalPreTrainedModel, GenerationMixin):
         :class:`PALCausalCache` passed as the user cache; a cache of your own cannot be combined
         with them. The strategy slot is the first generated token (or the prompt's last token
         when every prompt already ends with a strategy token, i.e. a forced strategy)."""
-        processors = list(logits_processor) if logits_processor is not None else []
-        contrast = [p for p in processors if getattr(p, "_is_pal_strategy_contrast", False)]
-        if len(contrast) > 1:
-            raise ValueError("pass at most one StrategyContrastiveLogitsProcessor to generate()")
-        if contrast or kwargs.get("persona_input_ids") is not None:
-            if kwargs.get("cache") is not None or kwargs.get("past_key_values") is not None:
-                raise ValueError(
-                    "PAL generation with a persona or the strategy processor brings its own cache; "
-                    "do not pass cache= / past_key_values="
-                )
-            if kwargs.get("use_cache") is False:
-                raise ValueError("PAL generation with a persona needs use_cache=True")
+        contrast, own_cache = prepare_pal_generate(logits_processor, kwargs, kwargs.get("persona_input_ids") is not None)
+        if own_cache:
             prompt = inputs if inputs is not None else kwargs.get("input_ids")
             if prompt is None:
                 raise ValueError("PALForCausalLM.generate needs input_ids (the chat prompt)")
             position = self.strategy_position(prompt)
-            if contrast:
-                contrast[0].reset(strategy_position=position)
-            kwargs[cache_argument_name()] = PALCausalCache(contrast[0] if contrast else None, position)
+            if contrast is not None:
+                contrast.reset(strategy_position=position)
+            kwargs[cache_argument_name()] = PALCausalCache(contrast, position)
         return super().generate(inputs, generation_config, logits_processor, *args, **kwargs)
 
     def strategy_position(self, prompt_ids: torch.LongTensor) -> int:
