@@ -1,4 +1,4 @@
-"""Test helpers shared by the model tests."""
+"""Test helpers shared by the model tests and the plugin tests."""
 
 import os
 import subprocess
@@ -41,3 +41,23 @@ def run_without_hf_persona(code: str, timeout: int = 300) -> str:
     if proc.returncode != 0:
         raise AssertionError(f"subprocess failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
     return proc.stdout
+
+
+def assert_names_moved(old_module: str, moved: dict) -> None:
+    """Check the deprecated import path of names that moved out of ``old_module``.
+
+    ``moved`` maps each old name to its new module. Every such name still reads from ``old_module``,
+    with a ``DeprecationWarning`` naming the new home, and is the very object found there; a name
+    that never lived there raises ``AttributeError``.
+    """
+    import importlib
+    import re
+
+    import pytest
+
+    old = importlib.import_module(old_module)
+    for name, home in moved.items():
+        with pytest.warns(DeprecationWarning, match=re.escape(f"moved to {home}.{name}")):
+            assert getattr(old, name) is getattr(importlib.import_module(home), name)
+    with pytest.raises(AttributeError):
+        old.no_such_name

@@ -329,3 +329,11 @@ def test_is_causal_lm_tells_decoders_from_encoders(tiny_llama_dir, tiny_bert_dir
 
     assert is_causal_lm(AutoConfig.from_pretrained(tiny_llama_dir))
     assert not is_causal_lm(AutoConfig.from_pretrained(tiny_bert_dir))
+
+
+def test_old_plugin_import_path_still_works_with_a_deprecation_warning():
+    from tests.helpers import assert_names_moved
+
+    assert_names_moved("hf_persona.default_plugins.persona_extractor", dict.fromkeys(
+        ("train_persona_extractor_cmd", "eval_persona_extractor_cmd", "annotate_persona_cmd"),
+        "hf_persona.commands.persona_extractor"))

@@ -1,112 +1,26 @@
-"""Built-in plugin: persona extractor training / evaluation and PESConv annotation commands.
+"""Built-in plugin: the persona extractor and PESConv annotation.
 
-Adds ``hf-persona train persona-extractor``, ``hf-persona eval persona-extractor`` and
-``hf-persona annotate-persona``. Heavy imports happen inside the commands.
+Adds the commands ``hf-persona train persona-extractor``, ``hf-persona eval persona-extractor`` and
+``hf-persona annotate-persona`` (:mod:`hf_persona.commands.persona_extractor`). Heavy imports happen
+inside the hook.
+
+The names this module used to hold still import from here, with a ``DeprecationWarning`` that
+names their new home.
 """
 
 from __future__ import annotations
 
-import json
-
-import click
-
 from hf_persona import hookimpl
-
-
-def _echo_json(obj) -> None:
-    click.echo(json.dumps(obj, indent=2, ensure_ascii=False, default=str))
-
-
-@click.command("persona-extractor")
-@click.option("--data", "data_files", multiple=True, type=click.Path(dir_okay=False),
-              help="PERSONA-CHAT (ParlAI text) or MSC (JSON lines) file; repeat for several. "
-                   "Default: ../shared/data personachat original + msc sessions.")
-@click.option("--output-dir", required=True, type=click.Path(file_okay=False), help="Where checkpoints and the model go.")
-@click.option("--backbone", default="minilm", show_default=True,
-              help="A causal LM (smollm2 = the packaged SmolLM2-135M-Instruct, or a Hub id), a Hub seq2seq id "
-                   "(facebook/bart-large-cnn), or an encoder (minilm) warm-started as BERT2BERT.")
-@click.option("--dev-from", default=800, show_default=True,
-              help="PERSONA-CHAT dialogues from this index on (and MSC episodes built on them) are held back.")
-@click.option("--max-steps", default=-1, show_default=True, help="Stop after this many optimiser steps (-1: epochs).")
-@click.option("--epochs", default=3.0, show_default=True)
-@click.option("--budget-minutes", default=None, type=float, help="Stop (after evaluating and saving) after this wall time.")
-@click.option("--batch-size", default=8, show_default=True)
-@click.option("--lr", "learning_rate", default=5e-5, show_default=True)
-@click.option("--eval-steps", default=100, show_default=True, help="Evaluate and checkpoint every N steps.")
-@click.option("--max-source-length", default=256, show_default=True)
-@click.option("--max-target-length", default=64, show_default=True)
-@click.option("--num-beams", default=4, show_default=True, help="Beams for the final generation-based evaluation.")
-@click.option("--min-support", default=0.0, show_default=True, type=click.FloatRange(0.0, 1.0),
-              help="Train only on persona sentences sharing at least this share of their content words with the "
-                   "speaker's utterances (0: all, the paper; 0.5 teaches restating over inventing).")
-@click.option("--eval-examples", default=100, show_default=True, help="Held-back examples for BLEU/ROUGE/Distinct (0: skip).")
-@click.option("--seed", default=0, show_default=True)
-@click.option("--no-resume", is_flag=True, help="Start afresh even when OUTPUT_DIR holds checkpoints.")
-@click.option("--json", "json_out", default=None, type=click.Path(dir_okay=False), help="Write the summary JSON here.")
-def train_persona_extractor_cmd(data_files, output_dir, backbone, dev_from, max_steps, epochs, budget_minutes,
-                                batch_size, learning_rate, eval_steps, max_source_length, max_target_length,
-                                num_beams, min_support, eval_examples, seed, no_resume, json_out):
-    """Fine-tune a seq2seq persona extractor (one speaker's utterances -> persona sentences)."""
-    from hf_persona.training.persona_extractor import train_persona_extractor
-
-    summary = train_persona_extractor(
-        output_dir, list(data_files) or None, backbone=backbone, dev_from=dev_from, max_steps=max_steps,
-        epochs=epochs, budget_minutes=budget_minutes, batch_size=batch_size, learning_rate=learning_rate,
-        eval_steps=eval_steps, max_source_length=max_source_length, max_target_length=max_target_length,
-        num_beams=num_beams, min_support=min_support, eval_generation_examples=eval_examples,
-        report_eval=eval_examples > 0, seed=seed, resume=not no_resume, json_out=json_out,
-    )
-    _echo_json(summary)
-
-
-@click.command("persona-extractor")
-@click.option("--extractor", required=True, type=click.Path(file_okay=False, exists=True), help="Trained extractor folder.")
-@click.option("--data", "data_files", multiple=True, type=click.Path(dir_okay=False),
-              help="PERSONA-CHAT / MSC files (default: the shared data); their held-back dialogues are evaluated.")
-@click.option("--dev-from", default=800, show_default=True)
-@click.option("--max-examples", default=200, show_default=True)
-@click.option("--num-beams", default=4, show_default=True)
-@click.option("--batch-size", default=16, show_default=True)
-@click.option("--json", "json_out", default=None, type=click.Path(dir_okay=False), help="Write the metrics JSON here.")
-def eval_persona_extractor_cmd(extractor, data_files, dev_from, max_examples, num_beams, batch_size, json_out):
-    """BLEU / ROUGE-L / Distinct of inferred personas on held-back dialogues."""
-    from hf_persona.evaluation import format_table
-    from hf_persona.training.persona_extractor import evaluate_persona_extractor
-
-    metrics = evaluate_persona_extractor(extractor, list(data_files) or None, dev_from=dev_from,
-                                         max_examples=max_examples, num_beams=num_beams, batch_size=batch_size,
-                                         json_out=json_out)
-    row = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-    click.echo(format_table([row]))
-
-
-@click.command("annotate-persona")
-@click.option("--extractor", required=True, type=click.Path(file_okay=False, exists=True), help="Trained extractor folder.")
-@click.option("--data", required=True, type=click.Path(dir_okay=False, exists=True), help="ESConv JSON lines file.")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder (resumed if it exists).")
-@click.option("--batch-size", default=32, show_default=True, help="Extractor inputs per generate call.")
-@click.option("--dialogues-per-shard", default=16, show_default=True, help="Dialogues per atomically written shard.")
-@click.option("--min-seeker-utterances", default=3, show_default=True, help="First seeker utterance count that is annotated.")
-@click.option("--num-beams", default=None, type=int, help="Beams for the extractor (default: 4).")
-@click.option("--max-dialogues", default=None, type=int, help="Annotate only the first N dialogues.")
-@click.option("--min-support", default=0.0, show_default=True, type=click.FloatRange(0.0, 1.0),
-              help="Drop inferred sentences sharing less than this share of their content words with the seeker's "
-                   "utterances (0: keep all, the paper).")
-@click.option("--merge-consecutive", is_flag=True, help="Merge consecutive turns of one speaker first.")
-@click.option("--overwrite", is_flag=True, help="Discard an earlier run in --out (default: resume it).")
-def annotate_persona_cmd(extractor, data, out_dir, batch_size, dialogues_per_shard, min_seeker_utterances, num_beams,
-                         max_dialogues, min_support, merge_consecutive, overwrite):
-    """Build PESConv: add the inferred seeker persona before every turn of ESConv (resumable)."""
-    from hf_persona.training.pesconv import annotate
-
-    summary = annotate(extractor, data, out_dir, batch_size=batch_size, dialogues_per_shard=dialogues_per_shard,
-                       min_seeker_utterances=min_seeker_utterances, num_beams=num_beams, max_dialogues=max_dialogues,
-                       merge_consecutive=merge_consecutive, min_support=min_support, overwrite=overwrite)
-    _echo_json(summary)
+from hf_persona.utils import moved_names
 
 
 @hookimpl
 def register_commands(cli):
-    cli.commands["train"].add_command(train_persona_extractor_cmd)
-    cli.commands["eval"].add_command(eval_persona_extractor_cmd)
-    cli.add_command(annotate_persona_cmd)
+    from hf_persona.commands.persona_extractor import add_commands
+
+    add_commands(cli)
+
+
+__getattr__ = moved_names(__name__, dict.fromkeys(
+    ("train_persona_extractor_cmd", "eval_persona_extractor_cmd", "annotate_persona_cmd"),
+    "hf_persona.commands.persona_extractor"))
