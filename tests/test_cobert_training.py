@@ -102,11 +102,7 @@ def test_cli_rejects_bad_options(tmp_path):
 
 
 def test_old_plugin_import_path_still_works_with_a_deprecation_warning():
-    import hf_persona.default_plugins.cobert as plugin
-    from hf_persona.commands import cobert as commands
+    from tests.helpers import assert_names_moved
 
-    for name in ("train_cobert_cmd", "eval_cobert_cmd"):
-        with pytest.warns(DeprecationWarning, match=f"moved to hf_persona.commands.cobert.{name}"):
-            assert getattr(plugin, name) is getattr(commands, name)
-    with pytest.raises(AttributeError):
-        plugin.no_such_name
+    assert_names_moved("hf_persona.default_plugins.cobert",
+                       dict.fromkeys(("train_cobert_cmd", "eval_cobert_cmd"), "hf_persona.commands.cobert"))

@@ -336,16 +336,10 @@ def test_eval_ppg_cli_evaluates_the_rl_ablation(monkeypatch, tmp_path):
 
 
 def test_old_plugin_import_path_still_works_with_a_deprecation_warning():
-    import hf_persona.default_plugins.ppg as plugin
-    from hf_persona import rewards
-    from hf_persona.commands import ppg as commands
+    from tests.helpers import assert_names_moved
 
-    moved = {"critic_reward_factory": rewards.critic_reward_factory,
-             "ppg_critic_reward_factory": rewards.ppg_critic_reward_factory,
-             **{name: getattr(commands, name) for name in ("train_ppg_cmd", "train_drg_cmd", "train_critic_cmd",
-                                                           "train_ppg_rl_cmd", "eval_ppg_cmd")}}
-    for name, value in moved.items():
-        with pytest.warns(DeprecationWarning, match=f"moved to .*{name}"):
-            assert getattr(plugin, name) is value
-    with pytest.raises(AttributeError):
-        plugin.no_such_name
+    assert_names_moved("hf_persona.default_plugins.ppg", {
+        **dict.fromkeys(("critic_reward_factory", "ppg_critic_reward_factory"), "hf_persona.rewards.critic"),
+        **dict.fromkeys(("train_ppg_cmd", "train_drg_cmd", "train_critic_cmd", "train_ppg_rl_cmd", "eval_ppg_cmd"),
+                        "hf_persona.commands.ppg"),
+    })

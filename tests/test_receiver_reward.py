@@ -153,17 +153,11 @@ def test_heatmap_rejects_mismatched_grid(tmp_path):
 
 
 def test_old_plugin_import_path_still_works_with_a_deprecation_warning():
-    import hf_persona.default_plugins.receiver as plugin
-    from hf_persona import rewards
-    from hf_persona.evaluation import plots
-    from hf_persona.evaluation.receiver import evaluate_receiver
+    from tests.helpers import assert_names_moved
 
-    moved = {"discounted_returns": rewards.discounted_returns, "load_receiver": rewards.load_receiver,
-             "PersonaPerceptionReward": rewards.PersonaPerceptionReward,
-             "persona_perception": rewards.persona_perception, "evaluate_receiver": evaluate_receiver,
-             "render_relevance_heatmap": plots.render_relevance_heatmap}
-    for name, value in moved.items():
-        with pytest.warns(DeprecationWarning, match=f"moved to .*{name}"):
-            assert getattr(plugin, name) is value
-    with pytest.raises(AttributeError):
-        plugin.no_such_name
+    assert_names_moved("hf_persona.default_plugins.receiver", {
+        **dict.fromkeys(("discounted_returns", "load_receiver", "PersonaPerceptionReward", "persona_perception"),
+                        "hf_persona.rewards.persona_perception"),
+        "evaluate_receiver": "hf_persona.evaluation.receiver",
+        "render_relevance_heatmap": "hf_persona.evaluation.plots",
+    })

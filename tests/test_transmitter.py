@@ -542,14 +542,10 @@ def test_cli_weights_parsing_and_missing_receiver(tiny_dir, tmp_path):
 
 
 def test_old_plugin_import_path_still_works_with_a_deprecation_warning():
-    import hf_persona.default_plugins.transmitter as plugin
-    from hf_persona.commands import transmitter as commands
+    from tests.helpers import assert_names_moved
 
-    for name in ("train_transmitter_cmd", "train_selfplay_cmd", "eval_transmitter_cmd"):
-        with pytest.warns(DeprecationWarning, match=f"moved to hf_persona.commands.transmitter.{name}"):
-            assert getattr(plugin, name) is getattr(commands, name)
-    with pytest.raises(AttributeError):
-        plugin.no_such_name
+    assert_names_moved("hf_persona.default_plugins.transmitter", dict.fromkeys(
+        ("train_transmitter_cmd", "train_selfplay_cmd", "eval_transmitter_cmd"), "hf_persona.commands.transmitter"))
 
 
 def test_repetition_penalty_factory_takes_no_options():
