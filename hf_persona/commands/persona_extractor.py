@@ -51,7 +51,7 @@ def _echo_json(obj) -> None:
 def train_persona_extractor_cmd(data_files, output_dir, backbone, dev_from, max_steps, epochs, budget_minutes,
                                 batch_size, learning_rate, eval_steps, max_source_length, max_target_length,
                                 num_beams, min_support, eval_examples, seed, no_resume, json_out):
-    """Fine-tune a seq2seq persona extractor (one speaker's utterances -> persona sentences)."""
+    """Fine-tune a persona extractor, causal LM or seq2seq (one speaker's utterances -> persona sentences)."""
     from hf_persona.training.persona_extractor import train_persona_extractor
 
     summary = train_persona_extractor(

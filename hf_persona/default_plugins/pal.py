@@ -2,8 +2,9 @@
 
 Registers ``pal`` (``PALConfig`` / ``PALForConditionalGeneration``) with ``AutoConfig`` and
 ``AutoModelForSeq2SeqLM``, ``pal_causal`` (``PALCausalConfig`` / ``PALForCausalLM``) with
-``AutoModelForCausalLM``, and the logits processor ``strategy_contrast``
-(``hf_persona.get_logits_processor("strategy_contrast", model=model, alpha=...)``).
+``AutoModelForCausalLM``, the logits processor ``strategy_contrast``
+(``hf_persona.get_logits_processor("strategy_contrast", model=model, alpha=...)``) and the
+commands ``hf-persona train pal`` / ``eval pal`` (:mod:`hf_persona.commands.pal`).
 Heavy imports happen inside the hooks.
 """
 
@@ -29,3 +30,10 @@ def _strategy_contrast_factory(**options):
 @hookimpl
 def register_logits_processors(register):
     register("strategy_contrast", _strategy_contrast_factory)
+
+
+@hookimpl
+def register_commands(cli):
+    from hf_persona.commands.pal import add_commands
+
+    add_commands(cli)

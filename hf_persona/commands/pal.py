@@ -1,5 +1,6 @@
-"""Built-in plugin: ``hf-persona train pal`` and ``hf-persona eval pal`` (PAL and its two baselines).
+"""The commands ``hf-persona train pal`` and ``hf-persona eval pal`` (PAL and its two baselines).
 
+Registered by the PAL plugin (:mod:`hf_persona.default_plugins.pal`) through :func:`add_commands`.
 Heavy imports happen inside the commands.
 """
 
@@ -8,8 +9,6 @@ from __future__ import annotations
 import json
 
 import click
-
-from hf_persona import hookimpl
 
 _VARIANTS = ("pal", "no_persona", "hard_prompt")
 
@@ -128,7 +127,7 @@ def _parse_floats(text, option):
         raise click.BadParameter(str(err), param_hint=option) from None
 
 
-@hookimpl
-def register_commands(cli):
+def add_commands(cli) -> None:
+    """Add ``train pal`` and ``eval pal`` to the ``hf-persona`` command groups."""
     cli.commands["train"].add_command(train_pal_cmd)
     cli.commands["eval"].add_command(eval_pal_cmd)
