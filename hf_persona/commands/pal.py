@@ -47,13 +47,12 @@ def _parse_alpha(value):
               help="Learning rate of the three eq. 4 mixture logits; 0 = the same as --lr.")
 @click.option("--mixture-init", default=None,
               help="Initial eq. 4 logits 'w1,w2,w3' for (H^_D, aligned H^_P, H_D); default 0,0,0 (the paper).")
-@click.option("--fusion-norm-init", type=click.Choice(["fresh", "encoder"]), default="fresh", show_default=True,
-              help="Start the two co-attention LayerNorms fresh (the paper's code) or as a copy of the encoder's "
-                   "last one.")
-@click.option("--persona-alignment", type=click.Choice(["coattention", "concat"]), default="coattention",
-              show_default=True,
-              help="How the refined persona meets the decoder: carried onto dialogue positions by the eq. 2 "
-                   "attention, or appended as extra keys.")
+@click.option("--fusion-norm-init", type=click.Choice(["fresh", "encoder"]), default=None,
+              help="Seq2seq backbones: start the two co-attention LayerNorms fresh (default, the paper's code) or as "
+                   "a copy of the encoder's last one.")
+@click.option("--persona-alignment", type=click.Choice(["coattention", "concat"]), default=None,
+              help="Seq2seq backbones: how the refined persona meets the decoder: carried onto dialogue positions "
+                   "by the eq. 2 attention (default), or appended as extra keys.")
 @click.option("--warmup-steps", default=100, show_default=True)
 @click.option("--eval-steps", default=100, show_default=True)
 @click.option("--max-train-examples", default=None, type=int)
