@@ -79,6 +79,43 @@ def _pal():
     return build, probe
 
 
+def _pal_causal():
+    def build(backbone, out):
+        from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+        from hf_persona.models.pal import PALForCausalLM
+        from tests.conftest import CHATML
+
+        tokenizer = AutoTokenizer.from_pretrained(backbone)  # the MiniLM vocabulary, ChatML added
+        tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+        tokenizer.eos_token = "<|im_end|>"
+        tokenizer.chat_template = CHATML
+        llama = out.parent / "tiny_llama"
+        LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                                     num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                                     max_position_embeddings=256)).save_pretrained(llama)
+        tokenizer.save_pretrained(llama)
+        model = PALForCausalLM.from_backbone(str(llama), tokenizer, fusion_layer=0)
+        with torch.no_grad():  # an open gate, so the probe sees the persona path
+            model.fusion_gate.fill_(0.5)
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+        return model, tokenizer
+
+    def probe(model, tokenizer):
+        from hf_persona.models.pal import PALCollator, build_pal_causal_example
+
+        example = build_pal_causal_example(["hi , i lost my job", "that sounds hard", "i can not sleep"],
+                                           ["usr", "sys", "usr"], ["", "Reflection of feelings", ""], PERSONA,
+                                           response="how long has this been going on ?", strategy="Question",
+                                           tokenizer=tokenizer)
+        batch = PALCollator(tokenizer)([example])
+        batch.pop("strategy_id", None)
+        return model(**batch).logits
+
+    return build, probe
+
+
 def _transmitter():
     def build(backbone, out):
         from transformers import AutoTokenizer, BertConfig
@@ -124,6 +161,7 @@ BUILDERS = {
     "persona_biencoder": _cobert("biencoder"),
     "receiver": _receiver(),
     "pal": _pal(),
+    "pal_causal": _pal_causal(),
     "transmitter": _transmitter(),
 }
 #: models that are plain transformers architectures (not registered by a plugin) but pushed too
