@@ -53,6 +53,24 @@ def _receiver():
     return build, probe
 
 
+def _pal_probe(builder: str):
+    """Teacher-forced logits of one PAL example built by ``processing_pal.<builder>``."""
+
+    def probe(model, tokenizer):
+        from hf_persona.models import pal
+        from hf_persona.models.pal import PALCollator
+
+        example = getattr(pal, builder)(["hi , i lost my job", "that sounds hard", "i can not sleep"],
+                                        ["usr", "sys", "usr"], ["", "Reflection of feelings", ""], PERSONA,
+                                        response="how long has this been going on ?", strategy="Question",
+                                        tokenizer=tokenizer)
+        batch = PALCollator(tokenizer)([example])
+        batch.pop("strategy_id", None)
+        return model(**batch).logits
+
+    return probe
+
+
 def _pal():
     def build(backbone, out):
         from transformers import AutoTokenizer
@@ -65,18 +83,7 @@ def _pal():
         tokenizer.save_pretrained(out)
         return model, tokenizer
 
-    def probe(model, tokenizer):
-        from hf_persona.models.pal import PALCollator, build_pal_example
-
-        example = build_pal_example(["hi , i lost my job", "that sounds hard", "i can not sleep"],
-                                    ["usr", "sys", "usr"], ["", "Reflection of feelings", ""], PERSONA,
-                                    response="how long has this been going on ?", strategy="Question",
-                                    tokenizer=tokenizer)
-        batch = PALCollator(tokenizer)([example])
-        batch.pop("strategy_id", None)
-        return model(**batch).logits
-
-    return build, probe
+    return build, _pal_probe("build_pal_example")
 
 
 def _pal_causal():
@@ -102,18 +109,7 @@ def _pal_causal():
         tokenizer.save_pretrained(out)
         return model, tokenizer
 
-    def probe(model, tokenizer):
-        from hf_persona.models.pal import PALCollator, build_pal_causal_example
-
-        example = build_pal_causal_example(["hi , i lost my job", "that sounds hard", "i can not sleep"],
-                                           ["usr", "sys", "usr"], ["", "Reflection of feelings", ""], PERSONA,
-                                           response="how long has this been going on ?", strategy="Question",
-                                           tokenizer=tokenizer)
-        batch = PALCollator(tokenizer)([example])
-        batch.pop("strategy_id", None)
-        return model(**batch).logits
-
-    return build, probe
+    return build, _pal_probe("build_pal_causal_example")
 
 
 def _transmitter():
