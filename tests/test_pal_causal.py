@@ -267,9 +267,15 @@ def test_causal_example_uses_the_chat_template(pal_causal):
     assert ex["labels"][n] == tok.convert_tokens_to_ids("[Question]") and ex["labels"][-1] == tok.eos_token_id
     assert ex["persona_input_ids"] == build_pal_example(["x"], ["usr"], persona_sentences=["i live alone ."],
                                                         tokenizer=tok)["persona_input_ids"]
+    # the window counts the dialogue only: a long system turn (a Hard Prompt persona) comes on top
+    long_system = "be kind and listen to what the person says before you answer"
     short = build_pal_causal_example(["a " * 80, "b " * 10, "c c c"], ["usr", "sys", "usr"], None, [], tokenizer=tok,
-                                     system_prompt="be kind", max_source_length=20)
-    assert short["prompt_length"] <= 20 and "c c c" in tok.decode(short["input_ids"]) and "b b" not in tok.decode(short["input_ids"])
+                                     system_prompt=long_system, max_source_length=20)
+    system_text = tok.apply_chat_template([{"role": "system", "content": long_system}], tokenize=False)
+    system = len(tok(system_text, add_special_tokens=False)["input_ids"])
+    text = tok.decode(short["input_ids"])
+    assert system > 10 and short["prompt_length"] - system <= 20 < short["prompt_length"]
+    assert "c c c" in text and "b b" not in text and "listen to what the person says" in text
     with pytest.raises(ValueError, match="chat template"):
         build_pal_causal_example(["hi"], ["usr"], tokenizer=_no_template(tok))
 

@@ -124,6 +124,12 @@ def test_teacher_forced_metrics_match_the_model_loss_and_argmax(tiny_pal, pal_to
     with torch.no_grad():
         no_strategy = tiny_pal(**{k: v for k, v in batch.items() if k != "labels"}, decoder_input_ids=tiny_pal._shift_right(batch["labels"]), labels=labels).loss.item()
     assert m["ppl_no_strategy"] == pytest.approx(math.exp(no_strategy), rel=1e-5)
+    # per word: the same NLL spread over the words of the replies instead of their tokens
+    reply_tokens = int((labels != -100).sum())
+    words = sum(len(e) for e in (["that", "sounds", "hard"], ["you", "are", "not", "useless"]))
+    assert m["ppl_word"] == pytest.approx(math.exp(no_strategy * reply_tokens / words), rel=1e-5)
+    rows = teacher_forced_metrics(tiny_pal, pal_tokenizer, exs, "pal", per_example=True)["per_example"]
+    assert sum(r["nll_reply"] for r in rows) == pytest.approx(no_strategy * reply_tokens, rel=1e-5)
 
 
 def test_perplexity_split_by_persona_presence(tiny_pal, pal_tokenizer):
@@ -471,6 +477,23 @@ def test_causal_backbone_trains_pal_causal_and_evaluates(pesconv_dir, tiny_llama
     metrics = evaluate_pal(tmp_path / "pal", pesconv_dir, max_examples=4, max_generate=4, alpha="table",
                            force_strategy_first=True, decoding=dict(do_sample=False, max_new_tokens=6))
     assert metrics["n_generated"] == 4 and all(s["strategy_generated"] for s in metrics["samples"][:4])
+    # another dialogue window at evaluation; per-example rows for paired tests, not in the flat JSON
+    short = evaluate_pal(tmp_path / "pal", pesconv_dir, max_examples=4, max_generate=2, max_source_length=12,
+                         per_example=True, decoding=dict(do_sample=False, max_new_tokens=4), json_out=tmp_path / "e.json")
+    assert short["max_source_length"] == 12 and metrics["max_source_length"] == 160
+    assert short["ppl"] != pytest.approx(metrics["ppl"], rel=1e-6)  # the model read less of the dialogue
+    assert len(short["per_example"]) == 4 and {"dialogue_id", "has_persona", "nll_reply"} <= set(short["per_example"][0])
+    assert [g["reference"] for g in short["generated"]] == [s["reference"] for s in metrics["samples"][:2]]
+    saved = json.loads((tmp_path / "e.json").read_text())
+    assert "per_example" not in saved and "generated" not in saved and saved["ppl_word"] > 1
+    with pytest.raises(HFPersonaError, match="max_source_length"):
+        evaluate_pal(tmp_path / "pal", pesconv_dir, max_source_length=0)
+    # the fusion layer counts from the end when negative; it applies to causal backbones only
+    last = train_pal(pesconv_dir, tmp_path / "pal_last", variant="pal", fusion_layer=-1,
+                     **dict(common, max_steps=1, eval_steps=1))
+    assert last["fusion_layer"] == 1 and last["fusion_gate_mean_abs"] > 0
+    with pytest.raises(HFPersonaError, match=r"layer index in \[-2, 2\)"):
+        train_pal(pesconv_dir, tmp_path / "bad", variant="pal", fusion_layer=2, **common)
     hard, _ = pesconv_examples([ROW], tok, "hard_prompt", causal=True, max_source_length=160)
     assert "what you know about the person : i lost my job." in tok.decode(hard[-1]["input_ids"])
     with pytest.raises(HFPersonaError, match="causal LM"):

@@ -53,6 +53,8 @@ def _parse_alpha(value):
 @click.option("--persona-alignment", type=click.Choice(["coattention", "concat"]), default=None,
               help="Seq2seq backbones: how the refined persona meets the decoder: carried onto dialogue positions "
                    "by the eq. 2 attention (default), or appended as extra keys.")
+@click.option("--fusion-layer", default=None, type=int,
+              help="Causal backbones: the decoder layer whose output PAL fuses (-1 = the last; default: the middle).")
 @click.option("--warmup-steps", default=100, show_default=True)
 @click.option("--eval-steps", default=100, show_default=True)
 @click.option("--max-train-examples", default=None, type=int)
@@ -64,8 +66,8 @@ def _parse_alpha(value):
 @click.option("--no-resume", is_flag=True, help="Start afresh even when OUTPUT_DIR holds checkpoints.")
 @click.option("--json", "json_out", default=None, type=click.Path(dir_okay=False))
 def train_pal_cmd(data, output_dir, variant, backbone, max_steps, epochs, budget_minutes, batch_size, learning_rate,
-                  mixture_learning_rate, mixture_init, fusion_norm_init, persona_alignment, warmup_steps, eval_steps,
-                  max_train_examples, max_eval_examples, max_source_length, max_persona_length, max_target_length, seed,
+                  mixture_learning_rate, mixture_init, fusion_norm_init, persona_alignment, fusion_layer, warmup_steps,
+                  eval_steps, max_train_examples, max_eval_examples, max_source_length, max_persona_length, max_target_length, seed,
                   no_resume, json_out):
     """Train PAL (or a baseline) on PESConv with the Trainer (progress, best checkpoint, resume)."""
     from hf_persona.training.pal import train_pal
@@ -74,7 +76,7 @@ def train_pal_cmd(data, output_dir, variant, backbone, max_steps, epochs, budget
         data, output_dir, variant=variant, backbone=backbone, max_steps=max_steps, epochs=epochs,
         budget_minutes=budget_minutes, batch_size=batch_size, learning_rate=learning_rate,
         mixture_learning_rate=mixture_learning_rate or None, mixture_init=_parse_floats(mixture_init, "--mixture-init"),
-        fusion_norm_init=fusion_norm_init, persona_alignment=persona_alignment,
+        fusion_norm_init=fusion_norm_init, persona_alignment=persona_alignment, fusion_layer=fusion_layer,
         warmup_steps=warmup_steps, eval_steps=eval_steps, max_train_examples=max_train_examples,
         max_eval_examples=max_eval_examples,
         max_source_length=max_source_length, max_persona_length=max_persona_length,

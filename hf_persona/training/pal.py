@@ -295,6 +295,7 @@ def train_pal(
     mixture_init: Sequence[float] | None = None,
     fusion_norm_init: str | None = None,
     persona_alignment: str | None = None,
+    fusion_layer: int | None = None,
     warmup_steps: int = 100,
     eval_steps: int = 100,
     max_train_examples: int | None = None,
@@ -329,6 +330,8 @@ def train_pal(
     ``fusion_norm_init``: ``PALConfig.fusion_norm_init`` (None = "fresh", the paper's code).
     ``persona_alignment``: ``PALConfig.persona_alignment`` (None = "coattention"; "concat" appends
     the refined persona states as extra decoder keys).
+    ``fusion_layer`` (causal backbones): the decoder layer whose output PAL fuses
+    (``PALCausalConfig.fusion_layer``; negative counts from the last, -1 = the last layer; None = the middle).
     Returns a summary dict (also written to ``json_out``).
     """
     from transformers import AutoTokenizer, TrainingArguments
@@ -351,6 +354,16 @@ def train_pal(
     if causal and (fusion_norm_init is not None or persona_alignment is not None):
         raise HFPersonaError("fusion_norm_init and persona_alignment apply to seq2seq backbones; "
                              f"{backbone!r} is a causal LM (PAL fuses one decoder layer, see PALCausalConfig)")
+    if fusion_layer is not None:
+        if not causal:
+            raise HFPersonaError(f"fusion_layer applies to causal LM backbones; {backbone!r} is not one")
+        from transformers import AutoConfig
+
+        layers = AutoConfig.from_pretrained(path).get_text_config().num_hidden_layers
+        if not -layers <= fusion_layer < layers:
+            raise HFPersonaError(f"fusion_layer must be a layer index in [-{layers}, {layers}) for {backbone!r} "
+                                 f"({layers} layers), got {fusion_layer}")
+        fusion_layer %= layers
     tokenizer = AutoTokenizer.from_pretrained(path)
     if causal and tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -373,6 +386,8 @@ def train_pal(
         init_kwargs["fusion_norm_init"] = fusion_norm_init
     if persona_alignment is not None:
         init_kwargs["persona_alignment"] = persona_alignment
+    if fusion_layer is not None:
+        init_kwargs["fusion_layer"] = fusion_layer
     try:
         model_class = PALForCausalLM if causal else PALForConditionalGeneration
         model = model_class.from_backbone(path, tokenizer=tokenizer, **init_kwargs)
@@ -443,6 +458,8 @@ def train_pal(
         "mixture_init": list(model.config.mixture_init),
         "fusion_norm_init": getattr(model.config, "fusion_norm_init", None),
         "persona_alignment": getattr(model.config, "persona_alignment", None),
+        "fusion_layer": getattr(model.config, "fusion_layer", None),
+        "fusion_gate_mean_abs": round(model.fusion_gate.abs().mean().item(), 5) if causal else None,
         "mixture_weights": [round(w, 4) for w in model.mixture_weights().detach().tolist()],
         "seed": seed,
         "resumed_from": resumed_from,
@@ -549,9 +566,17 @@ def teacher_forced_metrics(model, tokenizer, examples, variant: str, batch_size:
     ``per_example`` adds ``per_example``: for every example, in order, its summed NLL (``nll``, strategy
     token included), number of predicted tokens (``tokens``) and whether the strategy was predicted
     (``strategy_correct``), for paired significance tests between models scored on the same examples
-    (``evaluation.paired_bootstrap_nll``, ``evaluation.mcnemar_exact``).
+    (``evaluation.paired_bootstrap_nll``, ``evaluation.mcnemar_exact``) and ``nll_reply``, the NLL of
+    the reply without the strategy token.
+
+    ``ppl_word`` is the perplexity per word, which compares models whose tokenizers differ: the
+    replies' NLL without the strategy token (their words and end-of-turn token) divided by the
+    number of words in the scored reply tokens, decoded
+    (:func:`~hf_persona.training.persona_extractor.count_words`).
     """
     import torch
+
+    from .persona_extractor import count_words
 
     if persona_input not in PERSONA_INPUTS:
         raise HFPersonaError(f"persona_input={persona_input!r}; expected one of {list(PERSONA_INPUTS)}")
@@ -569,6 +594,7 @@ def teacher_forced_metrics(model, tokenizer, examples, variant: str, batch_size:
     part_nll, part_n = [0.0, 0.0], [0, 0]  # [without, with] persona
     rows = []
     causal = _is_causal(model)
+    nll_word, n_words = 0.0, 0
     for chunk in _batches(examples, batch_size):
         batch = collate(chunk)
         labels = batch.pop("labels")
@@ -592,11 +618,15 @@ def teacher_forced_metrics(model, tokenizer, examples, variant: str, batch_size:
                 part_n[bool(f["persona"])] += int(r_n)
         nll_resp += nll[response].sum().item()
         n_resp += int(response.sum())
+        reply_nll = (nll * response).sum(dim=1).tolist()
+        nll_word += sum(reply_nll)
+        n_words += sum(count_words(tokenizer.decode([t for t in f["labels"] if t != -100][1:], skip_special_tokens=True))
+                       for f in chunk)
         predicted = logits[rows_index, first][:, strategy_ids].argmax(-1)
         hit = predicted == torch.tensor([int(f["strategy_id"]) for f in chunk])
         if per_example:
-            rows.extend({"nll": r_nll, "tokens": int(r_n), "strategy_correct": bool(ok)}
-                        for r_nll, r_n, ok in zip(row_nll, row_n, hit.tolist()))
+            rows.extend({"nll": r_nll, "tokens": int(r_n), "nll_reply": r_reply, "strategy_correct": bool(ok)}
+                        for r_nll, r_n, r_reply, ok in zip(row_nll, row_n, reply_nll, hit.tolist()))
         correct += int(hit.sum())
     out = {
         "acc": 100.0 * correct / len(examples),
@@ -604,6 +634,8 @@ def teacher_forced_metrics(model, tokenizer, examples, variant: str, batch_size:
         "ppl_no_strategy": math.exp(nll_resp / n_resp),
         "n_teacher_forced": len(examples),
     }
+    if n_words:
+        out["ppl_word"] = math.exp(nll_word / n_words)
     if split:
         out["ppl_without_persona"] = math.exp(part_nll[0] / part_n[0]) if part_n[0] else None
         out["ppl_with_persona"] = math.exp(part_nll[1] / part_n[1]) if part_n[1] else None
@@ -762,12 +794,18 @@ def persona_information(rows: Sequence[dict], tokenizer, max_source_length: int,
 def evaluate_pal(model_dir, data, *, split: str = "valid", max_examples: int | None = None,
                  max_generate: int | None = None, alpha=None, batch_size: int = 16, seed: int = 0,
                  decoding: dict | None = None, embedder: SentenceEmbedder | None = None, json_out=None,
-                 return_samples: int = 5, teacher_forced: bool = True, force_strategy_first: bool = False) -> dict:
+                 return_samples: int = 5, teacher_forced: bool = True, force_strategy_first: bool = False,
+                 max_source_length: int | None = None, per_example: bool = False) -> dict:
     """Table 3 metrics of a model trained by :func:`train_pal` on PESConv ``split`` (valid or train).
 
     ``max_examples`` caps the teacher-forced examples (ACC, PPL) and ``max_generate`` the sampled
     ones (the first ``max_generate`` of the same list). ``alpha`` as in :func:`generate_responses`.
     ``teacher_forced=False`` skips ACC / PPL (decoding comparisons only need the generations).
+    ``max_source_length`` evaluates with another dialogue window than the model was trained with
+    (e.g. 128 tokens, the paper's). ``per_example`` adds, for paired tests between models scored on
+    the same examples, ``per_example`` (:func:`teacher_forced_metrics` rows, each with its
+    ``dialogue_id`` and ``has_persona``) and ``generated`` (dialogue id, persona, reference and
+    generated reply of every sampled example); neither goes to ``json_out``.
     """
     model, tokenizer, cfg = load_pal_for_eval(model_dir)
     variant = cfg["variant"]
@@ -776,6 +814,10 @@ def evaluate_pal(model_dir, data, *, split: str = "valid", max_examples: int | N
     if rows is None:
         raise HFPersonaError(f"split must be 'valid' or 'train', got {split!r}")
     lengths = {k: cfg[k] for k in ("max_source_length", "max_persona_length", "max_target_length")}
+    if max_source_length is not None:
+        if max_source_length < 1:
+            raise HFPersonaError(f"max_source_length must be a positive number of tokens, got {max_source_length}")
+        lengths["max_source_length"] = max_source_length
     causal = _is_causal(model)
     system = model.config.system_prompt if causal else None
     examples, skipped = pesconv_examples(rows, tokenizer, variant, with_text=True, causal=causal, system_prompt=system,
@@ -786,9 +828,12 @@ def evaluate_pal(model_dir, data, *, split: str = "valid", max_examples: int | N
         examples = examples[:max_examples]
     gen_examples = examples[:max_generate] if max_generate else examples
     t0 = time.monotonic()
-    metrics = {"variant": variant, "split": split, "n_examples": len(examples), "n_generated": len(gen_examples)}
+    metrics = {"variant": variant, "split": split, "n_examples": len(examples), "n_generated": len(gen_examples),
+               "max_source_length": lengths["max_source_length"]}
     if teacher_forced:
-        metrics.update(teacher_forced_metrics(model, tokenizer, examples, variant, batch_size))
+        metrics.update(teacher_forced_metrics(model, tokenizer, examples, variant, batch_size, per_example=per_example))
+        for row, e in zip(metrics.get("per_example", []), examples):
+            row.update(dialogue_id=e["dialogue_id"], has_persona=bool(e["persona"]))
     hyps, chosen = generate_responses(model, tokenizer, gen_examples, variant, alpha=alpha, batch_size=batch_size,
                                       seed=seed, decoding=decoding, force_strategy_first=force_strategy_first)
     metrics["force_strategy_first"] = int(force_strategy_first)
@@ -804,10 +849,14 @@ def evaluate_pal(model_dir, data, *, split: str = "valid", max_examples: int | N
          "strategy_generated": c}
         for e, h, c in list(zip(gen_examples, hyps, chosen))[:return_samples]
     ]
+    if per_example:
+        metrics["generated"] = [{"dialogue_id": e["dialogue_id"], "persona": e["persona"], "reference": e["response"],
+                                 "generated": h} for e, h in zip(gen_examples, hyps)]
     if json_out:
         # the metrics file stays flat (metric -> number, plus a few labels) for the model card;
         # decoding settings and sample responses go next to it
-        atomic_write_json(json_out, {k: v for k, v in metrics.items() if k != "decoding"})
+        atomic_write_json(json_out, {k: v for k, v in metrics.items()
+                                     if k not in ("decoding", "per_example", "generated")})
         atomic_write_json(Path(str(json_out) + ".samples.json"), {"decoding": metrics["decoding"], "samples": samples})
     metrics["samples"] = samples
     return metrics

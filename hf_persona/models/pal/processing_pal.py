@@ -273,8 +273,10 @@ def build_pal_causal_example(
 
     The prompt is the tokenizer's chat template over ``system_prompt``, the seeker turns as
     ``user`` and the supporter turns as ``assistant`` (each opened by its strategy token when
-    known), ending with the opening of the assistant turn. Too long for ``max_source_length``,
-    the oldest turns are dropped first (the last turn always stays; cut from its start if needed).
+    known), ending with the opening of the assistant turn. ``max_source_length`` is the dialogue
+    window: the prompt's tokens after the system turn (which comes on top, so a Hard Prompt persona
+    in it does not shorten the window). Too long, the oldest turns are dropped first (the last turn
+    always stays; cut from its start if needed).
     The reply is ``[strategy] + response + eos`` (eos = the tokenizer's end-of-turn token).
 
     Returns ``input_ids`` (prompt, plus the reply when ``response`` is given), ``prompt_length``,
@@ -301,18 +303,21 @@ def build_pal_causal_example(
         text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return _ids(tokenizer, text)
 
+    # the window counts the dialogue only: the system turn (a Hard Prompt persona included) comes on top
+    system_turn = tokenizer.apply_chat_template([{"role": "system", "content": system_prompt}], tokenize=False)
+    limit = max_source_length + len(_ids(tokenizer, system_turn))
     start = 0
     prompt = render(start)
-    while len(prompt) > max_source_length and start < len(utterances) - 1:
+    while len(prompt) > limit and start < len(utterances) - 1:
         start += 1
         prompt = render(start)
-    if len(prompt) > max_source_length:
+    if len(prompt) > limit:
         words = _ids(tokenizer, utterances[start])
-        cut = len(prompt) - max_source_length
+        cut = len(prompt) - limit
         if cut >= len(words):
             raise ValueError(f"max_source_length {max_source_length} cannot hold the chat frame around the last turn")
         prompt = render(start, tokenizer.decode(words[cut:], skip_special_tokens=True))
-        while len(prompt) > max_source_length and cut < len(words) - 1:  # re-tokenising can merge differently
+        while len(prompt) > limit and cut < len(words) - 1:  # re-tokenising can merge differently
             cut += 1
             prompt = render(start, tokenizer.decode(words[cut:], skip_special_tokens=True))
     example = {
