@@ -1,8 +1,7 @@
 """PPG recipes: generators (PPG / DRG) with TRL's SFTTrainer, the critic, scoring and evaluation.
 
 Paper: Lu et al. (2022), "Partner Personas Generation for Dialogue Response Generation". No
-public code exists; every choice not fixed by the paper is written down here and in the README
-(section "Partner persona generation").
+public code exists; every choice not fixed by the paper is written down here and in ``docs/ppg.md``.
 
 * Generators are causal LMs. ``"minilm"`` (offline) becomes ``BertLMHeadModel`` with
   ``is_decoder=True`` warm-started from the packaged all-MiniLM-L6-v2 encoder (its MLM

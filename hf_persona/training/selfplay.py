@@ -242,7 +242,7 @@ def train_selfplay(
 
     ``mask_truncated`` leaves agent turns cut at ``max_new_tokens`` (no ``<eos>``) out of the loss
     (TRL's ``mask_truncated_completions``); a weak supervised start rarely ends its samples. See
-    the README for what either option did in the benchmark.
+    ``benchmarks/RESULTS.md`` (P2Bot Transmitter and self-play) for what either option did in the benchmark.
 
     ``sft_weight`` > 0 keeps the supervised objective in the loss (the "pretraining mix" of
     InstructGPT's PPO-ptx): every optimisation step adds ``sft_weight`` × the Transmitter's own
