@@ -28,17 +28,18 @@ REWRITES = {
 }
 
 
-def python_blocks(text: str) -> list[str]:
-    return re.findall(r"^```python\n(.*?)^```", text, flags=re.S | re.M)
+def python_blocks(text: str) -> list[tuple[str, str]]:
+    """``(label, code)`` of every ```python block; the label is the bold lead-in or heading before it."""
+    out = []
+    for m in re.finditer(r"^```python\n(.*?)^```", text, flags=re.S | re.M):
+        before = text[:m.start()]
+        labels = re.findall(r"^\*\*(.+?)\*\*|^#+ (.+)$", before, flags=re.M)
+        label = next((a or b for a, b in reversed(labels)), "top")
+        out.append((re.sub(r"\W+", "-", label).strip("-").lower(), m.group(1)))
+    return out
 
 
 BLOCKS = python_blocks(README.read_text())
-
-
-def _block_id(i: int) -> str:
-    first = next((line for line in BLOCKS[i].splitlines() if "runs/" in line or "import" in line), "")
-    m = re.search(r'"(runs/[\w.-]+)"', BLOCKS[i])
-    return f"{i}-{m.group(1).split('/')[1] if m else first.split()[-1]}"
 
 
 # ------------------------------------------------------------------------------------------
@@ -134,21 +135,28 @@ def runs(tmp_path_factory, tiny_bert_dir, tiny_llama_dir, minilm_path):
 
 
 def test_readme_has_a_quickstart_per_system():
-    text = "\n".join(BLOCKS)
+    text = "\n".join(code for _, code in BLOCKS)
     for folder in ("runs/cobert", "runs/pal", "runs/pal-smollm2", "runs/receiver", "runs/tx", "runs/extractor",
                    "runs/ppg", "runs/drg", "runs/critic"):
         assert f'"{folder}"' in text, folder
     assert "strategy_contrast" in text and "GRPOTrainer" in text and "get_peft_model" in text
-    for block in BLOCKS:
-        assert len(block.splitlines()) <= 20, block
+    for label, code in BLOCKS:
+        assert len(code.splitlines()) <= 20, label
 
 
-@pytest.mark.parametrize("index", range(len(BLOCKS)), ids=_block_id)
+@pytest.mark.parametrize("index", range(len(BLOCKS)), ids=[f"{i}-{label}" for i, (label, _) in enumerate(BLOCKS)])
 def test_readme_block_runs(index, runs, monkeypatch, capsys):
-    code = BLOCKS[index]
+    code = BLOCKS[index][1]
     for old, new in REWRITES.items():
         code = code.replace(old, new)
     monkeypatch.chdir(runs["dir"])
     torch.manual_seed(0)
     namespace = {"__name__": f"readme_block_{index}", "TINY_LLAMA": runs["tiny_llama"]}
     exec(compile(code, f"README.md python block {index}", "exec"), namespace)
+    if "register_rewards" in namespace:  # a plugin module: its hook registers working TRL rewards
+        registered = {}
+        namespace["register_rewards"](register=lambda name, factory: registered.setdefault(name, factory))
+        assert registered
+        for factory in registered.values():
+            scores = factory()(prompts=["hi", "hi"], completions=["fine .", "word " * 40])
+            assert len(scores) == 2 and all(isinstance(s, float) for s in scores)
