@@ -2,6 +2,8 @@
 
 Importing the package registers every plugin model with the transformers Auto classes, so
 ``AutoModel.from_pretrained(dir)`` works without ``trust_remote_code`` once hf_persona is imported.
+The import itself stays light (no torch, no transformers): when transformers is not imported yet,
+the registration happens as soon as it is (see :func:`hf_persona.plugins.register_models_when_transformers_loads`).
 """
 
 from .hookspecs import hookimpl
@@ -14,6 +16,7 @@ from .plugins import (
     list_plugins,
     load_plugins,
     plugin_errors,
+    register_models_when_transformers_loads,
     register_models_with_transformers,
 )
 
@@ -34,6 +37,7 @@ __all__ = [
     "register_models_with_transformers",
 ]
 
-# Make plugin models loadable through the transformers Auto classes as soon as hf_persona is
-# imported. Failures are recorded per plugin (see plugin_errors()) and never break the import.
-register_models_with_transformers()
+# Make plugin models loadable through the transformers Auto classes as soon as hf_persona and
+# transformers are both imported, without importing transformers here. Failures are recorded per
+# plugin (see plugin_errors()) and never break the import.
+register_models_when_transformers_loads()

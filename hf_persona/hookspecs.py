@@ -20,6 +20,11 @@ def register_models(register):
     ``model_type``, ``model_class`` a ``PreTrainedModel`` subclass, ``auto_class`` the name of
     the transformers auto class (``"AutoModel"``, ``"AutoModelForSeq2SeqLM"``,
     ``"AutoModelForCausalLM"``, ...) the model is registered with in-process.
+
+    Either class may be given by reference, ``"package.module:ClassName"``: it is imported only
+    when a lookup needs it (``get_model_spec``, the Auto classes), so listing the plugins does not
+    import torch or transformers. Rewards and logits processors stay light the same way when the
+    factory imports its implementation inside.
     """
 
 

@@ -10,14 +10,23 @@ loading off this way (or call ``load_plugins(entry_points=False)``).
 
 A plugin whose import or hook raises is reported by name (distribution and entry point) in
 :func:`plugin_errors` and a logged warning; the other plugins keep working.
+
+Lookups stay light until they need model code: a plugin may register a model by reference
+(``"package.module:ClassName"``) and a reward or logits processor through a factory that imports
+inside, so listing the plugins (``hf-persona plugins``) imports neither torch nor transformers.
+Plugin models are registered with the transformers Auto classes as soon as both hf_persona and
+transformers are imported (whichever comes first): :func:`register_models_when_transformers_loads`,
+called when hf_persona is imported, watches for the import of transformers.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.abc
 import logging
 import os
 import pkgutil
+import sys
 import threading
 from dataclasses import dataclass
 from importlib.metadata import entry_points as _entry_points
@@ -33,7 +42,23 @@ KINDS = ("models", "rewards", "logits_processors", "datasets")
 
 logger = logging.getLogger(__name__)
 
-pm = pluggy.PluginManager(GROUP)
+
+class _PluginManager(pluggy.PluginManager):
+    """A pluggy manager whose registries are rebuilt after a plugin comes or goes, so a plugin
+    registered by hand (``pm.register(module)``) is seen by the next lookup."""
+
+    def register(self, plugin, name=None):
+        result = super().register(plugin, name)
+        _forget_registries()
+        return result
+
+    def unregister(self, plugin=None, name=None):
+        result = super().unregister(plugin=plugin, name=name)
+        _forget_registries()
+        return result
+
+
+pm = _PluginManager(GROUP)
 pm.add_hookspecs(hookspecs)
 
 _lock = threading.RLock()
@@ -41,6 +66,7 @@ _loaded = False
 _errors: list["PluginError"] = []
 _registries: dict[str, dict] = {}
 _sources: dict[tuple[str, str], str] = {}
+_auto_registered = False  # the current models registry went to the transformers Auto classes
 
 
 @dataclass(frozen=True)
@@ -55,18 +81,87 @@ class PluginError:
         return f"plugin {self.plugin} failed during {self.stage}: {self.message}"
 
 
-@dataclass(frozen=True)
+def _is_reference(ref: str) -> bool:
+    module_name, sep, attr_path = ref.partition(":")
+    return bool(sep and module_name and attr_path)
+
+
+def resolve_reference(ref):
+    """``"package.module:attr.path"`` -> the object it names (imported now); anything else is returned as is."""
+    if not isinstance(ref, str):
+        return ref
+    if not _is_reference(ref):
+        raise ValueError(f"expected a class or a reference 'package.module:ClassName', got {ref!r}")
+    module_name, _, attr_path = ref.partition(":")
+    obj = importlib.import_module(module_name)
+    for attr in attr_path.split("."):
+        obj = getattr(obj, attr)
+    return obj
+
+
 class ModelSpec:
-    name: str
-    config_class: type
-    model_class: type
-    auto_class: str = "AutoModel"
+    """A registered model: ``name``, ``config_class``, ``model_class`` and the transformers ``auto_class``.
+
+    The classes may be given as references (``"package.module:ClassName"``); they are imported on first
+    access of :attr:`config_class` / :attr:`model_class`, so listing models stays free of torch.
+    """
+
+    __slots__ = ("name", "auto_class", "_config_ref", "_model_ref")
+
+    def __init__(self, name: str, config_class, model_class, auto_class: str = "AutoModel"):
+        for what, ref in (("config_class", config_class), ("model_class", model_class)):
+            if isinstance(ref, str) and not _is_reference(ref):
+                raise ValueError(f"model {name!r}: {what} must be a class or a reference "
+                                 f"'package.module:ClassName', got {ref!r}")
+        self.name = name
+        self.auto_class = auto_class
+        self._config_ref = config_class
+        self._model_ref = model_class
+
+    @property
+    def config_class(self) -> type:
+        if isinstance(self._config_ref, str):
+            self._config_ref = resolve_reference(self._config_ref)
+        return self._config_ref
+
+    @property
+    def model_class(self) -> type:
+        if isinstance(self._model_ref, str):
+            self._model_ref = resolve_reference(self._model_ref)
+        return self._model_ref
+
+    def __eq__(self, other):
+        if not isinstance(other, ModelSpec):
+            return NotImplemented
+        return (self.name, self.auto_class, self._config_ref, self._model_ref) == \
+            (other.name, other.auto_class, other._config_ref, other._model_ref)
+
+    def __hash__(self):
+        return hash((self.name, self.auto_class))
+
+    def __repr__(self):
+        def show(ref):
+            return ref if isinstance(ref, str) else f"{ref.__module__}:{ref.__qualname__}"
+
+        return (f"ModelSpec(name={self.name!r}, config_class={show(self._config_ref)!r}, "
+                f"model_class={show(self._model_ref)!r}, auto_class={self.auto_class!r})")
 
 
 def _record(plugin: str, stage: str, exc: BaseException) -> None:
     err = PluginError(plugin, stage, f"{type(exc).__name__}: {exc}")
+    if err in _errors:  # the same failure again, from a rebuilt registry
+        return
     _errors.append(err)
     logger.warning("%s", err)
+
+
+def _forget_registries() -> None:
+    """Drop the cached registries; the next lookup calls the hooks again."""
+    global _auto_registered
+    with _lock:
+        _registries.clear()
+        _sources.clear()
+        _auto_registered = False
 
 
 def _wanted(allow: set[str] | None, dist_name: str | None, ep_name: str) -> bool:
@@ -126,12 +221,22 @@ def reset_plugins() -> None:
             pm.unregister(plugin=plugin, name=name)
         _loaded = False
         _errors.clear()
-        _registries.clear()
-        _sources.clear()
+        _forget_registries()
 
 
 def _collect(kind: str) -> dict:
-    """Call ``register_<kind>`` on every plugin, each isolated from the others' failures."""
+    """Call ``register_<kind>`` on every plugin, each isolated from the others' failures.
+
+    Models are registered with the transformers Auto classes here only when transformers is already
+    imported (listing models must not import it); otherwise the import watcher does it later.
+    """
+    registry = _build(kind)
+    if kind == "models" and not _auto_registered and _watcher.transformers_ready():
+        _register_auto_all()
+    return registry
+
+
+def _build(kind: str) -> dict:
     load_plugins()
     with _lock:
         if kind in _registries:
@@ -162,14 +267,23 @@ def _collect(kind: str) -> dict:
                 registry.clear()
                 registry.update(staged)  # drop partial registrations of the failed plugin
                 _record(plugin_name, f"register_{kind}", exc)
-        if kind == "models":
-            for spec in registry.values():
-                try:
-                    _register_auto(spec)
-                except Exception as exc:
-                    _record(_sources[(kind, spec.name)], "auto-class registration", exc)
         _registries[kind] = registry
         return registry
+
+
+def _register_auto_all() -> None:
+    """Register every collected model with the transformers Auto classes (imports the model code)."""
+    global _auto_registered
+    with _lock:
+        registry = _build("models")
+        if _auto_registered:
+            return
+        _auto_registered = True
+        for spec in registry.values():
+            try:
+                _register_auto(spec)
+            except Exception as exc:
+                _record(_sources.get(("models", spec.name), spec.name), "auto-class registration", exc)
 
 
 def _register_auto(spec: ModelSpec) -> None:
@@ -200,8 +314,11 @@ def _lookup(kind: str, singular: str, name: str):
 
 
 def get_model_spec(name: str) -> ModelSpec:
-    """The registered :class:`ModelSpec` called ``name``."""
-    return _lookup("models", "model", name)
+    """The registered :class:`ModelSpec` called ``name`` (this lookup imports transformers and registers
+    the plugin models with its Auto classes)."""
+    spec = _lookup("models", "model", name)
+    register_models_with_transformers()
+    return spec
 
 
 def get_reward(name: str, **options):
@@ -232,5 +349,119 @@ def plugin_errors() -> list[PluginError]:
 
 
 def register_models_with_transformers() -> None:
-    """Register every plugin model with the transformers Auto classes in this process."""
-    _collect("models")
+    """Register every plugin model with the transformers Auto classes in this process (imports
+    transformers and the model code; failures are recorded in :func:`plugin_errors`)."""
+    _register_auto_all()
+
+
+class _WatchedLoader:
+    """Runs a module through its real loader and tells the watcher when it starts and ends."""
+
+    def __init__(self, spec, watcher):
+        self._spec = spec
+        self._loader = spec.loader
+        self._watcher = watcher
+
+    def create_module(self, spec):
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module):
+        # from here on the module and its spec show the real loader (inspect, importlib.resources, ...)
+        self._spec.loader = self._loader
+        if getattr(module, "__loader__", None) is self:
+            module.__loader__ = self._loader
+        self._watcher.enter()
+        try:
+            self._loader.exec_module(module)
+        finally:
+            self._watcher.leave()
+
+    def __getattr__(self, name):
+        return getattr(self._loader, name)
+
+
+class _TransformersWatcher(importlib.abc.MetaPathFinder):
+    """Registers the plugin models with the transformers Auto classes once transformers is imported.
+
+    Installed on ``sys.meta_path`` when hf_persona is imported before transformers (see
+    :func:`register_models_when_transformers_loads`). It watches the import of ``transformers`` and
+    of hf_persona's own modules: registration imports the model modules, so when transformers is
+    imported from inside an hf_persona module (``from hf_persona.models.pal import ...``) it waits
+    until that outermost hf_persona import has finished. It removes itself once done.
+    """
+
+    def __init__(self):
+        self._depth = 0  # hf_persona modules (and transformers) being imported right now
+        self._busy = threading.local()
+        self._registering = False
+        # its own lock, held only for a few operations and never across an import (unlike _lock)
+        self._state = threading.Lock()
+
+    @staticmethod
+    def _watched(fullname: str) -> bool:
+        return fullname == "transformers" or fullname.startswith("hf_persona.")
+
+    def find_spec(self, fullname, path=None, target=None):
+        if not self._watched(fullname):
+            return None
+        finding = getattr(self._busy, "names", None)
+        if finding is None:
+            finding = self._busy.names = set()
+        if fullname in finding:
+            return None
+        finding.add(fullname)
+        try:
+            spec = None
+            for finder in list(sys.meta_path):
+                if finder is self or not hasattr(finder, "find_spec"):
+                    continue
+                spec = finder.find_spec(fullname, path, target)
+                if spec is not None:
+                    break
+        finally:
+            finding.discard(fullname)
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        spec.loader = _WatchedLoader(spec, self)
+        return spec
+
+    def transformers_ready(self) -> bool:
+        """transformers is imported and no hf_persona module is half-way through its import."""
+        return "transformers" in sys.modules and self._depth == 0
+
+    def install(self) -> None:
+        with self._state:
+            if self not in sys.meta_path:
+                sys.meta_path.insert(0, self)
+
+    def enter(self) -> None:
+        with self._state:
+            self._depth += 1
+
+    def leave(self) -> None:
+        with self._state:
+            self._depth -= 1
+            if self._depth or self._registering or "transformers" not in sys.modules:
+                return
+            if self not in sys.meta_path:  # registered already (or hf_persona did not ask)
+                return
+            self._registering = True
+            sys.meta_path.remove(self)  # its work is done once registration starts
+        try:
+            register_models_with_transformers()
+        except Exception as exc:  # never break the import that triggered registration
+            _record("hf_persona", "auto-class registration", exc)
+        finally:
+            self._registering = False
+
+
+_watcher = _TransformersWatcher()
+
+
+def register_models_when_transformers_loads() -> None:
+    """Register the plugin models with the transformers Auto classes now if transformers is imported,
+    else as soon as it is (called when hf_persona is imported; importing hf_persona stays light)."""
+    if "transformers" in sys.modules and _watcher._depth == 0:
+        register_models_with_transformers()
+    else:
+        _watcher.install()

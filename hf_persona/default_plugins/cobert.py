@@ -3,7 +3,8 @@
 Registers the models ``cobert`` (``CoBERTConfig`` / ``CoBERTForResponseSelection``) and
 ``persona_biencoder`` (``BiEncoderConfig`` / ``BiEncoderForResponseSelection``) with ``AutoConfig``
 and ``AutoModel``, and the commands ``hf-persona train cobert`` and ``hf-persona eval cobert``
-(:mod:`hf_persona.commands.cobert`). Heavy imports happen inside the hooks.
+(:mod:`hf_persona.commands.cobert`). The models are registered by reference and the commands import
+their implementation when they run, so loading this plugin imports neither torch nor transformers.
 
 The names this module used to hold still import from here, with a ``DeprecationWarning`` that
 names their new home.
@@ -15,13 +16,15 @@ from hf_persona import hookimpl
 from hf_persona.utils import moved_names
 
 
+_MODELS = "hf_persona.models.cobert"
+
+
 @hookimpl
 def register_models(register):
-    from hf_persona.models.cobert import (BiEncoderConfig, BiEncoderForResponseSelection, CoBERTConfig,
-                                          CoBERTForResponseSelection)
-
-    register("cobert", CoBERTConfig, CoBERTForResponseSelection, auto_class="AutoModel")
-    register("persona_biencoder", BiEncoderConfig, BiEncoderForResponseSelection, auto_class="AutoModel")
+    # by reference: the classes (torch, transformers) are imported when a lookup needs them
+    register("cobert", f"{_MODELS}:CoBERTConfig", f"{_MODELS}:CoBERTForResponseSelection", auto_class="AutoModel")
+    register("persona_biencoder", f"{_MODELS}:BiEncoderConfig", f"{_MODELS}:BiEncoderForResponseSelection",
+             auto_class="AutoModel")
 
 
 @hookimpl

@@ -5,7 +5,8 @@ Registers ``pal`` (``PALConfig`` / ``PALForConditionalGeneration``) with ``AutoC
 ``AutoModelForCausalLM``, the logits processor ``strategy_contrast``
 (``hf_persona.get_logits_processor("strategy_contrast", model=model, alpha=...)``) and the
 commands ``hf-persona train pal`` / ``eval pal`` (:mod:`hf_persona.commands.pal`).
-Heavy imports happen inside the hooks.
+The models are registered by reference and the factories and commands import their
+implementation when called, so loading this plugin imports neither torch nor transformers.
 """
 
 from __future__ import annotations
@@ -13,12 +14,16 @@ from __future__ import annotations
 from hf_persona import hookimpl
 
 
+_MODELS = "hf_persona.models.pal"
+
+
 @hookimpl
 def register_models(register):
-    from hf_persona.models.pal import PALCausalConfig, PALConfig, PALForCausalLM, PALForConditionalGeneration
-
-    register("pal", PALConfig, PALForConditionalGeneration, auto_class="AutoModelForSeq2SeqLM")
-    register("pal_causal", PALCausalConfig, PALForCausalLM, auto_class="AutoModelForCausalLM")
+    # by reference: the classes (torch, transformers) are imported when a lookup needs them
+    register("pal", f"{_MODELS}:PALConfig", f"{_MODELS}:PALForConditionalGeneration",
+             auto_class="AutoModelForSeq2SeqLM")
+    register("pal_causal", f"{_MODELS}:PALCausalConfig", f"{_MODELS}:PALForCausalLM",
+             auto_class="AutoModelForCausalLM")
 
 
 def _strategy_contrast_factory(**options):

@@ -3,8 +3,9 @@
 Registers the rewards ``critic`` (the frozen critic on (persona, completion)) and ``ppg_critic``
 (the reward of a generated partner persona through the DRG and the critic), both from
 :mod:`hf_persona.rewards.critic`, and the commands ``hf-persona train ppg``, ``train drg``,
-``train critic``, ``train ppg-rl`` and ``eval ppg`` (:mod:`hf_persona.commands.ppg`). Heavy imports
-happen inside the hooks.
+``train critic``, ``train ppg-rl`` and ``eval ppg`` (:mod:`hf_persona.commands.ppg`). The reward
+factories and the commands import their implementation when called, so loading this plugin imports
+neither torch nor transformers.
 
 The names this module used to hold still import from here, with a ``DeprecationWarning`` that
 names their new home.
@@ -16,12 +17,22 @@ from hf_persona import hookimpl
 from hf_persona.utils import moved_names
 
 
+def _critic_reward_factory(**options):
+    from hf_persona.rewards.critic import critic_reward_factory
+
+    return critic_reward_factory(**options)
+
+
+def _ppg_critic_reward_factory(**options):
+    from hf_persona.rewards.critic import ppg_critic_reward_factory
+
+    return ppg_critic_reward_factory(**options)
+
+
 @hookimpl
 def register_rewards(register):
-    from hf_persona.rewards.critic import critic_reward_factory, ppg_critic_reward_factory
-
-    register("critic", critic_reward_factory)
-    register("ppg_critic", ppg_critic_reward_factory)
+    register("critic", _critic_reward_factory)
+    register("ppg_critic", _ppg_critic_reward_factory)
 
 
 @hookimpl

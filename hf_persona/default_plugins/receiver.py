@@ -3,8 +3,9 @@
 Registers the model ``receiver`` (``ReceiverConfig`` / ``ReceiverModel``) with ``AutoConfig`` and
 ``AutoModel``, the reward ``persona_perception`` (:mod:`hf_persona.rewards.persona_perception`) and
 the commands ``hf-persona train receiver``, ``hf-persona eval receiver`` and
-``hf-persona receiver heatmap`` (:mod:`hf_persona.commands.receiver`). Heavy imports happen inside
-the hooks.
+``hf-persona receiver heatmap`` (:mod:`hf_persona.commands.receiver`). The model is registered by
+reference and the reward factory and the commands import their implementation when called, so
+loading this plugin imports neither torch nor transformers.
 
 The names this module used to hold still import from here, with a ``DeprecationWarning`` that
 names their new home.
@@ -18,16 +19,20 @@ from hf_persona.utils import moved_names
 
 @hookimpl
 def register_models(register):
-    from hf_persona.models.receiver import ReceiverConfig, ReceiverModel
+    # by reference: the classes (torch, transformers) are imported when a lookup needs them
+    register("receiver", "hf_persona.models.receiver:ReceiverConfig", "hf_persona.models.receiver:ReceiverModel",
+             auto_class="AutoModel")
 
-    register("receiver", ReceiverConfig, ReceiverModel, auto_class="AutoModel")
+
+def _persona_perception_factory(**options):
+    from hf_persona.rewards.persona_perception import persona_perception
+
+    return persona_perception(**options)
 
 
 @hookimpl
 def register_rewards(register):
-    from hf_persona.rewards.persona_perception import persona_perception
-
-    register("persona_perception", persona_perception)
+    register("persona_perception", _persona_perception_factory)
 
 
 @hookimpl

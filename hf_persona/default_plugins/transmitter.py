@@ -5,7 +5,9 @@ Registers the model ``transmitter`` (``TransmitterConfig`` / ``TransmitterForDia
 ``discourse_coherence`` (RS.2) and ``repetition_penalty`` (:mod:`hf_persona.rewards.p2bot`; RS.3
 ``persona_perception`` comes from the Receiver plugin) and the commands
 ``hf-persona train transmitter``, ``hf-persona train selfplay`` and ``hf-persona eval transmitter``
-(:mod:`hf_persona.commands.transmitter`). Heavy imports happen inside the hooks.
+(:mod:`hf_persona.commands.transmitter`). The model is registered by reference and the reward factories
+and the commands import their implementation when called, so loading this plugin imports neither
+torch nor transformers.
 
 The names this module used to hold still import from here, with a ``DeprecationWarning`` that
 names their new home.
@@ -19,18 +21,26 @@ from hf_persona.utils import moved_names
 
 @hookimpl
 def register_models(register):
-    from hf_persona.models.transmitter import TransmitterConfig, TransmitterForDialogue
+    # by reference: the classes (torch, transformers) are imported when a lookup needs them
+    register("transmitter", "hf_persona.models.transmitter:TransmitterConfig",
+             "hf_persona.models.transmitter:TransmitterForDialogue", auto_class="AutoModelForCausalLM")
 
-    register("transmitter", TransmitterConfig, TransmitterForDialogue, auto_class="AutoModelForCausalLM")
+
+def _p2bot_reward(name):
+    def factory(**options):
+        from hf_persona.rewards import p2bot
+
+        return getattr(p2bot, name)(**options)
+
+    factory.__name__ = factory.__qualname__ = name
+    factory.__doc__ = f"Build the ``{name}`` reward (:func:`hf_persona.rewards.p2bot.{name}`)."
+    return factory
 
 
 @hookimpl
 def register_rewards(register):
-    from hf_persona.rewards.p2bot import discourse_coherence, language_style, repetition_penalty
-
-    register("language_style", language_style)
-    register("discourse_coherence", discourse_coherence)
-    register("repetition_penalty", repetition_penalty)
+    for name in ("language_style", "discourse_coherence", "repetition_penalty"):
+        register(name, _p2bot_reward(name))
 
 
 @hookimpl
