@@ -1,4 +1,14 @@
-"""The ``hf-persona`` command line. Plugins add commands through the ``register_commands`` hook."""
+"""The ``hf-persona`` command line. Plugins add commands through the ``register_commands`` hook.
+
+Errors (issue 28, item 3). A bad option value (a click range, a path check, a missing option), an
+:class:`~hf_persona.errors.HFPersonaError` and its subclasses, a ``FileNotFoundError`` /
+``NotADirectoryError`` / ``IsADirectoryError`` / ``PermissionError`` and a plain ``ValueError`` end
+the command with one line on stderr (``error: ...``) and exit status 2. A plain ``ValueError`` may
+come from deeper code, so its line ends with "run with -v for the traceback". Every other exception
+(``RuntimeError``, ``TypeError``, ``KeyError``...) is a bug, not a user error, and keeps its full
+traceback. ``hf-persona -v COMMAND ...`` (``--verbose``) shows the traceback for every error instead
+of the one line.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +17,65 @@ import sys
 
 import click
 
+from .commands._options import output_dir
 from .errors import HFPersonaError
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class OneLineError(click.ClickException):
+    """A user error shown as one line on stderr, exit status 2."""
+
+    exit_code = 2
+
+    def show(self, file=None):
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+#: errors that mean "the input was wrong": one line, exit status 2
+USER_ERRORS = (HFPersonaError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
+
+
+def one_line_error(exc):
+    """The :class:`OneLineError` for a user error ``exc``, or None for anything else (a bug)."""
+    if isinstance(exc, click.exceptions.NoArgsIsHelpError):
+        return None
+    if isinstance(exc, click.UsageError):
+        message = exc.format_message()
+        if exc.ctx is not None:
+            message += f" (see '{exc.ctx.command_path} --help')"
+        return OneLineError(message)
+    if isinstance(exc, USER_ERRORS):
+        return OneLineError(str(exc) or type(exc).__name__)
+    if type(exc) is ValueError:
+        return OneLineError(f"{exc} (run with -v for the traceback)")
+    return None
+
+
+class _TopGroup(click.Group):
+    """The top-level group: turns user errors raised while parsing or running any subcommand into
+    one line (see the module docstring) unless ``-v`` was given."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except click.ClickException as exc:
+            converted = one_line_error(exc) if isinstance(exc, click.UsageError) else None
+            if converted is None:
+                raise
+            raise converted from exc
+        except Exception as exc:
+            converted = None if ctx.params.get("verbose") else one_line_error(exc)
+            if converted is None:
+                raise
+            raise converted from exc
+
+
+@click.group(cls=_TopGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="hf-persona")
-def cli():
+@click.option("-v", "--verbose", is_flag=True,
+              help="Show the full traceback of an error instead of one line.")
+def cli(verbose):
     """Persona-aware dialogue models on the Hugging Face stack."""
 
 
@@ -27,7 +90,7 @@ def eval_():
 
 
 @cli.command()
-@click.option("--json", "as_json", is_flag=True, help="Print names per kind as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print names per kind and the plugin errors as JSON.")
 def plugins(as_json):
     """List registered models, rewards, logits processors and datasets."""
     from . import plugins as plugin_mod
@@ -35,7 +98,8 @@ def plugins(as_json):
     listing = plugin_mod.list_plugins()
     errors = plugin_mod.plugin_errors()
     if as_json:
-        click.echo(json.dumps({k: listing[k] for k in plugin_mod.KINDS}, indent=2))
+        click.echo(json.dumps({**{k: listing[k] for k in plugin_mod.KINDS},
+                               "errors": [e.to_dict() for e in errors]}, indent=2))
         return
     click.echo("Loaded plugins: " + ", ".join(listing["plugins"]))
     for kind in plugin_mod.KINDS:
@@ -50,7 +114,7 @@ def data():
 
 
 @data.command()
-@click.argument("path", type=click.Path(dir_okay=False))
+@click.argument("path", type=click.Path(dir_okay=False, exists=True))
 @click.option("--format", "fmt", type=click.Choice(["personachat", "esconv", "msc"]), default=None,
               help="Data format (detected from the first line when omitted).")
 @click.option("--skip-malformed", is_flag=True, help="Skip malformed dialogues and report how many.")
@@ -69,7 +133,7 @@ def inspect(path, fmt, skip_malformed, as_json):
 
 
 @cli.command()
-@click.option("--out", "out_dir", default="demo_report", show_default=True, type=click.Path(file_okay=False),
+@click.option("--out", "out_dir", default="demo_report", show_default=True, type=output_dir(),
               help="Folder for the report (markdown summary and plots).")
 @click.option("--quick", is_flag=True, help="Tiny training budgets (seconds), for smoke tests.")
 def demo(out_dir, quick):
@@ -92,22 +156,22 @@ def _register_plugin_commands():
 
 
 def main(argv=None):
-    """Entry point: run the CLI; user errors print one line and exit with status 2."""
+    """Entry point: run the CLI; user errors print one line and exit with status 2 (tracebacks
+    with ``-v``; see the module docstring)."""
     _register_plugin_commands()
     try:
-        cli.main(args=argv, standalone_mode=False)
+        rv = cli.main(args=argv, standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as exc:  # a bare group: its help, as click shows it
+        exc.show()
+        sys.exit(exc.exit_code)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(1)
-    except click.ClickException as exc:
-        exc.show()
+    except click.ClickException as exc:  # subcommand errors arrive here already as OneLineError
+        (one_line_error(exc) or exc).show()
         sys.exit(exc.exit_code)
-    except HFPersonaError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
-    except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+    if isinstance(rv, int) and not isinstance(rv, bool) and rv:  # ctx.exit(code)
+        sys.exit(rv)
 
 
 if __name__ == "__main__":

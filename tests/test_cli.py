@@ -21,7 +21,8 @@ def test_help_and_plugins_json_lists_builtins_and_example_plugin():
     proc = run_cli("plugins", "--json", env_extra={"HF_PERSONA_LOAD_PLUGINS": "hf-persona-distinct"})
     assert proc.returncode == 0, proc.stderr
     listing = json.loads(proc.stdout)
-    assert set(listing) == {"models", "rewards", "logits_processors", "datasets"}
+    assert set(listing) == {"models", "rewards", "logits_processors", "datasets", "errors"}
+    assert listing["errors"] == []
     assert "distinct_n" in listing["rewards"] and "esconv" in listing["datasets"]
 
 

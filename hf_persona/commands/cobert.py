@@ -16,32 +16,39 @@ from pathlib import Path
 
 import click
 
+from ._options import (CANDIDATES, MAX_STEPS, NONNEG_INT, POS_FLOAT, POS_INT, SEED, check_backbone, check_model,
+                       input_file, output_dir, output_file)
+
 
 @click.command("cobert")
-@click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False, exists=True),
+@click.option("--data", "data_path", required=True, type=input_file(),
               help="PERSONA-CHAT file (ParlAI text, *_both_* or *_self_*).")
-@click.option("--output-dir", required=True, type=click.Path(file_okay=False), help="Checkpoints and the best model.")
-@click.option("--backbone", default="minilm", show_default=True, help="'minilm' (offline), a Hub id or a local encoder.")
+@click.option("--output-dir", required=True, type=output_dir(), help="Checkpoints and the best model.")
+@click.option("--backbone", default="minilm", show_default=True, callback=check_backbone,
+              help="'minilm' (offline), a Hub id or a local encoder.")
 @click.option("--model", "kind", type=click.Choice(["cobert", "biencoder"]), default="cobert", show_default=True)
-@click.option("--train-dialogues", default=800, show_default=True,
+@click.option("--train-dialogues", default=800, show_default=True, type=NONNEG_INT,
               help="Train on the first N dialogues (the rest are never seen); 0 = all.")
-@click.option("--epochs", default=1.0, show_default=True)
-@click.option("--max-steps", default=-1, show_default=True, help="Stop after this many optimiser steps (-1: epochs).")
-@click.option("--budget-minutes", default=None, type=float, help="Stop (after evaluating and saving) after this wall time.")
-@click.option("--batch-size", default=16, show_default=True, help="Rows per step; the other rows are in-batch negatives.")
-@click.option("--grad-accum", default=1, show_default=True)
-@click.option("--lr", "learning_rate", default=5e-5, show_default=True)
-@click.option("--num-negatives", default=0, show_default=True, help="Sampled negatives per row on top of in-batch ones.")
+@click.option("--epochs", default=1.0, show_default=True, type=POS_FLOAT)
+@click.option("--max-steps", default=-1, show_default=True, type=MAX_STEPS,
+              help="Stop after this many optimiser steps (-1: epochs).")
+@click.option("--budget-minutes", default=None, type=POS_FLOAT, help="Stop (after evaluating and saving) after this wall time.")
+@click.option("--batch-size", default=16, show_default=True, type=POS_INT,
+              help="Rows per step; the other rows are in-batch negatives.")
+@click.option("--grad-accum", default=1, show_default=True, type=POS_INT)
+@click.option("--lr", "learning_rate", default=5e-5, show_default=True, type=POS_FLOAT)
+@click.option("--num-negatives", default=0, show_default=True, type=NONNEG_INT,
+              help="Sampled negatives per row on top of in-batch ones.")
 @click.option("--num-hops", default=2, show_default=True, type=click.IntRange(1, 3), help="CoBERT co-attention hops.")
 @click.option("--pooling", default="max", show_default=True, type=click.Choice(["max", "mean", "max+mean"]),
               help="CoBERT hop-1 pooling.")
 @click.option("--global-match", is_flag=True,
               help="CoBERT: also match the mean-pooled states (adds the Bi-encoder's score; not in the paper).")
 @click.option("--both-sides", is_flag=True, help="Also train on the partner's turns with the partner persona.")
-@click.option("--eval-steps", default=None, type=int, help="Evaluate/checkpoint every N steps (default: each epoch).")
-@click.option("--seed", default=0, show_default=True)
+@click.option("--eval-steps", default=None, type=POS_INT, help="Evaluate/checkpoint every N steps (default: each epoch).")
+@click.option("--seed", default=0, show_default=True, type=SEED)
 @click.option("--no-resume", is_flag=True, help="Start afresh even when OUTPUT_DIR holds checkpoints.")
-@click.option("--json", "json_out", default=None, type=click.Path(dir_okay=False), help="Write the training summary here.")
+@click.option("--json", "json_out", default=None, type=output_file(), help="Write the training summary here.")
 def train_cobert_cmd(data_path, output_dir, backbone, kind, train_dialogues, epochs, max_steps, budget_minutes,
                      batch_size, grad_accum, learning_rate, num_negatives, num_hops, pooling, global_match, both_sides,
                      eval_steps, seed, no_resume, json_out):
@@ -65,18 +72,20 @@ def train_cobert_cmd(data_path, output_dir, backbone, kind, train_dialogues, epo
 
 
 @click.command("cobert")
-@click.option("--model", "model_path", required=True, help="Saved CoBERT / Bi-encoder folder (or Hub id).")
-@click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False, exists=True),
-              help="PERSONA-CHAT file (ParlAI text).")
-@click.option("--skip-dialogues", default=0, show_default=True,
+@click.option("--model", "model_path", required=True, callback=check_model,
+              help="Saved CoBERT / Bi-encoder folder (or Hub id).")
+@click.option("--data", "data_path", required=True, type=input_file(), help="PERSONA-CHAT file (ParlAI text).")
+@click.option("--skip-dialogues", default=0, show_default=True, type=NONNEG_INT,
               help="Evaluate only the dialogues after the first N (e.g. 800 when those were trained on).")
-@click.option("--max-examples", default=None, type=int,
+@click.option("--max-examples", default=None, type=POS_INT,
               help="Score a seeded random subset of this many examples (distractors still come from all).")
-@click.option("--candidates", default=100, show_default=True, help="C for R@1/R@10/R@50/MRR (paper: 100).")
-@click.option("--hits-candidates", default=20, show_default=True, help="C for Hits@1 (PERSONA-CHAT: 20).")
-@click.option("--batch-size", default=32, show_default=True, help="Queries encoded per batch.")
-@click.option("--seed", default=0, show_default=True, help="Seed of the distractor sampling.")
-@click.option("--json", "json_out", default=None, type=click.Path(dir_okay=False), help="Write the metrics JSON here.")
+@click.option("--candidates", default=100, show_default=True, type=CANDIDATES,
+              help="C for R@1/R@10/R@50/MRR (paper: 100).")
+@click.option("--hits-candidates", default=20, show_default=True, type=CANDIDATES,
+              help="C for Hits@1 (PERSONA-CHAT: 20).")
+@click.option("--batch-size", default=32, show_default=True, type=POS_INT, help="Queries encoded per batch.")
+@click.option("--seed", default=0, show_default=True, type=SEED, help="Seed of the distractor sampling.")
+@click.option("--json", "json_out", default=None, type=output_file(), help="Write the metrics JSON here.")
 def eval_cobert_cmd(model_path, data_path, skip_dialogues, max_examples, candidates, hits_candidates, batch_size,
                     seed, json_out):
     """R@1/R@10/R@50/MRR (C=100) and Hits@1/20, with and without persona."""

@@ -7,8 +7,12 @@ Heavy imports happen inside the commands.
 from __future__ import annotations
 
 import json
+import math
 
 import click
+
+from ._options import (MAX_STEPS, NONNEG_FLOAT, NONNEG_INT, POS_FLOAT, POS_INT, SEED, check_backbone, input_dir,
+                       output_dir, output_file)
 
 _VARIANTS = ("pal", "no_persona", "hard_prompt")
 
@@ -29,23 +33,40 @@ def _parse_alpha(value):
         return text
 
 
+def _check_alpha(ctx, param, value):
+    """--alpha: checked before any model loads; an unknown strategy or level names the valid ones."""
+    if value is None:
+        return None
+    parsed = _parse_alpha(value)
+    if parsed == "table":
+        return value
+    from hf_persona.models.pal.generation_pal import resolve_strategy_alphas
+
+    try:
+        resolve_strategy_alphas(parsed)
+    except (TypeError, ValueError) as exc:
+        hint = "; or 'table' (paper Table 2)" if isinstance(parsed, str) else ""
+        raise click.BadParameter(f"{exc}{hint}", ctx=ctx, param=param) from None
+    return value
+
+
 @click.command("pal")
-@click.option("--data", required=True, type=click.Path(file_okay=False, exists=True),
+@click.option("--data", required=True, type=input_dir(),
               help="PESConv folder: train/ and valid/ annotate-persona outputs, or one output (split 90/10).")
-@click.option("--output-dir", required=True, type=click.Path(file_okay=False))
+@click.option("--output-dir", required=True, type=output_dir())
 @click.option("--variant", type=click.Choice(_VARIANTS), default="pal", show_default=True,
               help="pal (persona fused by co-attention), no_persona, hard_prompt (persona text before the dialogue).")
-@click.option("--backbone", default="minilm", show_default=True,
+@click.option("--backbone", default="minilm", show_default=True, callback=check_backbone,
               help="A causal LM (smollm2 = the packaged SmolLM2-135M-Instruct, or a Hub id: PALForCausalLM), a "
                    "seq2seq Hub id (facebook/blenderbot_small-90M) or an encoder warm-started as BERT2BERT (minilm).")
-@click.option("--max-steps", default=-1, show_default=True)
-@click.option("--epochs", default=1.0, show_default=True)
-@click.option("--budget-minutes", default=None, type=float, help="Stop (after evaluating and saving) after this wall time.")
-@click.option("--batch-size", default=8, show_default=True)
-@click.option("--lr", "learning_rate", default=5e-5, show_default=True)
-@click.option("--mixture-lr", "mixture_learning_rate", default=1e-2, show_default=True,
+@click.option("--max-steps", default=-1, show_default=True, type=MAX_STEPS, help="Optimiser steps (-1: --epochs).")
+@click.option("--epochs", default=1.0, show_default=True, type=POS_FLOAT)
+@click.option("--budget-minutes", default=None, type=POS_FLOAT, help="Stop (after evaluating and saving) after this wall time.")
+@click.option("--batch-size", default=8, show_default=True, type=POS_INT)
+@click.option("--lr", "learning_rate", default=5e-5, show_default=True, type=POS_FLOAT)
+@click.option("--mixture-lr", "mixture_learning_rate", default=1e-2, show_default=True, type=NONNEG_FLOAT,
               help="Learning rate of the three eq. 4 mixture logits; 0 = the same as --lr.")
-@click.option("--mixture-init", default=None,
+@click.option("--mixture-init", default=None, callback=lambda ctx, param, value: _parse_floats(value, "--mixture-init"),
               help="Initial eq. 4 logits 'w1,w2,w3' for (H^_D, aligned H^_P, H_D); default 0,0,0 (the paper).")
 @click.option("--fusion-norm-init", type=click.Choice(["fresh", "encoder"]), default=None,
               help="Seq2seq backbones: start the two co-attention LayerNorms fresh (default, the paper's code) or as "
@@ -54,17 +75,17 @@ def _parse_alpha(value):
               help="Seq2seq backbones: how the refined persona meets the decoder: carried onto dialogue positions "
                    "by the eq. 2 attention (default), or appended as extra keys.")
 @click.option("--fusion-layer", default=None, type=int,
-              help="Causal backbones: the decoder layer whose output PAL fuses (-1 = the last; default: the middle).")
-@click.option("--warmup-steps", default=100, show_default=True)
-@click.option("--eval-steps", default=100, show_default=True)
-@click.option("--max-train-examples", default=None, type=int)
-@click.option("--max-eval-examples", default=200, show_default=True, help="Validation examples for the loss.")
-@click.option("--max-source-length", default=256, show_default=True)
-@click.option("--max-persona-length", default=96, show_default=True)
-@click.option("--max-target-length", default=50, show_default=True)
-@click.option("--seed", default=0, show_default=True)
+              help="Causal backbones: the decoder layer whose output PAL fuses (-1 = the last, the default).")
+@click.option("--warmup-steps", default=100, show_default=True, type=NONNEG_INT)
+@click.option("--eval-steps", default=100, show_default=True, type=POS_INT)
+@click.option("--max-train-examples", default=None, type=POS_INT)
+@click.option("--max-eval-examples", default=200, show_default=True, type=POS_INT, help="Validation examples for the loss.")
+@click.option("--max-source-length", default=256, show_default=True, type=POS_INT)
+@click.option("--max-persona-length", default=96, show_default=True, type=POS_INT)
+@click.option("--max-target-length", default=50, show_default=True, type=POS_INT)
+@click.option("--seed", default=0, show_default=True, type=SEED)
 @click.option("--no-resume", is_flag=True, help="Start afresh even when OUTPUT_DIR holds checkpoints.")
-@click.option("--json", "json_out", default=None, type=click.Path(dir_okay=False))
+@click.option("--json", "json_out", default=None, type=output_file())
 def train_pal_cmd(data, output_dir, variant, backbone, max_steps, epochs, budget_minutes, batch_size, learning_rate,
                   mixture_learning_rate, mixture_init, fusion_norm_init, persona_alignment, fusion_layer, warmup_steps,
                   eval_steps, max_train_examples, max_eval_examples, max_source_length, max_persona_length, max_target_length, seed,
@@ -75,7 +96,7 @@ def train_pal_cmd(data, output_dir, variant, backbone, max_steps, epochs, budget
     summary = train_pal(
         data, output_dir, variant=variant, backbone=backbone, max_steps=max_steps, epochs=epochs,
         budget_minutes=budget_minutes, batch_size=batch_size, learning_rate=learning_rate,
-        mixture_learning_rate=mixture_learning_rate or None, mixture_init=_parse_floats(mixture_init, "--mixture-init"),
+        mixture_learning_rate=mixture_learning_rate or None, mixture_init=mixture_init,
         fusion_norm_init=fusion_norm_init, persona_alignment=persona_alignment, fusion_layer=fusion_layer,
         warmup_steps=warmup_steps, eval_steps=eval_steps, max_train_examples=max_train_examples,
         max_eval_examples=max_eval_examples,
@@ -86,17 +107,18 @@ def train_pal_cmd(data, output_dir, variant, backbone, max_steps, epochs, budget
 
 
 @click.command("pal")
-@click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False, exists=True),
-              help="Output folder of `train pal`.")
-@click.option("--data", required=True, type=click.Path(file_okay=False, exists=True), help="PESConv folder.")
+@click.option("--model", "model_dir", required=True, type=input_dir(), help="Output folder of `train pal`.")
+@click.option("--data", required=True, type=input_dir(), help="PESConv folder.")
 @click.option("--split", type=click.Choice(["valid", "train"]), default="valid", show_default=True)
-@click.option("--max-examples", default=None, type=int, help="Teacher-forced examples (ACC, PPL).")
-@click.option("--max-generate", default=None, type=int, help="Sampled examples (BLEU, Distinct, EAD, ROUGE-L, cos-sim).")
-@click.option("--alpha", default=None,
-              help="Strategy contrastive decoding: 'table' (paper Table 2), low/medium/high, a number, or JSON.")
-@click.option("--batch-size", default=16, show_default=True)
-@click.option("--seed", default=0, show_default=True)
-@click.option("--json", "json_out", default=None, type=click.Path(dir_okay=False), help="Write the metrics JSON here.")
+@click.option("--max-examples", default=None, type=POS_INT, help="Teacher-forced examples (ACC, PPL).")
+@click.option("--max-generate", default=None, type=POS_INT,
+              help="Sampled examples (BLEU, Distinct, EAD, ROUGE-L, cos-sim).")
+@click.option("--alpha", default=None, callback=_check_alpha,
+              help="Strategy contrastive decoding: 'table' (paper Table 2), low/medium/high, a number >= 0, or a "
+                   "JSON object strategy -> alpha.")
+@click.option("--batch-size", default=16, show_default=True, type=POS_INT)
+@click.option("--seed", default=0, show_default=True, type=SEED)
+@click.option("--json", "json_out", default=None, type=output_file(), help="Write the metrics JSON here.")
 def eval_pal_cmd(model_dir, data, split, max_examples, max_generate, alpha, batch_size, seed, json_out):
     """Paper Table 3 metrics with the paper's decoding (top-k 10, top-p 0.9, T 0.5, rep. 1.03)."""
     from hf_persona.evaluation import format_table
@@ -123,9 +145,13 @@ def _parse_floats(text, option):
     if text is None:
         return None
     try:
-        return parse_floats(text)
+        values = parse_floats(text)
     except ValueError as err:
         raise click.BadParameter(str(err), param_hint=option) from None
+    if len(values) != 3 or not all(math.isfinite(v) for v in values):
+        raise click.BadParameter(f"expected three finite numbers w1,w2,w3 (eq. 4 logits), got {text!r}",
+                                 param_hint=option)
+    return values
 
 
 def add_commands(cli) -> None:

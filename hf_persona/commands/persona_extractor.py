@@ -17,37 +17,43 @@ import json
 
 import click
 
+from ._options import (MAX_STEPS, NONNEG_INT, POS_FLOAT, POS_INT, SEED, UNIT_FLOAT, check_backbone, input_dir,
+                       input_file, output_dir, output_file)
+
 
 def _echo_json(obj) -> None:
     click.echo(json.dumps(obj, indent=2, ensure_ascii=False, default=str))
 
 
 @click.command("persona-extractor")
-@click.option("--data", "data_files", multiple=True, type=click.Path(dir_okay=False),
+@click.option("--data", "data_files", multiple=True, type=input_file(),
               help="PERSONA-CHAT (ParlAI text) or MSC (JSON lines) file; repeat for several. "
                    "Default: ../shared/data personachat original + msc sessions.")
-@click.option("--output-dir", required=True, type=click.Path(file_okay=False), help="Where checkpoints and the model go.")
-@click.option("--backbone", default="minilm", show_default=True,
+@click.option("--output-dir", required=True, type=output_dir(), help="Where checkpoints and the model go.")
+@click.option("--backbone", default="minilm", show_default=True, callback=check_backbone,
               help="A causal LM (smollm2 = the packaged SmolLM2-135M-Instruct, or a Hub id), a Hub seq2seq id "
                    "(facebook/bart-large-cnn), or an encoder (minilm) warm-started as BERT2BERT.")
-@click.option("--dev-from", default=800, show_default=True,
+@click.option("--dev-from", default=800, show_default=True, type=POS_INT,
               help="PERSONA-CHAT dialogues from this index on (and MSC episodes built on them) are held back.")
-@click.option("--max-steps", default=-1, show_default=True, help="Stop after this many optimiser steps (-1: epochs).")
-@click.option("--epochs", default=3.0, show_default=True)
-@click.option("--budget-minutes", default=None, type=float, help="Stop (after evaluating and saving) after this wall time.")
-@click.option("--batch-size", default=8, show_default=True)
-@click.option("--lr", "learning_rate", default=5e-5, show_default=True)
-@click.option("--eval-steps", default=100, show_default=True, help="Evaluate and checkpoint every N steps.")
-@click.option("--max-source-length", default=256, show_default=True)
-@click.option("--max-target-length", default=64, show_default=True)
-@click.option("--num-beams", default=4, show_default=True, help="Beams for the final generation-based evaluation.")
-@click.option("--min-support", default=0.0, show_default=True, type=click.FloatRange(0.0, 1.0),
+@click.option("--max-steps", default=-1, show_default=True, type=MAX_STEPS,
+              help="Stop after this many optimiser steps (-1: epochs).")
+@click.option("--epochs", default=3.0, show_default=True, type=POS_FLOAT)
+@click.option("--budget-minutes", default=None, type=POS_FLOAT, help="Stop (after evaluating and saving) after this wall time.")
+@click.option("--batch-size", default=8, show_default=True, type=POS_INT)
+@click.option("--lr", "learning_rate", default=5e-5, show_default=True, type=POS_FLOAT)
+@click.option("--eval-steps", default=100, show_default=True, type=POS_INT, help="Evaluate and checkpoint every N steps.")
+@click.option("--max-source-length", default=256, show_default=True, type=POS_INT)
+@click.option("--max-target-length", default=64, show_default=True, type=POS_INT)
+@click.option("--num-beams", default=4, show_default=True, type=POS_INT,
+              help="Beams for the final generation-based evaluation.")
+@click.option("--min-support", default=0.0, show_default=True, type=UNIT_FLOAT,
               help="Train only on persona sentences sharing at least this share of their content words with the "
                    "speaker's utterances (0: all, the paper; 0.5 teaches restating over inventing).")
-@click.option("--eval-examples", default=100, show_default=True, help="Held-back examples for BLEU/ROUGE/Distinct (0: skip).")
-@click.option("--seed", default=0, show_default=True)
+@click.option("--eval-examples", default=100, show_default=True, type=NONNEG_INT,
+              help="Held-back examples for BLEU/ROUGE/Distinct (0: skip).")
+@click.option("--seed", default=0, show_default=True, type=SEED)
 @click.option("--no-resume", is_flag=True, help="Start afresh even when OUTPUT_DIR holds checkpoints.")
-@click.option("--json", "json_out", default=None, type=click.Path(dir_okay=False), help="Write the summary JSON here.")
+@click.option("--json", "json_out", default=None, type=output_file(), help="Write the summary JSON here.")
 def train_persona_extractor_cmd(data_files, output_dir, backbone, dev_from, max_steps, epochs, budget_minutes,
                                 batch_size, learning_rate, eval_steps, max_source_length, max_target_length,
                                 num_beams, min_support, eval_examples, seed, no_resume, json_out):
@@ -65,14 +71,14 @@ def train_persona_extractor_cmd(data_files, output_dir, backbone, dev_from, max_
 
 
 @click.command("persona-extractor")
-@click.option("--extractor", required=True, type=click.Path(file_okay=False, exists=True), help="Trained extractor folder.")
-@click.option("--data", "data_files", multiple=True, type=click.Path(dir_okay=False),
+@click.option("--extractor", required=True, type=input_dir(), help="Trained extractor folder.")
+@click.option("--data", "data_files", multiple=True, type=input_file(),
               help="PERSONA-CHAT / MSC files (default: the shared data); their held-back dialogues are evaluated.")
-@click.option("--dev-from", default=800, show_default=True)
-@click.option("--max-examples", default=200, show_default=True)
-@click.option("--num-beams", default=4, show_default=True)
-@click.option("--batch-size", default=16, show_default=True)
-@click.option("--json", "json_out", default=None, type=click.Path(dir_okay=False), help="Write the metrics JSON here.")
+@click.option("--dev-from", default=800, show_default=True, type=NONNEG_INT)
+@click.option("--max-examples", default=200, show_default=True, type=POS_INT)
+@click.option("--num-beams", default=4, show_default=True, type=POS_INT)
+@click.option("--batch-size", default=16, show_default=True, type=POS_INT)
+@click.option("--json", "json_out", default=None, type=output_file(), help="Write the metrics JSON here.")
 def eval_persona_extractor_cmd(extractor, data_files, dev_from, max_examples, num_beams, batch_size, json_out):
     """BLEU / ROUGE-L / Distinct of inferred personas on held-back dialogues."""
     from hf_persona.evaluation import format_table
@@ -86,15 +92,17 @@ def eval_persona_extractor_cmd(extractor, data_files, dev_from, max_examples, nu
 
 
 @click.command("annotate-persona")
-@click.option("--extractor", required=True, type=click.Path(file_okay=False, exists=True), help="Trained extractor folder.")
-@click.option("--data", required=True, type=click.Path(dir_okay=False, exists=True), help="ESConv JSON lines file.")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder (resumed if it exists).")
-@click.option("--batch-size", default=32, show_default=True, help="Extractor inputs per generate call.")
-@click.option("--dialogues-per-shard", default=16, show_default=True, help="Dialogues per atomically written shard.")
-@click.option("--min-seeker-utterances", default=3, show_default=True, help="First seeker utterance count that is annotated.")
-@click.option("--num-beams", default=None, type=int, help="Beams for the extractor (default: 4).")
-@click.option("--max-dialogues", default=None, type=int, help="Annotate only the first N dialogues.")
-@click.option("--min-support", default=0.0, show_default=True, type=click.FloatRange(0.0, 1.0),
+@click.option("--extractor", required=True, type=input_dir(), help="Trained extractor folder.")
+@click.option("--data", required=True, type=input_file(), help="ESConv JSON lines file.")
+@click.option("--out", "out_dir", required=True, type=output_dir(), help="Output folder (resumed if it exists).")
+@click.option("--batch-size", default=32, show_default=True, type=POS_INT, help="Extractor inputs per generate call.")
+@click.option("--dialogues-per-shard", default=16, show_default=True, type=POS_INT,
+              help="Dialogues per atomically written shard.")
+@click.option("--min-seeker-utterances", default=3, show_default=True, type=POS_INT,
+              help="First seeker utterance count that is annotated.")
+@click.option("--num-beams", default=None, type=POS_INT, help="Beams for the extractor (default: 4).")
+@click.option("--max-dialogues", default=None, type=POS_INT, help="Annotate only the first N dialogues.")
+@click.option("--min-support", default=0.0, show_default=True, type=UNIT_FLOAT,
               help="Drop inferred sentences sharing less than this share of their content words with the seeker's "
                    "utterances (0: keep all, the paper).")
 @click.option("--merge-consecutive", is_flag=True, help="Merge consecutive turns of one speaker first.")

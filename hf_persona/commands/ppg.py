@@ -16,6 +16,9 @@ import json
 
 import click
 
+from ._options import (MAX_STEPS, NONNEG_FLOAT, NONNEG_INT, POS_FLOAT, POS_INT, SEED, UNIT_FLOAT_OPEN, check_backbone,
+                       check_model, input_file, output_dir, output_file)
+
 
 def _rows(data_path, first=None, skip=0):
     from hf_persona.data import read_personachat
@@ -37,23 +40,31 @@ def _lora(value):
     return [m.strip() for m in value.split(",") if m.strip()] if value else None
 
 
+def _check_lora(ctx, param, value):
+    if value is not None and not _lora(value):
+        raise click.BadParameter("expected comma-separated module names such as q_proj,v_proj", ctx=ctx, param=param)
+    return value
+
+
 def _common_train_options(f):
     opts = [
-        click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False, exists=True),
+        click.option("--data", "data_path", required=True, type=input_file(),
                      help="PERSONA-CHAT file with both personas (ParlAI text, *_both_*)."),
-        click.option("--output-dir", required=True, type=click.Path(file_okay=False)),
-        click.option("--backbone", default="minilm", show_default=True,
+        click.option("--output-dir", required=True, type=output_dir()),
+        click.option("--backbone", default="minilm", show_default=True, callback=check_backbone,
                      help="'minilm' (offline), a Hub id (microsoft/DialoGPT-small) or a local folder."),
-        click.option("--train-dialogues", default=800, show_default=True, help="Use the first N dialogues; 0 = all."),
-        click.option("--epochs", default=2.0, show_default=True, help="Paper: 2 for the generators."),
-        click.option("--max-steps", default=-1, show_default=True),
-        click.option("--budget-minutes", default=None, type=float, help="Stop (saving a checkpoint) after this time."),
-        click.option("--batch-size", default=8, show_default=True),
-        click.option("--lr", "learning_rate", default=1e-4, show_default=True),
-        click.option("--max-context", default=None, type=int, help="Keep at most the last N context utterances."),
-        click.option("--max-prompt-tokens", default=192, show_default=True),
-        click.option("--lora", default=None, help="Train LoRA adapters on these comma-separated modules (merged at save)."),
-        click.option("--seed", default=0, show_default=True),
+        click.option("--train-dialogues", default=800, show_default=True, type=NONNEG_INT,
+                     help="Use the first N dialogues; 0 = all."),
+        click.option("--epochs", default=2.0, show_default=True, type=POS_FLOAT, help="Paper: 2 for the generators."),
+        click.option("--max-steps", default=-1, show_default=True, type=MAX_STEPS, help="Optimiser steps (-1: --epochs)."),
+        click.option("--budget-minutes", default=None, type=POS_FLOAT, help="Stop (saving a checkpoint) after this time."),
+        click.option("--batch-size", default=8, show_default=True, type=POS_INT),
+        click.option("--lr", "learning_rate", default=1e-4, show_default=True, type=POS_FLOAT),
+        click.option("--max-context", default=None, type=POS_INT, help="Keep at most the last N context utterances."),
+        click.option("--max-prompt-tokens", default=192, show_default=True, type=POS_INT),
+        click.option("--lora", default=None, callback=_check_lora,
+                     help="Train LoRA adapters on these comma-separated modules (merged at save)."),
+        click.option("--seed", default=0, show_default=True, type=SEED),
         click.option("--no-resume", is_flag=True, help="Start afresh even when checkpoints exist."),
     ]
     for o in reversed(opts):
@@ -91,19 +102,22 @@ def train_drg_cmd(partner_persona, **kw):
 
 
 @click.command("critic")
-@click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False, exists=True))
-@click.option("--output-dir", required=True, type=click.Path(file_okay=False))
-@click.option("--backbone", default="minilm", show_default=True, help="'minilm' or distilbert-base-uncased, ...")
-@click.option("--train-dialogues", default=800, show_default=True, help="First N dialogues train; the rest are dev.")
-@click.option("--epochs", default=1.0, show_default=True)
-@click.option("--max-steps", default=-1, show_default=True)
-@click.option("--budget-minutes", default=None, type=float)
-@click.option("--batch-size", default=32, show_default=True)
-@click.option("--lr", "learning_rate", default=2e-5, show_default=True)
-@click.option("--max-length", default=128, show_default=True,
+@click.option("--data", "data_path", required=True, type=input_file())
+@click.option("--output-dir", required=True, type=output_dir())
+@click.option("--backbone", default="minilm", show_default=True, callback=check_backbone,
+              help="'minilm' or distilbert-base-uncased, ...")
+@click.option("--train-dialogues", default=800, show_default=True, type=NONNEG_INT,
+              help="First N dialogues train; the rest are dev (0 = all train, no dev).")
+@click.option("--epochs", default=1.0, show_default=True, type=POS_FLOAT)
+@click.option("--max-steps", default=-1, show_default=True, type=MAX_STEPS, help="Optimiser steps (-1: --epochs).")
+@click.option("--budget-minutes", default=None, type=POS_FLOAT)
+@click.option("--batch-size", default=32, show_default=True, type=POS_INT)
+@click.option("--lr", "learning_rate", default=2e-5, show_default=True, type=POS_FLOAT)
+@click.option("--max-length", default=128, show_default=True, type=POS_INT,
               help="Word pieces per (persona, response) pair; too few cut the persona off.")
-@click.option("--warmup-ratio", default=0.06, show_default=True, help="Linear warm-up, fraction of the steps.")
-@click.option("--seed", default=0, show_default=True)
+@click.option("--warmup-ratio", default=0.06, show_default=True, type=UNIT_FLOAT_OPEN,
+              help="Linear warm-up, fraction of the steps.")
+@click.option("--seed", default=0, show_default=True, type=SEED)
 @click.option("--no-resume", is_flag=True)
 def train_critic_cmd(data_path, output_dir, backbone, train_dialogues, epochs, max_steps, budget_minutes, batch_size,
                      learning_rate, max_length, warmup_ratio, seed, no_resume):
@@ -122,27 +136,34 @@ def train_critic_cmd(data_path, output_dir, backbone, train_dialogues, epochs, m
 
 
 @click.command("ppg-rl")
-@click.option("--ppg", "ppg_path", required=True, help="Supervised PPG folder.")
-@click.option("--drg", "drg_path", required=True, help="Supervised DRG folder.")
-@click.option("--critic", "critic_path", required=True, help="Critic folder (frozen during RL).")
-@click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False, exists=True))
-@click.option("--output-dir", required=True, type=click.Path(file_okay=False))
-@click.option("--train-dialogues", default=800, show_default=True)
-@click.option("--rounds", default=2, show_default=True, help="Alternations of a PPG phase and a DRG phase.")
-@click.option("--steps-per-phase", default=10, show_default=True)
+@click.option("--ppg", "ppg_path", required=True, callback=check_model, help="Supervised PPG folder.")
+@click.option("--drg", "drg_path", required=True, callback=check_model, help="Supervised DRG folder.")
+@click.option("--critic", "critic_path", required=True, callback=check_model, help="Critic folder (frozen during RL).")
+@click.option("--data", "data_path", required=True, type=input_file())
+@click.option("--output-dir", required=True, type=output_dir())
+@click.option("--train-dialogues", default=800, show_default=True, type=NONNEG_INT, help="Use the first N dialogues; 0 = all.")
+@click.option("--rounds", default=2, show_default=True, type=POS_INT, help="Alternations of a PPG phase and a DRG phase.")
+@click.option("--steps-per-phase", default=10, show_default=True, type=POS_INT)
 @click.option("--only", type=click.Choice(["both", "ppg", "drg"]), default="both", show_default=True,
               help="Which generator(s) RL updates (the other stays frozen): the paper's ablation.")
 @click.option("--reward-mode", type=click.Choice(["label", "prob"]), default="label", show_default=True)
-@click.option("--lr", "learning_rate", default=1e-5, show_default=True, help="Paper: 5e-6 (Adam).")
-@click.option("--batch-size", default=8, show_default=True, help="Completions per step (prompts x generations).")
-@click.option("--num-generations", default=2, show_default=True)
-@click.option("--beta", default=0.0, show_default=True, help="KL penalty to the phase's starting model (0: none).")
-@click.option("--max-context", default=None, type=int)
-@click.option("--lora", default=None, help="Comma-separated LoRA target modules (merged after each phase).")
-@click.option("--seed", default=0, show_default=True)
+@click.option("--lr", "learning_rate", default=1e-5, show_default=True, type=POS_FLOAT, help="Paper: 5e-6 (Adam).")
+@click.option("--batch-size", default=8, show_default=True, type=POS_INT,
+              help="Completions per step (prompts x generations); a multiple of --num-generations.")
+@click.option("--num-generations", default=2, show_default=True, type=click.IntRange(min=2),
+              help="Samples per prompt (RLOO needs at least 2).")
+@click.option("--beta", default=0.0, show_default=True, type=NONNEG_FLOAT,
+              help="KL penalty to the phase's starting model (0: none).")
+@click.option("--max-context", default=None, type=POS_INT)
+@click.option("--lora", default=None, callback=_check_lora,
+              help="Comma-separated LoRA target modules (merged after each phase).")
+@click.option("--seed", default=0, show_default=True, type=SEED)
 def train_ppg_rl_cmd(ppg_path, drg_path, critic_path, data_path, output_dir, train_dialogues, rounds, steps_per_phase,
                      only, reward_mode, learning_rate, batch_size, num_generations, beta, max_context, lora, seed):
     """RLOO on PPG and DRG with the critic reward, alternating; re-run to resume after a kill."""
+    if batch_size % num_generations:
+        raise click.BadParameter(f"{batch_size} is not a multiple of --num-generations {num_generations}",
+                                 param_hint="'--batch-size'")
     from hf_persona.training.ppg_rl import train_rl
 
     state = train_rl(ppg_path, drg_path, critic_path, _rows(data_path, train_dialogues), output_dir, rounds=rounds,
@@ -160,12 +181,14 @@ def train_ppg_rl_cmd(ppg_path, drg_path, critic_path, data_path, output_dir, tra
 @click.option("--ppg-rl", "ppg_rl_path", default=None, help="PPG after RL (adds the ablation).")
 @click.option("--drg-rl", "drg_rl_path", default=None, help="DRG after RL (adds the ablation).")
 @click.option("--bm25-drg", "bm25_drg_path", default=None, help="DRG trained with BM25 top-3 gold personas.")
-@click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False, exists=True))
-@click.option("--skip-dialogues", default=800, show_default=True, help="Evaluate the dialogues after the first N.")
-@click.option("--max-examples", default=200, show_default=True, help="Dev turns sampled (seeded); 0 = all.")
-@click.option("--cold-start-examples", default=100, show_default=True)
-@click.option("--seed", default=0, show_default=True)
-@click.option("--json", "json_out", default=None, type=click.Path(dir_okay=False), help="Write the flat metrics here.")
+@click.option("--data", "data_path", required=True, type=input_file())
+@click.option("--skip-dialogues", default=800, show_default=True, type=NONNEG_INT,
+              help="Evaluate the dialogues after the first N.")
+@click.option("--max-examples", default=200, show_default=True, type=NONNEG_INT,
+              help="Dev turns sampled (seeded); 0 = all.")
+@click.option("--cold-start-examples", default=100, show_default=True, type=NONNEG_INT)
+@click.option("--seed", default=0, show_default=True, type=SEED)
+@click.option("--json", "json_out", default=None, type=output_file(), help="Write the flat metrics here.")
 def eval_ppg_cmd(ppg_path, drg_path, critic_path, ppg_rl_path, drg_rl_path, bm25_drg_path, data_path,
                  skip_dialogues, max_examples, cold_start_examples, seed, json_out):
     """DRG PPL/BLEU/ROUGE-L, PPG PPL/BLEU/ROUGE-L/Distinct-1/2, cold start N=1,2,3, and the RL ablation."""

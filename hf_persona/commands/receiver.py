@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import click
 
+from ._options import (CANDIDATES, FRACTION, MAX_STEPS, NONNEG_FLOAT, NONNEG_INT, POS_FLOAT, POS_INT, SEED,
+                       check_backbone, check_model, input_file, output_dir, output_file)
+
 
 def add_commands(cli) -> None:
     """Add the Receiver's commands to ``cli`` (its ``train`` and ``eval`` groups and a ``receiver`` group)."""
@@ -19,38 +22,40 @@ def add_commands(cli) -> None:
     eval_group = cli.commands["eval"]
 
     @train_group.command("receiver")
-    @click.option("--data", "data", multiple=True, type=click.Path(exists=True, dir_okay=False),
+    @click.option("--data", "data", multiple=True, type=input_file(),
                   help="PERSONA-CHAT / MSC file(s); repeat for original + revised (distractors never cross files). "
                        "Default: the embedded sample.")
-    @click.option("--output-dir", required=True, type=click.Path(file_okay=False), help="Where the model is saved.")
-    @click.option("--backbone", default="minilm", show_default=True, help="'minilm', a Hub id or a local encoder.")
-    @click.option("--first", type=int, default=None, help="Train on the first N dialogues of each file, validate on the rest.")
-    @click.option("--dev-fraction", type=float, default=None, help="Else hold out this seeded fraction (default 0.2).")
-    @click.option("--max-steps", type=int, default=-1, show_default=True, help="Optimizer steps (-1: use --epochs).")
-    @click.option("--epochs", type=float, default=1.0, show_default=True)
-    @click.option("--batch-size", type=int, default=16, show_default=True)
-    @click.option("--lr", type=float, default=6.25e-5, show_default=True)
+    @click.option("--output-dir", required=True, type=output_dir(), help="Where the model is saved.")
+    @click.option("--backbone", default="minilm", show_default=True, callback=check_backbone,
+                  help="'minilm', a Hub id or a local encoder.")
+    @click.option("--first", type=POS_INT, default=None,
+                  help="Train on the first N dialogues of each file, validate on the rest.")
+    @click.option("--dev-fraction", type=FRACTION, default=None, help="Else hold out this seeded fraction (default 0.2).")
+    @click.option("--max-steps", type=MAX_STEPS, default=-1, show_default=True, help="Optimizer steps (-1: use --epochs).")
+    @click.option("--epochs", type=POS_FLOAT, default=1.0, show_default=True)
+    @click.option("--batch-size", type=POS_INT, default=16, show_default=True)
+    @click.option("--lr", type=POS_FLOAT, default=6.25e-5, show_default=True)
     @click.option("--separate-encoders", is_flag=True, help="Separate impression and persona encoders (paper) "
                   "instead of one shared encoder with segment ids (authors' code).")
     @click.option("--negatives", type=click.Choice(["sampled", "in_batch"]), default="sampled", show_default=True,
                   help="One sampled distractor persona per example (paper) or every other persona in the batch.")
-    @click.option("--max-train-utterances", type=int, default=None,
+    @click.option("--max-train-utterances", type=POS_INT, default=None,
                   help="Train on a random subset of at most N utterances per side (cheaper steps).")
-    @click.option("--freeze-layers", type=int, default=0, show_default=True,
+    @click.option("--freeze-layers", type=NONNEG_INT, default=0, show_default=True,
                   help="Freeze the embeddings and the N lowest encoder layers.")
     @click.option("--allow-shared-sentences", is_flag=True,
                   help="Let a distractor persona share sentences with the true one (older behaviour; by default "
                        "such personas are versions of the same persona and are never distractors).")
-    @click.option("--margin", type=float, default=0.4, show_default=True)
-    @click.option("--l1-weight", type=float, default=1e-4, show_default=True)
+    @click.option("--margin", type=NONNEG_FLOAT, default=0.4, show_default=True)
+    @click.option("--l1-weight", type=NONNEG_FLOAT, default=1e-4, show_default=True)
     @click.option("--loss", "loss_type", type=click.Choice(["margin", "softmax"]), default="margin", show_default=True,
                   help="The paper's hinge loss, or cross-entropy of the true persona among the distractors.")
-    @click.option("--loss-temperature", type=float, default=0.1, show_default=True,
+    @click.option("--loss-temperature", type=POS_FLOAT, default=0.1, show_default=True,
                   help="Temperature of the softmax loss.")
-    @click.option("--tau-start", type=float, default=10.0, show_default=True)
-    @click.option("--tau-end", type=float, default=0.5, show_default=True)
-    @click.option("--eval-steps", type=int, default=None, help="Evaluate/checkpoint every N steps (default: 4 per run).")
-    @click.option("--seed", type=int, default=0, show_default=True)
+    @click.option("--tau-start", type=POS_FLOAT, default=10.0, show_default=True)
+    @click.option("--tau-end", type=POS_FLOAT, default=0.5, show_default=True)
+    @click.option("--eval-steps", type=POS_INT, default=None, help="Evaluate/checkpoint every N steps (default: 4 per run).")
+    @click.option("--seed", type=SEED, default=0, show_default=True)
     @click.option("--no-resume", is_flag=True, help="Start fresh even if OUTPUT_DIR has checkpoints.")
     def train_receiver_cmd(data, output_dir, backbone, first, dev_fraction, max_steps, epochs, batch_size, lr,
                            separate_encoders, negatives, max_train_utterances, freeze_layers,
@@ -76,21 +81,22 @@ def add_commands(cli) -> None:
                 click.echo(f"{key}: {metrics[key]:.4f}")
 
     @eval_group.command("receiver")
-    @click.option("--model", "model_dir", required=True, help="Trained Receiver folder or Hub id.")
-    @click.option("--data", "data", multiple=True, type=click.Path(exists=True, dir_okay=False),
+    @click.option("--model", "model_dir", required=True, callback=check_model, help="Trained Receiver folder or Hub id.")
+    @click.option("--data", "data", multiple=True, type=input_file(),
                   help="PERSONA-CHAT file(s), e.g. original and revised. Default: the embedded sample.")
-    @click.option("--first", type=int, default=None,
+    @click.option("--first", type=POS_INT, default=None,
                   help="Evaluate on the dialogues after the first N of each file (the training split's size).")
-    @click.option("--dev-fraction", type=float, default=None, help="Else the seeded held-out fraction used in training.")
-    @click.option("--candidates", type=int, default=32, show_default=True, help="Personas per probe item (1 true).")
-    @click.option("--seed", type=int, default=0, show_default=True, help="Seed for the distractors and the split.")
+    @click.option("--dev-fraction", type=FRACTION, default=None, help="Else the seeded held-out fraction used in training.")
+    @click.option("--candidates", type=CANDIDATES, default=32, show_default=True, help="Personas per probe item (1 true).")
+    @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed for the distractors and the split.")
     @click.option("--baselines/--no-baselines", default=True, show_default=True, help="Also run TF-IDF IR and zero-shot cosine.")
-    @click.option("--zeroshot-backbone", default="minilm", show_default=True, help="Encoder of the zero-shot baseline.")
+    @click.option("--zeroshot-backbone", default="minilm", show_default=True, callback=check_backbone,
+                  help="Encoder of the zero-shot baseline.")
     @click.option("--allow-shared-sentences", is_flag=True,
                   help="Let a distractor persona of the probe share sentences with the true one (older "
                        "behaviour; by default such personas are versions of the same persona and are never "
                        "distractors).")
-    @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write flat metrics JSON here.")
+    @click.option("--json", "json_out", type=output_file(), default=None, help="Write flat metrics JSON here.")
     def eval_receiver_cmd(model_dir, data, first, dev_fraction, candidates, seed, baselines, zeroshot_backbone,
                           allow_shared_sentences, json_out):
         """Persona-perception probe: Hits@1 of N candidate personas and MRR of the true persona sentences."""
@@ -119,10 +125,10 @@ def add_commands(cli) -> None:
         """Inspect a trained P2Bot Receiver."""
 
     @receiver_group.command("heatmap")
-    @click.option("--model", "model_dir", required=True, help="Trained Receiver folder or Hub id.")
+    @click.option("--model", "model_dir", required=True, callback=check_model, help="Trained Receiver folder or Hub id.")
     @click.option("--utterances", "-u", multiple=True, required=True, help="One utterance (repeat the option).")
     @click.option("--persona", "-p", multiple=True, required=True, help="One persona sentence (repeat the option).")
-    @click.option("--out", required=True, type=click.Path(dir_okay=False), help="PNG file to write.")
+    @click.option("--out", required=True, type=output_file(), help="PNG file to write.")
     @click.option("--title", default=None)
     def heatmap_cmd(model_dir, utterances, persona, out, title):
         """Render the relevance grid U (utterances × persona sentences) as a labelled heat-map."""

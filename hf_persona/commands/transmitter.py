@@ -12,10 +12,15 @@ imports (torch, transformers) happen inside the commands so that ``hf-persona --
 from __future__ import annotations
 
 import json
+import math
 
 import click
 
 from hf_persona.errors import HFPersonaError
+
+from ._options import (CANDIDATES, MAX_STEPS, MODEL_ACCEPTED, NONNEG_FLOAT, NONNEG_INT, POS_FLOAT, POS_INT, SEED,
+                       UNIT_FLOAT, UNIT_FLOAT_OPEN, check_backbone, check_model_ref, input_dir, input_file,
+                       output_dir, output_file)
 
 
 def parse_weights(text: str | None) -> dict | None:
@@ -38,6 +43,8 @@ def parse_weights(text: str | None) -> dict | None:
             out[name] = float(value)
         except ValueError:
             raise HFPersonaError(f"--weights: {name} needs a number, got {value!r}") from None
+        if not math.isfinite(out[name]) or out[name] < 0:
+            raise HFPersonaError(f"--weights: {name} needs a finite number >= 0, got {value!r}")
     if not out:
         raise HFPersonaError("--weights is empty")
     return out
@@ -54,24 +61,24 @@ def _default_data():
 
 
 @click.command("transmitter")
-@click.option("--data", default=None, type=click.Path(dir_okay=False),
+@click.option("--data", default=None, type=input_file(),
               help="PERSONA-CHAT ParlAI text file (default: shared original personas, else the embedded sample).")
-@click.option("--output-dir", required=True, type=click.Path(file_okay=False))
-@click.option("--backbone", default="minilm", show_default=True,
+@click.option("--output-dir", required=True, type=output_dir())
+@click.option("--backbone", default="minilm", show_default=True, callback=check_backbone,
               help="minilm (offline, BERT as decoder), openai-gpt, gpt2, microsoft/DialoGPT-small, or a path.")
-@click.option("--dev-from", default=800, show_default=True, help="Dialogues from this index on are held out.")
-@click.option("--epochs", default=2.0, show_default=True)
-@click.option("--max-steps", default=-1, show_default=True)
-@click.option("--budget-minutes", default=None, type=float, help="Stop (with a checkpoint) after this wall time.")
-@click.option("--batch-size", default=8, show_default=True)
-@click.option("--lr", "learning_rate", default=6.25e-5, show_default=True)
-@click.option("--lm-weight", default=0.6, show_default=True, help="w in w·LM + (1-w)·NUP.")
-@click.option("--label-smoothing", default=0.05, show_default=True)
-@click.option("--max-context-tokens", default=256, show_default=True)
-@click.option("--save-steps", default=200, show_default=True)
-@click.option("--seed", default=0, show_default=True)
+@click.option("--dev-from", default=800, show_default=True, type=POS_INT, help="Dialogues from this index on are held out.")
+@click.option("--epochs", default=2.0, show_default=True, type=POS_FLOAT)
+@click.option("--max-steps", default=-1, show_default=True, type=MAX_STEPS, help="Optimiser steps (-1: --epochs).")
+@click.option("--budget-minutes", default=None, type=POS_FLOAT, help="Stop (with a checkpoint) after this wall time.")
+@click.option("--batch-size", default=8, show_default=True, type=POS_INT)
+@click.option("--lr", "learning_rate", default=6.25e-5, show_default=True, type=POS_FLOAT)
+@click.option("--lm-weight", default=0.6, show_default=True, type=UNIT_FLOAT, help="w in w·LM + (1-w)·NUP.")
+@click.option("--label-smoothing", default=0.05, show_default=True, type=UNIT_FLOAT_OPEN)
+@click.option("--max-context-tokens", default=256, show_default=True, type=POS_INT)
+@click.option("--save-steps", default=200, show_default=True, type=POS_INT)
+@click.option("--seed", default=0, show_default=True, type=SEED)
 @click.option("--no-resume", is_flag=True, help="Start afresh even when OUTPUT_DIR holds checkpoints.")
-@click.option("--json", "json_out", default=None, type=click.Path(dir_okay=False))
+@click.option("--json", "json_out", default=None, type=output_file())
 def train_transmitter_cmd(data, output_dir, backbone, dev_from, epochs, max_steps, budget_minutes, batch_size,
                           learning_rate, lm_weight, label_smoothing, max_context_tokens, save_steps, seed,
                           no_resume, json_out):
@@ -88,42 +95,47 @@ def train_transmitter_cmd(data, output_dir, backbone, dev_from, epochs, max_step
 
 
 @click.command("selfplay")
-@click.option("--model", "sft_model", required=True, type=click.Path(file_okay=False, exists=True),
+@click.option("--model", "sft_model", required=True, type=input_dir(),
               help="Supervised Transmitter folder (both the frozen user and the agent start from it).")
-@click.option("--output-dir", required=True, type=click.Path(file_okay=False))
-@click.option("--receiver", default=None, type=click.Path(file_okay=False, exists=True),
+@click.option("--output-dir", required=True, type=output_dir())
+@click.option("--receiver", default=None, type=input_dir(),
               help="Trained Receiver folder for RS.3 (persona_perception).")
-@click.option("--data", default=None, type=click.Path(dir_okay=False), help="PERSONA-CHAT file for the seeds.")
-@click.option("--dev-from", default=800, show_default=True)
+@click.option("--data", default=None, type=input_file(), help="PERSONA-CHAT file for the seeds.")
+@click.option("--dev-from", default=800, show_default=True, type=POS_INT)
 @click.option("--weights", default=None,
               help="Reward weights, e.g. 'rs1=0.4,rs2=0.1,rs3=0.5,penalty=0.1' (default: the paper's).")
 @click.option("--baseline", type=click.Choice(["mean", "leave_one_out"]), default="mean", show_default=True)
-@click.option("--turns", default=3, show_default=True)
-@click.option("--episodes-per-seed", default=2, show_default=True)
-@click.option("--gamma", default=0.5, show_default=True)
-@click.option("--lr", "learning_rate", default=1e-6, show_default=True)
-@click.option("--kl-beta", default=0.0, show_default=True,
+@click.option("--turns", default=3, show_default=True, type=POS_INT)
+@click.option("--episodes-per-seed", default=2, show_default=True, type=POS_INT)
+@click.option("--gamma", default=0.5, show_default=True, type=UNIT_FLOAT)
+@click.option("--lr", "learning_rate", default=1e-6, show_default=True, type=POS_FLOAT)
+@click.option("--kl-beta", default=0.0, show_default=True, type=NONNEG_FLOAT,
               help="KL penalty to the frozen supervised model (0: the paper's plain policy gradient).")
 @click.option("--mask-truncated", is_flag=True,
               help="Leave agent turns cut at the token limit (no <eos>) out of the loss.")
-@click.option("--sft-weight", default=0.0, show_default=True,
+@click.option("--sft-weight", default=0.0, show_default=True, type=NONNEG_FLOAT,
               help="Weight of the supervised loss on real turns added to every update (0: the paper's objective).")
-@click.option("--sft-batch-size", default=8, show_default=True, help="Real turns per update for --sft-weight.")
-@click.option("--max-steps", default=1000, show_default=True)
-@click.option("--budget-minutes", default=None, type=float)
-@click.option("--save-steps", default=20, show_default=True)
-@click.option("--language-model", default=None, help="Causal LM for RS.1 (default: the frozen supervised model).")
-@click.option("--seed", default=0, show_default=True)
+@click.option("--sft-batch-size", default=8, show_default=True, type=POS_INT, help="Real turns per update for --sft-weight.")
+@click.option("--max-steps", default=1000, show_default=True, type=POS_INT)
+@click.option("--budget-minutes", default=None, type=POS_FLOAT)
+@click.option("--save-steps", default=20, show_default=True, type=POS_INT)
+@click.option("--language-model", default=None, callback=check_backbone,
+              help="Causal LM for RS.1 (default: the frozen supervised model).")
+@click.option("--seed", default=0, show_default=True, type=SEED)
 @click.option("--no-resume", is_flag=True)
-@click.option("--json", "json_out", default=None, type=click.Path(dir_okay=False))
+@click.option("--json", "json_out", default=None, type=output_file())
 def train_selfplay_cmd(sft_model, output_dir, receiver, data, dev_from, weights, baseline, turns, episodes_per_seed,
                        gamma, learning_rate, kl_beta, mask_truncated, sft_weight, sft_batch_size, max_steps,
                        budget_minutes, save_steps, language_model, seed, no_resume, json_out):
     """Self-play RL: frozen user vs learning agent, rewards RS.1-RS.3 and the information penalty."""
+    if turns * episodes_per_seed < 2:
+        raise click.BadParameter("the baseline needs at least 2 agent turns per group: raise --turns or "
+                                 "--episodes-per-seed", param_hint="'--episodes-per-seed'")
+    parsed_weights = parse_weights(weights)
     from hf_persona.training.selfplay import train_selfplay
 
     summary = train_selfplay(sft_model, output_dir, train_data=data or _default_data(), receiver=receiver,
-                             weights=parse_weights(weights), baseline=baseline, turns=turns,
+                             weights=parsed_weights, baseline=baseline, turns=turns,
                              episodes_per_seed=episodes_per_seed, gamma=gamma, learning_rate=learning_rate,
                              kl_beta=kl_beta, mask_truncated=mask_truncated, sft_weight=sft_weight,
                              sft_batch_size=sft_batch_size, max_steps=max_steps, budget_minutes=budget_minutes,
@@ -139,6 +151,9 @@ def _parse_models(values) -> list:
         name, sep, path = v.partition("=")
         if not sep:
             name, path = None, v
+        problem = check_model_ref(path, "model", MODEL_ACCEPTED)
+        if problem:
+            raise click.BadParameter(problem, param_hint="'--model'")
         out.append((name, path))
     if not out:
         raise HFPersonaError("eval transmitter needs at least one --model")
@@ -150,26 +165,27 @@ def _parse_models(values) -> list:
 @click.command("transmitter")
 @click.option("--model", "models", multiple=True, required=True,
               help="Transmitter folder, or NAME=DIR (repeat for the variant table: supervised=, rs1=, rs2=, rs3=).")
-@click.option("--data", default=None, type=click.Path(dir_okay=False))
-@click.option("--dev-from", default=800, show_default=True, help="Evaluate dialogues from this index on.")
-@click.option("--candidates", default=20, show_default=True)
-@click.option("--max-examples", default=None, type=int, help="Seeded random subset of responder turns.")
-@click.option("--num-beams", default=2, show_default=True)
-@click.option("--alpha", default=None, type=float, help="Eq. 3 weight (default: the model config's, 0.1).")
-@click.option("--receiver", default=None, type=click.Path(file_okay=False, exists=True),
+@click.option("--data", default=None, type=input_file())
+@click.option("--dev-from", default=800, show_default=True, type=NONNEG_INT, help="Evaluate dialogues from this index on.")
+@click.option("--candidates", default=20, show_default=True, type=CANDIDATES)
+@click.option("--max-examples", default=None, type=POS_INT, help="Seeded random subset of responder turns.")
+@click.option("--num-beams", default=2, show_default=True, type=POS_INT)
+@click.option("--alpha", default=None, type=NONNEG_FLOAT, help="Eq. 3 weight (default: the model config's, 0.1).")
+@click.option("--receiver", default=None, type=input_dir(),
               help="Receiver folder: also report the mean persona reward (RS.3) on dev self-play episodes.")
-@click.option("--user-model", default=None, type=click.Path(file_okay=False, exists=True),
+@click.option("--user-model", default=None, type=input_dir(),
               help="Frozen user for the self-play episodes (default: the first --model).")
-@click.option("--selfplay-episodes", default=50, show_default=True)
-@click.option("--seed", default=0, show_default=True)
-@click.option("--json", "json_out", default=None, type=click.Path(dir_okay=False))
+@click.option("--selfplay-episodes", default=50, show_default=True, type=POS_INT)
+@click.option("--seed", default=0, show_default=True, type=SEED)
+@click.option("--json", "json_out", default=None, type=output_file())
 def eval_transmitter_cmd(models, data, dev_from, candidates, max_examples, num_beams, alpha, receiver, user_model,
                          selfplay_episodes, seed, json_out):
     """Hits@1 of N, F1 and PPL on held-out PERSONA-CHAT dialogues (several models -> variant table)."""
+    parsed_models = _parse_models(models)
     from hf_persona.evaluation import format_table
     from hf_persona.evaluation.transmitter import run_transmitter_eval
 
-    table, flat = run_transmitter_eval(_parse_models(models), data or _default_data(), dev_from=dev_from,
+    table, flat = run_transmitter_eval(parsed_models, data or _default_data(), dev_from=dev_from,
                                        n_candidates=candidates, max_examples=max_examples, num_beams=num_beams,
                                        alpha=alpha, receiver=receiver, user_model=user_model,
                                        selfplay_episodes=selfplay_episodes, seed=seed, json_out=json_out)
