@@ -118,13 +118,17 @@ def data():
 @click.option("--format", "fmt", type=click.Choice(["personachat", "esconv", "msc"]), default=None,
               help="Data format (detected from the first line when omitted).")
 @click.option("--skip-malformed", is_flag=True, help="Skip malformed dialogues and report how many.")
-@click.option("--json", "as_json", is_flag=True, help="Print format, dialogues, turns, persona_sentences as JSON.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print format, dialogues, turns, persona_sentences (and skipped_malformed) as JSON.")
 def inspect(path, fmt, skip_malformed, as_json):
     """Detect a file's format and count dialogues, turns and persona sentences."""
     from .data import dialogue_statistics, read_dialogues
 
-    fmt, dataset = read_dialogues(path, format=fmt, skip_malformed=skip_malformed)
+    report: dict = {}
+    fmt, dataset = read_dialogues(path, format=fmt, skip_malformed=skip_malformed, report=report)
     stats = dialogue_statistics(dataset, fmt)
+    if skip_malformed:  # exact: every skipped dialogue, also listed by line in the log
+        stats["skipped_malformed"] = report["skipped"]
     if as_json:
         click.echo(json.dumps(stats))
     else:
