@@ -9,7 +9,16 @@ distribution or entry-point names; set but empty, no entry point loads. Tests sw
 loading off this way (or call ``load_plugins(entry_points=False)``).
 
 A plugin whose import or hook raises is reported by name (distribution and entry point) in
-:func:`plugin_errors` and a logged warning; the other plugins keep working.
+:func:`plugin_errors` and a logged warning; the other plugins keep working. That holds for every
+exception, ``SystemExit`` (a plugin calling ``sys.exit()``) and other ``BaseException`` subclasses
+included; only ``KeyboardInterrupt`` goes through. Registrations are validated as they are made: a
+registration with wrong types (a model whose classes are not a ``PretrainedConfig`` / ``PreTrainedModel``
+subclass or a ``"package.module:ClassName"`` reference, a factory that is not callable) or naming a
+module or class that does not exist is rejected, recorded and not listed; the plugin's other
+registrations stand. A model reference is checked without being imported (the module is found and its
+source read for the name); a class that is still missing when the model is first imported is recorded
+then and the model dropped. A third-party factory (reward, logits processor, dataset loader) that raises
+when called gives a :class:`PluginCallError` naming the plugin, the kind and the name.
 
 Lookups stay light until they need model code: a plugin may register a model by reference
 (``"package.module:ClassName"``) and a reward or logits processor through a factory that imports
@@ -21,8 +30,10 @@ called when hf_persona is imported, watches for the import of transformers.
 
 from __future__ import annotations
 
+import ast
 import importlib
 import importlib.abc
+import importlib.util
 import logging
 import os
 import pkgutil
@@ -34,7 +45,7 @@ from importlib.metadata import entry_points as _entry_points
 import pluggy
 
 from . import hookspecs
-from .errors import UnknownNameError
+from .errors import HFPersonaError, UnknownNameError
 
 GROUP = "hf_persona"
 ENV_VAR = "HF_PERSONA_LOAD_PLUGINS"
@@ -80,10 +91,45 @@ class PluginError:
     def __str__(self):
         return f"plugin {self.plugin} failed during {self.stage}: {self.message}"
 
+    def to_dict(self) -> dict:
+        """``{"plugin", "stage", "message"}`` (what ``hf-persona plugins --json`` lists under ``errors``)."""
+        return {"plugin": self.plugin, "stage": self.stage, "message": self.message}
+
+
+class PluginCallError(HFPersonaError):
+    """A plugin's factory (reward, logits processor, dataset loader) raised when called.
+
+    The message names the plugin, the kind and the registered name, then the original error, which is
+    also the ``__cause__``.
+    """
+
+    def __init__(self, plugin: str, kind: str, name: str, error):
+        self.plugin, self.kind, self.name = plugin, kind, name
+        detail = error if isinstance(error, str) else _describe(error)
+        super().__init__(f"{kind} {name!r} from plugin {plugin} failed: {detail}")
+
+
+BUILTIN_PREFIX = "hf_persona.default_plugins."
+
+
+def _describe(exc: BaseException) -> str:
+    """``"Type: message"``; a ``SystemExit`` says that the plugin called ``sys.exit``."""
+    if isinstance(exc, SystemExit):
+        return f"SystemExit: the plugin called sys.exit({exc.code!r})"
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _fatal(exc: BaseException) -> bool:
+    """Failures a plugin must not swallow: the user's Ctrl-C. Everything else is recorded."""
+    return isinstance(exc, KeyboardInterrupt)
+
 
 def _is_reference(ref: str) -> bool:
     module_name, sep, attr_path = ref.partition(":")
-    return bool(sep and module_name and attr_path)
+    return bool(sep and module_name and attr_path
+                and all(part.isidentifier() for part in module_name.split("."))
+                and all(part.isidentifier() for part in attr_path.split(".")))
 
 
 def resolve_reference(ref):
@@ -148,7 +194,7 @@ class ModelSpec:
 
 
 def _record(plugin: str, stage: str, exc: BaseException) -> None:
-    err = PluginError(plugin, stage, f"{type(exc).__name__}: {exc}")
+    err = PluginError(plugin, stage, _describe(exc))
     if err in _errors:  # the same failure again, from a rebuilt registry
         return
     _errors.append(err)
@@ -190,7 +236,9 @@ def load_plugins(entry_points: bool | None = None) -> None:
             try:
                 module = importlib.import_module(modname)
                 pm.register(module, name=f"hf_persona.default_plugins.{info.name}")
-            except Exception as exc:  # a broken built-in must not take the others down
+            except BaseException as exc:  # a broken built-in must not take the others down
+                if _fatal(exc):
+                    raise
                 _record(modname, "import", exc)
 
         env = os.environ.get(ENV_VAR)
@@ -209,7 +257,9 @@ def load_plugins(entry_points: bool | None = None) -> None:
                 if pm.is_registered(module):
                     continue
                 pm.register(module, name=label)
-            except Exception as exc:
+            except BaseException as exc:  # sys.exit() at import included: it must not end the command
+                if _fatal(exc):
+                    raise
                 _record(label, "import", exc)
 
 
@@ -247,23 +297,23 @@ def _build(kind: str) -> dict:
             plugin_name = pm.get_name(impl.plugin) or repr(impl.plugin)
 
             def register(name, *args, _plugin=plugin_name, **kwargs):
-                if not isinstance(name, str) or not name:
-                    raise TypeError(f"{kind} names must be non-empty strings, got {name!r}")
+                try:
+                    entry = _validated(kind, name, args, kwargs)
+                except (TypeError, ValueError) as exc:  # a bogus registration: recorded, not listed
+                    _record(_plugin, f"register_{kind}", exc)
+                    return
                 if name in registry:
                     logger.warning("%s %r from %s replaces the one from %s", kind, name, _plugin,
                                    _sources.get((kind, name)))
-                if kind == "models":
-                    registry[name] = ModelSpec(name, *args, **kwargs)
-                else:
-                    if len(args) != 1 or kwargs or not callable(args[0]):
-                        raise TypeError(f"register({name!r}, factory) takes one callable for {kind}")
-                    registry[name] = args[0]
+                registry[name] = entry
                 _sources[(kind, name)] = _plugin
 
             staged = dict(registry)
             try:
                 impl.function(register=register)
-            except Exception as exc:
+            except BaseException as exc:  # sys.exit() in a hook included
+                if _fatal(exc):
+                    raise
                 registry.clear()
                 registry.update(staged)  # drop partial registrations of the failed plugin
                 _record(plugin_name, f"register_{kind}", exc)
@@ -271,29 +321,218 @@ def _build(kind: str) -> dict:
         return registry
 
 
+_CONFIG_BASES = ("PretrainedConfig", "PreTrainedConfig")
+_MODEL_BASES = ("PreTrainedModel",)
+
+
+def _validated(kind: str, name, args: tuple, kwargs: dict):
+    """The registry entry for ``register(name, *args, **kwargs)``, or TypeError / ValueError saying what is wrong."""
+    if not isinstance(name, str) or not name.strip():
+        raise TypeError(f"{kind} names must be non-empty strings, got {name!r}")
+    if kind != "models":
+        if len(args) != 1 or kwargs or not callable(args[0]):
+            got = ", ".join([repr(a)[:60] for a in args] + [f"{k}=..." for k in kwargs]) or "nothing"
+            raise TypeError(f"register({name!r}, factory) takes one callable for {kind}, got {got}")
+        return args[0]
+    try:
+        spec = ModelSpec(name, *args, **kwargs)
+    except TypeError as exc:  # missing or unexpected arguments
+        raise TypeError(f"model {name!r}: register(name, config_class, model_class, auto_class='AutoModel'): "
+                        f"{exc}") from None
+    if not isinstance(spec.auto_class, str) or not spec.auto_class.isidentifier() \
+            or not spec.auto_class.startswith("Auto"):
+        raise TypeError(f"model {name!r}: auto_class must name a transformers auto class such as 'AutoModel', "
+                        f"got {spec.auto_class!r}")
+    transformers = sys.modules.get("transformers")
+    if transformers is not None and not hasattr(transformers, spec.auto_class):
+        raise ValueError(f"model {name!r}: transformers has no auto class {spec.auto_class!r}")
+    for what, ref in (("config_class", spec._config_ref), ("model_class", spec._model_ref)):
+        if isinstance(ref, str):
+            _check_reference(name, what, ref)
+        else:
+            _check_class(name, what, ref)
+    if not isinstance(spec._config_ref, str) and not isinstance(spec._model_ref, str):
+        _check_pair(name, spec._config_ref, spec._model_ref)
+    return spec
+
+
+def _qualname(obj) -> str:
+    if isinstance(obj, type):
+        return f"{obj.__module__}:{obj.__qualname__}"
+    shown = repr(obj)
+    return f"{type(obj).__name__} {shown if len(shown) <= 60 else shown[:57] + '...'}"
+
+
+def _derives_from(cls: type, names: tuple) -> bool:
+    """``cls`` has a transformers base class called one of ``names`` (checked without importing transformers)."""
+    return any(base.__name__ in names and str(getattr(base, "__module__", "")).split(".")[0] == "transformers"
+               for base in cls.__mro__)
+
+
+def _check_class(name: str, what: str, cls) -> None:
+    """A model's config or model class, given or imported: the right kind of transformers class."""
+    if not isinstance(cls, type):
+        raise TypeError(f"model {name!r}: {what} must be a class or a reference 'package.module:ClassName', "
+                        f"got {_qualname(cls)}")
+    if what == "config_class":
+        if not _derives_from(cls, _CONFIG_BASES):
+            raise TypeError(f"model {name!r}: config_class must be a transformers PretrainedConfig subclass, "
+                            f"got {_qualname(cls)}")
+        model_type = getattr(cls, "model_type", None)
+        if not isinstance(model_type, str) or not model_type:
+            raise ValueError(f"model {name!r}: config_class {_qualname(cls)} needs a unique non-empty model_type, "
+                             f"got {model_type!r}")
+    elif not _derives_from(cls, _MODEL_BASES):
+        raise TypeError(f"model {name!r}: model_class must be a transformers PreTrainedModel subclass, "
+                        f"got {_qualname(cls)}")
+
+
+def _check_pair(name: str, config_class: type, model_class: type) -> None:
+    own = getattr(model_class, "config_class", None)
+    if isinstance(own, type) and own.__name__ != config_class.__name__:
+        raise ValueError(f"model {name!r}: model_class {_qualname(model_class)} has config_class {_qualname(own)}, "
+                         f"not {_qualname(config_class)}")
+
+
+def _check_reference(name: str, what: str, ref: str) -> None:
+    """A ``"package.module:ClassName"`` reference names a module that exists and a name it defines.
+
+    Nothing is imported: an imported module is looked into; otherwise the module is found on the path
+    and its source is read for a top-level definition or import of the name. When the source cannot
+    tell (compiled module, star import, module ``__getattr__``), the check waits for the import.
+    """
+    if not _is_reference(ref):
+        raise ValueError(f"model {name!r}: {what} must be a class or a reference 'package.module:ClassName', "
+                         f"got {ref!r}")
+    module_name, _, attr_path = ref.partition(":")
+    module = sys.modules.get(module_name)
+    if module is not None:
+        obj = module
+        for attr in attr_path.split("."):
+            if not hasattr(obj, attr):
+                raise ValueError(f"model {name!r}: {what} {ref!r}: {module_name} has no {attr_path!r}")
+            obj = getattr(obj, attr)
+        return
+    try:
+        spec = importlib.util.find_spec(module_name)
+    except BaseException as exc:  # a parent package that fails to import
+        if _fatal(exc):
+            raise
+        raise ValueError(f"model {name!r}: {what} {ref!r}: module {module_name!r} cannot be found "
+                         f"({_describe(exc)})") from None
+    if spec is None:
+        raise ValueError(f"model {name!r}: {what} {ref!r}: no module named {module_name!r}")
+    top = attr_path.split(".")[0]
+    if _source_defines(spec, top) is False:
+        raise ValueError(f"model {name!r}: {what} {ref!r}: module {module_name} defines no {top!r}")
+
+
+def _source_defines(spec, attr: str):
+    """True / False when the module's source does / does not bind ``attr`` at top level; None when it cannot tell."""
+    origin = getattr(spec, "origin", None)
+    if not origin or not str(origin).endswith(".py"):
+        return None
+    try:
+        with open(origin, encoding="utf-8") as fh:
+            source = fh.read()
+        tree = ast.parse(source)
+    except (OSError, ValueError, SyntaxError):
+        return None  # the import will say what is wrong
+    if "globals()" in source or "sys.modules[" in source or "setattr(" in source:
+        return None
+    names: set[str] = set()
+
+    def targets(node):
+        if isinstance(node, ast.Name):
+            names.add(node.id)
+        elif isinstance(node, (ast.Tuple, ast.List)):
+            for elt in node.elts:
+                targets(elt)
+        elif isinstance(node, ast.Starred):
+            targets(node.value)
+
+    def visit(stmts) -> bool:
+        for node in stmts:
+            if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                if node.name == "__getattr__":
+                    return False
+                names.add(node.name)
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                for alias in node.names:
+                    if alias.name == "*":
+                        return False
+                    names.add(alias.asname or alias.name.split(".")[0])
+            elif isinstance(node, ast.Assign):
+                for target in node.targets:
+                    targets(target)
+                if "__getattr__" in names:
+                    return False
+            elif isinstance(node, (ast.AnnAssign, ast.AugAssign)):
+                targets(node.target)
+            elif isinstance(node, (ast.For, ast.AsyncFor)):
+                targets(node.target)
+                if not visit(node.body) or not visit(node.orelse):
+                    return False
+            elif isinstance(node, (ast.With, ast.AsyncWith)):
+                for item in node.items:
+                    if item.optional_vars is not None:
+                        targets(item.optional_vars)
+                if not visit(node.body):
+                    return False
+            elif isinstance(node, (ast.If, ast.While)):
+                if not visit(node.body) or not visit(node.orelse):
+                    return False
+            elif isinstance(node, ast.Try) or type(node).__name__ == "TryStar":
+                blocks = [node.body, node.orelse, node.finalbody] + [h.body for h in node.handlers]
+                if not all(visit(block) for block in blocks):
+                    return False
+            elif not isinstance(node, (ast.Expr, ast.Pass, ast.Assert, ast.Delete, ast.Raise)):
+                return False  # match statements, walrus, ...: let the import decide
+        return True
+
+    if not visit(tree.body):
+        return None
+    if attr in names:
+        return True
+    for folder in getattr(spec, "submodule_search_locations", None) or ():  # a package: maybe a submodule
+        if os.path.exists(os.path.join(folder, attr + ".py")) or os.path.isdir(os.path.join(folder, attr)):
+            return None
+    return False
+
+
 def _register_auto_all() -> None:
-    """Register every collected model with the transformers Auto classes (imports the model code)."""
+    """Register every collected model with the transformers Auto classes (imports the model code).
+
+    A model whose classes fail to import or are not what the registration promised is recorded under
+    its plugin and dropped from the registry."""
     global _auto_registered
     with _lock:
         registry = _build("models")
         if _auto_registered:
             return
         _auto_registered = True
-        for spec in registry.values():
+        for spec in list(registry.values()):
             try:
                 _register_auto(spec)
-            except Exception as exc:
-                _record(_sources.get(("models", spec.name), spec.name), "auto-class registration", exc)
+            except BaseException as exc:  # a model module that calls sys.exit() at import included
+                if _fatal(exc):
+                    raise
+                registry.pop(spec.name, None)
+                _record(_sources.get(("models", spec.name), spec.name), f"import of model {spec.name!r}", exc)
 
 
 def _register_auto(spec: ModelSpec) -> None:
     import transformers
 
-    transformers.AutoConfig.register(spec.config_class.model_type, spec.config_class, exist_ok=True)
+    config_class, model_class = spec.config_class, spec.model_class
+    _check_class(spec.name, "config_class", config_class)
+    _check_class(spec.name, "model_class", model_class)
+    _check_pair(spec.name, config_class, model_class)
     auto = getattr(transformers, spec.auto_class, None)
     if auto is None:
         raise ValueError(f"model {spec.name!r}: transformers has no auto class {spec.auto_class!r}")
-    auto.register(spec.config_class, spec.model_class, exist_ok=True)
+    transformers.AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
+    auto.register(config_class, model_class, exist_ok=True)
 
 
 def register_commands(cli) -> None:
@@ -302,7 +541,9 @@ def register_commands(cli) -> None:
     for impl in reversed(pm.hook.register_commands.get_hookimpls()):
         try:
             impl.function(cli=cli)
-        except Exception as exc:
+        except BaseException as exc:
+            if _fatal(exc):
+                raise
             _record(pm.get_name(impl.plugin) or repr(impl.plugin), "register_commands", exc)
 
 
@@ -315,25 +556,48 @@ def _lookup(kind: str, singular: str, name: str):
 
 def get_model_spec(name: str) -> ModelSpec:
     """The registered :class:`ModelSpec` called ``name`` (this lookup imports transformers and registers
-    the plugin models with its Auto classes)."""
-    spec = _lookup("models", "model", name)
-    register_models_with_transformers()
-    return spec
+    the plugin models with its Auto classes). A model whose classes failed to import or to check gives
+    a :class:`PluginCallError` naming its plugin."""
+    registry = _collect("models")
+    if name in registry:
+        register_models_with_transformers()
+        registry = _collect("models")
+    if name not in registry:
+        stage = f"import of model {name!r}"
+        failure = next((e for e in reversed(_errors) if e.stage == stage), None)
+        if failure is not None:  # registered, then dropped when its classes were imported
+            raise PluginCallError(failure.plugin, "model", name, failure.message)
+        raise UnknownNameError("model", name, registry)
+    return registry[name]
+
+
+def _call(kind: str, singular: str, name: str, **kwargs):
+    """Call the factory registered as ``name``; a third-party factory's failure names its plugin."""
+    factory = _lookup(kind, singular, name)
+    plugin = _sources.get((kind, name), "?")
+    if plugin.startswith(BUILTIN_PREFIX):  # hf_persona's own factories raise their documented errors
+        return factory(**kwargs)
+    try:
+        return factory(**kwargs)
+    except BaseException as exc:  # sys.exit() in a factory included
+        if _fatal(exc):
+            raise
+        raise PluginCallError(plugin, singular, name, exc) from exc
 
 
 def get_reward(name: str, **options):
     """Build the reward function registered as ``name`` (``factory(**options)``)."""
-    return _lookup("rewards", "reward", name)(**options)
+    return _call("rewards", "reward", name, **options)
 
 
 def get_logits_processor(name: str, **options):
     """Build the logits processor registered as ``name``."""
-    return _lookup("logits_processors", "logits processor", name)(**options)
+    return _call("logits_processors", "logits processor", name, **options)
 
 
 def get_dataset(name: str, path=None, **options):
     """Load the dataset registered as ``name`` (``loader(path, **options)``)."""
-    return _lookup("datasets", "dataset", name)(path=path, **options)
+    return _call("datasets", "dataset", name, path=path, **options)
 
 
 def list_plugins() -> dict[str, list[str]]:
@@ -449,7 +713,9 @@ class _TransformersWatcher(importlib.abc.MetaPathFinder):
             sys.meta_path.remove(self)  # its work is done once registration starts
         try:
             register_models_with_transformers()
-        except Exception as exc:  # never break the import that triggered registration
+        except BaseException as exc:  # never break the import that triggered registration
+            if _fatal(exc):
+                raise
             _record("hf_persona", "auto-class registration", exc)
         finally:
             self._registering = False
