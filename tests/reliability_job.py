@@ -17,7 +17,9 @@ EPOCHS = 2
 SAVE_STEPS = 5
 
 
-def run(out_dir, pace: float = 0.0):
+def run(out_dir, pace: float = 0.0, logging_steps: int = 1):
+    """Train (resuming when ``out_dir`` holds checkpoints); returns the Trainer, with the
+    ``TrainOutput`` of :func:`train_resumable` as ``trainer.result``."""
     import torch
     from datasets import Dataset
     from transformers import BertConfig, BertForSequenceClassification, Trainer, TrainerCallback, TrainingArguments
@@ -45,11 +47,11 @@ def run(out_dir, pace: float = 0.0):
                 time.sleep(pace)
 
     args = TrainingArguments(output_dir=str(out), per_device_train_batch_size=4, num_train_epochs=EPOCHS,
-                             learning_rate=1e-2, save_strategy="steps", save_steps=SAVE_STEPS, logging_steps=1,
+                             learning_rate=1e-2, save_strategy="steps", save_steps=SAVE_STEPS, logging_steps=logging_steps,
                              seed=7, data_seed=7, report_to=[], disable_tqdm=True, use_cpu=True,
                              dataloader_num_workers=0)
     trainer = Trainer(model=model, args=args, train_dataset=dataset, callbacks=[Progress()])
-    train_resumable(trainer)
+    trainer.result = train_resumable(trainer)
     trainer.save_state()
     trainer.save_model(str(out / "final"))
     return trainer

@@ -95,8 +95,11 @@ def test_sigterm_then_sigkill_then_resume_matches_an_uninterrupted_run(reference
     broken = out / "checkpoint-99"
     shutil.copytree(out / "checkpoint-15", broken)
     (broken / "trainer_state.json").write_text('{"global_step": 99, "log_hist')
+    assert last_checkpoint(out, set_aside=False) == str(out / "checkpoint-15")
+    assert broken.is_dir()  # set_aside=False: only a query
     assert last_checkpoint(out) == str(out / "checkpoint-15")
-    shutil.rmtree(broken)
+    assert not broken.exists() and (out / "corrupt-checkpoint-99").is_dir()  # set aside, not deleted
+    shutil.rmtree(out / "corrupt-checkpoint-99")
 
     # 3. Resume to the end (in this process: the job is the same function).
     _run_here(out)
@@ -115,16 +118,22 @@ def test_sigterm_then_sigkill_then_resume_matches_an_uninterrupted_run(reference
 
 
 def test_checkpoint_completeness(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
     ckpt = tmp_path / "checkpoint-3"
     ckpt.mkdir()
     assert not checkpoint_is_complete(ckpt)  # nothing written yet
-    (ckpt / "model.safetensors").write_bytes(b"x")
+    save_file({"w": torch.ones(4)}, str(ckpt / "model.safetensors"))
     (ckpt / "trainer_state.json").write_text('{"global_step": 3, "log_')  # killed mid-write
     assert not checkpoint_is_complete(ckpt)
     (ckpt / "trainer_state.json").write_text('{"global_step": 2}')  # does not belong to this folder
     assert not checkpoint_is_complete(ckpt)
     (ckpt / "trainer_state.json").write_text('{"global_step": 3}')
     assert checkpoint_is_complete(ckpt)
+    data = (ckpt / "model.safetensors").read_bytes()
+    (ckpt / "model.safetensors").write_bytes(data[:-3])  # torn weights
+    assert not checkpoint_is_complete(ckpt)
     (ckpt / "model.safetensors").unlink()
     assert not checkpoint_is_complete(ckpt)  # state without weights
 
