@@ -26,7 +26,7 @@ def _parse_alpha(value):
         try:
             return json.loads(text)
         except json.JSONDecodeError as exc:
-            raise click.BadParameter(f"--alpha JSON could not be parsed: {exc}") from exc
+            raise click.BadParameter(f"JSON could not be parsed: {exc}", param_hint="'--alpha'") from exc
     try:
         return float(text)
     except ValueError:
@@ -37,7 +37,10 @@ def _check_alpha(ctx, param, value):
     """--alpha: checked before any model loads; an unknown strategy or level names the valid ones."""
     if value is None:
         return None
-    parsed = _parse_alpha(value)
+    try:
+        parsed = _parse_alpha(value)
+    except click.BadParameter as exc:
+        raise click.BadParameter(exc.message, ctx=ctx, param=param) from None
     if parsed == "table":
         return value
     from hf_persona.models.pal.generation_pal import resolve_strategy_alphas
@@ -45,9 +48,26 @@ def _check_alpha(ctx, param, value):
     try:
         resolve_strategy_alphas(parsed)
     except (TypeError, ValueError) as exc:
+        message = str(exc).removeprefix("alpha: ")
         hint = "; or 'table' (paper Table 2)" if isinstance(parsed, str) else ""
-        raise click.BadParameter(f"{exc}{hint}", ctx=ctx, param=param) from None
+        raise click.BadParameter(f"{message}{hint}", ctx=ctx, param=param) from None
     return value
+
+
+def _parse_mixture_init(ctx, param, text):
+    """--mixture-init: three finite numbers 'w1,w2,w3', checked while parsing."""
+    from hf_persona.utils import parse_floats
+
+    if text is None:
+        return None
+    try:
+        values = parse_floats(text)
+    except ValueError as err:
+        raise click.BadParameter(str(err), ctx=ctx, param=param) from None
+    if len(values) != 3 or not all(math.isfinite(v) for v in values):
+        raise click.BadParameter(f"expected three finite numbers w1,w2,w3 (eq. 4 logits), got {text!r}",
+                                 ctx=ctx, param=param)
+    return values
 
 
 @click.command("pal")
@@ -66,7 +86,7 @@ def _check_alpha(ctx, param, value):
 @click.option("--lr", "learning_rate", default=5e-5, show_default=True, type=POS_FLOAT)
 @click.option("--mixture-lr", "mixture_learning_rate", default=1e-2, show_default=True, type=NONNEG_FLOAT,
               help="Learning rate of the three eq. 4 mixture logits; 0 = the same as --lr.")
-@click.option("--mixture-init", default=None, callback=lambda ctx, param, value: _parse_floats(value, "--mixture-init"),
+@click.option("--mixture-init", default=None, callback=_parse_mixture_init,
               help="Initial eq. 4 logits 'w1,w2,w3' for (H^_D, aligned H^_P, H_D); default 0,0,0 (the paper).")
 @click.option("--fusion-norm-init", type=click.Choice(["fresh", "encoder"]), default=None,
               help="Seq2seq backbones: start the two co-attention LayerNorms fresh (default, the paper's code) or as "
@@ -137,21 +157,6 @@ def eval_pal_cmd(model_dir, data, split, max_examples, max_generate, alpha, batc
         n_with = metrics["n_with_persona"]
         click.echo(f"ppl on turns with a persona (n={n_with}): {show(metrics['ppl_with_persona'])}; with the "
                    f"placeholder (n={metrics['n_teacher_forced'] - n_with}): {show(metrics['ppl_without_persona'])}")
-
-
-def _parse_floats(text, option):
-    from hf_persona.utils import parse_floats
-
-    if text is None:
-        return None
-    try:
-        values = parse_floats(text)
-    except ValueError as err:
-        raise click.BadParameter(str(err), param_hint=option) from None
-    if len(values) != 3 or not all(math.isfinite(v) for v in values):
-        raise click.BadParameter(f"expected three finite numbers w1,w2,w3 (eq. 4 logits), got {text!r}",
-                                 param_hint=option)
-    return values
 
 
 def add_commands(cli) -> None:
