@@ -17,9 +17,10 @@ EPOCHS = 2
 SAVE_STEPS = 5
 
 
-def run(out_dir, pace: float = 0.0, logging_steps: int = 1):
+def run(out_dir, pace: float = 0.0, logging_steps: int = 1, stop_at: int | None = None):
     """Train (resuming when ``out_dir`` holds checkpoints); returns the Trainer, with the
-    ``TrainOutput`` of :func:`train_resumable` as ``trainer.result``."""
+    ``TrainOutput`` of :func:`train_resumable` as ``trainer.result``. ``stop_at``: save a
+    checkpoint and stop after that step (a run cut short, without a signal)."""
     import torch
     from datasets import Dataset
     from transformers import BertConfig, BertForSequenceClassification, Trainer, TrainerCallback, TrainingArguments
@@ -45,6 +46,9 @@ def run(out_dir, pace: float = 0.0, logging_steps: int = 1):
             (out / "progress.tmp").replace(out / "progress")
             if pace:
                 time.sleep(pace)
+            if stop_at is not None and state.global_step >= stop_at:
+                control.should_save = control.should_training_stop = True
+            return control
 
     args = TrainingArguments(output_dir=str(out), per_device_train_batch_size=4, num_train_epochs=EPOCHS,
                              learning_rate=1e-2, save_strategy="steps", save_steps=SAVE_STEPS, logging_steps=logging_steps,

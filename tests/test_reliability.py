@@ -115,6 +115,9 @@ def test_sigterm_then_sigkill_then_resume_matches_an_uninterrupted_run(reference
     assert got.keys() == want.keys()
     for name in want:
         torch.testing.assert_close(got[name], want[name], rtol=1e-5, atol=1e-6, msg=name)
+    # the reported loss covers the whole run across both resumes, not the last segment
+    assert final["log_history"][-1]["train_loss"] == pytest.approx(ref["log_history"][-1]["train_loss"], rel=1e-6)
+    assert final["log_history"][-1]["segment_train_loss"] != pytest.approx(final["log_history"][-1]["train_loss"])
 
 
 def test_checkpoint_completeness(tmp_path):
