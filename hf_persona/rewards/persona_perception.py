@@ -3,7 +3,9 @@
 * :func:`persona_perception` is the reward factory registered under ``persona_perception``
   (``hf_persona.get_reward("persona_perception", model=...)``); it returns a
   :class:`PersonaPerceptionReward`, a TRL reward function
-  ``reward(prompts, completions, **columns) -> list[float]``.
+  ``reward(prompts, completions, **columns) -> list[float]`` with the range ``[min_score, +inf)``
+  (``min_score`` -1.0 by default): an empty or whitespace-only completion scores exactly
+  ``min_score`` and lower scores are raised to it.
 * :func:`discounted_returns` is P2Bot's RS.3 (eq. 8) over the own and partner turn scores of one
   dialogue.
 * :func:`load_receiver` turns a :class:`~hf_persona.models.receiver.ReceiverModel`, a saved folder,
@@ -20,6 +22,11 @@ from pathlib import Path
 from typing import Sequence
 
 from hf_persona.errors import HFPersonaError
+
+from .bounds import check_completions, check_min_score, is_blank
+
+#: the default minimum of the reward (what an empty completion scores)
+MIN_SCORE = -1.0
 
 
 def discounted_returns(own_scores: Sequence[float], partner_scores: Sequence[float], gamma: float = 0.5) -> list[float]:
@@ -145,6 +152,7 @@ class PersonaPerceptionReward:
         future_column: str = "future_turns",
         partner_persona_column: str = "partner_persona",
         batch_size: int = 256,
+        min_score: float = MIN_SCORE,
     ):
         if mode not in ("turn", "discounted"):
             raise HFPersonaError(f"persona_perception: mode must be 'turn' or 'discounted', got {mode!r}")
@@ -154,6 +162,7 @@ class PersonaPerceptionReward:
         self.persona_column, self.mode, self.gamma = persona_column, mode, float(gamma)
         self.future_column, self.partner_persona_column = future_column, partner_persona_column
         self.batch_size = batch_size
+        self.min_score = check_min_score(min_score, "persona_perception", below=float("inf"))
 
     def _column(self, columns, name, n):
         if name not in columns:
@@ -167,25 +176,37 @@ class PersonaPerceptionReward:
         return values
 
     def __call__(self, prompts=None, completions=None, **columns) -> list[float]:
-        if completions is None:
-            raise HFPersonaError("persona_perception: no completions given")
+        """One score per completion, in ``[min_score, +inf)``; an empty completion scores ``min_score``."""
+        completions = check_completions(completions, "persona_perception")
         n = len(completions)
         if n == 0:
             return []
-        texts = [_text_of(c, "completion", i) for i, c in enumerate(completions)]
+        blank = [is_blank(c) for c in completions]
+        texts = [None if b else _text_of(c, "completion", i) for i, (b, c) in enumerate(zip(blank, completions))]
         personas = [_persona_of(p, self.persona_column, i) for i, p in enumerate(self._column(columns, self.persona_column, n))]
         # Every (utterance, persona) pair of the batch is scored in one call: one encoder pass over the
-        # distinct utterances and one over the distinct persona sentences.
-        pair_texts, pair_personas = [[t] for t in texts], list(personas)
-        plan = []  # per completion: list of (pair index, discount)
+        # distinct utterances and one over the distinct persona sentences. An empty completion, and an
+        # empty future turn, is not scored: it counts min_score.
+        pair_texts, pair_personas = [], []
+        plan = []  # per completion: list of (pair index or None for an empty turn, discount)
         for i in range(n):
-            plan.append([(i, 1.0)])
+            if blank[i]:
+                plan.append(None)
+                continue
+            pair_texts.append([texts[i]])
+            pair_personas.append(personas[i])
+            plan.append([(len(pair_texts) - 1, 1.0)])
         if self.mode == "discounted":
             futures = self._column(columns, self.future_column, n)
             partner_personas = None
             for i, future in enumerate(futures):
+                if plan[i] is None:
+                    continue
                 future = [] if future is None else list(future)
                 for j, turn in enumerate(future):
+                    if is_blank(turn):
+                        plan[i].append((None, self.gamma ** (j + 1)))
+                        continue
                     if j % 2 == 0:  # partner turn: scored against the partner's persona
                         if partner_personas is None:
                             partner_personas = self._column(columns, self.partner_persona_column, n)
@@ -197,8 +218,15 @@ class PersonaPerceptionReward:
                     plan[i].append((len(pair_texts) - 1, self.gamma ** (j + 1)))
         scores = self.receiver.utterance_scores_batch(
             pair_texts, pair_personas, tokenizer=self.tokenizer, batch_size=self.batch_size
-        )
-        return [float(sum(w * scores[idx][0] for idx, w in steps)) for steps in plan]
+        ) if pair_texts else []
+        out = []
+        for steps in plan:
+            if steps is None:
+                out.append(self.min_score)
+                continue
+            total = sum(w * (self.min_score if idx is None else scores[idx][0]) for idx, w in steps)
+            out.append(max(float(total), self.min_score))
+        return out
 
 
 def persona_perception(
@@ -211,6 +239,7 @@ def persona_perception(
     future_column: str = "future_turns",
     partner_persona_column: str = "partner_persona",
     batch_size: int = 256,
+    min_score: float = MIN_SCORE,
     device=None,
 ):
     """Reward factory for ``hf_persona.get_reward("persona_perception", model=..., ...)``.
@@ -237,10 +266,16 @@ def persona_perception(
         batch_size: sentences per encoder call; every call of the reward scores all its pairs
             together (each distinct string encoded once), so a batch of up to ``batch_size`` distinct
             utterances costs one encoder pass per side.
+        min_score: the minimum of the reward (default -1.0): an empty or whitespace-only completion
+            scores exactly ``min_score`` without being scored (the Receiver would rate the encoding of an
+            empty string, which can sit above an off-persona reply, so RL would learn to say nothing), an
+            empty future turn counts ``min_score`` in the discounted sum, and a lower reward is raised to
+            ``min_score``. Pick it below the scores of real replies (an untrained or trained Receiver
+            scores replies around -0.5 to 1).
         device: where to run the Receiver (default: where it is).
 
-    Scores are unbounded real numbers (scaled dot products of sentence encodings); weight them in
-    your RL reward mix (P2Bot: λ3 = 0.5 on RS.3).
+    Range: ``[min_score, +inf)``. The Receiver's scores are otherwise unbounded real numbers (scaled
+    dot products of sentence encodings); weight them in your RL reward mix (P2Bot: λ3 = 0.5 on RS.3).
     """
     receiver = load_receiver(model, device=device)
     return PersonaPerceptionReward(
@@ -252,4 +287,5 @@ def persona_perception(
         future_column=future_column,
         partner_persona_column=partner_persona_column,
         batch_size=batch_size,
+        min_score=min_score,
     )

@@ -586,6 +586,9 @@ class _ResponseSelectionBase(PreTrainedModel):
 
         ``candidate_indices`` (``[N, C]`` ints into the cache) gives each query its own candidate list;
         without it every query is scored against every cached candidate. Returns ``[N, C]`` scores.
+        ``candidate_indices`` must hold integers (Python ints, or an integer tensor / array), never
+        floats or bools, each in ``[0, len(cache))``; anything else raises a ``TypeError`` /
+        ``ValueError`` naming the argument, the offending entry and what was expected.
         """
         if personas is None:
             personas = [[] for _ in contexts]
@@ -593,14 +596,12 @@ class _ResponseSelectionBase(PreTrainedModel):
             raise ValueError(f"got {len(contexts)} contexts but {len(personas)} personas; expected one each")
         if not isinstance(cache, CandidateCache):
             raise TypeError(f"cache must be a CandidateCache from encode_candidates(), got {type(cache).__name__}")
-        states = self._cache_states(cache)
+        if isinstance(batch_size, bool) or not (isinstance(batch_size, int) or _is_integer_scalar(batch_size)) \
+                or batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         if candidate_indices is not None:
-            candidate_indices = torch.as_tensor(candidate_indices, dtype=torch.long)
-            if candidate_indices.dim() != 2 or candidate_indices.shape[0] != len(contexts):
-                raise ValueError(f"candidate_indices must be [num_queries={len(contexts)}, C], "
-                                 f"got {tuple(candidate_indices.shape)}")
-            if candidate_indices.numel() and (candidate_indices.min() < 0 or candidate_indices.max() >= len(cache)):
-                raise ValueError(f"candidate_indices must lie in [0, {len(cache)})")
+            candidate_indices = _index_matrix(candidate_indices, len(contexts), len(cache))
+        states = self._cache_states(cache)
         was_training = self.training
         self.eval()
         out = []
@@ -626,6 +627,58 @@ class _ResponseSelectionBase(PreTrainedModel):
 
     def _match_rows(self, query, states, num_candidates):
         return max(1, len(next(v for v in query.values() if torch.is_tensor(v))))
+
+
+def _index_matrix(candidate_indices, num_queries, num_candidates):
+    """Validation of ``score_candidates(candidate_indices=...)``: a ``[num_queries, C]`` long tensor of
+    integers in ``[0, num_candidates)``, or a TypeError / ValueError saying what is wrong."""
+    what = "candidate_indices"
+    expected = f"[num_queries={num_queries}, C] integer indices into the cache"
+    if torch.is_tensor(candidate_indices) or hasattr(candidate_indices, "__array__"):
+        try:
+            tensor = candidate_indices if torch.is_tensor(candidate_indices) else torch.as_tensor(candidate_indices)
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise TypeError(f"{what} must hold {expected}, got an array that is not numeric ({err})") from None
+        if tensor.dtype == torch.bool or tensor.is_floating_point() or tensor.is_complex():
+            raise TypeError(f"{what} must hold {expected}, got a tensor/array of {tensor.dtype}")
+        tensor = tensor.long()
+    else:
+        if isinstance(candidate_indices, (str, bytes)) or not isinstance(candidate_indices, (list, tuple)):
+            raise TypeError(f"{what} must be a list of lists of {expected}, got {type(candidate_indices).__name__}")
+        rows = []
+        for i, row in enumerate(candidate_indices):
+            if torch.is_tensor(row) or hasattr(row, "__array__"):
+                row = row.tolist() if hasattr(row, "tolist") else list(row)
+            if not isinstance(row, (list, tuple)):
+                raise TypeError(f"{what}[{i}] must be a list of integer indices, got {type(row).__name__} {row!r}")
+            for j, value in enumerate(row):
+                if isinstance(value, bool) or not isinstance(value, int) and not _is_integer_scalar(value):
+                    raise TypeError(f"{what}[{i}][{j}] must be an integer index into the cache, got "
+                                    f"{type(value).__name__} {value!r}")
+            rows.append([int(v) for v in row])
+        widths = {len(r) for r in rows}
+        if len(widths) > 1:
+            raise ValueError(f"{what} must be {expected} with the same number C of candidates per query, "
+                             f"got rows of lengths {sorted(widths)}")
+        tensor = torch.tensor(rows, dtype=torch.long) if rows else torch.empty(0, 0, dtype=torch.long)
+    if tensor.dim() != 2 or tensor.shape[0] != num_queries:
+        raise ValueError(f"{what} must be {expected}, got shape {tuple(tensor.shape)}")
+    bad = (tensor < 0) | (tensor >= num_candidates)
+    if bad.any():
+        i, j = (int(x) for x in bad.nonzero()[0])
+        raise ValueError(f"{what} must lie in [0, {num_candidates}) (the cache has {num_candidates} candidates), "
+                         f"got {int(tensor[i, j])} at [{i}][{j}]")
+    return tensor
+
+
+def _is_integer_scalar(value):
+    """A numpy / torch integer scalar (not a bool, not a float)."""
+    dtype = getattr(value, "dtype", None)
+    if dtype is None or getattr(value, "ndim", 0) != 0:
+        return False
+    if torch.is_tensor(value):
+        return not (value.dtype == torch.bool or value.is_floating_point() or value.is_complex())
+    return getattr(dtype, "kind", "") in ("i", "u")
 
 
 def _same_rows(ids_a, mask_a, ids_b, mask_b):
