@@ -125,7 +125,7 @@ def main(argv=None):
                         help="comma-separated greedy modes for which a processor-owned separate cached pass is also "
                              "timed (seq2seq PAL only)")
     parser.add_argument("--fusion-layer", type=int, default=None,
-                        help="PAL over a causal LM: the decoder layer the persona enters at (default: the middle; "
+                        help="PAL over a causal LM: the decoder layer the persona enters at (default: the last; "
                              "the last layer lets contrastive decoding share the whole pass)")
     parser.add_argument("--out", default="benchmarks/results/decoding_speed.json")
     args = parser.parse_args(argv)

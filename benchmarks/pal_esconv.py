@@ -313,7 +313,7 @@ def main(argv=None):
                         "the extractor and the three models are causal LMs, evaluated with and without the Table 2 "
                         "alpha and with a 128-token window too (writes pal_causal_esconv.json).")
     p.add_argument("--fusion-layer", type=int, default=None,
-                   help="Causal backbones: the decoder layer PAL fuses (-1 = the last; default: the middle).")
+                   help="Causal backbones: the decoder layer PAL fuses (-1 = the last, the default).")
     p.add_argument("--extractor-minutes", type=float, default=10.0)
     p.add_argument("--retrain-extractor", action="store_true")
     p.add_argument("--extractor-min-support", type=float, default=0.0,

@@ -337,3 +337,30 @@ def test_old_plugin_import_path_still_works_with_a_deprecation_warning():
     assert_names_moved("hf_persona.default_plugins.persona_extractor", dict.fromkeys(
         ("train_persona_extractor_cmd", "eval_persona_extractor_cmd", "annotate_persona_cmd"),
         "hf_persona.commands.persona_extractor"))
+
+
+def test_extractor_evaluation_counts_distinct_persona_sets_and_recall():
+    """Hand-computed: sets compare normalised sentences in any order; recall counts gold sentences
+    with a generated sentence at unigram F1 >= 50."""
+    from hf_persona.training.persona_extractor import evaluate_extractor_on_examples
+
+    class Fixed:
+        def __init__(self, outputs):
+            self.outputs = outputs
+
+        def extract(self, utterance_lists, batch_size=16):
+            assert len(utterance_lists) == len(self.outputs)
+            return self.outputs
+
+    examples = [{"utterances": ["hi"], "persona": ["i have a dog.", "i am a nurse."]},
+                {"utterances": ["yo"], "persona": ["i love tea."]},
+                {"utterances": ["hey"], "persona": ["i drive a bus."]}]
+    # the first two sets are the same persona (case, punctuation, order); the third differs
+    out = evaluate_extractor_on_examples(
+        Fixed([["i have a dog.", "I like tea ."], ["i like tea", "I have a dog"], ["i drive a red bus."]]), examples,
+        samples=2)
+    assert out["distinct_persona_sets"] == 2 and len(out["examples"]) == 2
+    # gold: "i have a dog." matched exactly; "i am a nurse." no; "i love tea." vs "i like tea" F1 = 2/3 -> yes;
+    # "i drive a bus." vs "i drive a red bus." F1 = 2*(3/4*1)/(3/4+1) = 85.7 -> yes: 3 of 4
+    assert out["persona_recall_f1_50"] == pytest.approx(75.0)
+    assert out["sentences_per_example"] == pytest.approx(5 / 3)

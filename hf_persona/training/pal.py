@@ -331,7 +331,7 @@ def train_pal(
     ``persona_alignment``: ``PALConfig.persona_alignment`` (None = "coattention"; "concat" appends
     the refined persona states as extra decoder keys).
     ``fusion_layer`` (causal backbones): the decoder layer whose output PAL fuses
-    (``PALCausalConfig.fusion_layer``; negative counts from the last, -1 = the last layer; None = the middle).
+    (``PALCausalConfig.fusion_layer``; negative counts from the last, -1 = the last layer; None = the config's default, the last).
     Returns a summary dict (also written to ``json_out``).
     """
     from transformers import AutoTokenizer, TrainingArguments

@@ -773,13 +773,17 @@ def _cuda() -> bool:
 # ----------------------------------------------------------------------------------------------
 
 
-def evaluate_extractor_on_examples(extractor: PersonaExtractor, examples: list[dict], batch_size: int = 16) -> dict:
+def evaluate_extractor_on_examples(extractor: PersonaExtractor, examples: list[dict], batch_size: int = 16,
+                                   samples: int = 5) -> dict:
     """BLEU-1/2/4, ROUGE-L, Distinct-1/2 of generated persona text against the gold persona.
 
     Hypothesis = the kept persona sentences (after splitting and the length filter) joined by a
     space; reference = the gold persona sentences joined by a space. Also reports the mean number
-    of sentences kept and persona-sentence recall: the fraction of gold sentences whose best
-    unigram F1 against a generated sentence is >= 50.
+    of sentences kept, persona-sentence recall (the fraction of gold sentences whose best unigram
+    F1 against a generated sentence is >= 50), ``distinct_persona_sets`` (how many different
+    persona sets it wrote for the ``n`` examples, sentences compared by :func:`persona_key`, order
+    ignored: an extractor that writes the same persona for everyone scores 1) and ``examples`` (the
+    first ``samples``).
     """
     from ..evaluation import bleu, distinct_n, rouge_l, unigram_f1
 
@@ -805,15 +809,16 @@ def evaluate_extractor_on_examples(extractor: PersonaExtractor, examples: list[d
         "dist2": distinct_n(nonempty, 2),
         "sentences_per_example": sum(len(s) for s in sentences) / len(sentences),
         "persona_recall_f1_50": 100.0 * matched / max(total, 1),
+        "distinct_persona_sets": len({frozenset(persona_key(x) for x in s) for s in sentences}),
         "examples": [
-            {"persona": e["persona"], "generated": s} for e, s in list(zip(examples, sentences))[:5]
+            {"persona": e["persona"], "generated": s} for e, s in list(zip(examples, sentences))[:samples]
         ],
     }
 
 
 def evaluate_persona_extractor(extractor_dir, data_files: Sequence | None = None, *, dev_from: int = 800,
                                max_examples: int | None = 200, num_beams: int = 4, batch_size: int = 16,
-                               json_out=None) -> dict:
+                               samples: int = 5, json_out=None) -> dict:
     """Evaluate a saved extractor on the held-back dialogues of ``data_files`` (see :func:`load_extractor_examples`)."""
     if data_files is None:
         data_files = default_data_files()
@@ -821,7 +826,7 @@ def evaluate_persona_extractor(extractor_dir, data_files: Sequence | None = None
     if max_examples:
         dev = dev[:max_examples]
     extractor = PersonaExtractor.from_pretrained(extractor_dir, num_beams=num_beams)
-    metrics = evaluate_extractor_on_examples(extractor, dev, batch_size=batch_size)
+    metrics = evaluate_extractor_on_examples(extractor, dev, batch_size=batch_size, samples=samples)
     metrics["num_beams"] = num_beams
     metrics["dev_from"] = dev_from
     if json_out:
