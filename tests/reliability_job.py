@@ -51,7 +51,8 @@ def run(out_dir, pace: float = 0.0, logging_steps: int = 1, stop_at: int | None 
             return control
 
     args = TrainingArguments(output_dir=str(out), per_device_train_batch_size=4, num_train_epochs=EPOCHS,
-                             learning_rate=1e-2, save_strategy="steps", save_steps=SAVE_STEPS, logging_steps=logging_steps,
+                             learning_rate=1e-2, save_strategy="steps", save_steps=SAVE_STEPS,
+                             logging_steps=logging_steps,
                              seed=7, data_seed=7, report_to=[], disable_tqdm=True, use_cpu=True,
                              dataloader_num_workers=0)
     trainer = Trainer(model=model, args=args, train_dataset=dataset, callbacks=[Progress()])

@@ -273,3 +273,12 @@ def test_whole_run_loss_over_several_resumes_with_sparse_logging(tmp_path):
     assert last.state.global_step == TOTAL_STEPS
     assert last.result.training_loss == pytest.approx(ref.result.training_loss, rel=1e-6)
     assert last.result.metrics["segment_train_loss"] != pytest.approx(ref.result.training_loss, rel=1e-3)
+
+
+def test_trainer_state_ignores_set_aside_checkpoints(tmp_path):
+    from hf_persona.training.common import trainer_state
+
+    for name, step in (("checkpoint-10", 10), ("corrupt-checkpoint-15", 15), ("incomplete-checkpoint-20", 20)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "trainer_state.json").write_text(json.dumps({"global_step": step, "log_history": []}))
+    assert trainer_state(tmp_path)["global_step"] == 10

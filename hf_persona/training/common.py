@@ -49,7 +49,10 @@ def last_checkpoint(output_dir, *, set_aside: bool = True) -> str | None:
     manifest) are checked structurally instead, and used when they pass, except that one without
     a manifest is treated as incomplete when an *older* checkpoint in the same folder has one: the
     run was writing manifests, so the missing one means the save did not finish, and the older,
-    verified checkpoint is the safe place to resume from.
+    verified checkpoint is the safe place to resume from. (Only a checkpoint with a manifest
+    is proof against silent damage such as zeroed weights; the structural checks catch truncated,
+    empty, garbage and missing files.) Call it with ``set_aside`` only when no other process is
+    training into ``output_dir``: a checkpoint being saved there right now looks incomplete.
     """
     root = Path(output_dir)
     if not root.is_dir():
@@ -197,7 +200,8 @@ def _structure_problem(path: Path) -> str | None:
     if not any(n.endswith(".safetensors") or n.endswith(".safetensors.index.json") for n in names):
         return "no weights file (*.safetensors)"
     if ("optimizer.pt" in names) != ("scheduler.pt" in names):
-        present, missing = ("optimizer.pt", "scheduler.pt") if "optimizer.pt" in names else ("scheduler.pt", "optimizer.pt")
+        pair = ["optimizer.pt", "scheduler.pt"]
+        present, missing = pair if "optimizer.pt" in names else pair[::-1]
         return f"{missing} is missing but {present} is present"
     for file in files:
         name = file.relative_to(path).as_posix()
@@ -355,12 +359,18 @@ def _manifest_class():
             return {"sum": self.base[0] + self.sum, "steps": self.base[1] + self.steps}
 
         def whole_run_loss(self, segment_loss, global_step):
-            """The mean per-step loss over the whole run, from this segment's exact mean."""
+            """The mean per-step loss over the whole run: the run's loss before this segment plus
+            this segment's, from the logged losses when they cover every step of it (a save, hence
+            a log, at the last step), else from the Trainer's mean over the segment."""
             n = global_step - self.start_step
-            steps = self.base[1] + n
-            if not self.start_step or steps <= 0 or segment_loss is None:
+            if not self.start_step or segment_loss is None:
                 return segment_loss
-            return (self.base[0] + float(segment_loss) * n) / steps
+            if self.last_logged == global_step and self.steps == n:
+                segment_sum = self.sum
+            else:
+                segment_sum = float(segment_loss) * n
+            steps = self.base[1] + n
+            return (self.base[0] + segment_sum) / steps if steps > 0 else segment_loss
 
         def on_save(self, args, state, control, **kwargs):
             if not args.should_save:
