@@ -25,6 +25,12 @@ def register_models(register):
     when a lookup needs it (``get_model_spec``, the Auto classes), so listing the plugins does not
     import torch or transformers. Rewards and logits processors stay light the same way when the
     factory imports its implementation inside.
+
+    A registration that breaks these rules (a class of the wrong kind, a config without
+    ``model_type``, an ``auto_class`` that is not a transformers auto class, a reference to a module
+    or class that does not exist) is rejected: recorded in ``hf_persona.plugin_errors()`` under the
+    plugin's name, listed by ``hf-persona plugins --json``, and not registered. The plugin's other
+    registrations stand.
     """
 
 
@@ -35,6 +41,10 @@ def register_rewards(register):
     ``register(name, factory)``: ``factory(**options)`` returns a reward callable with the TRL
     convention ``reward(prompts, completions, **columns) -> list[float]`` (one float per
     completion; ``columns`` are the dataset's other columns, one value per completion).
+
+    Document the reward's range and give an empty or whitespace-only completion its minimum, as the
+    built-in rewards do (:class:`hf_persona.rewards.bounds.BoundedReward` does both for a reward
+    class). A factory that raises when called gives a ``PluginCallError`` naming the plugin.
     """
 
 
@@ -52,7 +62,8 @@ def register_datasets(register):
     """Register dataset loaders.
 
     ``register(name, loader)``: ``loader(path=None, **options)`` returns a
-    ``datasets.Dataset``; ``path=None`` loads the data the plugin ships or knows about.
+    ``datasets.Dataset``; ``path=None`` loads the data the plugin ships or knows about. A loader
+    that raises gives a ``PluginCallError`` naming the plugin and the dataset.
     """
 
 

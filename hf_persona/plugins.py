@@ -328,7 +328,9 @@ _MODEL_BASES = ("PreTrainedModel",)
 def _validated(kind: str, name, args: tuple, kwargs: dict):
     """The registry entry for ``register(name, *args, **kwargs)``, or TypeError / ValueError saying what is wrong."""
     if not isinstance(name, str) or not name.strip():
-        raise TypeError(f"{kind} names must be non-empty strings, got {name!r}")
+        singular = {"models": "model", "rewards": "reward", "logits_processors": "logits processor",
+                    "datasets": "dataset"}.get(kind, kind)
+        raise TypeError(f"{singular} names must be non-empty strings, got {name!r}")
     if kind != "models":
         if len(args) != 1 or kwargs or not callable(args[0]):
             got = ", ".join([repr(a)[:60] for a in args] + [f"{k}=..." for k in kwargs]) or "nothing"
