@@ -117,6 +117,17 @@ def test_bad_input_errors(pal, kwargs, message):
         assert "Providing Suggestions" in str(err.value)  # the valid names are listed
 
 
+def test_input_longer_than_the_encoder_positions_is_a_clear_error(pal):
+    model, tok = pal
+    positions = model.backbone.get_encoder().config.max_position_embeddings
+    ids = torch.full((1, positions + 1), tok.cls_token_id)
+    with pytest.raises(ValueError, match=f"{positions + 1} tokens, but the backbone encoder has {positions} positions"):
+        model(input_ids=ids, labels=ids[:, :3])
+    persona = torch.full((1, positions + 5), tok.cls_token_id)
+    with pytest.raises(ValueError, match="max_persona_length"):
+        model(input_ids=ids[:, :8], persona_input_ids=persona, labels=ids[:, :3])
+
+
 def test_tokenizer_without_pal_tokens_is_rejected(tiny_bert_dir):
     from transformers import AutoTokenizer
 

@@ -372,6 +372,14 @@ class PALForConditionalGeneration(PALPreTrainedModel, GenerationMixin):
     # ------------------------------------------------------------------ encoder stage
     def _backbone_encode(self, input_ids, attention_mask, inputs_embeds=None):
         encoder = self.backbone.get_encoder()
+        positions = getattr(encoder.config, "max_position_embeddings", None)
+        length = (input_ids if input_ids is not None else inputs_embeds).shape[1]
+        if positions is not None and length > positions:
+            raise ValueError(
+                f"PAL input of {length} tokens, but the backbone encoder has {positions} positions; build inputs "
+                f"with max_source_length / max_persona_length <= {positions} (build_pal_example drops the oldest "
+                "turns to fit)"
+            )
         out = encoder(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds, return_dict=True)
         return out.last_hidden_state
 
