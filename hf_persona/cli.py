@@ -8,6 +8,10 @@ come from deeper code, so its line ends with "run with -v for the traceback". Ev
 (``RuntimeError``, ``TypeError``, ``KeyError``...) is a bug, not a user error, and keeps its full
 traceback. ``hf-persona -v COMMAND ...`` (``--verbose``) shows the traceback for every error instead
 of the one line.
+
+Output (issue 27, item 3). ``-v`` also shows the framework noise that is hidden by default (see
+:func:`hf_persona.utils.is_expected_noise` and :class:`hf_persona.utils.expected_noise_filtered`);
+``-q/--quiet`` leaves warnings, errors and each command's final table.
 """
 
 from __future__ import annotations
@@ -55,6 +59,9 @@ class _TopGroup(click.Group):
     one line (see the module docstring) unless ``-v`` was given."""
 
     def invoke(self, ctx):
+        if not ctx.meta.get("hf_persona.verbosity_set"):
+            ctx.meta["hf_persona.verbosity_set"] = True
+            return self.invoke_quietly(ctx)
         try:
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.exceptions.Abort):
@@ -70,13 +77,32 @@ class _TopGroup(click.Group):
                 raise
             raise converted from exc
 
+    def invoke_quietly(self, ctx):
+        from .utils import cli_verbosity
+
+        verbose, quiet = ctx.params.get("verbose"), ctx.params.get("quiet")
+        if verbose and quiet:
+            raise click.UsageError("-q/--quiet and -v/--verbose exclude each other", ctx=ctx)
+        with cli_verbosity(1 if verbose else -1 if quiet else 0):
+            return self.invoke(ctx)
+
 
 @click.group(cls=_TopGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="hf-persona")
 @click.option("-v", "--verbose", is_flag=True,
-              help="Show the full traceback of an error instead of one line.")
-def cli(verbose):
-    """Persona-aware dialogue models on the Hugging Face stack."""
+              help="Show everything: the framework's load reports, warnings and per-step logs, and the full "
+                   "traceback of an error instead of one line.")
+@click.option("-q", "--quiet", is_flag=True,
+              help="Only warnings, errors and each command's final table.")
+def cli(verbose, quiet):
+    """Persona-aware dialogue models on the Hugging Face stack.
+
+    By default the framework reports a user cannot act on are hidden (transformers load reports of
+    the keys a warm start leaves missing or unused, tied output weights reported missing, the
+    'pin_memory without an accelerator' warning, weight loading / shard writing bars, the Trainer's
+    per-step log lines); -v shows them. Train and eval commands end with a short table and "saved to
+    DIR"; --json FILE writes the full results (--json - prints them).
+    """
 
 
 @cli.group()
@@ -143,8 +169,10 @@ def inspect(path, fmt, skip_malformed, as_json):
 def demo(out_dir, quick):
     """Train small models on the embedded sample and run a scripted support conversation."""
     from .demo import run_demo
+    from .utils import expected_noise_filtered
 
-    run_demo(out_dir=out_dir, quick=quick)
+    with expected_noise_filtered(warm_start=True):
+        run_demo(out_dir=out_dir, quick=quick)
 
 
 _commands_registered = False

@@ -80,6 +80,8 @@ class OutputPath(click.Path):
         self.name = "folder" if not file_okay else "file" if not dir_okay else "path"
 
     def convert(self, value, param, ctx):
+        if self.allow_dash and value == "-":
+            return value
         rv = super().convert(value, param, ctx)
         text = os.fspath(rv)
         if not text.strip():

@@ -11,10 +11,14 @@ import math
 
 import click
 
+from ._output import finish, json_file, json_option, quiet_work
 from ._options import (MAX_STEPS, NONNEG_FLOAT, NONNEG_INT, POS_FLOAT, POS_INT, SEED, check_backbone, input_dir,
-                       output_dir, output_file)
+                       output_dir)
 
 _VARIANTS = ("pal", "no_persona", "hard_prompt")
+#: the figures ``train pal`` prints (the rest is in --json)
+TRAIN_KEYS = ("variant", "train_examples", "global_step", "train_loss", "valid_loss", "mixture_weights",
+              "train_seconds", "resumed_from")
 
 
 def _parse_alpha(value):
@@ -105,7 +109,8 @@ def _parse_mixture_init(ctx, param, text):
 @click.option("--max-target-length", default=50, show_default=True, type=POS_INT)
 @click.option("--seed", default=0, show_default=True, type=SEED)
 @click.option("--no-resume", is_flag=True, help="Start afresh even when OUTPUT_DIR holds checkpoints.")
-@click.option("--json", "json_out", default=None, type=output_file())
+@json_option()
+@quiet_work(warm_start=True)
 def train_pal_cmd(data, output_dir, variant, backbone, max_steps, epochs, budget_minutes, batch_size, learning_rate,
                   mixture_learning_rate, mixture_init, fusion_norm_init, persona_alignment, fusion_layer, warmup_steps,
                   eval_steps, max_train_examples, max_eval_examples, max_source_length, max_persona_length, max_target_length, seed,
@@ -121,9 +126,9 @@ def train_pal_cmd(data, output_dir, variant, backbone, max_steps, epochs, budget
         warmup_steps=warmup_steps, eval_steps=eval_steps, max_train_examples=max_train_examples,
         max_eval_examples=max_eval_examples,
         max_source_length=max_source_length, max_persona_length=max_persona_length,
-        max_target_length=max_target_length, seed=seed, resume=not no_resume, json_out=json_out,
+        max_target_length=max_target_length, seed=seed, resume=not no_resume, json_out=json_file(json_out),
     )
-    click.echo(json.dumps(summary, indent=2, default=str))
+    finish(summary, TRAIN_KEYS, saved_to=output_dir, json_out=json_out)
 
 
 @click.command("pal")
@@ -138,25 +143,26 @@ def train_pal_cmd(data, output_dir, variant, backbone, max_steps, epochs, budget
                    "JSON object strategy -> alpha.")
 @click.option("--batch-size", default=16, show_default=True, type=POS_INT)
 @click.option("--seed", default=0, show_default=True, type=SEED)
-@click.option("--json", "json_out", default=None, type=output_file(), help="Write the metrics JSON here.")
+@json_option()
+@quiet_work()
 def eval_pal_cmd(model_dir, data, split, max_examples, max_generate, alpha, batch_size, seed, json_out):
     """Paper Table 3 metrics with the paper's decoding (top-k 10, top-p 0.9, T 0.5, rep. 1.03)."""
     from hf_persona.evaluation import format_table
     from hf_persona.training.pal import METRIC_KEYS, evaluate_pal
 
     metrics = evaluate_pal(model_dir, data, split=split, max_examples=max_examples, max_generate=max_generate,
-                           alpha=_parse_alpha(alpha), batch_size=batch_size, seed=seed, json_out=json_out)
+                           alpha=_parse_alpha(alpha), batch_size=batch_size, seed=seed, json_out=json_file(json_out))
     row = {"model": metrics["variant"], **{k: metrics[k] for k in METRIC_KEYS},
            "ppl_no_strategy": metrics["ppl_no_strategy"]}
-    click.echo(format_table([row]))
-    click.echo("ppl includes the strategy token (as the paper's code); ppl_no_strategy excludes it")
+    lines = [format_table([row]), "ppl includes the strategy token (as the paper's code); ppl_no_strategy excludes it"]
     if metrics.get("n_with_persona") is not None:
         def show(value):
             return "-" if value is None else f"{value:.3f}"
 
         n_with = metrics["n_with_persona"]
-        click.echo(f"ppl on turns with a persona (n={n_with}): {show(metrics['ppl_with_persona'])}; with the "
-                   f"placeholder (n={metrics['n_teacher_forced'] - n_with}): {show(metrics['ppl_without_persona'])}")
+        lines.append(f"ppl on turns with a persona (n={n_with}): {show(metrics['ppl_with_persona'])}; with the "
+                     f"placeholder (n={metrics['n_teacher_forced'] - n_with}): {show(metrics['ppl_without_persona'])}")
+    finish(metrics, (), json_out=json_out, table="\n".join(lines))
 
 
 def add_commands(cli) -> None:
