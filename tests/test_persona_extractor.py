@@ -364,3 +364,39 @@ def test_extractor_evaluation_counts_distinct_persona_sets_and_recall():
     # "i drive a bus." vs "i drive a red bus." F1 = 2*(3/4*1)/(3/4+1) = 85.7 -> yes: 3 of 4
     assert out["persona_recall_f1_50"] == pytest.approx(75.0)
     assert out["sentences_per_example"] == pytest.approx(5 / 3)
+
+
+def test_lora_extractor_keeps_the_adapter_alone_or_merges(tiny_llama_dir, tmp_path):
+    """--lora trains adapters on a causal LM: the folder holds the adapter (no full weights) and
+    loads onto its backbone with the same outputs; merge=True saves full weights instead."""
+    import torch
+
+    from hf_persona.training.persona_extractor import PersonaExtractor, train_persona_extractor
+
+    train = [{"utterances": ["i walk my dog every day", "he is a poodle"], "persona": ["i have a dog."]}] * 8
+    dev = [{"utterances": ["i teach math at school"], "persona": ["i am a teacher."]}] * 2
+    common = dict(train_examples=train, dev_examples=dev, backbone=tiny_llama_dir, max_steps=2, eval_steps=2,
+                  batch_size=4, warmup_steps=0, learning_rate=1e-2, max_source_length=64, max_target_length=12,
+                  eval_generation_examples=0, num_beams=1, progress=False)
+    summary = train_persona_extractor(tmp_path / "lora", lora=4, **common)
+    assert summary["lora_rank"] == 4 and not summary["merged"]
+    names = {p.name for p in (tmp_path / "lora").iterdir()}
+    assert "adapter_model.safetensors" in names and "model.safetensors" not in names
+    loaded = PersonaExtractor.from_pretrained(tmp_path / "lora", num_beams=1)
+    merged = train_persona_extractor(tmp_path / "merged", lora=4, merge=True, **common)
+    assert merged["merged"]
+    names = {p.name for p in (tmp_path / "merged").iterdir()}
+    assert "model.safetensors" in names and "adapter_model.safetensors" not in names
+    again = PersonaExtractor.from_pretrained(tmp_path / "merged", num_beams=1)
+    # the same seed and data train the same adapter: the adapter folder and the merged folder agree
+    ids = torch.tensor([[5, 6, 7, 8]])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model(input_ids=ids).logits, again.model(input_ids=ids).logits,
+                                   rtol=1e-4, atol=1e-4)
+    from transformers import AutoModelForCausalLM
+
+    with torch.no_grad():  # and the adapter changed the model
+        plain = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)(input_ids=ids).logits
+    assert not torch.allclose(plain, again.model(input_ids=ids).logits, atol=1e-4)
+    with pytest.raises(HFPersonaError, match="LoRA needs a pretrained causal LM"):
+        train_persona_extractor(tmp_path / "s2s", lora=4, **dict(common, backbone="minilm"))

@@ -43,6 +43,7 @@ logger = get_logger(__name__)
 TARGET_SEPARATOR = " | "
 #: file written next to the weights, holding how inputs and outputs are formatted
 EXTRACTOR_CONFIG_NAME = "persona_extractor.json"
+ADAPTER_CONFIG_NAME = "adapter_config.json"  # what PEFT writes beside a LoRA adapter
 #: persona sentences with fewer words, or more, are dropped (paper, appendix A / section 3.2)
 MIN_WORDS = 2
 MAX_WORDS = 25
@@ -309,7 +310,8 @@ class ExtractorFormat:
 
     ``kind``: ``"seq2seq"`` (source text -> target text) or ``"causal"`` (chat prompt with
     ``system_prompt`` -> assistant turn). Folders saved before causal extractors existed have no
-    ``kind`` and load as seq2seq."""
+    ``kind`` and load as seq2seq. ``backbone``: the base model a LoRA adapter folder loads onto
+    (a name for :func:`hf_persona.backbones.resolve`, e.g. ``"smollm2"``; None for full models)."""
 
     source_separator: str
     target_separator: str = TARGET_SEPARATOR
@@ -317,6 +319,7 @@ class ExtractorFormat:
     max_target_length: int = 64
     kind: str = "seq2seq"
     system_prompt: str | None = None
+    backbone: str | None = None
 
     def __post_init__(self):
         if self.kind not in ("seq2seq", "causal"):
@@ -495,12 +498,27 @@ class PersonaExtractor:
             )
         fmt = ExtractorFormat(**json.loads(cfg.read_text(encoding="utf-8")))
         loader = AutoModelForCausalLM if fmt.kind == "causal" else AutoModelForSeq2SeqLM
-        model = loader.from_pretrained(path)
+        if (path / ADAPTER_CONFIG_NAME).is_file():  # a LoRA adapter: load its base, then merge for speed
+            from peft import PeftModel
+
+            from ..backbones import resolve
+
+            if not fmt.backbone:
+                raise HFPersonaError(f"{path}: a LoRA adapter folder without the 'backbone' it was trained on "
+                                     f"in {EXTRACTOR_CONFIG_NAME}")
+            model = PeftModel.from_pretrained(loader.from_pretrained(resolve(fmt.backbone)), path).merge_and_unload()
+        else:
+            model = loader.from_pretrained(path)
         tokenizer = AutoTokenizer.from_pretrained(path)
         return cls(model, tokenizer, fmt, **kwargs)
 
-    def save_pretrained(self, path) -> None:
+    def save_pretrained(self, path, merge: bool = True) -> None:
+        """Save model, tokenizer and ``persona_extractor.json``. A LoRA-trained model (a PEFT model)
+        is saved merged into full weights, or with ``merge=False`` as its adapter alone (a few MB;
+        it loads onto ``format.backbone``)."""
         path = Path(path)
+        if hasattr(self.model, "merge_and_unload") and merge:
+            self.model = self.model.merge_and_unload()
         self.model.save_pretrained(path)
         self.tokenizer.save_pretrained(path)
         atomic_write_json(path / EXTRACTOR_CONFIG_NAME, self.format.to_dict())
@@ -625,6 +643,8 @@ def train_persona_extractor(
     report_eval: bool = True,
     eval_generation_examples: int = 100,
     num_beams: int = 4,
+    lora: int = 0,
+    merge: bool = False,
     json_out=None,
     progress: bool = True,
 ) -> dict:
@@ -639,6 +659,10 @@ def train_persona_extractor(
     ``budget_minutes`` stops training after that much wall time (evaluating and saving first).
     ``min_support > 0`` trains and evaluates on grounded targets only (:func:`ground_examples`);
     0 keeps every persona sentence, as the paper does.
+    ``lora`` (causal LM backbones): train LoRA adapters of that rank on every attention and MLP
+    projection instead of all weights (:func:`lora_config`); the folder then keeps the adapter alone
+    (``adapter_model.safetensors``, a few MB) and loads onto ``backbone``, or the merged full model
+    with ``merge=True``.
 
     Returns a summary dict (steps, examples, dev loss and, with ``report_eval``, generation metrics
     on the held-back dialogues); ``json_out`` writes it as JSON.
@@ -679,9 +703,19 @@ def train_persona_extractor(
 
     from ..backbones import is_causal_lm
 
+    if lora < 0:
+        raise HFPersonaError(f"lora must be a LoRA rank >= 1 (or 0 for full fine-tuning), got {lora}")
     model, tokenizer = build_extractor_model(backbone, seed=seed)
     kind = "causal" if is_causal_lm(model.config) else "seq2seq"
-    fmt = ExtractorFormat(_source_separator(tokenizer), TARGET_SEPARATOR, max_source_length, max_target_length, kind)
+    if lora and kind != "causal":
+        raise HFPersonaError(f"LoRA needs a pretrained causal LM backbone ({backbone!r} builds a {kind} model whose "
+                             "cross-attention starts untrained); use --backbone smollm2 or train all weights")
+    fmt = ExtractorFormat(_source_separator(tokenizer), TARGET_SEPARATOR, max_source_length, max_target_length, kind,
+                          backbone=backbone if lora and not merge else None)
+    if lora:
+        from peft import get_peft_model
+
+        model = get_peft_model(model, lora_config(lora))
     start = None
     if kind == "seq2seq" and model.__class__.__name__ == "EncoderDecoderModel":
         start = model.config.decoder_start_token_id  # BERT2BERT: [CLS] starts the decoder, not a label
@@ -731,7 +765,7 @@ def train_persona_extractor(
     train_seconds = time.monotonic() - t0
     dev_metrics = trainer.evaluate()
     extractor = PersonaExtractor(trainer.model, tokenizer, fmt, num_beams=num_beams)
-    extractor.save_pretrained(output_dir)
+    extractor.save_pretrained(output_dir, merge=merge)
     summary = {
         "backbone": backbone,
         "kind": kind,
@@ -749,6 +783,8 @@ def train_persona_extractor(
         "stopped_by_budget": budget_cb.stopped_at is not None,
         "batch_size": batch_size,
         "learning_rate": learning_rate,
+        "lora_rank": lora or None,
+        "merged": bool(lora and merge),
         "seed": seed,
         "resumed_from": resume_from,
     }
@@ -757,6 +793,15 @@ def train_persona_extractor(
     if json_out:
         atomic_write_json(json_out, summary)
     return summary
+
+
+def lora_config(rank: int):
+    """The LoRA recipe of the causal-LM generators: rank ``rank``, alpha 2·rank, dropout 0.05, on
+    every linear projection of the attention and MLP blocks (not the embeddings or the LM head)."""
+    from peft import LoraConfig
+
+    return LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.05, target_modules="all-linear",
+                      task_type="CAUSAL_LM")
 
 
 def _cuda() -> bool:
