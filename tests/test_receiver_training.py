@@ -15,6 +15,7 @@ from hf_persona.evaluation.receiver_probe import (
     run_probe,
     shares_sentence,
 )
+from hf_persona.training.common import MANIFEST_NAME
 from hf_persona.training.receiver import (
     ReceiverCollator,
     ReceiverPairDataset,
@@ -25,6 +26,7 @@ from hf_persona.training.receiver import (
     linear_tau,
     train_receiver,
 )
+from tests.resume_checks import assert_whole_run_loss
 
 
 @pytest.fixture(scope="module")
@@ -161,6 +163,7 @@ def test_train_eval_best_checkpoint_resume_and_tau(tiny_bert_dir, tmp_path, samp
     assert 0.0 <= metrics["eval_hits_at_1"] <= 1.0 and metrics["global_step"] == 4
     assert (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
     assert json.loads((out / "receiver_train_results.json").read_text())["global_step"] == 4
+    assert metrics["resumed_from"] is None and (out / "checkpoint-4" / MANIFEST_NAME).is_file()
     # resume: a longer run continues from the newest complete checkpoint, the τ schedule follows
     _, metrics = train_receiver(train, out, backbone=tiny_bert_dir, eval_ds=dev, max_steps=6, batch_size=8,
                                 eval_steps=2, logging_steps=1, resume=True, disable_tqdm=True)
@@ -168,6 +171,11 @@ def test_train_eval_best_checkpoint_resume_and_tau(tiny_bert_dir, tmp_path, samp
     steps_logged = [h["step"] for h in state["log_history"] if "loss" in h]
     assert metrics["global_step"] == 6 and steps_logged[-2:] == [5, 6]
     assert [h["tau"] for h in state["log_history"] if "loss" in h][-1] == pytest.approx(0.5)
+    # train_loss is the mean over all 6 steps (trained through train_resumable), not over steps 5-6
+    assert metrics["resumed_from"] == str(out / "checkpoint-4")
+    losses = assert_whole_run_loss(metrics["train_loss"], out / "checkpoint-6", 4)
+    assert metrics["segment_train_loss"] == pytest.approx((losses[5] + losses[6]) / 2, rel=1e-6)
+    assert json.loads((out / "receiver_train_results.json").read_text())["train_loss"] == metrics["train_loss"]
 
 
 def test_full_finetune_loss_goes_down(tiny_bert_dir, sample):

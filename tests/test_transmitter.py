@@ -7,7 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from hf_persona.training.common import MANIFEST_NAME
 from tests.helpers import run_without_hf_persona
+from tests.resume_checks import assert_whole_run_loss
 
 
 @pytest.fixture(scope="module")
@@ -233,6 +235,34 @@ def test_language_style_and_coherence_rewards(tok, tiny):
         rs2([""], ["no"], history=[["hi"]])
 
 
+def test_selfplay_rewards_floor_empty_turns_and_keep_the_other_scores(tok, tiny):
+    """build_rewards gives hf_persona.rewards' classes: an empty or blank agent turn scores each reward's
+    documented minimum; every other turn scores what the plain training/p2bot_rewards classes give."""
+    from hf_persona.training import p2bot_rewards as plain
+    from hf_persona.training.selfplay import build_rewards
+
+    names = ["language_style", "discourse_coherence", "repetition_penalty"]
+    rewards = build_rewards(names, tiny, tok)
+    assert [r.__name__ for r in rewards] == names
+    completions = ["yes a cat", "", "i like cats", "  "]
+    persona = [["i like cats ."]] * 4
+    history = [["hi"], ["hi", "hello", "pets ?"], ["i like cats"], ["hello"]]
+    unbounded = [plain.LanguageStyleReward(model=tiny, tokenizer=tok),
+                 plain.DiscourseCoherenceReward(model=tiny, tokenizer=tok), plain.RepetitionPenalty()]
+    for reward, reference, minimum in zip(rewards, unbounded, (-20.0, -20.0, -1.0)):
+        got = reward([""] * 4, completions, persona=persona, history=history)
+        assert got[1] == minimum and got[3] == minimum
+        expected = reference([""] * 2, completions[0::2], persona=persona[0::2], history=history[0::2])
+        assert [got[0], got[2]] == pytest.approx(expected, abs=1e-5)
+    assert unbounded[2]([""], [""], history=[["hi"]]) == [-0.0]  # without the floor, saying nothing repeats nothing
+    assert unbounded[0]([""], [""])[0] > -20.0  # ... and the end-of-sequence token alone scores above the floor
+    half = build_rewards(["discourse_coherence"], tiny, tok, coherence_form="prob_minus_half")[0]
+    got = half([""] * 2, ["", "no"], persona=persona[:2], history=history[:2])
+    assert got[0] == -0.5 and got[1] == pytest.approx(
+        plain.DiscourseCoherenceReward(model=tiny, tokenizer=tok, form="prob_minus_half")(
+            [""], ["no"], persona=persona[1:2], history=history[1:2])[0], abs=1e-6)
+
+
 @pytest.fixture(scope="module")
 def receiver(tiny_bert_dir):
     from hf_persona.models.receiver import ReceiverModel
@@ -313,8 +343,11 @@ def test_selfplay_trains_and_resumes(tmp_path, tiny_dir, receiver):
     first = train_selfplay(tiny_dir, out, max_steps=1, **kw)
     assert first["global_step"] == 1 and first["rewards"][2] == "persona_perception"
     assert (out / "checkpoint-1" / "trainer_state.json").is_file()
+    assert (out / "checkpoint-1" / MANIFEST_NAME).is_file()  # saved through train_resumable
     second = train_selfplay(tiny_dir, out, max_steps=2, baseline="leave_one_out", **kw)
     assert second["resumed_from"].endswith("checkpoint-1") and second["global_step"] == 2
+    # train_loss: the mean over both steps, not the resumed segment's (step 2) alone
+    assert_whole_run_loss(second["train_loss"], out / "checkpoint-2", 1)
     from hf_persona.models.transmitter import TransmitterForDialogue
 
     before = TransmitterForDialogue.from_pretrained(tiny_dir)
@@ -422,9 +455,13 @@ def test_supervised_training_resumes(tmp_path, tiny_dir):
     s1 = train_transmitter(out, train_data=sample_path("personachat"), backbone=tiny_dir, max_steps=2, batch_size=2,
                            save_steps=2, max_context_tokens=64)
     assert s1["global_step"] == 2 and (out / "model.safetensors").is_file()
+    assert s1["resumed_from"] is None and (out / "checkpoint-2" / MANIFEST_NAME).is_file()
     s2 = train_transmitter(out, train_data=sample_path("personachat"), backbone=tiny_dir, max_steps=3, batch_size=2,
                            save_steps=2, max_context_tokens=64)
     assert s2["resumed_from"].endswith("checkpoint-2") and s2["global_step"] == 3
+    # logging_steps=10: only the saves log (steps 2 and 3); the summary's loss covers steps 1-3
+    losses = assert_whole_run_loss(s2["train_loss"], out / "checkpoint-3", 2)
+    assert s2["train_loss"] != pytest.approx(losses[3], rel=1e-4)  # not the last segment's
 
 
 def test_eval_cli_writes_json(tmp_path, tiny_dir):

@@ -26,7 +26,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from ..errors import HFPersonaError
 from ..evaluation.receiver_probe import shares_sentence
 from ..utils import atomic_write_json, get_logger
-from .common import last_checkpoint, time_budget_callback
+from .common import last_checkpoint, time_budget_callback, train_resumable
 
 logger = get_logger(__name__)
 
@@ -490,7 +490,9 @@ def train_receiver(
             warning, when a small dev set leaves some side fewer personas that share no sentence with its own).
         eval_steps / save_steps: evaluate and checkpoint every N steps (default: 4 times per run);
             the best ``hits_at_1`` checkpoint is loaded at the end when ``eval_ds`` is given.
-        resume: continue from the newest complete checkpoint in ``output_dir`` if there is one.
+        resume: continue from the newest intact checkpoint in ``output_dir`` if there is one (see
+            :func:`hf_persona.training.common.train_resumable`: corrupt checkpoints are set aside,
+            SIGTERM/SIGINT save a checkpoint first, ``train_loss`` covers the whole run).
         peft_config: an optional ``peft.LoraConfig``; the adapters are merged before the final save.
         time_budget_minutes: stop early (saving a checkpoint) when training has run this long; the
             τ schedule still spans ``max_steps``, so pick ``max_steps`` to fit the budget.
@@ -617,9 +619,11 @@ def train_receiver(
     checkpoint = last_checkpoint(output_dir) if resume else None
     if checkpoint:
         logger.info("resuming Receiver training from %s", checkpoint)
-    result = trainer.train(resume_from_checkpoint=checkpoint)
+    # SIGTERM/SIGINT save a checkpoint first; after a resume train_loss is the whole run's
+    result = train_resumable(trainer, resume=resume)
     metrics = dict(result.metrics)
     metrics["global_step"] = trainer.state.global_step
+    metrics["resumed_from"] = checkpoint
     if eval_set is not None:
         if trainer.state.best_metric is not None and args.load_best_model_at_end:
             metrics["best_checkpoint"] = trainer.state.best_model_checkpoint

@@ -131,8 +131,15 @@ def build_rewards(names, frozen_model, tokenizer, persona_scorer=None, gamma: fl
     supervised Transmitter; RS.2 with the frozen supervised Transmitter's NUP head; RS.3 is
     ``persona_scorer``: the Receiver's ``persona_perception`` reward in ``mode="discounted"``
     (see :func:`persona_scorer_from_receiver`), or any callable with the same columns.
+
+    RS.1, RS.2 and the penalty are the reward classes of :mod:`hf_persona.rewards.p2bot` (what
+    ``hf_persona.get_reward`` gives): an empty or whitespace-only agent turn is not scored and gets
+    the reward's minimum (-20 for RS.1 and RS.2, -0.5 for RS.2 with ``coherence_form="prob_minus_half"``,
+    -1 for the penalty); other turns score as in :mod:`hf_persona.training.p2bot_rewards`, clipped
+    into the documented range.
     """
-    from .p2bot_rewards import DiscourseCoherenceReward, LanguageStyleReward, RepetitionPenalty
+    # hf_persona.rewards' classes: the same scores, with each reward's documented floor for an empty turn
+    from ..rewards.p2bot import DiscourseCoherenceReward, LanguageStyleReward, RepetitionPenalty
 
     out = []
     for name in names:
@@ -255,7 +262,7 @@ def train_selfplay(
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
-    from hf_persona.training.common import last_checkpoint, time_budget_callback
+    from hf_persona.training.common import last_checkpoint, time_budget_callback, train_resumable
     from hf_persona.training.transmitter import load_transmitter, training_dialogues
     from hf_persona.utils import set_seed
 
@@ -350,7 +357,7 @@ def train_selfplay(
         callbacks=[time_budget_callback(budget_minutes)] if budget_minutes else None,
     )
     start = time.monotonic()
-    trainer.train(resume_from_checkpoint=resume_from)
+    result = train_resumable(trainer, resume=resume)  # SIGTERM/SIGINT: checkpoint, then stop
     seconds = time.monotonic() - start
     trainer.save_model(str(output_dir))
     tokenizer.padding_side = "right"
@@ -371,6 +378,7 @@ def train_selfplay(
         "kl_beta": float(kl_beta),
         "mask_truncated": bool(mask_truncated),
         "sft_weight": float(sft_weight),
+        "train_loss": result.training_loss,  # the whole run's mean, across resumes
         "first_reward": history[0]["reward"] if history else None,
         "last_reward": history[-1]["reward"] if history else None,
         "resumed_from": resume_from,

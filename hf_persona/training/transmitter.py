@@ -184,12 +184,14 @@ def train_transmitter(
 
     ``train_data``: a PERSONA-CHAT file path or a ``datasets.Dataset`` of ``read_personachat``
     rows; with a path, only its first ``dev_from`` dialogues train (the rest stay for evaluation).
-    Resumes from the newest complete checkpoint in ``output_dir`` unless ``resume`` is false.
+    Resumes from the newest intact checkpoint in ``output_dir`` unless ``resume`` is false
+    (:func:`hf_persona.training.common.train_resumable`: SIGTERM/SIGINT save a checkpoint first);
+    after a resume ``train_loss`` is the mean over the whole run, not only the last segment.
     """
     import torch
     from transformers import Trainer, TrainingArguments
 
-    from hf_persona.training.common import last_checkpoint, time_budget_callback
+    from hf_persona.training.common import last_checkpoint, time_budget_callback, train_resumable
     from hf_persona.utils import set_seed
 
     set_seed(seed)
@@ -240,7 +242,7 @@ def train_transmitter(
                       data_collator=TransmitterCollator(tokenizer, max_context_tokens, max_response_tokens),
                       callbacks=callbacks)
     start = time.monotonic()
-    result = trainer.train(resume_from_checkpoint=resume_from)
+    result = train_resumable(trainer, resume=resume)  # SIGTERM/SIGINT: checkpoint, then stop
     seconds = time.monotonic() - start
     trainer.save_model(str(output_dir))
     tokenizer.save_pretrained(str(output_dir))
