@@ -13,16 +13,16 @@ Heavy imports (torch, transformers) happen inside the commands so that ``hf-pers
 
 from __future__ import annotations
 
-import json
-
 import click
 
 from ._options import (MAX_STEPS, NONNEG_INT, POS_FLOAT, POS_INT, SEED, UNIT_FLOAT, check_backbone, input_dir,
-                       input_file, output_dir, output_file)
+                       input_file, output_dir)
+from ._output import default_data, finish, json_file, json_option, quiet_work
 
-
-def _echo_json(obj) -> None:
-    click.echo(json.dumps(obj, indent=2, ensure_ascii=False, default=str))
+TRAIN_KEYS = ("kind", "train_examples", "global_step", "train_loss", "dev_loss", "bleu1", "persona_recall_f1_50",
+              "train_seconds", "resumed_from")
+ANNOTATE_KEYS = ("dialogues", "supporter_turns", "supporter_turns_with_persona",
+                 "mean_persona_sentences_at_last_turn", "complete")
 
 
 @click.command("persona-extractor")
@@ -51,12 +51,17 @@ def _echo_json(obj) -> None:
                    "speaker's utterances (0: all, the paper; 0.5 teaches restating over inventing).")
 @click.option("--eval-examples", default=100, show_default=True, type=NONNEG_INT,
               help="Held-back examples for BLEU/ROUGE/Distinct (0: skip).")
+@click.option("--lora", default=0, show_default=True, type=NONNEG_INT,
+              help="Causal LM backbones: train LoRA adapters of this rank instead of all weights (0: all weights); "
+                   "the folder keeps the adapter alone (a few MB).")
+@click.option("--merge", is_flag=True, help="With --lora: save the merged full model instead of the adapter.")
 @click.option("--seed", default=0, show_default=True, type=SEED)
 @click.option("--no-resume", is_flag=True, help="Start afresh even when OUTPUT_DIR holds checkpoints.")
-@click.option("--json", "json_out", default=None, type=output_file(), help="Write the summary JSON here.")
+@json_option()
+@quiet_work(warm_start=True)
 def train_persona_extractor_cmd(data_files, output_dir, backbone, dev_from, max_steps, epochs, budget_minutes,
                                 batch_size, learning_rate, eval_steps, max_source_length, max_target_length,
-                                num_beams, min_support, eval_examples, seed, no_resume, json_out):
+                                num_beams, min_support, eval_examples, lora, merge, seed, no_resume, json_out):
     """Fine-tune a persona extractor, causal LM or seq2seq (one speaker's utterances -> persona sentences)."""
     from hf_persona.training.persona_extractor import train_persona_extractor
 
@@ -65,9 +70,10 @@ def train_persona_extractor_cmd(data_files, output_dir, backbone, dev_from, max_
         epochs=epochs, budget_minutes=budget_minutes, batch_size=batch_size, learning_rate=learning_rate,
         eval_steps=eval_steps, max_source_length=max_source_length, max_target_length=max_target_length,
         num_beams=num_beams, min_support=min_support, eval_generation_examples=eval_examples,
-        report_eval=eval_examples > 0, seed=seed, resume=not no_resume, json_out=json_out,
+        report_eval=eval_examples > 0, lora=lora, merge=merge, seed=seed, resume=not no_resume,
+        json_out=json_file(json_out),
     )
-    _echo_json(summary)
+    finish(summary, TRAIN_KEYS, saved_to=output_dir, json_out=json_out)
 
 
 @click.command("persona-extractor")
@@ -78,7 +84,8 @@ def train_persona_extractor_cmd(data_files, output_dir, backbone, dev_from, max_
 @click.option("--max-examples", default=200, show_default=True, type=POS_INT)
 @click.option("--num-beams", default=4, show_default=True, type=POS_INT)
 @click.option("--batch-size", default=16, show_default=True, type=POS_INT)
-@click.option("--json", "json_out", default=None, type=output_file(), help="Write the metrics JSON here.")
+@json_option()
+@quiet_work()
 def eval_persona_extractor_cmd(extractor, data_files, dev_from, max_examples, num_beams, batch_size, json_out):
     """BLEU / ROUGE-L / Distinct of inferred personas on held-back dialogues."""
     from hf_persona.evaluation import format_table
@@ -86,14 +93,14 @@ def eval_persona_extractor_cmd(extractor, data_files, dev_from, max_examples, nu
 
     metrics = evaluate_persona_extractor(extractor, list(data_files) or None, dev_from=dev_from,
                                          max_examples=max_examples, num_beams=num_beams, batch_size=batch_size,
-                                         json_out=json_out)
+                                         json_out=json_file(json_out))
     row = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-    click.echo(format_table([row]))
+    finish(metrics, (), json_out=json_out, table=format_table([row]))
 
 
 @click.command("annotate-persona")
 @click.option("--extractor", required=True, type=input_dir(), help="Trained extractor folder.")
-@click.option("--data", required=True, type=input_file(), help="ESConv JSON lines file.")
+@click.option("--data", default=None, type=input_file(), help="ESConv JSON lines file. Default: the embedded sample.")
 @click.option("--out", "out_dir", required=True, type=output_dir(), help="Output folder (resumed if it exists).")
 @click.option("--batch-size", default=32, show_default=True, type=POS_INT, help="Extractor inputs per generate call.")
 @click.option("--dialogues-per-shard", default=16, show_default=True, type=POS_INT,
@@ -107,15 +114,17 @@ def eval_persona_extractor_cmd(extractor, data_files, dev_from, max_examples, nu
                    "utterances (0: keep all, the paper).")
 @click.option("--merge-consecutive", is_flag=True, help="Merge consecutive turns of one speaker first.")
 @click.option("--overwrite", is_flag=True, help="Discard an earlier run in --out (default: resume it).")
+@json_option("Write the annotation summary JSON to this file ('-': print it instead of the table).")
+@quiet_work()
 def annotate_persona_cmd(extractor, data, out_dir, batch_size, dialogues_per_shard, min_seeker_utterances, num_beams,
-                         max_dialogues, min_support, merge_consecutive, overwrite):
+                         max_dialogues, min_support, merge_consecutive, overwrite, json_out):
     """Build PESConv: add the inferred seeker persona before every turn of ESConv (resumable)."""
     from hf_persona.training.pesconv import annotate
 
-    summary = annotate(extractor, data, out_dir, batch_size=batch_size, dialogues_per_shard=dialogues_per_shard,
+    summary = annotate(extractor, data or default_data("esconv"), out_dir, batch_size=batch_size, dialogues_per_shard=dialogues_per_shard,
                        min_seeker_utterances=min_seeker_utterances, num_beams=num_beams, max_dialogues=max_dialogues,
                        merge_consecutive=merge_consecutive, min_support=min_support, overwrite=overwrite)
-    _echo_json(summary)
+    finish(summary, ANNOTATE_KEYS, saved_to=out_dir, json_out=json_out, write_json=True)
 
 
 def add_commands(cli) -> None:
