@@ -150,34 +150,48 @@ def _number_dialogues(observed, persona):
     """Assign each ParlAI line a turn number and decide where dialogues start.
 
     ``observed`` holds each line's turn number (None when unreadable), ``persona`` whether the line
-    is a persona line (True), an utterance line (False) or unreadable (None). Returns, per line,
-    (starts_dialogue, previous turn or None when the line is well numbered, assigned turn). A well-numbered file
-    counts 1, 2, 3, ... within each dialogue; otherwise the fewest misnumbered lines explain the
-    file (a Viterbi pass over "continues", "starts a dialogue", "lines missing" and "stray line"), so
-    a corrupted first line starts its own dialogue instead of joining the one before, and a corrupted
-    middle line stays in its dialogue. Missing lines cost more than a wrong number (one corrupted
-    line is likelier than lost ones), and so do a persona line after an utterance and a dialogue
-    opened by a misnumbered utterance line; ties go to fewer dialogues.
-    """
-    previous, clean = 0, True
-    for n in observed:
-        if n == 1:
-            previous = 1
-        elif previous and n == previous + 1:
-            previous = n
-        else:
-            clean = False
-            break
-    if clean:
-        return [(n == 1, None, n) for n in observed]
+    is a persona line (True), an utterance line (False) or unknown (None). Returns, per line,
+    (starts_dialogue, previous turn or None when the line is well numbered, assigned turn).
 
+    A well-numbered file counts 1, 2, 3, ... within each dialogue (and, when it has persona lines,
+    opens every dialogue with one: a line 1 holding an utterance there is suspect). Around a misnumbered line, the
+    stretch between the nearest sure dialogue starts (a line 1 followed by a line 2) is explained
+    with the fewest errors by :func:`_viterbi_numbering`, so a corrupted first line starts its own
+    dialogue instead of joining the one before, and a corrupted middle line stays in its dialogue.
+    """
+    n_lines = len(observed)
+    persona_file = any(persona)  # then every dialogue opens with persona lines
+    fits = [(n == 1 and (persona[i] is not False or not persona_file))
+            or (i > 0 and n is not None and observed[i - 1] is not None and n == observed[i - 1] + 1)
+            for i, n in enumerate(observed)]
+    if all(fits) and (not observed or observed[0] == 1):
+        return [(n == 1, None, n) for n in observed]
+    anchors = [i for i in range(n_lines - 1) if observed[i] == 1 and observed[i + 1] == 2]
+    bounds = sorted(set([0] + anchors + [n_lines]))
+    out = []
+    for a, b in zip(bounds, bounds[1:]):
+        if all(fits[a:b]) and observed[a] == 1:
+            out += [(n == 1, None, n) for n in observed[a:b]]
+        else:
+            out += _viterbi_numbering(observed[a:b], persona[a:b], persona_file)
+    return out
+
+
+def _viterbi_numbering(observed, persona, persona_file):
+    """The numbering of a stretch of lines (the first starts a dialogue) with the fewest errors.
+
+    A Viterbi pass over "continues", "starts a dialogue", "lines missing" and "stray line". Missing
+    lines cost more than a wrong number (one corrupted line is likelier than lost ones); a persona
+    line after an utterance costs as much as a wrong number, and so does a dialogue opened by an
+    utterance line when it is misnumbered or the file has persona lines; ties go to fewer dialogues.
+    """
     # states: assigned turn t of the current line -> (misnumbered lines, dialogues); back[i][t] = (prev t, kind)
     INF = (float("inf"), 0)
     states = {0: (0, 0)}
     back: list[dict] = []
     for i, n in enumerate(observed):
         misplaced = _MISNUMBERED if persona[i] and i and persona[i - 1] is False else 0  # persona after talk
-        opener = _MISNUMBERED if n != 1 and persona[i] is not True else 0  # a misnumbered utterance opens
+        opener = _MISNUMBERED if persona[i] is False and (n != 1 or persona_file) else 0  # an utterance opens
         new: dict[int, tuple] = {}
         links: dict[int, tuple] = {}
 
@@ -212,11 +226,20 @@ def _number_dialogues(observed, persona):
     return out
 
 
+def _looks_persona(text):
+    """For a line without a readable turn number: persona line (True), utterance (False) or unknown (None)."""
+    if _YOUR in text or _PARTNER in text:
+        return True
+    return False if "\t" in text else None
+
+
 def _personachat_error(path, number, text, prev, unreadable, turn, observed):
     if unreadable is not None:
         return DataFormatError(path, number, unreadable, text)
     if turn == 1 and observed == prev + 1:
         want = "1 (the lines after it number a new dialogue)"
+    elif observed == 1 and prev:
+        want = f"{prev + 1}, not 1 (the lines around it continue a dialogue)"
     else:
         want = "1" if not prev else f"{prev + 1} or 1 (new dialogue)"
     return DataFormatError(path, number, f"turn number {want}", text)
@@ -258,7 +281,8 @@ def _personachat_dialogue(path, lines):
 def _personachat_rows(path, skip_malformed=False, report=None) -> list[dict]:
     lines = list(_lines(path))
     parsed = [_turn(text) for _, text, _ in lines]
-    persona = [None if body is None else body.startswith((_YOUR, _PARTNER)) for _, body, _ in parsed]
+    persona = [body.startswith((_YOUR, _PARTNER)) if body is not None else _looks_persona(text)
+               for (_, text, _), (_, body, _) in zip(lines, parsed)]
     layout = _number_dialogues([n for n, _, _ in parsed], persona)
     outcome = _Outcome(path, skip_malformed)
     dialogue: list = []
