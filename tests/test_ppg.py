@@ -8,9 +8,11 @@ from safetensors.torch import load_file
 
 
 from hf_persona.errors import HFPersonaError
+from hf_persona.training.common import MANIFEST_NAME
 from hf_persona.training import ppg as P
 from hf_persona.training import ppg_data as D
 from hf_persona.training import ppg_rl as R
+from tests.resume_checks import assert_whole_run_loss
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -139,6 +141,34 @@ def test_train_generator_with_lora_changes_attention_and_saves_a_causal_lm(tiny_
         P.train_generator("persona", rows, tmp_path / "x", tiny_bert_dir)
 
 
+def test_train_generator_resumes_with_manifests_and_the_whole_run_loss(tiny_bert_dir, rows, tmp_path):
+    out = tmp_path / "g"
+    kw = dict(batch_size=2, learning_rate=1e-3, max_prompt_tokens=60, max_completion_tokens=16, save_steps=2,
+              logging_steps=1)
+    first = P.train_generator("drg", rows, out, tiny_bert_dir, max_steps=2, **kw)
+    assert first["steps"] == 2 and first["resumed_from"] is None
+    assert (out / "checkpoints" / "checkpoint-2" / MANIFEST_NAME).is_file()
+    again = P.train_generator("drg", rows, out, tiny_bert_dir, max_steps=3, **kw)
+    assert again["steps"] == 3 and again["resumed_from"] == str(out / "checkpoints" / "checkpoint-2")
+    losses = assert_whole_run_loss(again["train_loss"], out / "checkpoints" / "checkpoint-3", 2)
+    assert again["train_loss"] != pytest.approx(losses[3], rel=1e-4)  # not the resumed segment's alone
+    assert json.loads((out / P.META_FILE).read_text())["train_loss"] == again["train_loss"]
+    fresh = P.train_generator("drg", rows, out, tiny_bert_dir, max_steps=3, resume=False, **kw)
+    assert fresh["resumed_from"] is None and fresh["steps"] == 3
+
+
+def test_train_critic_resumes_with_manifests_and_the_whole_run_loss(tiny_bert_dir, rows, tmp_path):
+    out = tmp_path / "c"
+    kw = dict(batch_size=8, max_length=64, warmup_ratio=0.0, save_steps=2)
+    first = P.train_critic(rows[:3], out, tiny_bert_dir, max_steps=2, **kw)
+    assert first["steps"] == 2 and first["resumed_from"] is None
+    again = P.train_critic(rows[:3], out, tiny_bert_dir, max_steps=4, **kw)
+    assert again["steps"] == 4 and again["resumed_from"] == str(out / "checkpoints" / "checkpoint-2")
+    # logging_steps=20: only the saves (steps 2 and 4) log; the loss covers steps 1-4
+    losses = assert_whole_run_loss(again["train_loss"], out / "checkpoints" / "checkpoint-4", 2)
+    assert sorted(losses) == [2, 4] and again["train_loss"] == pytest.approx((losses[2] + losses[4]) / 2)
+
+
 def test_critic_reward_values_and_batching(tmp_path, minilm_path, random_critic):
     import hf_persona
 
@@ -243,9 +273,7 @@ def safetensors_load(folder):
     return load_file(f"{folder}/model.safetensors")
 
 
-def test_alternating_rl_resumes_after_a_kill(tiny_bert_dir, random_critic, rows, tmp_path):
-    from transformers import TrainerCallback
-
+def _rl_generators(tmp_path, tiny_bert_dir):
     gens = {}
     for task in ("ppg", "drg"):
         m, t = P.load_generator(tiny_bert_dir)
@@ -253,6 +281,51 @@ def test_alternating_rl_resumes_after_a_kill(tiny_bert_dir, random_critic, rows,
         t.save_pretrained(tmp_path / task)
         (tmp_path / task / P.META_FILE).write_text(json.dumps({"max_completion_tokens": 6}))  # short samples
         gens[task] = str(tmp_path / task)
+    return gens
+
+
+def test_rl_phases_score_with_the_floored_rewards(tiny_bert_dir, random_critic, rows, tmp_path, monkeypatch):
+    """Each phase's reward is hf_persona.rewards.critic's: an empty completion (a generated persona in the
+    PPG phase, a response in the DRG phase) gets the minimum, a real one what the plain class gives."""
+    from hf_persona.rewards.bounds import BoundedReward
+
+    gens = _rl_generators(tmp_path, tiny_bert_dir)
+
+    class Captured(Exception):
+        pass
+
+    captured = {}
+
+    def capture(model, tok, reward, train_dataset, output_dir, **kw):
+        captured.update(reward=reward, ds=train_dataset)
+        raise Captured
+
+    monkeypatch.setattr(R, "make_rloo_trainer", capture)
+    drg_model, drg_tok = P.load_generator(gens["drg"])
+    plain = {"ppg": R.PPGCriticReward(drg_model, drg_tok, random_critic, "prob", max_new_tokens=6,
+                                      max_prompt_tokens=100),
+             "drg": R.CriticReward(random_critic, "prob")}
+    for task in ("ppg", "drg"):
+        with pytest.raises(Captured):
+            R.train_rl(gens["ppg"], gens["drg"], random_critic, rows, tmp_path / f"rl-{task}", rounds=1,
+                       steps_per_phase=1, batch_size=2, max_prompt_tokens=100, max_prompts=4, reward_mode="prob",
+                       train_ppg=task == "ppg", train_drg=task == "drg")
+        reward, row = captured["reward"], captured["ds"][0]
+        assert isinstance(reward, BoundedReward) and isinstance(reward, type(plain[task]))
+        assert reward.reward_range == (0.0, 1.0)
+        columns = {k: [v, v, v] for k, v in row.items() if k != "prompt"}
+        completion = "i like dogs ." if task == "ppg" else "i like dogs , do you ?"
+        got = reward([row["prompt"]] * 3, ["", completion, " "], **columns)
+        expected = plain[task]([row["prompt"]], [completion], **{k: v[:1] for k, v in columns.items()})
+        assert got[0] == 0.0 and got[2] == 0.0, task
+        assert got[1] == pytest.approx(expected[0], abs=1e-6), task
+        assert plain[task]([row["prompt"]], [""], **{k: v[:1] for k, v in columns.items()})[0] > 0.0  # no floor
+
+
+def test_alternating_rl_resumes_after_a_kill(tiny_bert_dir, random_critic, rows, tmp_path):
+    from transformers import TrainerCallback
+
+    gens = _rl_generators(tmp_path, tiny_bert_dir)
 
     class Kill(TrainerCallback):
         def on_step_end(self, args, state, control, **kw):
@@ -270,6 +343,11 @@ def test_alternating_rl_resumes_after_a_kill(tiny_bert_dir, random_critic, rows,
     state = R.train_rl(gens["ppg"], gens["drg"], random_critic, rows, out, **kw)
     assert state["done"] == ["round0-ppg", "round0-drg"]
     assert state["phases"]["round0-ppg"]["steps"] == 1  # resumed at step 1: only step 2 ran again
+    # the phases train through train_resumable: manifests, and the resumed phase's loss covers both steps
+    ppg_phase = state["phases"]["round0-ppg"]
+    assert ppg_phase["resumed_from"] == str(out / "round0-ppg" / "checkpoints" / "checkpoint-1")
+    assert_whole_run_loss(ppg_phase["train_loss"], out / "round0-ppg" / "checkpoints" / "checkpoint-2", 1)
+    assert state["phases"]["round0-drg"]["resumed_from"] is None
     assert state["phases"]["round0-drg"]["steps"] == 2
     assert state["ppg"].endswith("round0-ppg/final") and state["drg"].endswith("round0-drg/final")
     assert 0 < state["reward_share"] < 1

@@ -211,11 +211,12 @@ def train_generator(
     """Supervised PPG (``task="ppg"``) or DRG (``task="drg"``) training with ``trl.SFTTrainer``.
 
     Saves the final generator + tokenizer + ``ppg_meta.json`` in ``output_dir``; checkpoints
-    go to ``output_dir/checkpoints`` and a killed run resumes from the newest complete one.
-    Returns a dict with the step count, final loss and seconds.
+    go to ``output_dir/checkpoints`` and a killed run resumes from the newest intact one
+    (:func:`hf_persona.training.common.train_resumable`; SIGTERM/SIGINT save a checkpoint first).
+    Returns a dict with the step count, the whole run's training loss and seconds.
     """
     from ..utils import set_seed
-    from .common import last_checkpoint
+    from .common import last_checkpoint, train_resumable
 
     _check_task(task)
     _torch_threads()
@@ -235,7 +236,7 @@ def train_generator(
                                callbacks=[budget])
     resume_from = last_checkpoint(ckpt_dir) if resume else None
     t0 = time.monotonic()
-    result = trainer.train(resume_from_checkpoint=resume_from)
+    result = train_resumable(trainer, resume=resume)  # SIGTERM/SIGINT: checkpoint, then stop
     seconds = time.monotonic() - t0
     final = trainer.model
     if lora_target_modules:
@@ -252,8 +253,9 @@ def train_generator(
         "max_context": max_context,
         "train_examples": len(ds),
         "steps": trainer.state.global_step,
-        "train_loss": float(result.training_loss),
+        "train_loss": float(result.training_loss),  # the whole run's mean, across resumes
         "seconds": seconds,
+        "resumed_from": resume_from,
         "budget_minutes": budget_minutes,
         "stopped_by_budget": budget.stopped_early,
         "lora": list(lora_target_modules) if lora_target_modules else None,
@@ -514,7 +516,7 @@ def train_critic(
 
     from ..backbones import resolve
     from ..utils import set_seed
-    from .common import last_checkpoint
+    from .common import last_checkpoint, train_resumable
 
     _torch_threads()
     set_seed(seed)
@@ -548,13 +550,15 @@ def train_critic(
     budget = time_budget_callback(budget_minutes)
     trainer = Trainer(model=model, args=args, train_dataset=ds, data_collator=DataCollatorWithPadding(tok),
                       callbacks=[budget])
+    resume_from = last_checkpoint(ckpt) if resume else None
     t0 = time.monotonic()
-    result = trainer.train(resume_from_checkpoint=last_checkpoint(ckpt) if resume else None)
+    result = train_resumable(trainer, resume=resume)  # SIGTERM/SIGINT: checkpoint, then stop
     seconds = time.monotonic() - t0
     trainer.model.save_pretrained(out)
     tok.save_pretrained(out)
     meta = {"task": "critic", "base": str(base), "train_pairs": len(pairs), "steps": trainer.state.global_step,
-            "train_loss": float(result.training_loss), "seconds": seconds, "budget_minutes": budget_minutes,
+            "train_loss": float(result.training_loss), "seconds": seconds, "resumed_from": resume_from,
+            "budget_minutes": budget_minutes,
             "stopped_by_budget": budget.stopped_early, "learning_rate": learning_rate, "max_length": max_length,
             "warmup_steps": warmup_steps,
             "batch_size": batch_size}

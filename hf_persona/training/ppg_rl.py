@@ -17,7 +17,13 @@ about (p̂, r̂), turn its label into R = +1/-1 and apply plain REINFORCE,
   ``steps_per_phase`` steps). Alternating keeps each phase's reward stationary (the other
   generator is fixed while one learns), which a simultaneous update would not.
 * Resume: ``rl_state.json`` records finished phases; an interrupted phase resumes from its
-  newest complete checkpoint (``hf_persona.training.common.last_checkpoint``).
+  newest intact checkpoint (each phase trains through ``hf_persona.training.common.train_resumable``:
+  checkpoint manifests, SIGTERM/SIGINT save a checkpoint first, the phase's ``train_loss`` covers the
+  whole phase across resumes).
+* Rewards: the phases score with :mod:`hf_persona.rewards.critic`'s classes (what
+  ``hf_persona.get_reward("critic" | "ppg_critic")`` gives), which wrap :class:`CriticReward` and
+  :class:`PPGCriticReward` below: an empty completion (response or generated persona) gets the
+  minimum (-1 for ``mode="label"``, 0 for ``"prob"``) without being scored.
 
 The one adaptation of ``RLOOTrainer`` (:class:`PPGRLOOTrainer`): TRL computes the
 per-token log-probabilities with a "fused LM head" that multiplies the backbone's last hidden
@@ -314,8 +320,10 @@ def train_rl(
 
     from datasets import Dataset
 
+    from ..rewards.critic import CriticReward as BoundedCriticReward
+    from ..rewards.critic import PPGCriticReward as BoundedPPGCriticReward
     from ..utils import set_seed
-    from .common import last_checkpoint
+    from .common import last_checkpoint, train_resumable
 
     if not (train_ppg or train_drg):
         raise HFPersonaError("nothing to train: both train_ppg and train_drg are False")
@@ -366,8 +374,8 @@ def train_rl(
             model, tok = P.load_generator(state["ppg"])
             drg_model, drg_tok = P.load_generator(state["drg"])
             drg_max = P.read_meta(state["drg"]).get("max_completion_tokens")
-            reward = PPGCriticReward(drg_model, drg_tok, critic, reward_mode, max_new_tokens=drg_max,
-                                     max_prompt_tokens=max_prompt_tokens)
+            reward = BoundedPPGCriticReward(drg_model, drg_tok, critic, reward_mode, max_new_tokens=drg_max,
+                                            max_prompt_tokens=max_prompt_tokens)
             ex = P.task_examples(D.PPG, chunk, tok, max_prompt_tokens)
             ds = Dataset.from_list([{"prompt": e["prompt"], "self_persona": e["self_persona"],
                                      "context": e["context"], "context_speakers": e["context_speakers"]}
@@ -384,7 +392,7 @@ def train_rl(
                 _, personas = P.generate_personas(ppg_model, ppg_tok, chunk, max_prompt_tokens, ppg_max)
                 del ppg_model
                 P._atomic_json(cache, personas)
-            reward = CriticReward(critic, reward_mode, persona_column="partner_persona")
+            reward = BoundedCriticReward(critic, reward_mode, persona_column="partner_persona")
             ex = P.task_examples(D.DRG, chunk, tok, max_prompt_tokens, personas)
             ds = Dataset.from_list([{"prompt": e["prompt"], "partner_persona": e["partner_persona"]} for e in ex])
             max_len = P.read_meta(state["drg"]).get("max_completion_tokens", P.DEFAULT_MAX_COMPLETION_TOKENS[D.DRG])
@@ -399,7 +407,7 @@ def train_rl(
             normalize_advantages=normalize_advantages)
         resume = last_checkpoint(phase_dir / "checkpoints")
         say(f"RL phase {name}: {len(ds)} prompts, {steps_per_phase} steps" + (f", resuming {resume}" if resume else ""))
-        trainer.train(resume_from_checkpoint=resume)
+        result = train_resumable(trainer)  # SIGTERM/SIGINT: checkpoint, then stop; the next run resumes
         rewards = [x.get("reward") for x in trainer.state.log_history if "reward" in x]
         final = phase_dir / "final"
         meta = dict(P.read_meta(state[task]))
@@ -412,7 +420,8 @@ def train_rl(
         state["steps"] += timer.steps
         state["phases"][name] = {"steps": timer.steps, "seconds": timer.seconds, "reward_seconds": reward.seconds,
                                  "mean_train_reward": (sum(rewards) / len(rewards)) if rewards else None,
-                                 "train_rewards": rewards}
+                                 "train_rewards": rewards, "train_loss": result.training_loss,
+                                 "resumed_from": resume}
         P._atomic_json(out / STATE_FILE, state)
         say(f"RL phase {name} done: mean train reward {state['phases'][name]['mean_train_reward']}")
         del trainer, model
