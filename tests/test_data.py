@@ -190,3 +190,186 @@ def test_shared_data_file_given_default_and_missing(tmp_path, monkeypatch):
         shared_data_file(None, "esconv", "train.json")
     with pytest.raises(HFPersonaError, match="data file not found"):
         shared_data_file(str(tmp_path / "nope.txt"))
+
+
+# --- issue 28: a malformed line costs only its own dialogue; exact skip counts; one-line errors ---
+SAMPLE_PC = sample_path("personachat").read_text().splitlines(keepends=True)  # 36 dialogues of 12 lines
+
+
+def _third_dialogue_first_line(n):  # dialogue 3 spans lines 25-36 (persona 25-32, utterances 33-36)
+    def edit(lines):
+        lines[24] = n + lines[24][1:]
+    return edit
+
+
+def _delete(first, last):
+    def edit(lines):
+        del lines[first - 1:last]
+    return edit
+
+
+def _set_line(number, text):
+    def edit(lines):
+        lines[number - 1] = text
+    return edit
+
+
+@pytest.mark.parametrize("edit,bad_line", [
+    (_third_dialogue_first_line("7"), 25),   # the issue's reproduction: corrupted turn number of a first line
+    (_third_dialogue_first_line("x"), 25),
+    (_third_dialogue_first_line("13"), 25),  # looks like the next turn of dialogue 2
+    (_third_dialogue_first_line("9" * 5000), 25),  # past int()'s digit limit
+    (_delete(33, 36), 25),                   # a dialogue with only persona lines
+    (_delete(25, 25), 25),                   # its first line missing
+    (_set_line(30, "1 partner's persona: i like to go fishing .\n"), 30),  # a middle line numbered 1
+    (_set_line(36, "x cool .\tyes\n"), 36),  # its last line unreadable
+    (_set_line(36, "1 cool .\tyes\n"), 36),  # its last line numbered 1
+    (_set_line(29, "5 partner's persona: \xff\n"), 29),  # not UTF-8
+])
+def test_personachat_malformed_line_costs_only_its_dialogue(tmp_path, caplog, edit, bad_line):
+    lines = list(SAMPLE_PC)
+    edit(lines)
+    p = tmp_path / "pc.txt"
+    p.write_bytes("".join(lines).encode("utf-8", errors="surrogateescape").replace("\xff".encode(), b"\xff"))
+    original = read_personachat(sample_path("personachat"))
+    report = {}
+    ds = read_personachat(p, skip_malformed=True, report=report)
+    assert len(ds) == 35 and report["skipped"] == 1 and report["dialogues"] == 35
+    assert report["skipped_at"][0]["line"] == bad_line
+    assert ds["utterances"] == original["utterances"][:2] + original["utterances"][3:]
+    assert ds["your_persona"] == original["your_persona"][:2] + original["your_persona"][3:]
+    assert "skipped 1 malformed dialogues" in caplog.text and f"at lines {bad_line};" in caplog.text
+    with pytest.raises(DataFormatError) as info:
+        read_personachat(p)
+    assert info.value.line == bad_line and str(info.value).startswith(f"{p}:{bad_line}: expected ")
+
+
+def test_personachat_numbering_messages(tmp_path):
+    lines = list(SAMPLE_PC)
+    lines[24] = "13" + lines[24][1:]
+    with pytest.raises(DataFormatError, match=r":25: expected turn number 1 \(the lines after it number a new"):
+        read_personachat(write(tmp_path, "a.txt", "".join(lines)))
+    lines = list(SAMPLE_PC)
+    lines[29] = "1" + lines[29][1:]
+    with pytest.raises(DataFormatError, match=r":30: expected turn number 6, not 1"):
+        read_personachat(write(tmp_path, "b.txt", "".join(lines)))
+    with pytest.raises(DataFormatError, match=r":1: expected a turn number of at most 9 digits"):
+        read_personachat(write(tmp_path, "c.txt", "1" * 5000 + " your persona: a\n2 hi\tyo\n"))
+
+
+def test_skip_counts_several_dialogues_exactly(tmp_path, caplog):
+    lines = list(SAMPLE_PC)
+    for first in (1, 25, 121, 421):  # the first line of dialogues 1, 3, 11 and 36
+        lines[first - 1] = "x" + lines[first - 1]
+    report = {}
+    ds = read_personachat(write(tmp_path, "pc.txt", "".join(lines)), skip_malformed=True, report=report)
+    assert len(ds) == 32 and report["skipped"] == 4
+    assert [s["line"] for s in report["skipped_at"]] == [1, 25, 121, 421]
+    assert "skipped 4 malformed dialogues (at lines 1, 25, 121, 421;" in caplog.text
+
+
+def _esconv_lines():
+    return sample_path("esconv").read_bytes().splitlines()
+
+
+HOSTILE_JSON = {
+    "invalid UTF-8": (lambda line: line[:40] + b"\xff\xfe" + line[40:], "UTF-8 text (invalid start byte"),
+    "UTF-8 surrogate bytes": (lambda line: line[:40] + b"\xed\xa0\x80" + line[40:], "UTF-8 text"),
+    "5,000-digit integer": (lambda line: line[:-1] + b', "n": ' + b"7" * 5000 + b"}", "Exceeds the limit"),
+    "deep nesting": (lambda line: line[:-1] + b', "n": ' + b"[" * 50000 + b"]" * 50000 + b"}", "nested too deeply"),
+    "lone surrogate": (lambda line: line.replace(b'"situation": "', b'"situation": "\\ud800', 1),
+                       "valid Unicode text in situation (lone surrogate"),
+    "nested lone surrogate": (lambda line: json.dumps({"text": line.decode().replace(
+        '"text": "', '"text": "\\udfff', 1)}).encode(), "valid Unicode text in utterances[0] (lone surrogate"),
+    "hub layout, nested too deeply": (lambda line: json.dumps({"text": "[" * 50000}).encode(), "nested too deeply"),
+    "truncated": (lambda line: line[: len(line) // 2], "one JSON object per line"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_JSON))
+def test_esconv_hostile_line_is_one_error_or_one_skip(tmp_path, case):
+    mutate, expected = HOSTILE_JSON[case]
+    lines = _esconv_lines()
+    lines[6] = mutate(lines[6])
+    p = tmp_path / "e.json"
+    p.write_bytes(b"\n".join(lines) + b"\n")
+    with pytest.raises(DataFormatError) as info:
+        read_esconv(p)
+    assert info.value.line == 7 and str(info.value).startswith(f"{p}:7: expected ") and expected in str(info.value)
+    report = {}
+    ds = read_esconv(p, skip_malformed=True, report=report)
+    assert len(ds) == 23 and report["skipped"] == 1 and report["skipped_at"][0]["line"] == 7
+    fmt, ds = read_dialogues(p, skip_malformed=True)  # detection is not thrown by the bad line either
+    assert fmt == "esconv" and len(ds) == 23
+
+
+def _msc_text(n=5):
+    rows = read_personachat(sample_path("personachat")).select(range(n))
+    return [json.dumps({"personas": [r["partner_persona"], r["your_persona"]], "dialog": [
+        {"text": u, "id": "Speaker 1" if s == "partner" else "Speaker 2"} for u, s in zip(r["utterances"], r["speakers"])
+    ]}) for r in rows]
+
+
+@pytest.mark.parametrize("bad,expected", [
+    ('{"personas": [["\\ud800"], []], "dialog": [{"text": "a", "id": "Speaker 1"}]}', "lone surrogate"),
+    ('{"personas": [[], []], "dialog": [{"text": "a", "id": "Speaker 1", "n": ' + "1" * 5000 + "}]}",
+     "Exceeds the limit"),
+    ('{"personas": ' + "[" * 30000 + "]" * 30000 + "}", "nested too deeply"),
+    ('{"personas": [[], []], "dialog": [{"text": "a", "id": ["Speaker 1"]}]}', "at least one turn with id"),
+])
+def test_msc_hostile_line(tmp_path, bad, expected):
+    lines = _msc_text()
+    lines.insert(2, bad)
+    p = write(tmp_path, "m.txt", "\n".join(lines) + "\n")
+    with pytest.raises(DataFormatError, match=rf"m.txt:3: expected .*{expected}"):
+        read_msc(p)
+    report = {}
+    assert len(read_msc(p, skip_malformed=True, report=report)) == 5 and report["skipped"] == 1
+
+
+@pytest.mark.parametrize("content", [b"", b"\n", b"  \n\r\n\t\n"])
+@pytest.mark.parametrize("reader", [read_personachat, read_esconv, read_msc, read_dialogues])
+@pytest.mark.parametrize("skip", [False, True])
+def test_empty_file_is_an_error_not_zero_dialogues(tmp_path, content, reader, skip):
+    p = write(tmp_path, "empty.json", content)
+    with pytest.raises(DataFormatError, match=r"empty.json:1: expected at least one dialogue \(the file is empty"):
+        reader(p, skip_malformed=skip)
+
+
+def test_all_malformed_is_an_error_also_when_skipping(tmp_path):
+    p = write(tmp_path, "e.json", "{oops\n[1, 2]\n")
+    with pytest.raises(DataFormatError, match=r"e.json:1: expected at least one well-formed dialogue; all 2 are"):
+        read_esconv(p, skip_malformed=True)
+    p = write(tmp_path, "pc.txt", "1 your persona: a\n1 your persona: b\n")
+    with pytest.raises(DataFormatError, match=r"pc.txt:1: expected at least one well-formed dialogue; all 2 are"):
+        read_personachat(p, skip_malformed=True)
+
+
+def test_invalid_utf8_is_skipped_and_counted_in_personachat(tmp_path):
+    text = PC.encode() + b"1 your persona: \xff\xfe\n2 hi\tyo\n1 your persona: z\n2 a\tb\n"
+    p = write(tmp_path, "pc.txt", text)
+    with pytest.raises(DataFormatError, match=r"pc.txt:8: expected UTF-8 text \(invalid start byte at byte 16\)"):
+        read_personachat(p)
+    report = {}
+    ds = read_personachat(p, skip_malformed=True, report=report)
+    assert len(ds) == 3 and report["skipped"] == 1 and ds[2]["your_persona"] == ["z"]
+
+
+def test_cli_inspect_reports_the_exact_skip_count(tmp_path):
+    import subprocess
+    import sys
+
+    lines = list(SAMPLE_PC)
+    lines[24] = "7" + lines[24][1:]
+    p = write(tmp_path, "pc.txt", "".join(lines))
+    run = [sys.executable, "-m", "hf_persona.cli", "data", "inspect"]
+    proc = subprocess.run(run + [str(p), "--skip-malformed", "--json"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    stats = json.loads(proc.stdout)
+    assert stats["dialogues"] == 35 and stats["skipped_malformed"] == 1
+    assert "skipped 1 malformed dialogues (at lines 25;" in proc.stderr
+    empty = write(tmp_path, "empty.json", "")
+    proc = subprocess.run(run + [str(empty), "--format", "esconv", "--json"], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip() == f"error: {empty}:1: expected at least one dialogue (the file is empty or blank)"
