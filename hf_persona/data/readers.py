@@ -1,8 +1,13 @@
 """Readers for ESConv, PERSONA-CHAT / ConvAI2 (ParlAI text) and Multi-Session Chat.
 
 Every reader returns a ``datasets.Dataset`` with one row per dialogue. A malformed line raises
-:class:`~hf_persona.errors.DataFormatError` naming the file, the line and what was expected; with
-``skip_malformed=True`` the dialogue holding it is left out and the count is logged.
+:class:`~hf_persona.errors.DataFormatError` naming the file, the line and what was expected; so do
+bytes that are not UTF-8, numbers past Python's digit limit, JSON nested too deeply, lone
+surrogates and a file with no dialogue at all. With ``skip_malformed=True`` the dialogue holding a
+malformed line is left out, and only that one: ``dialogues kept + skipped = dialogues in the file``.
+The skip count and the skipped lines are logged and, when a dict is passed as ``report=``, stored
+there (``dialogues``, ``skipped``, ``skipped_at``: ``[{"line", "error"}]``). A file left with no
+well-formed dialogue is an error even when skipping.
 
 Columns
 -------
