@@ -93,3 +93,41 @@ def clamp_warning(option: str, value: int, available: int, what: str = "dialogue
     from hf_persona.utils import get_logger
 
     get_logger("hf_persona.cli").warning(f"{option} {value} exceeds the {available} {what}; using {available}")
+
+
+def clamp_first(n: int, available: int, option: str = "--dev-from", what: str = "dialogues") -> int:
+    """Training on the dialogues before ``n``: ``n`` itself, or ``available`` (with a logged
+    warning) when the data holds fewer; 0 stays 0 (all)."""
+    if n and n > available:
+        clamp_warning(option, n, available, what)
+        return available
+    return n
+
+
+def clamp_held_out(n: int, available: int, option: str = "--dev-from", what: str = "dialogues") -> int:
+    """Evaluating the dialogues from ``n`` on: ``n`` itself, or 0 (all of them, with a logged warning
+    that they may have been trained on) when the data holds no dialogue from index ``n`` on."""
+    if n and n >= available:
+        from hf_persona.utils import get_logger
+
+        get_logger("hf_persona.cli").warning(
+            f"{option} {n}: the data holds only {available} {what}, none from index {n} on; evaluating all "
+            f"{available} (they may have been trained on)")
+        return 0
+    return n
+
+
+def default_data(name: str = "personachat") -> str:
+    """The embedded sample in ``name``'s format (``--data`` when not given)."""
+    from hf_persona.data import sample_path
+
+    return str(sample_path(name))
+
+
+def dev_from_option(default, *aliases, help: str, type=None):
+    """``--dev-from N``: the one way to choose splits (dialogues before N train, from N on are held
+    out); ``aliases`` are the older names of the same option, still accepted."""
+    from ._options import NONNEG_INT
+
+    return click.option("--dev-from", *aliases, "dev_from", default=default, show_default=default is not None,
+                        type=type or NONNEG_INT, help=help)

@@ -1,8 +1,9 @@
 """Click commands of CoBERT and the Bi-encoder baseline (persona-aware response selection), added
 to the ``hf-persona`` CLI by the cobert plugin.
 
-* ``hf-persona train cobert``: :func:`hf_persona.training.cobert.train_cobert` on the first
-  ``--train-dialogues`` dialogues of a PERSONA-CHAT file;
+* ``hf-persona train cobert``: :func:`hf_persona.training.cobert.train_cobert` on the dialogues
+  before ``--dev-from`` (alias ``--train-dialogues``) of a PERSONA-CHAT file (the embedded sample
+  by default; a count beyond the file is clamped with a warning);
 * ``hf-persona eval cobert``: :func:`hf_persona.training.cobert.evaluate_cobert_file`, printed as a
   table with and without persona.
 
@@ -17,18 +18,24 @@ from pathlib import Path
 import click
 
 from ._options import (CANDIDATES, MAX_STEPS, NONNEG_INT, POS_FLOAT, POS_INT, SEED, check_backbone, check_model,
-                       input_file, output_dir, output_file)
+                       input_file, output_dir)
+from ._output import (clamp_first, clamp_held_out, default_data, dev_from_option, finish, json_file, json_option,
+                      quiet_work)
+
+TRAIN_KEYS = ("model", "train_examples", "global_step", "train_loss", "best_eval_hits@1", "train_seconds",
+              "resumed_from")
 
 
 @click.command("cobert")
-@click.option("--data", "data_path", required=True, type=input_file(),
-              help="PERSONA-CHAT file (ParlAI text, *_both_* or *_self_*).")
+@click.option("--data", "data_path", default=None, type=input_file(),
+              help="PERSONA-CHAT file (ParlAI text, *_both_* or *_self_*). Default: the embedded sample.")
 @click.option("--output-dir", required=True, type=output_dir(), help="Checkpoints and the best model.")
 @click.option("--backbone", default="minilm", show_default=True, callback=check_backbone,
               help="'minilm' (offline), a Hub id or a local encoder.")
 @click.option("--model", "kind", type=click.Choice(["cobert", "biencoder"]), default="cobert", show_default=True)
-@click.option("--train-dialogues", default=800, show_default=True, type=NONNEG_INT,
-              help="Train on the first N dialogues (the rest are never seen); 0 = all.")
+@dev_from_option(800, "--train-dialogues",
+                 help="Train on the dialogues before index N (the rest are never seen; fewer in the file: all, "
+                      "with a warning); 0 = all.")
 @click.option("--epochs", default=1.0, show_default=True, type=POS_FLOAT)
 @click.option("--max-steps", default=-1, show_default=True, type=MAX_STEPS,
               help="Stop after this many optimiser steps (-1: epochs).")
@@ -48,35 +55,37 @@ from ._options import (CANDIDATES, MAX_STEPS, NONNEG_INT, POS_FLOAT, POS_INT, SE
 @click.option("--eval-steps", default=None, type=POS_INT, help="Evaluate/checkpoint every N steps (default: each epoch).")
 @click.option("--seed", default=0, show_default=True, type=SEED)
 @click.option("--no-resume", is_flag=True, help="Start afresh even when OUTPUT_DIR holds checkpoints.")
-@click.option("--json", "json_out", default=None, type=output_file(), help="Write the training summary here.")
-def train_cobert_cmd(data_path, output_dir, backbone, kind, train_dialogues, epochs, max_steps, budget_minutes,
+@json_option()
+@quiet_work(warm_start=True)
+def train_cobert_cmd(data_path, output_dir, backbone, kind, dev_from, epochs, max_steps, budget_minutes,
                      batch_size, grad_accum, learning_rate, num_negatives, num_hops, pooling, global_match, both_sides,
                      eval_steps, seed, no_resume, json_out):
     """Train CoBERT (or the Bi-encoder baseline) for persona-aware response selection."""
     from hf_persona.data import read_personachat
-    from hf_persona.errors import HFPersonaError
     from hf_persona.training.cobert import train_cobert
 
+    data_path = data_path or default_data()
     dialogues = read_personachat(data_path)
-    if train_dialogues:
-        if train_dialogues > len(dialogues):
-            raise HFPersonaError(f"--train-dialogues {train_dialogues} exceeds the {len(dialogues)} dialogues in {data_path}")
-        dialogues = dialogues.select(range(train_dialogues))
+    n = clamp_first(dev_from, len(dialogues))
+    if n:
+        dialogues = dialogues.select(range(n))
     extra = {"num_hops": num_hops, "hop1_pooling": pooling, "global_match": global_match} if kind == "cobert" else {}
     train_cobert(dialogues, output_dir, backbone=backbone, model=kind, epochs=epochs, max_steps=max_steps,
                  budget_minutes=budget_minutes, batch_size=batch_size, gradient_accumulation_steps=grad_accum,
                  learning_rate=learning_rate, num_negatives=num_negatives, both_sides=both_sides,
-                 eval_steps=eval_steps, seed=seed, resume=not no_resume, json_out=json_out, **extra)
+                 eval_steps=eval_steps, seed=seed, resume=not no_resume, json_out=json_file(json_out), **extra)
     summary = json.loads((Path(output_dir) / "train_summary.json").read_text())
-    click.echo(json.dumps(summary, indent=2))
+    finish(summary, TRAIN_KEYS, saved_to=output_dir, json_out=json_out)
 
 
 @click.command("cobert")
 @click.option("--model", "model_path", required=True, callback=check_model,
               help="Saved CoBERT / Bi-encoder folder (or Hub id).")
-@click.option("--data", "data_path", required=True, type=input_file(), help="PERSONA-CHAT file (ParlAI text).")
-@click.option("--skip-dialogues", default=0, show_default=True, type=NONNEG_INT,
-              help="Evaluate only the dialogues after the first N (e.g. 800 when those were trained on).")
+@click.option("--data", "data_path", default=None, type=input_file(),
+              help="PERSONA-CHAT file (ParlAI text). Default: the embedded sample.")
+@dev_from_option(0, "--skip-dialogues",
+                 help="Evaluate only the dialogues from index N on (e.g. 800 when those before were trained on); "
+                      "0 = all.")
 @click.option("--max-examples", default=None, type=POS_INT,
               help="Score a seeded random subset of this many examples (distractors still come from all).")
 @click.option("--candidates", default=100, show_default=True, type=CANDIDATES,
@@ -85,16 +94,21 @@ def train_cobert_cmd(data_path, output_dir, backbone, kind, train_dialogues, epo
               help="C for Hits@1 (PERSONA-CHAT: 20).")
 @click.option("--batch-size", default=32, show_default=True, type=POS_INT, help="Queries encoded per batch.")
 @click.option("--seed", default=0, show_default=True, type=SEED, help="Seed of the distractor sampling.")
-@click.option("--json", "json_out", default=None, type=output_file(), help="Write the metrics JSON here.")
-def eval_cobert_cmd(model_path, data_path, skip_dialogues, max_examples, candidates, hits_candidates, batch_size,
+@json_option()
+@quiet_work()
+def eval_cobert_cmd(model_path, data_path, dev_from, max_examples, candidates, hits_candidates, batch_size,
                     seed, json_out):
     """R@1/R@10/R@50/MRR (C=100) and Hits@1/20, with and without persona."""
     from hf_persona.evaluation import format_table
     from hf_persona.training.cobert import evaluate_cobert_file
 
-    metrics = evaluate_cobert_file(model_path, data_path, skip_dialogues=skip_dialogues, max_examples=max_examples,
+    from hf_persona.data import read_personachat
+
+    data_path = data_path or default_data()
+    skip = clamp_held_out(dev_from, len(read_personachat(data_path))) if dev_from else 0
+    metrics = evaluate_cobert_file(model_path, data_path, skip_dialogues=skip, max_examples=max_examples,
                                    num_candidates=candidates, hits_candidates=hits_candidates, seed=seed,
-                                   json_out=json_out, batch_size=batch_size)
+                                   json_out=json_file(json_out), batch_size=batch_size)
     rows = []
     for suffix, label in (("", "persona (n_P<=10)"), ("_no_persona", "no persona (n_P=0)")):
         row = {"setting": label}
@@ -102,8 +116,8 @@ def eval_cobert_cmd(model_path, data_path, skip_dialogues, max_examples, candida
             if key + suffix in metrics:
                 row[key] = round(100 * metrics[key + suffix], 2)
         rows.append(row)
-    click.echo(f"{metrics['examples']} examples, {candidates} candidates (values in %)")
-    click.echo(format_table(rows))
+    finish(metrics, (), json_out=json_out,
+           table=f"{metrics['examples']} examples, {candidates} candidates (values in %)\n{format_table(rows)}")
 
 
 def add_commands(cli) -> None:

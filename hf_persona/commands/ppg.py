@@ -12,26 +12,30 @@ Heavy imports (torch, transformers) happen inside the commands so that ``hf-pers
 
 from __future__ import annotations
 
-import json
-
 import click
 
 from ._options import (MAX_STEPS, NONNEG_FLOAT, NONNEG_INT, POS_FLOAT, POS_INT, SEED, UNIT_FLOAT_OPEN, check_backbone,
-                       check_model, input_file, output_dir, output_file)
+                       check_model, input_file, output_dir)
+from ._output import (clamp_first, clamp_held_out, default_data, dev_from_option, finish, json_option, quiet_work)
+
+_DATA_HELP = "PERSONA-CHAT file with both personas (ParlAI text, *_both_*). Default: the embedded sample."
+_TRAIN_DEV_FROM_HELP = ("Train on the dialogues before index N (fewer in the file: all, with a warning); 0 = all.")
+GENERATOR_KEYS = ("task", "train_examples", "steps", "train_loss", "seconds", "resumed_from")
+CRITIC_KEYS = ("train_pairs", "steps", "train_loss", "dev_accuracy", "dev_pairs", "seconds", "resumed_from")
+RL_KEYS = ("rounds", "rl_steps", "mean_train_reward", "train_loss", "seconds", "resumed_from")
 
 
 def _rows(data_path, first=None, skip=0):
+    """Dialogues of ``data_path`` (the sample when None): those before ``first`` (training, clamped
+    with a warning), or those from ``skip`` on (evaluation; all, with a warning, when none is there)."""
     from hf_persona.data import read_personachat
-    from hf_persona.errors import HFPersonaError
 
-    ds = read_personachat(data_path)
+    ds = read_personachat(data_path or default_data())
+    skip = clamp_held_out(skip, len(ds))
     if skip:
-        if skip >= len(ds):
-            raise HFPersonaError(f"--skip-dialogues {skip} leaves nothing of the {len(ds)} dialogues in {data_path}")
         ds = ds.select(range(skip, len(ds)))
+    first = clamp_first(first, len(ds))
     if first:
-        if first > len(ds):
-            raise HFPersonaError(f"--train-dialogues {first} exceeds the {len(ds)} dialogues in {data_path}")
         ds = ds.select(range(first))
     return list(ds)
 
@@ -48,13 +52,11 @@ def _check_lora(ctx, param, value):
 
 def _common_train_options(f):
     opts = [
-        click.option("--data", "data_path", required=True, type=input_file(),
-                     help="PERSONA-CHAT file with both personas (ParlAI text, *_both_*)."),
+        click.option("--data", "data_path", default=None, type=input_file(), help=_DATA_HELP),
         click.option("--output-dir", required=True, type=output_dir()),
         click.option("--backbone", default="minilm", show_default=True, callback=check_backbone,
                      help="'minilm' (offline), a Hub id (microsoft/DialoGPT-small) or a local folder."),
-        click.option("--train-dialogues", default=800, show_default=True, type=NONNEG_INT,
-                     help="Use the first N dialogues; 0 = all."),
+        dev_from_option(800, "--train-dialogues", help=_TRAIN_DEV_FROM_HELP),
         click.option("--epochs", default=2.0, show_default=True, type=POS_FLOAT, help="Paper: 2 for the generators."),
         click.option("--max-steps", default=-1, show_default=True, type=MAX_STEPS, help="Optimiser steps (-1: --epochs)."),
         click.option("--budget-minutes", default=None, type=POS_FLOAT, help="Stop (saving a checkpoint) after this time."),
@@ -66,23 +68,25 @@ def _common_train_options(f):
                      help="Train LoRA adapters on these comma-separated modules (merged at save)."),
         click.option("--seed", default=0, show_default=True, type=SEED),
         click.option("--no-resume", is_flag=True, help="Start afresh even when checkpoints exist."),
+        json_option(),
     ]
     for o in reversed(opts):
         f = o(f)
     return f
 
 
-def _train_generator(task, data_path, output_dir, backbone, train_dialogues, epochs, max_steps, budget_minutes,
-                     batch_size, learning_rate, max_context, max_prompt_tokens, lora, seed, no_resume,
+@quiet_work(warm_start=True)
+def _train_generator(task, data_path, output_dir, backbone, dev_from, epochs, max_steps, budget_minutes,
+                     batch_size, learning_rate, max_context, max_prompt_tokens, lora, seed, no_resume, json_out,
                      partner_persona="gold"):
     from hf_persona.training.ppg import train_generator
 
-    meta = train_generator(task, _rows(data_path, train_dialogues), output_dir, backbone,
+    meta = train_generator(task, _rows(data_path, dev_from), output_dir, backbone,
                            partner_persona=partner_persona, epochs=epochs, max_steps=max_steps,
                            budget_minutes=budget_minutes, learning_rate=learning_rate, batch_size=batch_size,
                            max_prompt_tokens=max_prompt_tokens, max_context=max_context,
                            lora_target_modules=_lora(lora), seed=seed, resume=not no_resume)
-    click.echo(json.dumps(meta, indent=2))
+    finish(meta, GENERATOR_KEYS, saved_to=output_dir, json_out=json_out, write_json=True)
 
 
 @click.command("ppg")
@@ -102,12 +106,13 @@ def train_drg_cmd(partner_persona, **kw):
 
 
 @click.command("critic")
-@click.option("--data", "data_path", required=True, type=input_file())
+@click.option("--data", "data_path", default=None, type=input_file(), help=_DATA_HELP)
 @click.option("--output-dir", required=True, type=output_dir())
 @click.option("--backbone", default="minilm", show_default=True, callback=check_backbone,
               help="'minilm' or distilbert-base-uncased, ...")
-@click.option("--train-dialogues", default=800, show_default=True, type=NONNEG_INT,
-              help="First N dialogues train; the rest are dev (0 = all train, no dev).")
+@dev_from_option(800, "--train-dialogues",
+                 help="Dialogues before index N train, the rest are dev (fewer in the file: all train, no dev, with "
+                      "a warning; 0 = all train, no dev).")
 @click.option("--epochs", default=1.0, show_default=True, type=POS_FLOAT)
 @click.option("--max-steps", default=-1, show_default=True, type=MAX_STEPS, help="Optimiser steps (-1: --epochs).")
 @click.option("--budget-minutes", default=None, type=POS_FLOAT)
@@ -118,30 +123,32 @@ def train_drg_cmd(partner_persona, **kw):
 @click.option("--warmup-ratio", default=0.06, show_default=True, type=UNIT_FLOAT_OPEN,
               help="Linear warm-up, fraction of the steps.")
 @click.option("--seed", default=0, show_default=True, type=SEED)
-@click.option("--no-resume", is_flag=True)
-def train_critic_cmd(data_path, output_dir, backbone, train_dialogues, epochs, max_steps, budget_minutes, batch_size,
-                     learning_rate, max_length, warmup_ratio, seed, no_resume):
+@click.option("--no-resume", is_flag=True, help="Start afresh even when checkpoints exist.")
+@json_option()
+@quiet_work(warm_start=True)
+def train_critic_cmd(data_path, output_dir, backbone, dev_from, epochs, max_steps, budget_minutes, batch_size,
+                     learning_rate, max_length, warmup_ratio, seed, no_resume, json_out):
     """Binary critic on (self persona, response) positives and swapped-persona negatives; prints dev accuracy."""
     from hf_persona.data import read_personachat
     from hf_persona.training.ppg import train_critic
 
-    ds = read_personachat(data_path)
-    n = train_dialogues or len(ds)
+    ds = read_personachat(data_path or default_data())
+    n = clamp_first(dev_from, len(ds)) or len(ds)
     train_rows = list(ds.select(range(min(n, len(ds)))))
     dev_rows = list(ds.select(range(n, len(ds)))) if n < len(ds) else None
     meta = train_critic(train_rows, output_dir, backbone, dev_rows, epochs=epochs, max_steps=max_steps,
                         budget_minutes=budget_minutes, learning_rate=learning_rate, batch_size=batch_size, seed=seed,
                         resume=not no_resume, max_length=max_length, warmup_ratio=warmup_ratio)
-    click.echo(json.dumps(meta, indent=2))
+    finish(meta, CRITIC_KEYS, saved_to=output_dir, json_out=json_out, write_json=True)
 
 
 @click.command("ppg-rl")
 @click.option("--ppg", "ppg_path", required=True, callback=check_model, help="Supervised PPG folder.")
 @click.option("--drg", "drg_path", required=True, callback=check_model, help="Supervised DRG folder.")
 @click.option("--critic", "critic_path", required=True, callback=check_model, help="Critic folder (frozen during RL).")
-@click.option("--data", "data_path", required=True, type=input_file())
+@click.option("--data", "data_path", default=None, type=input_file(), help=_DATA_HELP)
 @click.option("--output-dir", required=True, type=output_dir())
-@click.option("--train-dialogues", default=800, show_default=True, type=NONNEG_INT, help="Use the first N dialogues; 0 = all.")
+@dev_from_option(800, "--train-dialogues", help=_TRAIN_DEV_FROM_HELP)
 @click.option("--rounds", default=2, show_default=True, type=POS_INT, help="Alternations of a PPG phase and a DRG phase.")
 @click.option("--steps-per-phase", default=10, show_default=True, type=POS_INT)
 @click.option("--only", type=click.Choice(["both", "ppg", "drg"]), default="both", show_default=True,
@@ -158,20 +165,24 @@ def train_critic_cmd(data_path, output_dir, backbone, train_dialogues, epochs, m
 @click.option("--lora", default=None, callback=_check_lora,
               help="Comma-separated LoRA target modules (merged after each phase).")
 @click.option("--seed", default=0, show_default=True, type=SEED)
-def train_ppg_rl_cmd(ppg_path, drg_path, critic_path, data_path, output_dir, train_dialogues, rounds, steps_per_phase,
-                     only, reward_mode, learning_rate, batch_size, num_generations, beta, max_context, lora, seed):
+@json_option()
+@quiet_work()
+def train_ppg_rl_cmd(ppg_path, drg_path, critic_path, data_path, output_dir, dev_from, rounds, steps_per_phase,
+                     only, reward_mode, learning_rate, batch_size, num_generations, beta, max_context, lora, seed,
+                     json_out):
     """RLOO on PPG and DRG with the critic reward, alternating; re-run to resume after a kill."""
     if batch_size % num_generations:
         raise click.BadParameter(f"{batch_size} is not a multiple of --num-generations {num_generations}",
                                  param_hint="'--batch-size'")
     from hf_persona.training.ppg_rl import train_rl
 
-    state = train_rl(ppg_path, drg_path, critic_path, _rows(data_path, train_dialogues), output_dir, rounds=rounds,
+    state = train_rl(ppg_path, drg_path, critic_path, _rows(data_path, dev_from), output_dir, rounds=rounds,
                      steps_per_phase=steps_per_phase, train_ppg=only in ("both", "ppg"),
                      train_drg=only in ("both", "drg"), reward_mode=reward_mode, learning_rate=learning_rate,
                      batch_size=batch_size, num_generations=num_generations, beta=beta, max_context=max_context,
                      lora_target_modules=_lora(lora), seed=seed)
-    click.echo(json.dumps({k: v for k, v in state.items() if k != "phases"}, indent=2))
+    summary = {k: v for k, v in state.items() if k != "phases"}
+    finish(summary, RL_KEYS, saved_to=output_dir, json_out=json_out, write_json=True)
 
 
 @click.command("ppg")
@@ -181,25 +192,26 @@ def train_ppg_rl_cmd(ppg_path, drg_path, critic_path, data_path, output_dir, tra
 @click.option("--ppg-rl", "ppg_rl_path", default=None, help="PPG after RL (adds the ablation).")
 @click.option("--drg-rl", "drg_rl_path", default=None, help="DRG after RL (adds the ablation).")
 @click.option("--bm25-drg", "bm25_drg_path", default=None, help="DRG trained with BM25 top-3 gold personas.")
-@click.option("--data", "data_path", required=True, type=input_file())
-@click.option("--skip-dialogues", default=800, show_default=True, type=NONNEG_INT,
-              help="Evaluate the dialogues after the first N.")
+@click.option("--data", "data_path", default=None, type=input_file(), help=_DATA_HELP)
+@dev_from_option(800, "--skip-dialogues",
+                 help="Evaluate the dialogues from index N on (none there: all, with a warning); 0 = all.")
 @click.option("--max-examples", default=200, show_default=True, type=NONNEG_INT,
               help="Dev turns sampled (seeded); 0 = all.")
 @click.option("--cold-start-examples", default=100, show_default=True, type=NONNEG_INT)
 @click.option("--seed", default=0, show_default=True, type=SEED)
-@click.option("--json", "json_out", default=None, type=output_file(), help="Write the flat metrics here.")
+@json_option()
+@quiet_work()
 def eval_ppg_cmd(ppg_path, drg_path, critic_path, ppg_rl_path, drg_rl_path, bm25_drg_path, data_path,
-                 skip_dialogues, max_examples, cold_start_examples, seed, json_out):
+                 dev_from, max_examples, cold_start_examples, seed, json_out):
     """DRG PPL/BLEU/ROUGE-L, PPG PPL/BLEU/ROUGE-L/Distinct-1/2, cold start N=1,2,3, and the RL ablation."""
     from hf_persona.evaluation import format_table
     from hf_persona.evaluation.ppg import run_ppg_eval
 
-    table, _ = run_ppg_eval(ppg_path, drg_path, critic_path, _rows(data_path, skip=skip_dialogues),
+    table, flat = run_ppg_eval(ppg_path, drg_path, critic_path, _rows(data_path, skip=dev_from),
                             ppg_rl_path=ppg_rl_path, drg_rl_path=drg_rl_path, bm25_drg_path=bm25_drg_path,
                             max_examples=max_examples, cold_start_examples=cold_start_examples, seed=seed,
-                            json_out=json_out)
-    click.echo(format_table(table))
+                            json_out=None if json_out == "-" else json_out)
+    finish(flat, (), json_out=json_out, table=format_table(table))
 
 
 def add_commands(cli) -> None:

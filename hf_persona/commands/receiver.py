@@ -14,6 +14,26 @@ import click
 
 from ._options import (CANDIDATES, FRACTION, MAX_STEPS, NONNEG_FLOAT, NONNEG_INT, POS_FLOAT, POS_INT, SEED,
                        check_backbone, check_model, input_file, output_dir, output_file)
+from ._output import dev_from_option, finish, json_option, quiet_work
+
+TRAIN_KEYS = ("train_loss", "eval_hits_at_1", "eval_mean_margin", "global_step")
+
+
+def _clamped_first(data, first):
+    """``--dev-from`` per file: a count that leaves no dialogue to validate on is clamped (with a
+    warning) so that the last dialogue of the smallest file is held out."""
+    if first is None:
+        return None
+    from hf_persona.data import read_dialogues, sample_path
+
+    from ._output import clamp_warning
+
+    sizes = [len(read_dialogues(path)[1]) for path in (list(data) or [str(sample_path("personachat"))])]
+    limit = max(1, min(sizes) - 1)
+    if first > limit:
+        clamp_warning("--dev-from", first, min(sizes), "dialogues (one is kept to validate on)")
+        return limit
+    return first
 
 
 def add_commands(cli) -> None:
@@ -28,8 +48,9 @@ def add_commands(cli) -> None:
     @click.option("--output-dir", required=True, type=output_dir(), help="Where the model is saved.")
     @click.option("--backbone", default="minilm", show_default=True, callback=check_backbone,
                   help="'minilm', a Hub id or a local encoder.")
-    @click.option("--first", type=POS_INT, default=None,
-                  help="Train on the first N dialogues of each file, validate on the rest.")
+    @dev_from_option(None, "--first", type=POS_INT,
+                     help="Train on the dialogues before index N of each file, validate on the rest (clamped, with "
+                          "a warning, to keep one to validate on).")
     @click.option("--dev-fraction", type=FRACTION, default=None, help="Else hold out this seeded fraction (default 0.2).")
     @click.option("--max-steps", type=MAX_STEPS, default=-1, show_default=True, help="Optimizer steps (-1: use --epochs).")
     @click.option("--epochs", type=POS_FLOAT, default=1.0, show_default=True)
@@ -57,15 +78,17 @@ def add_commands(cli) -> None:
     @click.option("--eval-steps", type=POS_INT, default=None, help="Evaluate/checkpoint every N steps (default: 4 per run).")
     @click.option("--seed", type=SEED, default=0, show_default=True)
     @click.option("--no-resume", is_flag=True, help="Start fresh even if OUTPUT_DIR has checkpoints.")
-    def train_receiver_cmd(data, output_dir, backbone, first, dev_fraction, max_steps, epochs, batch_size, lr,
+    @json_option()
+    @quiet_work(warm_start=True)
+    def train_receiver_cmd(data, output_dir, backbone, dev_from, dev_fraction, max_steps, epochs, batch_size, lr,
                            separate_encoders, negatives, max_train_utterances, freeze_layers,
                            allow_shared_sentences, margin, l1_weight, loss_type, loss_temperature, tau_start, tau_end,
-                           eval_steps, seed, no_resume):
+                           eval_steps, seed, no_resume, json_out):
         """Train P2Bot's Receiver (margin or softmax ranking loss + L1, τ annealed) on PERSONA-CHAT-style dialogues."""
         from hf_persona.evaluation.receiver import load_splits
         from hf_persona.training.receiver import train_receiver
 
-        splits = load_splits(data, first, dev_fraction, seed)
+        splits = load_splits(data, _clamped_first(data, dev_from), dev_fraction, seed)
         _, metrics = train_receiver(
             [s[1] for s in splits], output_dir, backbone=backbone, eval_ds=[s[2] for s in splits],
             max_steps=max_steps, num_train_epochs=epochs, batch_size=batch_size, learning_rate=lr,
@@ -75,17 +98,15 @@ def add_commands(cli) -> None:
             loss_temperature=loss_temperature, tau_start=tau_start,
             tau_end=tau_end, eval_steps=eval_steps, seed=seed, resume=not no_resume,
         )
-        click.echo(f"saved Receiver to {output_dir}")
-        for key in ("train_loss", "eval_hits_at_1", "eval_mean_margin"):
-            if key in metrics:
-                click.echo(f"{key}: {metrics[key]:.4f}")
+        finish(dict(metrics), TRAIN_KEYS, saved_to=output_dir, json_out=json_out, write_json=True)
 
     @eval_group.command("receiver")
     @click.option("--model", "model_dir", required=True, callback=check_model, help="Trained Receiver folder or Hub id.")
     @click.option("--data", "data", multiple=True, type=input_file(),
                   help="PERSONA-CHAT file(s), e.g. original and revised. Default: the embedded sample.")
-    @click.option("--first", type=POS_INT, default=None,
-                  help="Evaluate on the dialogues after the first N of each file (the training split's size).")
+    @dev_from_option(None, "--first", type=POS_INT,
+                     help="Evaluate on the dialogues from index N on of each file (the training split's size; "
+                          "clamped, with a warning, to keep one).")
     @click.option("--dev-fraction", type=FRACTION, default=None, help="Else the seeded held-out fraction used in training.")
     @click.option("--candidates", type=CANDIDATES, default=32, show_default=True, help="Personas per probe item (1 true).")
     @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed for the distractors and the split.")
@@ -96,14 +117,16 @@ def add_commands(cli) -> None:
                   help="Let a distractor persona of the probe share sentences with the true one (older "
                        "behaviour; by default such personas are versions of the same persona and are never "
                        "distractors).")
-    @click.option("--json", "json_out", type=output_file(), default=None, help="Write flat metrics JSON here.")
-    def eval_receiver_cmd(model_dir, data, first, dev_fraction, candidates, seed, baselines, zeroshot_backbone,
+    @json_option()
+    @quiet_work()
+    def eval_receiver_cmd(model_dir, data, dev_from, dev_fraction, candidates, seed, baselines, zeroshot_backbone,
                           allow_shared_sentences, json_out):
         """Persona-perception probe: Hits@1 of N candidate personas and MRR of the true persona sentences."""
         from hf_persona.evaluation.metrics import format_table
         from hf_persona.evaluation.receiver import evaluate_receiver
 
-        metrics = evaluate_receiver(model_dir, data, first=first, dev_fraction=dev_fraction, candidates=candidates,
+        metrics = evaluate_receiver(model_dir, data, first=_clamped_first(data, dev_from), dev_fraction=dev_fraction,
+                                    candidates=candidates,
                                     seed=seed, baselines=baselines, zeroshot_backbone=zeroshot_backbone,
                                     allow_shared_sentences=allow_shared_sentences)
         rows = []
@@ -112,13 +135,8 @@ def add_commands(cli) -> None:
                 rows.append({"method": method, "split": split,
                              f"hits@1/{candidates}": metrics[f"{method}.hits@1.{split}"],
                              "mrr": metrics[f"{method}.mrr.{split}"]})
-        click.echo(format_table(rows))
-        click.echo(f"receiver pairs/second: {metrics['pairs_per_second']:.1f}")
-        if json_out:
-            from hf_persona.utils import atomic_write_json
-
-            atomic_write_json(json_out, metrics)
-            click.echo(f"wrote {json_out}")
+        finish(metrics, (), json_out=json_out, write_json=True,
+               table=f"{format_table(rows)}\nreceiver pairs/second: {metrics['pairs_per_second']:.1f}")
 
     @cli.group("receiver")
     def receiver_group():

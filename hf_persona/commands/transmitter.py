@@ -11,7 +11,6 @@ imports (torch, transformers) happen inside the commands so that ``hf-persona --
 
 from __future__ import annotations
 
-import json
 import math
 
 import click
@@ -20,7 +19,17 @@ from hf_persona.errors import HFPersonaError
 
 from ._options import (CANDIDATES, MAX_STEPS, MODEL_ACCEPTED, NONNEG_FLOAT, NONNEG_INT, POS_FLOAT, POS_INT, SEED,
                        UNIT_FLOAT, UNIT_FLOAT_OPEN, check_backbone, check_model_ref, input_dir, input_file,
-                       output_dir, output_file)
+                       output_dir)
+from ._output import clamp_first, clamp_held_out, finish, json_file, json_option, quiet_work
+
+TRAIN_KEYS = ("examples", "global_step", "epochs_done", "train_loss", "last_logged_loss", "seconds", "resumed_from")
+SELFPLAY_KEYS = ("global_step", "episodes", "first_reward", "last_reward", "train_loss", "seconds", "resumed_from")
+
+
+def _count(path) -> int:
+    from hf_persona.data import read_personachat
+
+    return len(read_personachat(path))
 
 
 def parse_weights(text: str | None) -> dict | None:
@@ -78,20 +87,23 @@ def _default_data():
 @click.option("--save-steps", default=200, show_default=True, type=POS_INT)
 @click.option("--seed", default=0, show_default=True, type=SEED)
 @click.option("--no-resume", is_flag=True, help="Start afresh even when OUTPUT_DIR holds checkpoints.")
-@click.option("--json", "json_out", default=None, type=output_file())
+@json_option()
+@quiet_work(warm_start=True)
 def train_transmitter_cmd(data, output_dir, backbone, dev_from, epochs, max_steps, budget_minutes, batch_size,
                           learning_rate, lm_weight, label_smoothing, max_context_tokens, save_steps, seed,
                           no_resume, json_out):
     """Supervised Transmitter training (LM + next-utterance prediction, one distractor per example)."""
     from hf_persona.training.transmitter import train_transmitter
 
-    summary = train_transmitter(output_dir, train_data=data or _default_data(), backbone=backbone,
-                                dev_from=dev_from, epochs=epochs, max_steps=max_steps,
+    data = data or _default_data()
+    summary = train_transmitter(output_dir, train_data=data, backbone=backbone,
+                                dev_from=clamp_first(dev_from, _count(data)), epochs=epochs, max_steps=max_steps,
                                 budget_minutes=budget_minutes, batch_size=batch_size,
                                 learning_rate=learning_rate, lm_weight=lm_weight,
                                 label_smoothing=label_smoothing, max_context_tokens=max_context_tokens,
-                                save_steps=save_steps, seed=seed, resume=not no_resume, json_out=json_out)
-    click.echo(json.dumps(summary, indent=2, default=str))
+                                save_steps=save_steps, seed=seed, resume=not no_resume,
+                                json_out=json_file(json_out))
+    finish(summary, TRAIN_KEYS, saved_to=output_dir, json_out=json_out)
 
 
 @click.command("selfplay")
@@ -122,8 +134,9 @@ def train_transmitter_cmd(data, output_dir, backbone, dev_from, epochs, max_step
 @click.option("--language-model", default=None, callback=check_backbone,
               help="Causal LM for RS.1 (default: the frozen supervised model).")
 @click.option("--seed", default=0, show_default=True, type=SEED)
-@click.option("--no-resume", is_flag=True)
-@click.option("--json", "json_out", default=None, type=output_file())
+@click.option("--no-resume", is_flag=True, help="Start afresh even when OUTPUT_DIR holds checkpoints.")
+@json_option()
+@quiet_work()
 def train_selfplay_cmd(sft_model, output_dir, receiver, data, dev_from, weights, baseline, turns, episodes_per_seed,
                        gamma, learning_rate, kl_beta, mask_truncated, sft_weight, sft_batch_size, max_steps,
                        budget_minutes, save_steps, language_model, seed, no_resume, json_out):
@@ -134,15 +147,17 @@ def train_selfplay_cmd(sft_model, output_dir, receiver, data, dev_from, weights,
     parsed_weights = parse_weights(weights)
     from hf_persona.training.selfplay import train_selfplay
 
-    summary = train_selfplay(sft_model, output_dir, train_data=data or _default_data(), receiver=receiver,
+    data = data or _default_data()
+    dev_from = clamp_first(dev_from, _count(data))
+    summary = train_selfplay(sft_model, output_dir, train_data=data, receiver=receiver,
                              weights=parsed_weights, baseline=baseline, turns=turns,
                              episodes_per_seed=episodes_per_seed, gamma=gamma, learning_rate=learning_rate,
                              kl_beta=kl_beta, mask_truncated=mask_truncated, sft_weight=sft_weight,
                              sft_batch_size=sft_batch_size, max_steps=max_steps, budget_minutes=budget_minutes,
                              save_steps=save_steps,
                              dev_from=dev_from, language_model=language_model, seed=seed,
-                             resume=not no_resume, json_out=json_out)
-    click.echo(json.dumps(summary, indent=2, default=str))
+                             resume=not no_resume, json_out=json_file(json_out))
+    finish(summary, SELFPLAY_KEYS, saved_to=output_dir, json_out=json_out)
 
 
 def _parse_models(values) -> list:
@@ -165,8 +180,10 @@ def _parse_models(values) -> list:
 @click.command("transmitter")
 @click.option("--model", "models", multiple=True, required=True,
               help="Transmitter folder, or NAME=DIR (repeat for the variant table: supervised=, rs1=, rs2=, rs3=).")
-@click.option("--data", default=None, type=input_file())
-@click.option("--dev-from", default=800, show_default=True, type=NONNEG_INT, help="Evaluate dialogues from this index on.")
+@click.option("--data", default=None, type=input_file(),
+              help="PERSONA-CHAT ParlAI text file (default: shared original personas, else the embedded sample).")
+@click.option("--dev-from", default=800, show_default=True, type=NONNEG_INT,
+              help="Evaluate dialogues from this index on (none there: all, with a warning); 0 = all.")
 @click.option("--candidates", default=20, show_default=True, type=CANDIDATES)
 @click.option("--max-examples", default=None, type=POS_INT, help="Seeded random subset of responder turns.")
 @click.option("--num-beams", default=2, show_default=True, type=POS_INT)
@@ -177,7 +194,8 @@ def _parse_models(values) -> list:
               help="Frozen user for the self-play episodes (default: the first --model).")
 @click.option("--selfplay-episodes", default=50, show_default=True, type=POS_INT)
 @click.option("--seed", default=0, show_default=True, type=SEED)
-@click.option("--json", "json_out", default=None, type=output_file())
+@json_option()
+@quiet_work()
 def eval_transmitter_cmd(models, data, dev_from, candidates, max_examples, num_beams, alpha, receiver, user_model,
                          selfplay_episodes, seed, json_out):
     """Hits@1 of N, F1 and PPL on held-out PERSONA-CHAT dialogues (several models -> variant table)."""
@@ -185,11 +203,13 @@ def eval_transmitter_cmd(models, data, dev_from, candidates, max_examples, num_b
     from hf_persona.evaluation import format_table
     from hf_persona.evaluation.transmitter import run_transmitter_eval
 
-    table, flat = run_transmitter_eval(parsed_models, data or _default_data(), dev_from=dev_from,
+    data = data or _default_data()
+    table, flat = run_transmitter_eval(parsed_models, data, dev_from=clamp_held_out(dev_from, _count(data)),
                                        n_candidates=candidates, max_examples=max_examples, num_beams=num_beams,
                                        alpha=alpha, receiver=receiver, user_model=user_model,
-                                       selfplay_episodes=selfplay_episodes, seed=seed, json_out=json_out)
-    click.echo(format_table(table))
+                                       selfplay_episodes=selfplay_episodes, seed=seed,
+                                       json_out=json_file(json_out))
+    finish(flat, (), json_out=json_out, table=format_table(table))
 
 
 def add_commands(cli) -> None:
