@@ -3,9 +3,10 @@
 Evaluates a trained extractor folder on the held-back PERSONA-CHAT speakers (dialogues 800-999,
 the first ``--examples`` of them: two speakers per dialogue, so 60 examples are 60 different
 speakers) with greedy decoding: BLEU-1/2/4, ROUGE-L, Distinct-1/2, persona recall F1@0.5 and how
-many distinct persona sets it writes for those speakers. The MiniLM figures come from
-``benchmarks/results/pal_persona_extractor.json`` (the extractor that annotated the MiniLM PESConv;
-that model was not kept, so its distinct-set count cannot be recomputed).
+many distinct persona sets it writes for those speakers. The MiniLM figures (same 60 examples,
+beam 4) come from ``benchmarks/results/pal_esconv.json`` (``minilm``: 894 steps in 40 minutes) and
+``benchmarks/results/pal_persona_extractor.json`` (``minilm_59_steps``: the 10-minute run); those
+models were not kept, so their distinct-set counts cannot be recounted.
 
 The extractor is the one ``benchmarks/pal_esconv.py --backbone smollm2`` trains (its stage 1,
 ``--work DIR`` -> ``DIR/extractor`` and ``DIR/extractor_train.json``):
@@ -47,16 +48,22 @@ def main(argv=None):
     metrics = evaluate_persona_extractor(work / "extractor", default_data_files(), max_examples=args.examples,
                                          num_beams=1, samples=10)
     trained = json.loads((work / "extractor_train.json").read_text())
-    old_file = json.loads((ROOT / "benchmarks" / "results" / "pal_persona_extractor.json").read_text())
-    old = old_file["used_for_pesconv"]
+    results = ROOT / "benchmarks" / "results"
+    short = json.loads((results / "pal_persona_extractor.json").read_text())["used_for_pesconv"]
+    long_file = json.loads((results / "pal_esconv.json").read_text())
+    long = long_file["setup"]["persona_extractor"]
     result = {
         f"distinct_persona_sets_of_{args.examples}": metrics["distinct_persona_sets"],
         **{k: metrics[k] for k in KEYS},
-        "minilm": {**{k: old["heldout_eval"].get(k) for k in KEYS},
+        "minilm": {**{k: long["heldout_metrics"].get(k) for k in KEYS},
                    f"distinct_persona_sets_of_{args.examples}": None,
-                   "note": "from pal_persona_extractor.json (used_for_pesconv; beam 4); the model was not kept, so "
-                           "its distinct persona sets cannot be recounted (its samples repeat the same lines)",
-                   "samples": old.get("sample_outputs", [])},
+                   "steps": long.get("steps"), "train_seconds": long.get("train_seconds_last_run"),
+                   "source": "pal_esconv.json setup.persona_extractor (" + long_file["command"] + "); beam 4"},
+        "minilm_59_steps": {**{k: short["heldout_eval"].get(k) for k in KEYS},
+                            f"distinct_persona_sets_of_{args.examples}": None,
+                            "steps": short.get("global_step"), "train_seconds": short.get("train_seconds"),
+                            "source": "pal_persona_extractor.json used_for_pesconv; beam 4",
+                            "samples": short.get("sample_outputs", [])},
         "samples": metrics["examples"],
         "setup": {
             "device": machine, "platform": platform.platform(), "torch_threads": torch.get_num_threads(),
@@ -66,14 +73,12 @@ def main(argv=None):
             "training": {k: trained.get(k) for k in ("global_step", "batch_size", "learning_rate", "train_examples",
                                                      "dev_loss", "train_loss", "train_seconds", "budget_minutes",
                                                      "stopped_by_budget")},
-            "minilm_training": {k: old.get(k) for k in ("global_step", "batch_size", "learning_rate", "dev_loss",
-                                                        "train_seconds", "sessions")},
         },
         "command": command_line("benchmarks/persona_extractor_causal.py", argv),
     }
     atomic_write_json(args.out, result)
     print(f"wrote {args.out}")
-    for name, row in (("smollm2", result), ("minilm", result["minilm"])):
+    for name, row in (("smollm2", result), ("minilm", result["minilm"]), ("minilm_59", result["minilm_59_steps"])):
         print(name, {k: (round(row[k], 2) if isinstance(row[k], float) else row[k])
                      for k in ("bleu2", "rougeL", "persona_recall_f1_50", "dist2",
                                f"distinct_persona_sets_of_{args.examples}")})
