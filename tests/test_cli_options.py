@@ -298,12 +298,13 @@ def test_every_numeric_option_of_every_command_has_a_range():
 
 
 def test_library_errors_are_one_line_unless_verbose(stubs, paths):
-    args = ["train", "cobert", "--data", paths["pc"], "--output-dir", paths["out"], "--train-dialogues", "9999"]
-    code, _, err, _ = run(args)
-    assert code == 2 and err.count("\n") == 1 and "--train-dialogues 9999 exceeds the 36 dialogues" in err
     from hf_persona.errors import HFPersonaError
 
-    with pytest.raises(HFPersonaError, match="exceeds"):  # -v: the exception itself, so Python prints the traceback
+    stubs["hf_persona.training.cobert"].error = HFPersonaError
+    args = ["train", "cobert", "--data", paths["pc"], "--output-dir", paths["out"], "--train-dialogues", "4"]
+    code, _, err, _ = run(args)
+    assert code == 2 and err.count("\n") == 1 and "hf_persona.training.cobert.train_cobert was called" in err
+    with pytest.raises(HFPersonaError, match="was called"):  # -v: the exception itself, so Python prints the traceback
         run(["-v", *args])
     code, _, err, _ = run(["--verbose", "train", "cobert", "--data", paths["pc"], "--output-dir", paths["out"],
                            "--epochs", "0"])

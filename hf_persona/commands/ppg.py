@@ -166,7 +166,6 @@ def train_critic_cmd(data_path, output_dir, backbone, dev_from, epochs, max_step
               help="Comma-separated LoRA target modules (merged after each phase).")
 @click.option("--seed", default=0, show_default=True, type=SEED)
 @json_option()
-@quiet_work()
 def train_ppg_rl_cmd(ppg_path, drg_path, critic_path, data_path, output_dir, dev_from, rounds, steps_per_phase,
                      only, reward_mode, learning_rate, batch_size, num_generations, beta, max_context, lora, seed,
                      json_out):
@@ -174,6 +173,13 @@ def train_ppg_rl_cmd(ppg_path, drg_path, critic_path, data_path, output_dir, dev
     if batch_size % num_generations:
         raise click.BadParameter(f"{batch_size} is not a multiple of --num-generations {num_generations}",
                                  param_hint="'--batch-size'")
+    _train_rl(ppg_path, drg_path, critic_path, data_path, output_dir, dev_from, rounds, steps_per_phase, only,
+              reward_mode, learning_rate, batch_size, num_generations, beta, max_context, lora, seed, json_out)
+
+
+@quiet_work()
+def _train_rl(ppg_path, drg_path, critic_path, data_path, output_dir, dev_from, rounds, steps_per_phase, only,
+              reward_mode, learning_rate, batch_size, num_generations, beta, max_context, lora, seed, json_out):
     from hf_persona.training.ppg_rl import train_rl
 
     state = train_rl(ppg_path, drg_path, critic_path, _rows(data_path, dev_from), output_dir, rounds=rounds,

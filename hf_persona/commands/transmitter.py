@@ -26,6 +26,12 @@ TRAIN_KEYS = ("examples", "global_step", "epochs_done", "train_loss", "last_logg
 SELFPLAY_KEYS = ("global_step", "episodes", "first_reward", "last_reward", "train_loss", "seconds", "resumed_from")
 
 
+def expected_noise_filtered():
+    from hf_persona.utils import expected_noise_filtered
+
+    return expected_noise_filtered()
+
+
 def _count(path) -> int:
     from hf_persona.data import read_personachat
 
@@ -136,7 +142,6 @@ def train_transmitter_cmd(data, output_dir, backbone, dev_from, epochs, max_step
 @click.option("--seed", default=0, show_default=True, type=SEED)
 @click.option("--no-resume", is_flag=True, help="Start afresh even when OUTPUT_DIR holds checkpoints.")
 @json_option()
-@quiet_work()
 def train_selfplay_cmd(sft_model, output_dir, receiver, data, dev_from, weights, baseline, turns, episodes_per_seed,
                        gamma, learning_rate, kl_beta, mask_truncated, sft_weight, sft_batch_size, max_steps,
                        budget_minutes, save_steps, language_model, seed, no_resume, json_out):
@@ -145,6 +150,15 @@ def train_selfplay_cmd(sft_model, output_dir, receiver, data, dev_from, weights,
         raise click.BadParameter("the baseline needs at least 2 agent turns per group: raise --turns or "
                                  "--episodes-per-seed", param_hint="'--episodes-per-seed'")
     parsed_weights = parse_weights(weights)
+    with expected_noise_filtered():
+        _train_selfplay(sft_model, output_dir, receiver, data, dev_from, parsed_weights, baseline, turns,
+                        episodes_per_seed, gamma, learning_rate, kl_beta, mask_truncated, sft_weight, sft_batch_size,
+                        max_steps, budget_minutes, save_steps, language_model, seed, no_resume, json_out)
+
+
+def _train_selfplay(sft_model, output_dir, receiver, data, dev_from, parsed_weights, baseline, turns,
+                    episodes_per_seed, gamma, learning_rate, kl_beta, mask_truncated, sft_weight, sft_batch_size,
+                    max_steps, budget_minutes, save_steps, language_model, seed, no_resume, json_out):
     from hf_persona.training.selfplay import train_selfplay
 
     data = data or _default_data()
@@ -195,11 +209,17 @@ def _parse_models(values) -> list:
 @click.option("--selfplay-episodes", default=50, show_default=True, type=POS_INT)
 @click.option("--seed", default=0, show_default=True, type=SEED)
 @json_option()
-@quiet_work()
 def eval_transmitter_cmd(models, data, dev_from, candidates, max_examples, num_beams, alpha, receiver, user_model,
                          selfplay_episodes, seed, json_out):
     """Hits@1 of N, F1 and PPL on held-out PERSONA-CHAT dialogues (several models -> variant table)."""
     parsed_models = _parse_models(models)
+    with expected_noise_filtered():
+        _eval_transmitter(parsed_models, data, dev_from, candidates, max_examples, num_beams, alpha, receiver,
+                          user_model, selfplay_episodes, seed, json_out)
+
+
+def _eval_transmitter(parsed_models, data, dev_from, candidates, max_examples, num_beams, alpha, receiver, user_model,
+                      selfplay_episodes, seed, json_out):
     from hf_persona.evaluation import format_table
     from hf_persona.evaluation.transmitter import run_transmitter_eval
 
