@@ -46,11 +46,16 @@ MODEL_CARDS_DIR: Traversable = files("hf_persona") / "model_cards"
 
 #: Files (by exact name) uploaded besides weights and code.
 CONFIG_FILES = ("config.json", "generation_config.json", "model.safetensors.index.json",
-                "adapter_config.json")
+                "adapter_config.json", "processor_config.json")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                    "vocab.txt", "vocab.json", "merges.txt", "added_tokens.json",
                    "spiece.model", "sentencepiece.bpe.model", "tokenizer.model",
                    "chat_template.jinja", "chat_template.json")
+#: Written next to a model by save_pretrained for models with a processor (AutoProcessor's file).
+PROCESSOR_CONFIG = "processor_config.json"
+#: First line of the usage README that save_pretrained writes; a README.md without it is the user's
+#: and is never overwritten.
+USAGE_MARKER = "<!-- usage written by hf_persona's save_pretrained; push replaces it with the model card -->"
 #: Pickle-based weight formats: refused on push, never downloaded on pull.
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 #: Trainer bookkeeping that may sit next to a saved model; skipped (not weights, not needed).
@@ -124,6 +129,17 @@ def _code_modules(auto_map: dict) -> set[str]:
 _REL_IMPORT_RE = re.compile(r"^\s*from\s+\.(\w+)\s+import\s", re.MULTILINE)
 
 
+def _processor_auto_map(model_dir: Path) -> dict:
+    """The ``auto_map`` of ``processor_config.json`` (``{}`` when there is none or it is unreadable)."""
+    path = model_dir / PROCESSOR_CONFIG
+    try:
+        data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except (OSError, json.JSONDecodeError):
+        return {}
+    auto_map = data.get("auto_map") if isinstance(data, dict) else None
+    return auto_map if isinstance(auto_map, dict) else {}
+
+
 def _check_code_files(model_dir: Path, config: dict) -> list[Path]:
     """The ``.py`` files a custom model needs, checking that every referenced module is there."""
     auto_map = config.get("auto_map")
@@ -137,6 +153,8 @@ def _check_code_files(model_dir: Path, config: dict) -> list[Path]:
     if not isinstance(auto_map, dict):
         raise HFPersonaError(f"{model_dir}/config.json: auto_map must be an object, got {type(auto_map).__name__}")
     needed = set(_code_modules(auto_map))
+    processor = _processor_auto_map(model_dir)
+    needed |= _code_modules(processor)
     todo = list(needed)
     while todo:  # follow single-dot sibling imports
         module = todo.pop()
@@ -567,3 +585,182 @@ def pull(repo_id: str, out_dir=None, revision: str | None = None, *, trust_remot
                 os.replace(tmp, dst)
         path = out
     return load_model(path, trust_remote_code=trust_remote_code)
+
+
+# ---------------------------------------------------------------- usage files written at save time
+
+_LOAD_NOTE = """Loading needs only `transformers` (and `torch`); the model's code is in this folder. Pass
+`trust_remote_code=True` to **every** `from_pretrained` call on this folder, the tokenizer's included:
+`AutoTokenizer` reads `config.json` first, which names custom code, and without the flag it stops on a
+`[y/N]` trust prompt (15 s) before falling back to the plain tokenizer."""
+
+_USAGE = {
+    "cobert": ("CoBERT persona-aware response selection", """\
+```python
+import torch
+from transformers import AutoModel, AutoTokenizer
+
+model = AutoModel.from_pretrained("{path}", trust_remote_code=True).eval()
+tokenizer = AutoTokenizer.from_pretrained("{path}", trust_remote_code=True)
+
+context = ["hi , how are you today ?", "great , i just got back from walking my dogs . you ?"]
+persona = ["i have three sisters .", "i like to go fishing ."]
+candidates = ["i love fishing on weekends .", "my favorite food is pizza ."]
+
+# raw text -> the tensors forward() takes (one context, persona and response per row)
+inputs = model.build_inputs([context] * 2, [persona] * 2, candidates, tokenizer=tokenizer)
+with torch.no_grad():
+    out = model(**inputs)
+# or rank candidates directly: one score per candidate
+scores = model.rank(context, persona, candidates, tokenizer=tokenizer)
+print(candidates[int(scores.argmax())])
+```"""),
+    "p2bot_receiver": ("P2Bot Receiver (persona perception scorer)", """\
+```python
+from transformers import AutoModel, AutoTokenizer
+
+model = AutoModel.from_pretrained("{path}", trust_remote_code=True).eval()
+tokenizer = AutoTokenizer.from_pretrained("{path}", trust_remote_code=True)
+
+utterances = ["i play guitar in a band", "i caught a big fish yesterday"]
+persona = ["i play the guitar .", "i like to go fishing ."]
+print(model.score(utterances, persona, tokenizer=tokenizer))      # how well the utterances reveal the persona
+print(model.relevance(utterances, persona, tokenizer=tokenizer))  # [utterances, persona sentences] grid
+```"""),
+    "pal": ("PAL: persona-augmented emotional-support generation (seq2seq)", """\
+```python
+from transformers import AutoModelForSeq2SeqLM, AutoProcessor, LogitsProcessorList
+
+model = AutoModelForSeq2SeqLM.from_pretrained("{path}", trust_remote_code=True).eval()
+processor = AutoProcessor.from_pretrained("{path}", trust_remote_code=True)   # PALProcessor, tokenizer inside
+
+inputs = processor(["hi", "hello, what is on your mind today?", "i lost my job last week"],
+                   ["usr", "sys", "usr"], ["", "Question", ""],
+                   persona=["i lost my job ."])
+# strategy-based contrastive decoding (paper section 3.4); leave logits_processor out for plain decoding
+out = model.generate(**inputs, max_new_tokens=40, do_sample=False,
+                     logits_processor=LogitsProcessorList([model.strategy_contrast_processor()]))
+print(processor.decode_responses(out))    # [(strategy, response text)]
+```"""),
+    "pal_causal": ("PAL over a causal LM: persona-augmented emotional-support generation", """\
+```python
+from transformers import AutoModelForCausalLM, AutoProcessor, LogitsProcessorList
+
+model = AutoModelForCausalLM.from_pretrained("{path}", trust_remote_code=True).eval()
+processor = AutoProcessor.from_pretrained("{path}", trust_remote_code=True)   # PALProcessor (chat prompt)
+
+inputs = processor(["hi", "hello, what is on your mind today?", "i lost my job last week"],
+                   ["usr", "sys", "usr"], ["", "Question", ""],
+                   persona=["i lost my job ."])
+out = model.generate(**inputs, max_new_tokens=40, do_sample=False,
+                     logits_processor=LogitsProcessorList([model.strategy_contrast_processor()]))
+print(processor.decode_responses(out, inputs))    # [(strategy, response text)]
+```"""),
+    "p2bot_transmitter": ("P2Bot Transmitter: persona-conditioned response generation", """\
+```python
+from transformers import AutoModelForCausalLM, AutoProcessor
+
+model = AutoModelForCausalLM.from_pretrained("{path}", trust_remote_code=True).eval()
+processor = AutoProcessor.from_pretrained("{path}", trust_remote_code=True)   # TransmitterProcessor
+
+persona = ["i like cats .", "i work as a nurse ."]
+history = ["hi , do you have pets ?"]
+inputs = processor(persona, history)
+out = model.generate(**inputs, max_new_tokens=20, eos_token_id=processor.eos_token_id,
+                     pad_token_id=processor.pad_token_id)
+print(processor.decode_responses(out, inputs))
+# or with the paper's re-ranked beam search:
+print(model.respond(processor.tokenizer, persona, history))
+```"""),
+}
+_USAGE["persona_biencoder"] = ("Bi-encoder persona-aware response selection", _USAGE["cobert"][1])
+
+
+def usage_readme(model_type: str, path: str = ".") -> str:
+    """The usage README that ``save_pretrained`` writes into a folder holding ``model_type``."""
+    title, code = _USAGE.get(model_type, (model_type, """\
+```python
+from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+config = AutoConfig.from_pretrained("{path}", trust_remote_code=True)
+model = AutoModel.from_pretrained("{path}", trust_remote_code=True)
+tokenizer = AutoTokenizer.from_pretrained("{path}", trust_remote_code=True)
+```"""))
+    return "\n".join([
+        USAGE_MARKER, f"# {title}", "",
+        f"Saved by hf_persona (model type `{model_type}`). {_LOAD_NOTE}", "",
+        "## Usage", "", code.replace("{path}", path), "",
+        "`\"" + path + "\"` is this folder (or the Hub id it was pushed to). `hf-persona push` replaces this file",
+        "with the full model card.", "",
+    ])
+
+
+def _copy_code(module, save_directory: Path) -> list[Path]:
+    """Copy ``module``'s file and the sibling modules it imports relatively into ``save_directory``."""
+    src = Path(module.__file__)
+    todo, done = [src], []
+    while todo:
+        path = todo.pop()
+        if path in done:
+            continue
+        done.append(path)
+        for sibling in _REL_IMPORT_RE.findall(path.read_text(encoding="utf-8")):
+            todo.append(path.with_name(f"{sibling}.py"))
+    for path in done:
+        target = save_directory / path.name
+        if not target.is_file() or target.read_bytes() != path.read_bytes():
+            shutil.copyfile(path, target)
+    return [save_directory / p.name for p in done]
+
+
+def write_usage_files(model, save_directory, processor_class=None) -> list[Path]:
+    """Write what a user of plain transformers needs next to a saved model: ``README.md`` (usage;
+    a README.md that this function did not write is left alone) and, for a model with a processor,
+    ``processor_config.json`` with ``auto_map`` ``AutoProcessor`` plus the processor's code, exactly as
+    ``processor.save_pretrained`` writes them (without re-saving the tokenizer). Returns the paths written.
+    """
+    import sys
+
+    save_directory = Path(save_directory)
+    written = []
+    model_type = getattr(model.config, "model_type", "")
+    if processor_class is not None:
+        module = sys.modules[processor_class.__module__]
+        written += _copy_code(module, save_directory)
+        settings = processor_class.settings_from_config(model.config)
+        data = {"processor_class": processor_class.__name__,
+                "auto_map": {"AutoProcessor": f"{module.__name__.rsplit('.', 1)[-1]}.{processor_class.__name__}"},
+                **settings}
+        path = save_directory / PROCESSOR_CONFIG
+        path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        written.append(path)
+    readme = save_directory / "README.md"
+    if not readme.is_file() or readme.read_text(encoding="utf-8", errors="replace").startswith(USAGE_MARKER):
+        readme.write_text(usage_readme(model_type, save_directory.name or "."), encoding="utf-8")
+        written.append(readme)
+    return written
+
+
+def add_usage_files_on_save(model_class, processor_class=None) -> None:
+    """Make ``model_class.save_pretrained`` also call :func:`write_usage_files` (on the main process).
+
+    Used by the model packages of hf_persona at import; idempotent. A failure to write the extra
+    files is logged and never fails the save."""
+    if getattr(model_class.__dict__.get("save_pretrained"), "_hf_persona_wrapped", False):
+        return
+    inner = model_class.save_pretrained
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        result = inner(self, save_directory, *args, **kwargs)
+        if kwargs.get("is_main_process", True):
+            try:
+                write_usage_files(self, save_directory, processor_class)
+            except OSError as exc:  # the weights are saved; the README is a convenience
+                logger.warning("could not write the usage files into %s: %s", save_directory, exc)
+        return result
+
+    save_pretrained.__wrapped__ = inner
+    save_pretrained.__doc__ = inner.__doc__
+    save_pretrained.__name__ = "save_pretrained"
+    save_pretrained._hf_persona_wrapped = True
+    model_class.save_pretrained = save_pretrained

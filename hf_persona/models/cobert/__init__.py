@@ -12,6 +12,12 @@ from .modeling_cobert import (
     co_attention_match,
 )
 
+# save_pretrained also writes a usage README (inputs come from the documented model.build_inputs)
+from ...hub import add_usage_files_on_save  # noqa: E402
+
+add_usage_files_on_save(CoBERTForResponseSelection)
+add_usage_files_on_save(BiEncoderForResponseSelection)
+
 __all__ = [
     "BiEncoderConfig",
     "BiEncoderForResponseSelection",

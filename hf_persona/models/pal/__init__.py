@@ -20,11 +20,19 @@ from .processing_pal import (
     SEEKER_TOKEN,
     SUPPORTER_TOKEN,
     PALCollator,
+    PALProcessor,
     add_pal_tokens,
     build_pal_causal_example,
     build_pal_example,
     strategy_token_id,
 )
+
+# save_pretrained also writes processor_config.json (AutoProcessor -> PALProcessor) and a usage README
+from ...hub import add_usage_files_on_save  # noqa: E402
+
+PALProcessor.register_for_auto_class("AutoProcessor")
+add_usage_files_on_save(PALForConditionalGeneration, PALProcessor)
+add_usage_files_on_save(PALForCausalLM, PALProcessor)
 
 __all__ = [
     "ALPHA_LEVELS",
@@ -49,6 +57,7 @@ __all__ = [
     "SEEKER_TOKEN",
     "SUPPORTER_TOKEN",
     "PALCollator",
+    "PALProcessor",
     "add_pal_tokens",
     "build_pal_example",
     "build_pal_causal_example",

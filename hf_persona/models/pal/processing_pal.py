@@ -389,6 +389,147 @@ class PALCollator:
         return batch
 
 
+
+# ---------------------------------------------------------------------------------------------
+# A processor for users of plain transformers (AutoProcessor, trust_remote_code=True)
+# ---------------------------------------------------------------------------------------------
+from transformers import BatchFeature, ProcessorMixin  # noqa: E402
+
+
+def _as_batch(value, name):
+    """``value`` (one dialogue's list of strings, or a list of such lists) as a batch of lists;
+    returns (batch, True when a single dialogue was given)."""
+    if value is None:
+        return None, None
+    if isinstance(value, str):
+        raise TypeError(f"{name} must be a list of strings (one dialogue) or a list of such lists, got a string")
+    items = list(value)
+    if not items or all(isinstance(v, str) or v is None for v in items):
+        return [items], True
+    return [list(v) if v is not None else None for v in items], False
+
+
+class PALProcessor(ProcessorMixin):
+    """Raw dialogue text -> the tensors PAL's ``forward`` and ``generate`` take.
+
+    ``processor(utterances, speakers, strategies=None, persona=None)`` takes one dialogue (lists of
+    strings, oldest turn first; speakers ``"usr"``/``"seeker"`` or ``"sys"``/``"supporter"``;
+    strategies an ESConv strategy name for supporter turns, ``""`` for seeker turns; ``persona`` the
+    seeker's persona sentences, empty for the placeholder) or a batch of them (lists of such lists).
+    It returns ``input_ids``, ``attention_mask``, ``persona_input_ids`` and ``persona_attention_mask``
+    (a :class:`~transformers.BatchFeature` of tensors), built with :func:`build_pal_example`
+    (``causal=False``, PAL over a seq2seq backbone) or :func:`build_pal_causal_example`
+    (``causal=True``, the chat prompt with ``system_prompt``, dialogues padded on the left).
+    ``responses=`` (with ``response_strategies=``) also returns ``labels`` for training.
+
+    :meth:`decode_responses` turns ``generate``'s output into ``(strategy, text)`` pairs. Saved next to
+    PAL checkpoints (``processor_config.json``), so ``AutoProcessor.from_pretrained(folder,
+    trust_remote_code=True)`` returns it configured for that checkpoint.
+    """
+
+    tokenizer_class = "AutoTokenizer"
+
+    def __init__(self, tokenizer=None, causal: bool = False, system_prompt: str | None = None,
+                 max_source_length: int = 512, max_persona_length: int = 128, max_target_length: int = 50,
+                 **kwargs):
+        self.causal = bool(causal)
+        self.system_prompt = DEFAULT_CAUSAL_SYSTEM_PROMPT if system_prompt is None else system_prompt
+        self.max_source_length = int(max_source_length)
+        self.max_persona_length = int(max_persona_length)
+        self.max_target_length = int(max_target_length)
+        super().__init__(tokenizer, **kwargs)
+
+    @staticmethod
+    def settings_from_config(config) -> dict:
+        """The processor settings matching a PAL config (used when a checkpoint is saved)."""
+        causal = getattr(config, "model_type", "") == "pal_causal"
+        settings = {"causal": causal}
+        if causal:
+            settings["system_prompt"] = getattr(config, "system_prompt", DEFAULT_CAUSAL_SYSTEM_PROMPT)
+        return settings
+
+    def __call__(self, utterances=None, speakers=None, strategies=None, persona=None, responses=None,
+                 response_strategies=None, return_tensors: str = "pt", **kwargs) -> BatchFeature:
+        if kwargs:
+            raise TypeError(f"PALProcessor got unexpected arguments: {', '.join(sorted(kwargs))}")
+        if return_tensors not in ("pt", None):
+            raise ValueError(f"PALProcessor returns torch tensors (return_tensors='pt'), got {return_tensors!r}")
+        dialogues, single = _as_batch(utterances, "utterances")
+        if dialogues is None:
+            raise ValueError("PALProcessor needs utterances (the dialogue so far, oldest first)")
+        roles, _ = _as_batch(speakers, "speakers")
+        if roles is None or len(roles) != len(dialogues):
+            raise ValueError(f"PALProcessor needs one speakers list per dialogue ({len(dialogues)})")
+        n = len(dialogues)
+
+        def per_dialogue(value, name):
+            if value is None:
+                return [None] * n
+            if single:
+                return [list(value)]
+            value = list(value)
+            if len(value) != n:
+                raise ValueError(f"{name}: got {len(value)} entries for {n} dialogues")
+            return [None if v is None else list(v) for v in value]
+
+        def per_item(value, name):
+            if value is None:
+                return [None] * n
+            if single:
+                return [value]
+            value = list(value)
+            if len(value) != n:
+                raise ValueError(f"{name}: got {len(value)} entries for {n} dialogues")
+            return value
+
+        strategies = per_dialogue(strategies, "strategies")
+        personas = per_dialogue(persona, "persona")
+        replies = per_item(responses, "responses")
+        reply_strategies = per_item(response_strategies, "response_strategies")
+        features = []
+        for i in range(n):
+            common = dict(persona_sentences=personas[i], response=replies[i], strategy=reply_strategies[i],
+                          tokenizer=self.tokenizer, max_source_length=self.max_source_length,
+                          max_persona_length=self.max_persona_length, max_target_length=self.max_target_length)
+            if self.causal:
+                ex = build_pal_causal_example(dialogues[i], roles[i], strategies[i], system_prompt=self.system_prompt,
+                                              **common)
+            else:
+                ex = build_pal_example(dialogues[i], roles[i], strategies[i], **common)
+            features.append(ex)
+        batch = PALCollator(self.tokenizer, padding_side="left" if self.causal else "right")(features)
+        if all(r is None for r in replies):
+            batch.pop("labels", None)
+            batch.pop("strategy_id", None)
+        return BatchFeature(data=dict(batch))
+
+    def decode_responses(self, sequences, inputs=None) -> list:
+        """``(strategy name or None, response text)`` for each row of ``generate``'s output.
+
+        Pass the processor's ``inputs`` for PAL over a causal LM (the prompt is cut off); a seq2seq
+        PAL's output starts with the decoder start token. The strategy is the first strategy token of
+        the response."""
+        rows = sequences.tolist() if hasattr(sequences, "tolist") else [list(r) for r in sequences]
+        start = 0
+        if self.causal:
+            if inputs is None:
+                raise ValueError("decode_responses needs the processor's inputs for PAL over a causal LM")
+            start = int(inputs["input_ids"].shape[1])
+        ids = _pal_token_ids(self.tokenizer)
+        strategy_ids = {ids[token]: name for token, name in zip(STRATEGY_TOKENS, STRATEGY_NAMES)}
+        out = []
+        for row in rows:
+            reply = row[start:]
+            strategy = next((strategy_ids[t] for t in reply if t in strategy_ids), None)
+            text = self.tokenizer.decode(reply, skip_special_tokens=True).strip()
+            out.append((strategy, text))
+        return out
+
+    @property
+    def model_input_names(self) -> list:
+        return ["input_ids", "attention_mask", "persona_input_ids", "persona_attention_mask"]
+
+
 __all__ = [
     "add_pal_tokens",
     "build_pal_example",
@@ -399,4 +540,5 @@ __all__ = [
     "SEEKER_TOKEN",
     "SUPPORTER_TOKEN",
     "PERSONA_PLACEHOLDER",
+    "PALProcessor",
 ]

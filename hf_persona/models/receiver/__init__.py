@@ -11,6 +11,11 @@ from .modeling_receiver import (
     relevance_grid,
 )
 
+# save_pretrained also writes a usage README (text in: model.score / model.relevance)
+from ...hub import add_usage_files_on_save  # noqa: E402
+
+add_usage_files_on_save(ReceiverModel)
+
 __all__ = [
     "ReceiverConfig",
     "ReceiverModel",

@@ -1,8 +1,10 @@
 """P2Bot Transmitter: causal LM with a next-utterance-prediction head (Liu et al., 2020)."""
 
+from ...hub import add_usage_files_on_save
 from .configuration_transmitter import TransmitterConfig
 from .modeling_transmitter import TransmitterForDialogue, TransmitterOutput, TransmitterPreTrainedModel
 from .processing_transmitter import (
+    TransmitterProcessor,
     build_context_ids,
     build_example,
     encode_response,
@@ -14,12 +16,16 @@ from .processing_transmitter import (
 # save_pretrained writes auto_map and copies the code, so checkpoints load with trust_remote_code
 TransmitterConfig.register_for_auto_class()
 TransmitterForDialogue.register_for_auto_class("AutoModelForCausalLM")
+# ... and processor_config.json (AutoProcessor -> TransmitterProcessor) with a usage README
+TransmitterProcessor.register_for_auto_class("AutoProcessor")
+add_usage_files_on_save(TransmitterForDialogue, TransmitterProcessor)
 
 __all__ = [
     "TransmitterConfig",
     "TransmitterForDialogue",
     "TransmitterOutput",
     "TransmitterPreTrainedModel",
+    "TransmitterProcessor",
     "build_context_ids",
     "build_example",
     "encode_response",

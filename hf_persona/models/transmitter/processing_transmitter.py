@@ -9,8 +9,9 @@ one. The response is followed by ``<eos>`` (where generation stops) and ``<nup>`
 hidden state feeds the next-utterance-prediction (NUP) head. Only the response and ``<eos>`` carry
 language-modelling labels.
 
-This module imports only ``transformers``-free Python so it travels inside ``trust_remote_code``
-checkpoints next to the modeling file.
+The helpers are plain Python (``torch`` imported lazily); :class:`TransmitterProcessor` wraps them
+for users of plain transformers. This module travels inside ``trust_remote_code`` checkpoints next
+to the modeling file.
 """
 
 from __future__ import annotations
@@ -174,3 +175,98 @@ def pad_batch(examples, pad_token_id: int, padding_side: str = "right") -> dict:
     if "nup_label" in examples[0]:
         batch["nup_labels"] = torch.tensor([e["nup_label"] for e in examples], dtype=torch.long)
     return batch
+
+
+# ---------------------------------------------------------------------------------------------
+# A processor for users of plain transformers (AutoProcessor, trust_remote_code=True)
+# ---------------------------------------------------------------------------------------------
+from transformers import BatchFeature, ProcessorMixin  # noqa: E402
+
+
+def _batch_of_lists(value, name):
+    """(batch, single): one list of strings becomes a batch of one."""
+    if isinstance(value, str) or not isinstance(value, Sequence):
+        raise TypeError(f"{name} must be a list of strings or a list of such lists, got {type(value).__name__}")
+    items = list(value)
+    if not items or all(isinstance(v, str) for v in items):
+        return [items], True
+    return [_check_list(name, v) for v in items], False
+
+
+class TransmitterProcessor(ProcessorMixin):
+    """Persona + dialogue history (raw text) -> the tensors the Transmitter takes.
+
+    ``processor(persona, history)`` (one speaker's persona sentences and the history, whose last
+    utterance is the partner's; or lists of both for a batch) returns left-padded ``input_ids`` and
+    ``attention_mask`` ending with ``<self>``, ready for ``model.generate(**inputs,
+    eos_token_id=processor.eos_token_id, pad_token_id=processor.pad_token_id)``.
+    ``processor(persona, history, responses=[...])`` returns right-padded ``input_ids``,
+    ``attention_mask``, ``labels`` and ``cls_index`` for ``model(**inputs)`` (language-modelling loss and
+    the next-utterance-prediction logits ``nup_logits``). :meth:`decode_responses` cuts the prompt off
+    ``generate``'s output and decodes up to ``<eos>``.
+    """
+
+    tokenizer_class = "AutoTokenizer"
+
+    def __init__(self, tokenizer=None, max_context_tokens: int = 256, max_response_tokens: int = 32, **kwargs):
+        self.max_context_tokens = int(max_context_tokens)
+        self.max_response_tokens = int(max_response_tokens)
+        super().__init__(tokenizer, **kwargs)
+
+    @staticmethod
+    def settings_from_config(config) -> dict:
+        """The processor settings matching a Transmitter config (used when a checkpoint is saved)."""
+        return {"max_context_tokens": int(getattr(config, "max_context_tokens", 256)),
+                "max_response_tokens": int(getattr(config, "max_response_tokens", 32))}
+
+    @property
+    def eos_token_id(self) -> int:
+        return special_token_ids(self.tokenizer)["eos"]
+
+    @property
+    def pad_token_id(self) -> int:
+        return special_token_ids(self.tokenizer)["pad"]
+
+    def __call__(self, persona=None, history=None, responses=None, return_tensors: str = "pt",
+                 **kwargs) -> BatchFeature:
+        if kwargs:
+            raise TypeError(f"TransmitterProcessor got unexpected arguments: {', '.join(sorted(kwargs))}")
+        if return_tensors not in ("pt", None):
+            raise ValueError(f"TransmitterProcessor returns torch tensors (return_tensors='pt'), got {return_tensors!r}")
+        if persona is None or history is None:
+            raise ValueError("TransmitterProcessor needs persona and history")
+        personas, single = _batch_of_lists(persona, "persona")
+        histories, _ = _batch_of_lists(history, "history") if not single else ([_check_list("history", history)], True)
+        if len(personas) != len(histories):
+            raise ValueError(f"got {len(personas)} personas but {len(histories)} histories")
+        ids = special_token_ids(self.tokenizer)
+        if responses is None:
+            rows = [{"input_ids": build_context_ids(self.tokenizer, p, h, self.max_context_tokens)}
+                    for p, h in zip(personas, histories)]
+            batch = pad_batch(rows, ids["pad"], padding_side="left")
+            return BatchFeature(data={"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]})
+        replies = [responses] if single and isinstance(responses, str) else list(responses)
+        if len(replies) != len(personas):
+            raise ValueError(f"got {len(replies)} responses for {len(personas)} dialogues")
+        rows = [build_example(self.tokenizer, p, h, r, self.max_context_tokens, self.max_response_tokens)
+                for p, h, r in zip(personas, histories, replies)]
+        batch = pad_batch(rows, ids["pad"])
+        return BatchFeature(data={k: batch[k] for k in ("input_ids", "attention_mask", "labels", "cls_index")})
+
+    def decode_responses(self, sequences, inputs) -> list:
+        """The response text of each row of ``generate``'s output (the prompt ``inputs`` cut off)."""
+        ids = special_token_ids(self.tokenizer)
+        start = int(inputs["input_ids"].shape[1])
+        out = []
+        for row in (sequences.tolist() if hasattr(sequences, "tolist") else sequences):
+            reply = []
+            for tok in row[start:]:
+                if tok == ids["eos"] or (tok == ids["pad"] and ids["pad"] != ids["eos"]):
+                    break
+                reply.append(tok)
+            out.append(self.tokenizer.decode(reply, skip_special_tokens=True).strip())
+        return out
+
+    @property
+    def model_input_names(self) -> list:
+        return ["input_ids", "attention_mask"]
