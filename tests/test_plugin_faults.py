@@ -107,7 +107,7 @@ def test_sys_exit_in_a_hook_is_recorded(fresh_plugins):
 
 
 # ---------------------------------------------------------------- factories that raise
-def test_a_factory_that_raises_names_the_plugin(fresh_plugins):
+def test_a_factory_that_raises_names_the_plugin(fresh_plugins, monkeypatch):
     def loader(path=None, **options):
         raise RuntimeError("disk on fire")
 
@@ -141,8 +141,9 @@ def test_a_factory_that_raises_names_the_plugin(fresh_plugins):
     with pytest.raises(PluginCallError, match="logits processor 'picky' from plugin .* HFPersonaError: needs alpha="):
         hf_persona.get_logits_processor("picky")
     # the built-in loaders keep their own, documented errors
-    with pytest.raises(HFPersonaError, match="the msc loader needs a path") as builtin:
-        hf_persona.get_dataset("msc")
+    monkeypatch.delenv("HF_PERSONA_DATA", raising=False)
+    with pytest.raises(HFPersonaError, match="pesconv has no embedded sample") as builtin:
+        hf_persona.get_dataset("pesconv")
     assert not isinstance(builtin.value, PluginCallError)
 
 
