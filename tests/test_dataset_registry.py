@@ -8,7 +8,8 @@ import shutil
 import pytest
 
 import hf_persona
-from hf_persona.default_plugins.datasets import SAMPLES, sample_file
+from hf_persona.data import sample_path
+from hf_persona.default_plugins.datasets import sample_file
 from hf_persona.errors import HFPersonaError
 
 PESCONV_ROW = {"dialogue_id": 0, "emotion_type": "anxiety", "problem_type": "job crisis", "situation": "lost my job",
@@ -43,7 +44,7 @@ def test_every_format_is_registered_with_pesconv():
 
 def test_msc_sample_is_small_real_msc(no_env):
     path = sample_file("msc")
-    assert path.stat().st_size < 40_000 and set(SAMPLES) == {"personachat", "esconv", "msc"}
+    assert path.stat().st_size < 40_000 and path == sample_path("msc")
     ds = hf_persona.get_dataset("msc")
     assert len(ds) == 7 and ds.column_names == ["dialogue_id", "speaker1_persona", "speaker2_persona",
                                                 "utterances", "speakers"]

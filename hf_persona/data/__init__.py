@@ -21,11 +21,13 @@ from .readers import (
 )
 from .stats import dialogue_statistics
 
-_SAMPLES = {"personachat": "personachat_sample.txt", "esconv": "esconv_sample.json"}
+#: embedded samples: personachat and esconv written for this project; msc the first 7 episodes of
+#: Multi-Session Chat session 2 (validation), copied unmodified from ParlAI's public release
+_SAMPLES = {"personachat": "personachat_sample.txt", "esconv": "esconv_sample.json", "msc": "msc_sample.txt"}
 
 
 def sample_path(name: str) -> Path:
-    """Path of the embedded sample (written by this project) in ``name``'s format."""
+    """Path of the embedded sample in ``name``'s format (see ``_SAMPLES``)."""
     if name not in _SAMPLES:
         raise HFPersonaError(f"no embedded sample {name!r}; valid names: {', '.join(sorted(_SAMPLES))}")
     return Path(__file__).with_name("sample") / _SAMPLES[name]

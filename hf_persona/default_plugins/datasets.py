@@ -21,8 +21,6 @@ from hf_persona import hookimpl
 
 DATA_ENV = "HF_PERSONA_DATA"
 DEFAULT_SPLIT = "valid"
-#: embedded samples (package data of hf_persona.data)
-SAMPLES = {"personachat": "personachat_sample.txt", "esconv": "esconv_sample.json", "msc": "msc_sample.txt"}
 
 
 def _error(message):
@@ -35,9 +33,7 @@ def sample_file(name: str) -> Path:
     """The embedded sample of ``name`` (a file in ``hf_persona/data/sample/``)."""
     from hf_persona import data
 
-    if name not in SAMPLES:
-        raise _error(f"no embedded {name} sample; valid names: {', '.join(sorted(SAMPLES))}")
-    return Path(data.__file__).with_name("sample") / SAMPLES[name]
+    return data.sample_path(name)
 
 
 def _split_name(name: str, split: str, options: dict) -> str:
