@@ -124,6 +124,9 @@ class cli_verbosity:  # noqa: N801 - used as a context manager, like contextlib'
 NOISE_WARNINGS = (
     # torch's DataLoader on a machine without a GPU: the Trainer asks for pinned memory anyway
     (UserWarning, r"'pin_memory' argument is set as true but no accelerator is found"),
+    # transformers' EncoderDecoderModel on every training step of a BERT2BERT model: a note about
+    # models trained before transformers 4.12 (the library passes labels the current way)
+    (FutureWarning, r"Version v4\.12\.0 introduces a better way to train encoder-decoder models"),
 )
 
 #: progress bars (their ``desc``) of transformers hidden by default: loading and writing weights
