@@ -148,6 +148,7 @@ def add_commands(cli) -> None:
     @click.option("--persona", "-p", multiple=True, required=True, help="One persona sentence (repeat the option).")
     @click.option("--out", required=True, type=output_file(), help="PNG file to write.")
     @click.option("--title", default=None)
+    @quiet_work()
     def heatmap_cmd(model_dir, utterances, persona, out, title):
         """Render the relevance grid U (utterances × persona sentences) as a labelled heat-map."""
         from hf_persona.evaluation.plots import render_relevance_heatmap
@@ -156,3 +157,4 @@ def add_commands(cli) -> None:
         receiver = load_receiver(model_dir)
         U = receiver.relevance(list(utterances), list(persona))
         path = render_relevance_heatmap(U.numpy(), list(utterances), list(persona), out, title=title)
+        click.echo(f"saved to {path}")
