@@ -199,3 +199,16 @@ def test_tokenizer_without_flag_prompts_and_with_flag_does_not(saved, tmp_path):
         run_plain(code, cwd=tmp_path)
     run_plain(code.replace("from_pretrained(" + repr(str(folder)) + ")",
                            "from_pretrained(" + repr(str(folder)) + ", trust_remote_code=True)"), cwd=tmp_path)
+
+
+@pytest.mark.parametrize("name", ["pal", "pal_causal"])
+def test_pal_card_usage_runs_without_hf_persona(name, saved):
+    """The pushed card's usage (rendered with the folder as repo id) runs with plain transformers."""
+    folder = saved[name]
+    card = hub.build_card(folder, "org/name")
+    assert "importlib" not in card and "AutoProcessor" in card
+    template = hub.find_card_template(json.loads((folder / "config.json").read_text())["model_type"])
+    rendered = hub.render_card(template, repo_id=str(folder), base_model="x", metrics=None)
+    code = re.findall(r"```python\n(.*?)```", rendered, re.DOTALL)[0].replace("max_new_tokens=50", "max_new_tokens=4")
+    out = run_plain(code, cwd=folder.parent)
+    assert out.strip().startswith("[(")
