@@ -420,7 +420,8 @@ class ReceiverModel(ReceiverPreTrainedModel):
             if self.config.model_type not in CONFIG_MAPPING:
                 AutoConfig.register(self.config.model_type, type(self.config))
             try:
-                self.tokenizer = AutoTokenizer.from_pretrained(source) if source else None
+                # with our config passed, AutoTokenizer does not load config.json (and ask about its remote code)
+                self.tokenizer = AutoTokenizer.from_pretrained(source, config=self.config) if source else None
             except (OSError, ValueError) as err:
                 raise ValueError(
                     f"ReceiverModel: no tokenizer could be loaded from {source!r} ({err}); pass `tokenizer=` "
