@@ -192,7 +192,8 @@ PC_ORIGINAL = read_personachat(sample_path("personachat"))
 
 def _rows(dataset):
     """Each dialogue as a comparable tuple of its columns (``dialogue_id`` aside)."""
-    table = dataset.remove_columns("dialogue_id").to_dict()
+    table = dataset.to_dict()
+    del table["dialogue_id"]
     return list(zip(*[[tuple(v) if isinstance(v, list) else v for v in values] for values in table.values()]))
 
 

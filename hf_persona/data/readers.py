@@ -58,9 +58,22 @@ _SHOWN_SKIPS = 10  # skipped dialogues listed by line in the log message
 
 
 def _dataset(rows: list[dict], columns: tuple[str, ...]):
-    import datasets
+    """The rows as a ``datasets.Dataset``, its fingerprint a hash of the content (``Dataset.from_dict``
+    would pickle the whole table to make one, most of the time of a read)."""
+    import hashlib
 
-    return datasets.Dataset.from_dict({c: [r[c] for r in rows] for c in columns})
+    import datasets
+    import pyarrow as pa
+    from datasets.table import InMemoryTable
+
+    mapping = {c: [r[c] for r in rows] for c in columns}
+    first = rows[0] if rows else {}
+    schema = pa.schema([(c, pa.int64() if c == "dialogue_id" else pa.list_(pa.string())
+                         if isinstance(first.get(c), list) else pa.string()) for c in columns])
+    table = pa.Table.from_pydict(mapping, schema=schema)
+    digest = hashlib.sha256(json.dumps(mapping, ensure_ascii=False).encode("utf-8")).hexdigest()[:16]
+    info = datasets.DatasetInfo(features=datasets.Features.from_arrow_schema(schema))
+    return datasets.Dataset(InMemoryTable(table), info=info, fingerprint=digest)
 
 
 def _decode(path, number, raw: bytes):
