@@ -345,6 +345,12 @@ def test_all_malformed_is_an_error_also_when_skipping(tmp_path):
         read_personachat(p, skip_malformed=True)
 
 
+def test_byte_order_mark_is_dropped(tmp_path):
+    assert len(read_personachat(write(tmp_path, "pc.txt", b"\xef\xbb\xbf" + PC.encode()))) == 2
+    fmt, ds = read_dialogues(write(tmp_path, "e.json", b"\xef\xbb\xbf" + (esconv_line() + "\n").encode()))
+    assert fmt == "esconv" and len(ds) == 1
+
+
 def test_invalid_utf8_is_skipped_and_counted_in_personachat(tmp_path):
     text = PC.encode() + b"1 your persona: \xff\xfe\n2 hi\tyo\n1 your persona: z\n2 a\tb\n"
     p = write(tmp_path, "pc.txt", text)

@@ -86,14 +86,15 @@ def _decode(path, number, raw: bytes):
 
 
 def _lines(path):
-    """Yield (line_number, text, error) for every non-blank line; ``error`` is a DataFormatError for a
-    line that is not valid UTF-8 (``text`` then holds it decoded with replacement characters)."""
+    """Yield (line_number, text, error) for every non-blank line (a UTF-8 byte-order mark dropped);
+    ``error`` is a DataFormatError for a line that is not valid UTF-8 (``text`` then holds it
+    decoded with replacement characters)."""
     path = Path(path)
     if not path.is_file():
         raise HFPersonaError(f"{path}: no such file")
     with open(path, "rb") as fh:
         for number, raw in enumerate(fh, start=1):
-            text, error = _decode(path, number, raw)
+            text, error = _decode(path, number, raw[3:] if number == 1 and raw.startswith(b"\xef\xbb\xbf") else raw)
             if text.strip():
                 yield number, text, error
 
