@@ -19,6 +19,25 @@ from ._options import (MAX_STEPS, NONNEG_INT, POS_FLOAT, POS_INT, SEED, UNIT_FLO
                        input_file, output_dir)
 from ._output import default_data, finish, json_file, json_option, quiet_work
 
+
+def _data_files(data_files, dev_from):
+    """(files, dev_from): the given files, else None (the shared data, chosen by the library) or the
+    embedded PERSONA-CHAT sample when there is no shared data; a ``dev_from`` that holds nothing of
+    the PERSONA-CHAT files back is clamped (with a warning) to hold back their last fifth."""
+    from hf_persona.data import detect_format, read_personachat, shared_data_dir
+
+    files = list(data_files) or (None if shared_data_dir() is not None else [default_data()])
+    sizes = [len(read_personachat(f)) for f in files or () if detect_format(f) == "personachat"]
+    if sizes and dev_from >= max(sizes):
+        from hf_persona.utils import get_logger
+
+        n = max(sizes)
+        held = max(1, n - max(1, n // 5))
+        get_logger("hf_persona.cli").warning(
+            f"--dev-from {dev_from} exceeds the {n} dialogues; holding back those from index {held} on")
+        dev_from = held
+    return files, dev_from
+
 TRAIN_KEYS = ("kind", "train_examples", "global_step", "train_loss", "dev_loss", "bleu1", "persona_recall_f1_50",
               "train_seconds", "resumed_from")
 ANNOTATE_KEYS = ("dialogues", "supporter_turns", "supporter_turns_with_persona",
@@ -28,7 +47,7 @@ ANNOTATE_KEYS = ("dialogues", "supporter_turns", "supporter_turns_with_persona",
 @click.command("persona-extractor")
 @click.option("--data", "data_files", multiple=True, type=input_file(),
               help="PERSONA-CHAT (ParlAI text) or MSC (JSON lines) file; repeat for several. "
-                   "Default: ../shared/data personachat original + msc sessions.")
+                   "Default: ../shared/data personachat original + msc sessions, else the embedded sample.")
 @click.option("--output-dir", required=True, type=output_dir(), help="Where checkpoints and the model go.")
 @click.option("--backbone", default="minilm", show_default=True, callback=check_backbone,
               help="A causal LM (smollm2 = the packaged SmolLM2-135M-Instruct, or a Hub id), a Hub seq2seq id "
@@ -65,8 +84,9 @@ def train_persona_extractor_cmd(data_files, output_dir, backbone, dev_from, max_
     """Fine-tune a persona extractor, causal LM or seq2seq (one speaker's utterances -> persona sentences)."""
     from hf_persona.training.persona_extractor import train_persona_extractor
 
+    data_files, dev_from = _data_files(data_files, dev_from)
     summary = train_persona_extractor(
-        output_dir, list(data_files) or None, backbone=backbone, dev_from=dev_from, max_steps=max_steps,
+        output_dir, data_files, backbone=backbone, dev_from=dev_from, max_steps=max_steps,
         epochs=epochs, budget_minutes=budget_minutes, batch_size=batch_size, learning_rate=learning_rate,
         eval_steps=eval_steps, max_source_length=max_source_length, max_target_length=max_target_length,
         num_beams=num_beams, min_support=min_support, eval_generation_examples=eval_examples,
@@ -79,7 +99,8 @@ def train_persona_extractor_cmd(data_files, output_dir, backbone, dev_from, max_
 @click.command("persona-extractor")
 @click.option("--extractor", required=True, type=input_dir(), help="Trained extractor folder.")
 @click.option("--data", "data_files", multiple=True, type=input_file(),
-              help="PERSONA-CHAT / MSC files (default: the shared data); their held-back dialogues are evaluated.")
+              help="PERSONA-CHAT / MSC files (default: the shared data, else the embedded sample); their held-back "
+                   "dialogues are evaluated.")
 @click.option("--dev-from", default=800, show_default=True, type=NONNEG_INT)
 @click.option("--max-examples", default=200, show_default=True, type=POS_INT)
 @click.option("--num-beams", default=4, show_default=True, type=POS_INT)
@@ -91,7 +112,8 @@ def eval_persona_extractor_cmd(extractor, data_files, dev_from, max_examples, nu
     from hf_persona.evaluation import format_table
     from hf_persona.training.persona_extractor import evaluate_persona_extractor
 
-    metrics = evaluate_persona_extractor(extractor, list(data_files) or None, dev_from=dev_from,
+    data_files, dev_from = _data_files(data_files, dev_from)
+    metrics = evaluate_persona_extractor(extractor, data_files, dev_from=dev_from,
                                          max_examples=max_examples, num_beams=num_beams, batch_size=batch_size,
                                          json_out=json_file(json_out))
     row = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
