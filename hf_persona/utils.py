@@ -219,7 +219,9 @@ class expected_noise_filtered:  # noqa: N801 - a context manager
         except ImportError:  # transformers not installed: nothing of it to hide
             pass
         try:
-            from datasets.utils import tqdm as ds_tqdm
+            import importlib
+
+            ds_tqdm = importlib.import_module("datasets.utils.tqdm")  # the module (datasets.utils.tqdm is a class)
 
             if not ds_tqdm.are_progress_bars_disabled() and ds_tqdm.HF_DATASETS_DISABLE_PROGRESS_BARS is None:
                 ds_tqdm.disable_progress_bars()
