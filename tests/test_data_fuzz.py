@@ -1,4 +1,4 @@
-"""Fuzzing the readers with mutated copies of the real embedded samples (issue 28 item 1).
+"""Fuzzing the readers with mutated copies of the embedded samples (issue 28 item 1).
 
 Every mutated file either parses or raises ``DataFormatError`` naming ``file:line``; with
 ``skip_malformed=True`` the balance "parsed dialogues + skipped = dialogues in the file" holds exactly
@@ -30,16 +30,6 @@ JUNK = [b"\xff", b"\xc3", b"\x80\x80", SURROGATE_BYTES, b"\x00", b"\t", b"\r", b
 
 def _sample_lines(name):
     return sample_path(name).read_bytes().splitlines()
-
-
-def _msc_lines():
-    """MSC JSON lines built from the PERSONA-CHAT sample (no MSC sample is embedded)."""
-    lines = []
-    for row in read_personachat(sample_path("personachat")):
-        ids = {"partner": "Speaker 1", "you": "Speaker 2"}
-        dialog = [{"text": u, "id": ids[s]} for u, s in zip(row["utterances"], row["speakers"])]
-        lines.append(json.dumps({"personas": [row["partner_persona"], row["your_persona"]], "dialog": dialog}).encode())
-    return lines
 
 
 # --- mutations: (kind, argument) applied to one line; the mutator records which lines it touched ---
@@ -216,9 +206,9 @@ def fuzz_dir(tmp_path_factory):
 
 
 def test_the_samples_are_what_the_fuzzers_assume():
-    assert len(PC_STARTS) == len(PC_ORIGINAL) == 36 and len(MSC_ORIGINAL_ROWS) == 36
-    assert len(_sample_lines("esconv")) == len(read_esconv(sample_path("esconv"))) == 24
-    assert all(line.strip() for line in PC_LINES + _sample_lines("esconv"))
+    assert len(PC_STARTS) == len(PC_ORIGINAL) == 36
+    assert len(ES_LINES) == len(ES_ORIGINAL_ROWS) == 24 and len(MSC_LINES) == len(MSC_ORIGINAL_ROWS) == 7
+    assert all(line.strip() for line in PC_LINES + ES_LINES + MSC_LINES)
 
 
 @FUZZ
@@ -236,12 +226,8 @@ def test_personachat_fuzz_balance_and_neighbours(fuzz_dir, case):
 
 # --- JSON lines: ESConv and MSC --------------------------------------------------------------
 ES_LINES = _sample_lines("esconv")
-MSC_LINES = _msc_lines()
-MSC_ORIGINAL_ROWS = [
-    (tuple(obj["personas"][0]), tuple(obj["personas"][1]), tuple(t["text"] for t in obj["dialog"]),
-     tuple(t["id"] for t in obj["dialog"]))
-    for obj in map(json.loads, MSC_LINES)
-]
+MSC_LINES = _sample_lines("msc")  # 7 episodes of MSC session 2, as ParlAI released them
+MSC_ORIGINAL_ROWS = _rows(read_msc(sample_path("msc")))
 
 
 ES_ORIGINAL_ROWS = _rows(read_esconv(sample_path("esconv")))
