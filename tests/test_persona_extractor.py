@@ -400,3 +400,15 @@ def test_lora_extractor_keeps_the_adapter_alone_or_merges(tiny_llama_dir, tmp_pa
     assert not torch.allclose(plain, again.model(input_ids=ids).logits, atol=1e-4)
     with pytest.raises(HFPersonaError, match="LoRA needs a pretrained causal LM"):
         train_persona_extractor(tmp_path / "s2s", lora=4, **dict(common, backbone="minilm"))
+
+
+def test_msc_alignment_skips_malformed_lines(tmp_path):
+    """The MSC -> ConvAI2 alignment reads past lines the reader reports: huge numbers, deep nesting,
+    a non-list dialog, invalid UTF-8."""
+    from hf_persona.training.persona_extractor import _msc_convai2_groups
+
+    good = {"personas": [["a"], ["b"]], "dialog": [{"text": "hi  there", "id": "Speaker 1", "convai2_id": "valid_7"}]}
+    path = tmp_path / "msc.txt"
+    path.write_bytes((json.dumps(good) + "\n").encode() + b'{"dialog": [{"text": "x", "n": ' + b"9" * 5000 + b"}]}\n"
+                     + b"[" * 100000 + b"\n" + b'{"dialog": "nope"}\n\xff\xfe\n')
+    assert _msc_convai2_groups(path) == {"hi there": 7}

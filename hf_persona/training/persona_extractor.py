@@ -217,13 +217,14 @@ def _msc_convai2_groups(path) -> dict[str, int]:
     skips as malformed.
     """
     groups: dict[str, int] = {}
-    with open(path, encoding="utf-8") as fh:
+    # malformed lines are the reader's to report (or skip); here they only carry no alignment
+    with open(path, encoding="utf-8", errors="replace") as fh:
         for line in fh:
             try:
                 obj = json.loads(line) if line.strip() else None
-            except json.JSONDecodeError:
+            except (ValueError, RecursionError):  # bad JSON, a huge number, deep nesting
                 continue
-            if not isinstance(obj, dict) or not obj.get("dialog"):
+            if not isinstance(obj, dict) or not isinstance(obj.get("dialog"), list) or not obj["dialog"]:
                 continue
             cid = next((t.get("convai2_id") for t in obj["dialog"] if isinstance(t, dict) and t.get("convai2_id")), None)
             m = re.fullmatch(r"\w+?_(\d+)", str(cid)) if cid else None
