@@ -94,7 +94,7 @@ def test_cli_rejects_bad_options(tmp_path):
 
     with pytest.raises(SystemExit) as exc:
         main(["train", "cobert", "--data", str(sample_path("personachat")), "--output-dir", str(tmp_path),
-              "--train-dialogues", "9999"])
+              "--batch-size", "0"])
     assert exc.value.code == 2
     with pytest.raises(SystemExit) as exc:
         main(["eval", "cobert", "--model", str(tmp_path / "missing"), "--data", str(sample_path("personachat"))])

@@ -226,10 +226,11 @@ def test_cli_annotate_with_a_saved_extractor(tmp_path, tiny_bert_dir):
     _register_plugin_commands()
     out = tmp_path / "pes"
     args = ["annotate-persona", "--extractor", str(ext_dir), "--data", str(sample_path("esconv")), "--out", str(out),
-            "--max-dialogues", "3", "--num-beams", "1", "--dialogues-per-shard", "2"]
+            "--max-dialogues", "3", "--num-beams", "1", "--dialogues-per-shard", "2", "--json", str(tmp_path / "s.json")]
     res = CliRunner().invoke(cli, args)
     assert res.exit_code == 0, res.output
-    summary = json.loads(res.output[res.output.index("{"):])
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert f"saved to {out}" in res.output
     assert summary["dialogues"] == 3
     ds = load_from_disk(str(out / "dataset"))
     assert len(ds) == 3 and "personas" in ds.column_names

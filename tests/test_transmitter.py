@@ -474,9 +474,9 @@ def test_eval_cli_writes_json(tmp_path, tiny_dir):
     metrics = json.loads(out.read_text())
     assert metrics["n_examples"] == 4 and metrics["n_candidates"] == 5
     assert 0 <= metrics["hits@1"] <= 100 and 0 <= metrics["f1"] <= 100 and metrics["ppl"] > 1
-    with pytest.raises(SystemExit) as exc:
+    with pytest.raises(SystemExit) as exc:  # a bad option fails before any model loads
         main(["eval", "transmitter", "--model", tiny_dir, "--data", str(sample_path("personachat")),
-              "--dev-from", "500"])
+              "--max-examples", "0"])
     assert exc.value.code == 2
 
 
