@@ -147,11 +147,19 @@ def causal_window(args, work: Path, variants, window, embedder) -> dict:
         _log(f"{v} ({tag}): evaluating")
         runs[v] = _cached(work / f"eval_{v}_{tag}.json", lambda v=v: evaluate_pal(work / v, work / "pesconv", **common),
                           not args.reevaluate)
+        if args.force_strategy_first:  # the same teacher-forced figures; replies opened by a strategy token
+            _log(f"{v} ({tag}): generating, strategy token first")
+            forced = _cached(work / f"eval_{v}_{tag}_forced.json",
+                             lambda v=v: evaluate_pal(work / v, work / "pesconv", teacher_forced=False,
+                                                      force_strategy_first=True, **common), not args.reevaluate)
+            runs[v] = {**runs[v], **{k: x for k, x in forced.items() if k not in ("per_example", "n_examples")}}
     if "pal" in variants:
         _log(f"pal with the Table 2 alpha ({tag}): generating")
-        with_alpha = _cached(work / f"eval_pal_alpha_{tag}.json",
+        suffix = "_forced" if args.force_strategy_first else ""
+        with_alpha = _cached(work / f"eval_pal_alpha_{tag}{suffix}.json",
                              lambda: evaluate_pal(work / "pal", work / "pesconv", alpha="table", teacher_forced=False,
-                                                  **common), not args.reevaluate)
+                                                  force_strategy_first=args.force_strategy_first, **common),
+                             not args.reevaluate)
         runs["pal_alpha0"], runs["pal"] = runs["pal"], {**runs["pal"], **{k: v for k, v in with_alpha.items()
                                                                           if k not in ("per_example", "n_examples")}}
     table = {name: {k: run.get(k) for k in CAUSAL_METRICS} for name, run in runs.items()}
@@ -286,7 +294,9 @@ def run_causal(args, work: Path, data_dir: Path, extractor: dict, pesconv: dict,
             "windows": {"full": full["max_source_length"],
                         **({"window128": w128["max_source_length"]} if w128 is not None else {})},
             "window": "dialogue tokens after the system turn; the oldest turns are dropped first",
-            "decoding": "top-k 10, top-p 0.9, temperature 0.5, repetition penalty 1.03, 10-50 new tokens, seed 0",
+            "decoding": "top-k 10, top-p 0.9, temperature 0.5, repetition penalty 1.03, 10-50 new tokens, seed 0"
+                        + ("; first token restricted to the strategy tokens (every model)" if args.force_strategy_first
+                           else ""),
             "pal": "Table 2 alpha per strategy (strategy contrastive decoding); pal_alpha0: plain decoding, "
                    "the same model (teacher-forced figures are the model's and shared)",
             "ppl": "per token, including the strategy token (as the paper's code); ppl_word: per word, reply "
@@ -349,6 +359,9 @@ def main(argv=None):
     p.add_argument("--eval-examples", type=int, default=200)
     p.add_argument("--generate-examples", type=int, default=64)
     p.add_argument("--reevaluate", action="store_true")
+    p.add_argument("--force-strategy-first", action="store_true",
+                   help="Causal backbones: restrict each reply's first token to the eight strategy tokens (for "
+                        "models trained too briefly to open with one; the Table 2 alpha is chosen by that token).")
     p.add_argument("--no-window128", dest="window128", action="store_false",
                    help="Causal backbones: skip the second evaluation with a 128-token dialogue window.")
     p.add_argument("--seed", type=int, default=0)
