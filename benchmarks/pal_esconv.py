@@ -119,8 +119,7 @@ def stage_eval(args, work: Path, variant: str, embedder) -> dict:
                         json_out=path)
 
 
-CAUSAL_METRICS = ("acc", "ppl", "ppl_word") + tuple(k for k in ("bleu2", "bleu4", "dist1", "dist2", "ead1", "ead2",
-                                                                 "rougeL", "cos_sim"))
+CAUSAL_METRICS = ("acc", "ppl", "ppl_word", "bleu2", "bleu4", "dist1", "dist2", "ead1", "ead2", "rougeL", "cos_sim")
 
 
 def _cached(path: Path, compute, reuse: bool) -> dict:
