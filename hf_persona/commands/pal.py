@@ -100,6 +100,9 @@ def _parse_mixture_init(ctx, param, text):
                    "by the eq. 2 attention (default), or appended as extra keys.")
 @click.option("--fusion-layer", default=None, type=int,
               help="Causal backbones: the decoder layer whose output PAL fuses (-1 = the last, the default).")
+@click.option("--lora", default=0, show_default=True, type=NONNEG_INT,
+              help="Causal backbones: train LoRA adapters of this rank (plus the PAL token rows and the fusion "
+                   "module) instead of all weights; the folder keeps only what differs from the backbone.")
 @click.option("--warmup-steps", default=100, show_default=True, type=NONNEG_INT)
 @click.option("--eval-steps", default=100, show_default=True, type=POS_INT)
 @click.option("--max-train-examples", default=None, type=POS_INT)
@@ -112,7 +115,7 @@ def _parse_mixture_init(ctx, param, text):
 @json_option()
 @quiet_work(warm_start=True)
 def train_pal_cmd(data, output_dir, variant, backbone, max_steps, epochs, budget_minutes, batch_size, learning_rate,
-                  mixture_learning_rate, mixture_init, fusion_norm_init, persona_alignment, fusion_layer, warmup_steps,
+                  mixture_learning_rate, mixture_init, fusion_norm_init, persona_alignment, fusion_layer, lora, warmup_steps,
                   eval_steps, max_train_examples, max_eval_examples, max_source_length, max_persona_length, max_target_length, seed,
                   no_resume, json_out):
     """Train PAL (or a baseline) on PESConv with the Trainer (progress, best checkpoint, resume)."""
@@ -122,7 +125,7 @@ def train_pal_cmd(data, output_dir, variant, backbone, max_steps, epochs, budget
         data, output_dir, variant=variant, backbone=backbone, max_steps=max_steps, epochs=epochs,
         budget_minutes=budget_minutes, batch_size=batch_size, learning_rate=learning_rate,
         mixture_learning_rate=mixture_learning_rate or None, mixture_init=mixture_init,
-        fusion_norm_init=fusion_norm_init, persona_alignment=persona_alignment, fusion_layer=fusion_layer,
+        fusion_norm_init=fusion_norm_init, persona_alignment=persona_alignment, fusion_layer=fusion_layer, lora=lora,
         warmup_steps=warmup_steps, eval_steps=eval_steps, max_train_examples=max_train_examples,
         max_eval_examples=max_eval_examples,
         max_source_length=max_source_length, max_persona_length=max_persona_length,

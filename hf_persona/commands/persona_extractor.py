@@ -74,13 +74,14 @@ ANNOTATE_KEYS = ("dialogues", "supporter_turns", "supporter_turns_with_persona",
               help="Causal LM backbones: train LoRA adapters of this rank instead of all weights (0: all weights); "
                    "the folder keeps the adapter alone (a few MB).")
 @click.option("--merge", is_flag=True, help="With --lora: save the merged full model instead of the adapter.")
+@click.option("--warmup-steps", default=50, show_default=True, type=NONNEG_INT, help="Linear learning-rate warm-up.")
 @click.option("--seed", default=0, show_default=True, type=SEED)
 @click.option("--no-resume", is_flag=True, help="Start afresh even when OUTPUT_DIR holds checkpoints.")
 @json_option()
 @quiet_work(warm_start=True)
 def train_persona_extractor_cmd(data_files, output_dir, backbone, dev_from, max_steps, epochs, budget_minutes,
                                 batch_size, learning_rate, eval_steps, max_source_length, max_target_length,
-                                num_beams, min_support, eval_examples, lora, merge, seed, no_resume, json_out):
+                                num_beams, min_support, eval_examples, lora, merge, warmup_steps, seed, no_resume, json_out):
     """Fine-tune a persona extractor, causal LM or seq2seq (one speaker's utterances -> persona sentences)."""
     from hf_persona.training.persona_extractor import train_persona_extractor
 
@@ -90,7 +91,7 @@ def train_persona_extractor_cmd(data_files, output_dir, backbone, dev_from, max_
         epochs=epochs, budget_minutes=budget_minutes, batch_size=batch_size, learning_rate=learning_rate,
         eval_steps=eval_steps, max_source_length=max_source_length, max_target_length=max_target_length,
         num_beams=num_beams, min_support=min_support, eval_generation_examples=eval_examples,
-        report_eval=eval_examples > 0, lora=lora, merge=merge, seed=seed, resume=not no_resume,
+        report_eval=eval_examples > 0, lora=lora, merge=merge, warmup_steps=warmup_steps, seed=seed, resume=not no_resume,
         json_out=json_file(json_out),
     )
     finish(summary, TRAIN_KEYS, saved_to=output_dir, json_out=json_out)

@@ -308,6 +308,7 @@ def train_pal(
     logging_steps: int = 10,
     progress: bool = True,
     warm_start: bool = True,
+    lora: int = 0,
     json_out=None,
 ) -> dict:
     """Train PAL (or a baseline, ``variant``) on a PESConv folder with ``transformers.Trainer``.
@@ -394,6 +395,13 @@ def train_pal(
     except ValueError as err:
         raise HFPersonaError(str(err)) from None
     warm_started = warm_start_cross_attention(model.backbone) if warm_start and not causal else 0
+    if lora < 0:
+        raise HFPersonaError(f"lora must be a LoRA rank >= 1 (or 0 for full fine-tuning), got {lora}")
+    peft_backbone = None
+    if lora:
+        if not causal:
+            raise HFPersonaError(f"LoRA for PAL needs a pretrained causal LM backbone; {backbone!r} is not one")
+        peft_backbone = add_pal_lora(model, tokenizer, lora)
     args = TrainingArguments(
         output_dir=str(output_dir),
         per_device_train_batch_size=batch_size,
@@ -430,10 +438,14 @@ def train_pal(
                     for e in trainer.state.log_history if "eval_loss" in e]
     valid_metrics = trainer.evaluate()
     out = Path(output_dir)
-    trainer.save_model(str(out))
-    tokenizer.save_pretrained(str(out))
     kind = "causal" if causal else "seq2seq"
-    atomic_write_json(out / TRAINING_CONFIG_NAME, {"variant": variant, "backbone": backbone, "kind": kind, **lengths})
+    if peft_backbone is not None:
+        save_pal_adapter(model, peft_backbone, out)
+    else:
+        trainer.save_model(str(out))
+    tokenizer.save_pretrained(str(out))
+    atomic_write_json(out / TRAINING_CONFIG_NAME, {"variant": variant, "backbone": backbone, "kind": kind,
+                                                   "lora_rank": lora or None, **lengths})
     summary = {
         "variant": variant,
         "backbone": backbone,
@@ -461,6 +473,7 @@ def train_pal(
         "fusion_layer": getattr(model.config, "fusion_layer", None),
         "fusion_gate_mean_abs": round(model.fusion_gate.abs().mean().item(), 5) if causal else None,
         "mixture_weights": [round(w, 4) for w in model.mixture_weights().detach().tolist()],
+        "lora_rank": lora or None,
         "seed": seed,
         "resumed_from": resumed_from,
         "warm_started_cross_attention_layers": warm_started,
@@ -469,6 +482,130 @@ def train_pal(
     if json_out:
         atomic_write_json(json_out, summary)
     return summary
+
+
+# ----------------------------------------------------------------------------------------------
+# LoRA: PAL over a causal LM as an adapter
+# ----------------------------------------------------------------------------------------------
+
+#: Files of a PAL adapter folder besides PEFT's ``adapter_config.json`` / ``adapter_model.safetensors``.
+PAL_ADAPTER_CONFIG = "pal_config.json"
+PAL_FUSION_WEIGHTS = "pal_fusion.safetensors"
+#: The adapter name PAL's LoRA gets in a PEFT model (a shared backbone holds others beside it).
+PAL_ADAPTER_NAME = "pal"
+
+
+def add_pal_lora(model, tokenizer, rank: int, adapter_name: str = PAL_ADAPTER_NAME):
+    """Put LoRA adapters on ``model.backbone`` (a :class:`PALForCausalLM`): rank ``rank`` on every
+    linear layer of the LM (the generators' recipe, :func:`hf_persona.training.persona_extractor.lora_config`)
+    and the PAL special tokens' rows of the input embedding as PEFT trainable tokens (of the output
+    embedding too when the LM does not tie them). PEFT replaces the layers in place, so
+    ``model.backbone`` stays the LM (PAL's fusion hook keeps working) and the fusion module stays
+    trainable beside the adapters. Returns the ``PeftModel`` over the backbone (to save the adapter)."""
+    from peft import get_peft_model
+
+    from ..models.pal import PAL_SPECIAL_TOKENS
+    from .persona_extractor import lora_config
+
+    lm = model.backbone
+    ids = tokenizer.convert_tokens_to_ids(list(PAL_SPECIAL_TOKENS))
+    names = {module: name for name, module in lm.named_modules()}
+    rows = {names[lm.get_input_embeddings()]: ids}
+    output = lm.get_output_embeddings()
+    if output is not None and output.weight is not lm.get_input_embeddings().weight:
+        rows[names[output]] = ids
+    config = lora_config(rank)
+    config.trainable_token_indices = rows
+    peft_backbone = get_peft_model(lm, config, adapter_name=adapter_name)
+    for name, param in model.named_parameters():
+        if name.startswith("fusion"):
+            param.requires_grad_(True)
+    return peft_backbone
+
+
+def save_pal_adapter(model, peft_backbone, folder) -> None:
+    """Save what a LoRA-trained :class:`PALForCausalLM` adds to its backbone: the PEFT adapter
+    (``adapter_config.json``, ``adapter_model.safetensors``), the fusion weights
+    (``pal_fusion.safetensors``) and the PAL config (``pal_config.json``). The tokenizer is saved
+    by the caller."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    # the PAL rows of the resized embedding are in the adapter as trainable tokens: not the whole matrix
+    peft_backbone.save_pretrained(str(folder), selected_adapters=[peft_backbone.active_adapter],
+                                  save_embedding_layers=False)
+    adapter_dir = folder / peft_backbone.active_adapter
+    if peft_backbone.active_adapter != "default" and adapter_dir.is_dir():  # PEFT nests named adapters
+        for item in adapter_dir.iterdir():
+            item.replace(folder / item.name)
+        adapter_dir.rmdir()
+    fusion = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if k.startswith("fusion")}
+    tmp = folder / (PAL_FUSION_WEIGHTS + ".tmp")
+    save_file(fusion, str(tmp), metadata={"format": "pt"})
+    tmp.replace(folder / PAL_FUSION_WEIGHTS)
+    model.config.to_json_file(str(folder / PAL_ADAPTER_CONFIG))
+
+
+def is_pal_adapter(folder) -> bool:
+    folder = Path(folder)
+    return (folder / PAL_ADAPTER_CONFIG).is_file() and (folder / "adapter_config.json").is_file()
+
+
+def load_pal_adapter(folder, backbone=None, adapter_name: str = PAL_ADAPTER_NAME, extra_adapters=None):
+    """``(model, tokenizer, peft_backbone)``: a :class:`PALForCausalLM` from an adapter folder
+    (:func:`save_pal_adapter`) over its backbone, in eval mode.
+
+    ``backbone``: the folder or name of the causal LM (default: the ``backbone`` recorded in
+    ``pal_training.json``). ``peft_backbone`` is the ``PeftModel`` over that LM, holding the PAL
+    adapter as ``adapter_name`` (active) and the PEFT adapters of ``extra_adapters``
+    (``{name: folder}``, e.g. the persona extractor's LoRA trained on the same LM), so one copy of
+    the LM serves them all: ``peft_backbone.set_adapter(name)`` switches. The extra adapters are
+    loaded before PAL's (PEFT cannot add a LoRA-only adapter next to one with trainable tokens)."""
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ..backbones import resolve
+    from ..models.pal import PALCausalConfig, PALForCausalLM
+
+    folder = Path(folder)
+    if not is_pal_adapter(folder):
+        raise HFPersonaError(f"{folder}: not a PAL adapter folder (expected {PAL_ADAPTER_CONFIG}, adapter_config.json "
+                             f"and {PAL_FUSION_WEIGHTS}, written by `train pal --lora`)")
+    config = PALCausalConfig.from_json_file(str(folder / PAL_ADAPTER_CONFIG))
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    if backbone is None:
+        training = folder / TRAINING_CONFIG_NAME
+        backbone = json.loads(training.read_text()).get("backbone") if training.is_file() else None
+        if not backbone:
+            raise HFPersonaError(f"{folder}: no backbone given and none recorded in {TRAINING_CONFIG_NAME}")
+    lm = AutoModelForCausalLM.from_pretrained(resolve(backbone))
+    lm.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    # PAL first: building it initialises what the LM lacks, which must not touch adapters loaded later
+    model = PALForCausalLM(config, backbone=lm)
+    peft_backbone = None
+    for name, path in (extra_adapters or {}).items():
+        if name == adapter_name:
+            raise HFPersonaError(f"extra adapter name {name!r} is PAL's own adapter name")
+        if peft_backbone is None:
+            peft_backbone = PeftModel.from_pretrained(lm, str(path), adapter_name=name)
+        else:
+            peft_backbone.load_adapter(str(path), adapter_name=name)
+    if peft_backbone is None:
+        peft_backbone = PeftModel.from_pretrained(lm, str(folder), adapter_name=adapter_name)
+    else:
+        peft_backbone.load_adapter(str(folder), adapter_name=adapter_name)
+    peft_backbone.set_adapter(adapter_name)
+    fusion = load_file(str(folder / PAL_FUSION_WEIGHTS))
+    expected = {k for k in model.state_dict() if k.startswith("fusion")}
+    if set(fusion) != expected:
+        raise HFPersonaError(f"{folder / PAL_FUSION_WEIGHTS}: fusion weights do not match the PAL config "
+                             f"(missing {sorted(expected - set(fusion))}, unexpected {sorted(set(fusion) - expected)})")
+    model.load_state_dict(fusion, strict=False)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model.eval(), tokenizer, peft_backbone
 
 
 # ----------------------------------------------------------------------------------------------
@@ -522,6 +659,9 @@ def load_pal_for_eval(model_dir):
     if not cfg_path.is_file():
         raise HFPersonaError(f"{p}: not a PAL training output (expected {TRAINING_CONFIG_NAME} written by `train pal`)")
     cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    if is_pal_adapter(p):
+        model, tokenizer, _ = load_pal_adapter(p)
+        return model, tokenizer, cfg
     model_class = PALForCausalLM if cfg.get("kind") == "causal" else PALForConditionalGeneration
     model = model_class.from_pretrained(str(p)).eval()
     tokenizer = AutoTokenizer.from_pretrained(str(p))
