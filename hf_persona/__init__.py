@@ -20,10 +20,13 @@ from .plugins import (
     register_models_with_transformers,
 )
 
+from .pretrained import from_pretrained
+
 __version__ = "0.1.0"
 
 __all__ = [
     "hookimpl",
+    "from_pretrained",
     "HFPersonaError",
     "DataFormatError",
     "UnknownNameError",
