@@ -21,7 +21,7 @@ import sys
 
 import click
 
-from .commands._options import output_dir
+from .commands._options import SEED, output_dir
 from .errors import HFPersonaError
 
 
@@ -164,15 +164,31 @@ def inspect(path, fmt, skip_malformed, as_json):
 
 @cli.command()
 @click.option("--out", "out_dir", default="demo_report", show_default=True, type=output_dir(),
-              help="Folder for the report (markdown summary and plots).")
-@click.option("--quick", is_flag=True, help="Tiny training budgets (seconds), for smoke tests.")
-def demo(out_dir, quick):
-    """Train small models on the embedded sample and run a scripted support conversation."""
-    from .demo import run_demo
+              help="Folder for the report (markdown summary, summary.json and plots).")
+@click.option("--quick", is_flag=True,
+              help="Tiny random models instead of the shipped checkpoints (seconds, nothing downloaded; the "
+                   "replies are noise), for smoke tests. With --train: tiny training budgets.")
+@click.option("--train", is_flag=True,
+              help="The old demo: train small MiniLM models on the embedded sample first (about 6 minutes), "
+                   "then hold the conversation with them.")
+@click.option("--seed", default=0, show_default=True, type=SEED, help="Sampling seed of the replies.")
+def demo(out_dir, quick, train, seed):
+    """A scripted support conversation with the shipped supporter (no training), turn by turn, and a
+    report folder: conversation table, timings, the Receiver heat-map and the persona timeline."""
+    from .demo import process_started, run_demo
     from .utils import expected_noise_filtered
 
-    with expected_noise_filtered(warm_start=True):
-        run_demo(out_dir=out_dir, quick=quick)
+    with expected_noise_filtered(warm_start=train):
+        run_demo(out_dir=out_dir, quick=quick, train=train, seed=seed, started=process_started())
+
+
+def _add_builtin_commands():
+    from .commands import chat
+
+    chat.add_commands(cli)
+
+
+_add_builtin_commands()
 
 
 _commands_registered = False
