@@ -191,6 +191,11 @@ def _add_builtin_commands():
 _add_builtin_commands()
 
 
+# click only at import: gradio and the models load inside the command (``hf-persona --help`` stays fast)
+from .commands.serve import add_commands as _add_serve_commands  # noqa: E402
+
+_add_serve_commands(cli)
+
 _commands_registered = False
 
 
