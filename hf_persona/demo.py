@@ -1,17 +1,24 @@
-"""The ``hf-persona demo`` body: train small models on the embedded sample, then hold a short,
-scripted support conversation that shows every model at work, turn by turn.
+"""The ``hf-persona demo`` body.
 
-Stages run in order and independently: the registered plugins and sample statistics; CoBERT;
-the Receiver; the persona extractor and the PESConv annotation; PAL. A stage whose model code is
-not in the library yet (its training module cannot be imported) prints one line saying so and
-the demo goes on; any other error from a model that is there stops the demo with its traceback.
-The conversation uses whatever was trained. Everything lands in a report folder: ``README.md``
-(summary and tables), ``training_curves.png`` (loss per step from each run's
-``trainer_state.json``) and the Receiver heat-maps.
+By default (:func:`run_pipeline_demo`) the demo holds a short, scripted support conversation
+(:data:`SEEKER_TURNS`) with :class:`hf_persona.pipeline.SupportPipeline` over the shipped
+checkpoints, no training: each turn prints as ``hf-persona chat`` prints it (inferred persona,
+strategy and α, the reply, CoBERT's ranking, the Receiver's score, seconds). The report folder holds
+``README.md`` (conversation table, timings, persona timeline), ``summary.json`` (with
+``seconds_to_first_reply``, counted from the start of the command's process, model loading included,
+and ``seconds_total``), the Receiver heat-map and ``persona_timeline.png``. ``quick=True`` builds
+tiny random models in ``OUT/runs`` instead (seconds, nothing downloaded; the replies are noise).
 
-``quick=True`` swaps the MiniLM backbone for a tiny random BERT (MiniLM tokenizer) and trains a
-couple of steps per model: the whole frame runs in seconds, for smoke tests; its numbers mean
-nothing.
+``train=True`` (:func:`run_training_demo`, ``hf-persona demo --train``) is the older demo: train
+small MiniLM models on the embedded sample, then hold the conversation with them. Stages run in
+order and independently: the registered plugins and sample statistics; CoBERT; the Receiver; the
+persona extractor and the PESConv annotation; PAL. A stage whose model code is not in the library
+yet (its training module cannot be imported) prints one line saying so and the demo goes on; any
+other error from a model that is there stops the demo with its traceback. The conversation uses
+whatever was trained. Its report: ``README.md`` (summary and tables), ``training_curves.png`` (loss
+per step from each run's ``trainer_state.json``) and the Receiver heat-maps. With ``quick`` it swaps
+the MiniLM backbone for a tiny random BERT (MiniLM tokenizer) and trains a couple of steps per
+model: the whole frame runs in seconds, for smoke tests; its numbers mean nothing.
 """
 
 from __future__ import annotations
@@ -25,6 +32,9 @@ from pathlib import Path
 
 import click
 
+from .pipeline import _merge as merge_persona
+from .pipeline import candidate_pool, strategy_first_processor
+from .tiny import tiny_bert
 from .training.common import trainer_state
 from .utils import atomic_write_bytes, atomic_write_text, get_logger, set_seed
 
@@ -245,58 +255,6 @@ def stage_pal(ctx: DemoContext) -> None:
 
 # ---------------------------------------------------------------------------------- conversation
 
-def candidate_pool(n: int = 6) -> list[str]:
-    """Supporter replies from the ESConv sample (distinct, in file order) to rank with CoBERT."""
-    from .data import read_esconv, sample_path
-
-    pool = []
-    for row in read_esconv(sample_path("esconv")):
-        for text, speaker in zip(row["utterances"], row["speakers"]):
-            if speaker == "sys" and text not in pool and len(text.split()) > 4:
-                pool.append(text)
-    return pool[: max(n * 3, n)]
-
-
-def _merge_persona(persona: list[str], new: list[str]) -> list[str]:
-    seen = {" ".join(s.lower().split()).strip(" .!?") for s in persona}
-    for sentence in new:
-        key = " ".join(sentence.lower().split()).strip(" .!?")
-        if key and key not in seen:
-            persona.append(sentence)
-            seen.add(key)
-    return persona
-
-
-def strategy_first_processor(strategy_ids, special_ids, eos_ids):
-    """A LogitsProcessor for PAL replies: the first generated token is one of the strategy tokens
-    (PAL's output format, labels = [strategy] + response + eos), and no later token is a strategy
-    or another special token except eos. It runs after the strategy contrastive processor, so the
-    strategy is still PAL's (persona-contrasted) choice among the eight."""
-    import torch
-    from transformers import LogitsProcessor
-
-    strategy_ids = sorted(set(strategy_ids))
-    banned_later = sorted((set(special_ids) | set(strategy_ids)) - set(eos_ids))
-
-    class StrategyFirst(LogitsProcessor):
-        def __init__(self):
-            self.start_length = None
-
-        def __call__(self, input_ids, scores):
-            if self.start_length is None:
-                self.start_length = input_ids.shape[1]
-            if input_ids.shape[1] == self.start_length:
-                keep = scores[:, strategy_ids].clone()
-                scores = torch.full_like(scores, float("-inf"))
-                scores[:, strategy_ids] = keep
-            elif banned_later:
-                scores = scores.clone()
-                scores[:, banned_later] = float("-inf")
-            return scores
-
-    return StrategyFirst()
-
-
 def _pal_reply(ctx: DemoContext, dialogue: list[str], speakers: list[str], strategies: list[str],
                persona: list[str], seed: int):
     """PAL's reply decoded with strategy contrastive decoding (paper Table 2 alphas, the paper's
@@ -316,9 +274,13 @@ def _pal_reply(ctx: DemoContext, dialogue: list[str], speakers: list[str], strat
     eos_ids = eos if isinstance(eos, (list, tuple)) else [eos]
     # BERT's reserved "[unusedN]" vocabulary entries are never text either
     reserved = [i for t, i in tokenizer.get_vocab().items() if t.startswith("[unused") and t.endswith("]")]
+    # the first token is a strategy (PAL's output format, labels = [strategy] + response + eos); later
+    # tokens are no strategy nor another special token except eos. It runs after the strategy
+    # contrastive processor, so the strategy is still PAL's (persona-contrasted) choice among the eight.
+    banned_later = sorted({*tokenizer.all_special_ids, *reserved} - set(eos_ids))
     processors = LogitsProcessorList([
         model.strategy_contrast_processor(None),  # per-strategy alpha, paper Table 2
-        strategy_first_processor(model.config.strategy_token_ids, [*tokenizer.all_special_ids, *reserved], eos_ids),
+        strategy_first_processor(model.config.strategy_token_ids, banned_later),
     ])
     settings = dict(PAPER_DECODING)
     if ctx.budgets["max_new_tokens"]:
@@ -343,7 +305,7 @@ def run_conversation(ctx: DemoContext) -> list[dict]:
     if not have:
         _say("No model was trained, so there is no conversation to show.")
         return []
-    pool = candidate_pool()
+    pool = candidate_pool(18)
     dialogue: list[str] = []
     speakers: list[str] = []
     strategies: list[str] = []
@@ -359,7 +321,7 @@ def run_conversation(ctx: DemoContext) -> list[dict]:
         row = {"turn": turn, "seeker": text}
         if "persona_extractor" in ctx.models:
             if len(seeker_said) >= 3:  # PESConv rule: infer from the third seeker utterance on
-                _merge_persona(persona, ctx.models["persona_extractor"].extract([seeker_said])[0])
+                merge_persona(persona, ctx.models["persona_extractor"].extract([seeker_said])[0])
             row["persona so far"] = " | ".join(persona) if persona else "(none yet)"
             _say(f"  inferred seeker persona: {row['persona so far']}")
         reply, strategy = None, ""
@@ -458,20 +420,20 @@ def _heatmap(ctx: DemoContext, model, utterances, persona, name: str, title: str
     return Path(path)
 
 
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
 def _md_table(rows: list[dict]) -> str:
     if not rows:
         return "(none)"
     columns = list(dict.fromkeys(k for r in rows for k in r))
-
-    def cell(v):
-        if v is None:
-            return ""
-        if isinstance(v, float):
-            return f"{v:.3f}"
-        return str(v).replace("|", "\\|").replace("\n", " ")
-
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in rows]
+    lines += ["| " + " | ".join(_cell(r.get(c)) for c in columns) + " |" for r in rows]
     return "\n".join(lines)
 
 
@@ -511,35 +473,18 @@ def write_report(ctx: DemoContext, conversation: list[dict], seconds: float) -> 
     return report
 
 
-def _tiny_backbone(folder: Path) -> str:
-    """A tiny random BERT with the MiniLM tokenizer, for ``quick`` runs."""
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    from .backbones import resolve
-
-    if (folder / "config.json").is_file():
-        return str(folder)
-    tokenizer = AutoTokenizer.from_pretrained(resolve("minilm"))
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=512)
-    BertModel(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
-
-
 STAGES = (stage_cobert, stage_receiver, stage_persona_extractor, stage_pal)
 
 
-def run_demo(out_dir="demo_report", quick: bool = False, backbone: str | None = None) -> Path:
-    """Run the demo and write the report folder; returns the folder."""
+def run_training_demo(out_dir="demo_report", quick: bool = False, backbone: str | None = None) -> Path:
+    """``hf-persona demo --train``: train small models, hold the conversation with them, write the
+    report folder; returns the folder."""
     started = time.time()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     set_seed(0)
     if backbone is None:
-        backbone = _tiny_backbone(out / "runs" / "tiny_backbone") if quick else "minilm"
+        backbone = tiny_bert(out / "runs" / "tiny_backbone") if quick else "minilm"
     ctx = DemoContext(out=out, quick=quick, backbone=backbone, budgets=BUDGETS["quick" if quick else "full"])
     ctx.sections.append(section_overview(out))
     for stage in STAGES:
@@ -557,3 +502,194 @@ def run_demo(out_dir="demo_report", quick: bool = False, backbone: str | None = 
     report = write_report(ctx, conversation, time.time() - started)
     _say(f"\nReport written to {report} ({time.time() - started:.0f}s)")
     return out
+
+
+# ------------------------------------------------------------------ the shipped supporter (default)
+
+def process_started() -> float:
+    """When this process started, as a :func:`time.time` value (Linux ``/proc``; elsewhere: now)."""
+    import os
+
+    now = time.time()
+    try:
+        with open("/proc/self/stat", encoding="ascii") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])  # field 22: starttime, in clock ticks
+        with open("/proc/uptime", encoding="ascii") as f:
+            uptime = float(f.read().split()[0])
+        age = uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return now
+    return now - age if 0 <= age < 86400 else now
+
+
+def persona_timeline(turns) -> list[dict]:
+    """``[{"sentence", "first_turn", "turns"}]``: each persona sentence inferred during the
+    conversation (in the order inferred), the turn that first inferred it and every turn whose
+    persona holds it."""
+    rows: dict[str, dict] = {}
+    for number, turn in enumerate(turns, start=1):
+        for sentence in turn.persona:
+            row = rows.setdefault(sentence, {"sentence": sentence, "first_turn": number, "turns": []})
+            row["turns"].append(number)
+    return list(rows.values())
+
+
+def timeline_table(timeline: list[dict], n_turns: int) -> str:
+    """The persona timeline as a markdown table: one row per sentence, a dot per turn that holds it."""
+    if not timeline:
+        return "(no persona inferred)"
+    head = "| persona sentence | first inferred at turn | " + " | ".join(str(t) for t in range(1, n_turns + 1)) + " |"
+    lines = [head, "|---|---|" + "---|" * n_turns]
+    for row in timeline:
+        marks = " | ".join("●" if t in row["turns"] else "" for t in range(1, n_turns + 1))
+        lines.append(f"| {_cell(row['sentence'])} | {row['first_turn']} | {marks} |")
+    return "\n".join(lines)
+
+
+def plot_persona_timeline(timeline: list[dict], n_turns: int, out_path) -> Path | None:
+    """One row per persona sentence, a dot at each turn whose inferred persona holds it (PNG);
+    None when nothing was inferred."""
+    import textwrap
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    if not timeline:
+        return None
+    fig = Figure(figsize=(3.5 + 0.7 * n_turns, 1.2 + 0.45 * len(timeline)), dpi=110)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    for y, row in enumerate(timeline):
+        ax.plot(row["turns"], [y] * len(row["turns"]), "o-", color="tab:blue")
+        ax.plot([row["first_turn"]], [y], "o", color="tab:orange", markersize=9)
+    ax.set_yticks(range(len(timeline)))
+    ax.set_yticklabels([textwrap.shorten(row["sentence"], 48, placeholder=" …") for row in timeline], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xticks(range(1, n_turns + 1))
+    ax.set_xlim(0.5, n_turns + 0.5)
+    ax.set_xlabel("seeker turn (orange: first inferred)")
+    ax.set_title("Persona timeline: what the extractor inferred, turn by turn", fontsize=9)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    out_path = Path(out_path)
+    atomic_write_bytes(out_path, buffer.getvalue())
+    return out_path
+
+
+def run_pipeline_demo(out_dir="demo_report", quick: bool = False, seed: int = 0, started: float | None = None,
+                      pipeline=None, turns: int | None = None) -> Path:
+    """The default demo: the scripted conversation (:data:`SEEKER_TURNS`) with
+    :class:`hf_persona.pipeline.SupportPipeline` over the shipped checkpoints (``quick``: tiny random
+    models built in ``OUT/runs``), printed turn by turn as ``hf-persona chat`` prints it; then the
+    report folder. ``started``: the :func:`time.time` to count ``seconds_to_first_reply`` from (the
+    command passes its process start; default: now). ``pipeline``: an already loaded pipeline
+    (tests); ``turns``: only the first turns of the script."""
+    from .commands.chat import Ticker, load_pipeline, models_label, quiet_run
+
+    started = time.time() if started is None else started
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tiny = out / "runs" if quick else None
+    label = models_label(tiny) if pipeline is None else "the given pipeline"
+    ticker = Ticker(label).start() if pipeline is None else None  # before torch is imported
+    try:
+        with quiet_run():
+            if ticker is not None:
+                pipeline = load_pipeline(tiny)
+                ticker.stop()
+            return _scripted_conversation(out, pipeline, quick=quick, seed=seed, started=started, turns=turns,
+                                          label=label, load_seconds=ticker.seconds if ticker else 0.0)
+    finally:
+        if ticker is not None:
+            ticker.stop(ok=False)  # a load that failed: end the ticking line (no-op after a load)
+
+
+def _scripted_conversation(out: Path, pipeline, quick: bool, seed: int, started: float, turns: int | None,
+                           label: str, load_seconds: float) -> Path:
+    from .commands.chat import render_turn, reply_rank
+    from .evaluation import format_table
+
+    pipeline.reset()
+    _header("A scripted support conversation (you can hold your own: hf-persona chat)")
+    results, first_reply = [], None
+    for number, text in enumerate(SEEKER_TURNS[:turns], start=1):
+        _say(f"\n[turn {number}] seeker> {text}")
+        turn = pipeline.respond(text, seed=seed)
+        for line in render_turn(turn):
+            _say(line)
+        if first_reply is None:
+            first_reply = time.time() - started
+        results.append(turn)
+    plots = []
+    heatmap = pipeline.heatmap(out / "receiver_heatmap.png")
+    if heatmap is not None:
+        plots.append(("Receiver relevance: the seeker's utterances vs the inferred persona", heatmap.name))
+    timeline = persona_timeline(results)
+    timeline_png = plot_persona_timeline(timeline, len(results), out / "persona_timeline.png")
+    if timeline_png is not None:
+        plots.append(("Persona timeline", timeline_png.name))
+    total = time.time() - started
+    rows = []
+    for number, turn in enumerate(results, start=1):
+        rank = reply_rank(turn)
+        rows.append({"turn": number, **turn.to_dict(),
+                     "reply_rank": rank, "candidates": len(turn.ranking)})
+    summary = {"mode": "quick (tiny random models: the replies are noise)" if quick else "shipped checkpoints",
+               "models": label, "seed": seed,
+               "seconds_loading": round(load_seconds, 2),
+               "seconds_to_first_reply": None if first_reply is None else round(first_reply, 2),
+               "seconds_total": round(total, 2),
+               "turns": rows, "persona_timeline": timeline, "plots": [name for _, name in plots]}
+    report = _write_pipeline_report(out, summary, timeline, plots)
+    _header("Summary")
+    if rows:
+        _say(format_table([{"turn": r["turn"], "strategy": r["strategy"],
+                            "alpha": "" if r["alpha"] is None else r["alpha"],
+                            "rank": f"{r['reply_rank']}/{r['candidates']}" if r["reply_rank"] else "",
+                            "receiver": "" if r["receiver_score"] is None else round(r["receiver_score"], 3),
+                            "seconds": round(r["seconds"], 2), "reply": r["reply"][:50]} for r in rows]))
+    first = "no reply" if first_reply is None else f"first reply after {first_reply:.1f}s"
+    _say(f"\n{first} (loading {load_seconds:.1f}s); total {total:.1f}s")
+    _say(f"Report written to {report}")
+    return out
+
+
+def _write_pipeline_report(out: Path, summary: dict, timeline, plots) -> Path:
+    rows = summary["turns"]
+    parts = ["# hf_persona demo\n",
+             f"The scripted support conversation with the supporter pipeline (persona extractor -> PAL with "
+             f"strategy contrastive decoding -> CoBERT -> Receiver): {summary['mode']}; {summary['models']}; "
+             f"seed {summary['seed']}.\n"]
+    table = [{"turn": r["turn"], "seeker": r["seeker"], "strategy": r["strategy"], "α": r["alpha"],
+              "reply": r["reply"],
+              "CoBERT rank": f"{r['reply_rank']}/{r['candidates']}" if r["reply_rank"] else None,
+              "Receiver": r["receiver_score"],
+              "persona so far": " / ".join(r["persona"]) or "(none yet)"} for r in rows]
+    parts.append("## Conversation\n\n" + _md_table(table) + "\n")
+    timings = [{"turn": r["turn"], **{f"{k} s": v for k, v in r["timings"].items()}, "turn s": round(r["seconds"], 2)}
+               for r in rows]
+    parts.append("## Timings\n\n"
+                 f"- loading the models: {summary['seconds_loading']:.1f}s\n"
+                 f"- from the start of the command to the first reply: "
+                 f"{summary['seconds_to_first_reply'] if summary['seconds_to_first_reply'] is not None else '-'}s\n"
+                 f"- the whole demo: {summary['seconds_total']:.1f}s\n\n" + _md_table(timings) + "\n")
+    parts.append("## Persona timeline\n\nWhich seeker persona sentences were inferred by which turn.\n\n"
+                 + timeline_table(timeline, len(rows)) + "\n")
+    if plots:
+        parts.append("## Plots\n\n" + "\n\n".join(f"![{title}]({name})" for title, name in plots) + "\n")
+    report = out / "README.md"
+    atomic_write_text(report, "\n".join(parts))
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, default=str, ensure_ascii=False) + "\n")
+    return report
+
+
+def run_demo(out_dir="demo_report", quick: bool = False, backbone: str | None = None, train: bool = False,
+             seed: int = 0, started: float | None = None, pipeline=None, turns: int | None = None) -> Path:
+    """``hf-persona demo``: the shipped supporter on the scripted conversation
+    (:func:`run_pipeline_demo`), or with ``train`` the old train-then-talk demo
+    (:func:`run_training_demo`; ``backbone`` applies to it only). Returns the report folder."""
+    if train:
+        return run_training_demo(out_dir, quick=quick, backbone=backbone)
+    return run_pipeline_demo(out_dir, quick=quick, seed=seed, started=started, pipeline=pipeline, turns=turns)

@@ -151,8 +151,9 @@ def render_turn(turn, persona_off: bool = False, width: int = 72) -> list[str]:
 # ------------------------------------------------------------------------------------ loading
 
 class Ticker:
-    """``loading ...  3.4s`` rewritten in place while the models load (on a terminal), then the
-    total: ``loaded ... in 12.3s``. Off a terminal: the first line, then the total."""
+    """``loading ... 3.4s`` rewritten in place while the models load (on a terminal), then the
+    total: ``loaded ... in 12.3s``. Off a terminal: the first line, then the total. ``start()`` /
+    ``stop()``, or a ``with`` block."""
 
     def __init__(self, what: str, stream=None):
         self.what, self.stream = what, stream or sys.stdout
@@ -160,17 +161,19 @@ class Ticker:
         self._stop = threading.Event()
         self._thread = None
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.seconds = None
 
     @property
     def elapsed(self) -> float:
-        return time.perf_counter() - self.started
+        return time.perf_counter() - self.started if self.seconds is None else self.seconds
 
     def _run(self):
         while not self._stop.wait(0.5):
             self.stream.write(f"\rloading {self.what} ... {self.elapsed:4.1f}s")
             self.stream.flush()
 
-    def __enter__(self):
+    def start(self) -> "Ticker":
+        self.started = time.perf_counter()
         self.stream.write(f"loading {self.what} ..." + ("" if self.tty else "\n"))
         self.stream.flush()
         if self.tty:
@@ -178,14 +181,51 @@ class Ticker:
             self._thread.start()
         return self
 
-    def __exit__(self, exc_type, exc, tb):
+    def stop(self, ok: bool = True) -> None:
+        if self.seconds is not None:
+            return
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-            self.stream.write("\r\033[K" if exc_type is None else "\n")
-        if exc_type is None:
-            self.stream.write(f"loaded {self.what} in {self.elapsed:.1f}s\n")
+            self.stream.write("\r\033[K" if ok else "\n")
+        self.seconds = time.perf_counter() - self.started
+        if ok:
+            self.stream.write(f"loaded {self.what} in {self.seconds:.1f}s\n")
         self.stream.flush()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, exc_type, exc, tb):
+        self.stop(ok=exc_type is None)
+        return False
+
+
+class quiet_run:  # noqa: N801 - a context manager
+    """The command's whole run: :class:`hf_persona.utils.expected_noise_filtered` plus the warnings a
+    chat user cannot act on (a transformers deprecation raised while PEFT loads the adapters; glyphs
+    of noisy tiny-model text missing from the plot font), unless ``-v``."""
+
+    NOISE = ((FutureWarning, r".*is_gradient_checkpointing.* is deprecated"),
+             (UserWarning, r"Glyph \d+ .* missing from font"))
+
+    def __enter__(self):
+        import warnings
+
+        from hf_persona.utils import expected_noise_filtered, verbosity
+
+        self._noise = expected_noise_filtered()
+        self._warnings = warnings.catch_warnings()
+        self._warnings.__enter__()
+        if verbosity() <= 0:
+            for category, pattern in self.NOISE:
+                warnings.filterwarnings("ignore", message=pattern, category=category)
+        self._noise.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._noise.__exit__(*exc)
+        self._warnings.__exit__(*exc)
         return False
 
 
@@ -305,18 +345,20 @@ def chat(persona_off, alpha, strategy, seed, pal, extractor, cobert, receiver, t
 
     Each reply comes from the persona extractor -> PAL with strategy contrastive decoding -> CoBERT
     -> Receiver pipeline over the shipped checkpoints. /help lists the chat commands."""
-    from hf_persona.utils import expected_noise_filtered
-
     names = dict(pal=pal, extractor=extractor, cobert=cobert, receiver=receiver)
+    ticker = Ticker(models_label(tiny, **names)).start()  # first: importing torch takes a while too
     try:
-        with expected_noise_filtered():
-            with Ticker(models_label(tiny, **names)):
-                pipeline = load_pipeline(tiny, **names)
+        with quiet_run():
+            pipeline = load_pipeline(tiny, **names)
+            ticker.stop()
             session = ChatSession(pipeline, persona_off=persona_off, alpha=alpha, strategy=strategy, seed=seed)
             click.echo(f"({session.settings()}; /help lists the commands, /quit leaves)")
             session.loop()
     except KeyboardInterrupt:
+        ticker.stop(ok=False)
         click.echo("")
+    finally:
+        ticker.stop(ok=False)  # a load that failed: end the ticking line before the error (no-op after a load)
     click.echo("bye")
 
 
