@@ -271,6 +271,8 @@ def train_cobert(
     resume: bool = True,
     save_total_limit: int = 2,
     json_out=None,
+    peft_config=None,
+    merge_adapter: bool = True,
     **config_kwargs,
 ):
     """Train CoBERT (``model="cobert"``) or the Bi-encoder (``model="biencoder"``) and return it.
@@ -286,6 +288,12 @@ def train_cobert(
         max_steps / budget_minutes: stop after this many optimiser steps / this wall time.
         num_negatives: sampled negatives per row on top of the in-batch negatives.
         resume: continue from the newest complete checkpoint in ``output_dir`` if there is one.
+        peft_config: an optional ``peft.LoraConfig`` (explicit ``target_modules``, e.g. ``["query",
+            "key", "value", "dense"]`` for BERT encoders): only the adapters train.
+        merge_adapter: with ``peft_config``, merge the adapters into the encoder before the final save
+            (a plain CoBERT folder, the default); False keeps them: ``output_dir`` then holds the PEFT
+            adapter (``adapter_model.safetensors``) plus ``config.json`` and the tokenizer, and the
+            returned model is the ``PeftModel`` (see :func:`hf_persona.pretrained.encoders.save_encoder_adapter`).
         config_kwargs: CoBERTConfig / BiEncoderConfig fields (num_hops, hop1_pooling, ...).
     """
     import torch
@@ -312,6 +320,11 @@ def train_cobert(
 
     net = build_model(model, backbone, **config_kwargs)
     tokenizer = net.tokenizer
+    train_net = net
+    if peft_config is not None:
+        from peft import get_peft_model
+
+        train_net = get_peft_model(net, peft_config)
     collator = RankingCollator(net, tokenizer, pool=[e["response"] for e in train_examples],
                                num_negatives=num_negatives, seed=seed)
     steps_per_epoch = max(1, math.ceil(len(train_examples) / (batch_size * gradient_accumulation_steps)))
@@ -345,7 +358,7 @@ def train_cobert(
     )
     trainer_cls = _make_trainer_class()
     budget = _budget_callback(budget_minutes)
-    trainer = trainer_cls(model=net, args=args, train_dataset=_ExampleDataset(train_examples),
+    trainer = trainer_cls(model=train_net, args=args, train_dataset=_ExampleDataset(train_examples),
                           eval_dataset=_ExampleDataset(dev_examples) if has_eval else None,
                           data_collator=collator, processing_class=tokenizer, callbacks=[budget])
     if has_eval:
@@ -359,13 +372,22 @@ def train_cobert(
         logger.info("resuming from %s", ckpt)
     started = time.time()
     result = train_resumable(trainer, resume=resume)  # SIGTERM/SIGINT: checkpoint, then stop
+    if peft_config is not None and merge_adapter:
+        trainer.model = trainer.model.merge_and_unload()
+        trainer.model_wrapped = trainer.model
     trainer.save_model(str(output_dir))
+    if peft_config is not None and not merge_adapter:
+        # the adapter alone does not say how to rebuild the model around the encoder
+        trainer.model.get_base_model().config.save_pretrained(str(output_dir))
     summary = {
         "model": model, "backbone": backbone, "train_examples": len(train_examples),
         "global_step": trainer.state.global_step, "train_loss": result.training_loss,
         "train_seconds": round(time.time() - started, 1), "resumed_from": ckpt,
         "best_checkpoint": trainer.state.best_model_checkpoint, "best_eval_hits@1": trainer.state.best_metric,
         "stopped_by_budget": budget.stopped_at is not None,
+        "peft": None if peft_config is None else {"r": peft_config.r, "lora_alpha": peft_config.lora_alpha,
+                                                  "target_modules": sorted(peft_config.target_modules or []),
+                                                  "merged": bool(merge_adapter)},
     }
     atomic_write_json(Path(output_dir) / "train_summary.json", summary)
     if json_out:

@@ -461,6 +461,7 @@ def train_receiver(
     seed: int = 0,
     resume: bool = True,
     peft_config=None,
+    merge_adapter: bool = True,
     disable_tqdm: bool | None = None,
     time_budget_minutes: float | None = None,
     **training_args,
@@ -493,7 +494,10 @@ def train_receiver(
         resume: continue from the newest intact checkpoint in ``output_dir`` if there is one (see
             :func:`hf_persona.training.common.train_resumable`: corrupt checkpoints are set aside,
             SIGTERM/SIGINT save a checkpoint first, ``train_loss`` covers the whole run).
-        peft_config: an optional ``peft.LoraConfig``; the adapters are merged before the final save.
+        peft_config: an optional ``peft.LoraConfig``; the adapters are merged before the final save
+            unless ``merge_adapter`` is False: ``output_dir`` then holds the PEFT adapter
+            (``adapter_model.safetensors``) plus ``config.json`` and the tokenizer, and the returned
+            model is the ``PeftModel`` (see :func:`hf_persona.pretrained.encoders.save_encoder_adapter`).
         time_budget_minutes: stop early (saving a checkpoint) when training has run this long; the
             τ schedule still spans ``max_steps``, so pick ``max_steps`` to fit the budget.
         training_args: any other ``TrainingArguments`` field.
@@ -630,11 +634,16 @@ def train_receiver(
             metrics["eval_hits_at_1"] = trainer.state.best_metric
         else:
             metrics.update(trainer.evaluate())
-    if peft_config is not None:
+    if peft_config is not None and merge_adapter:
         model = train_model.merge_and_unload()
     model.set_tau(tau_end)
     model.tokenizer = tokenizer
-    _atomic_save(model, tokenizer, output_dir)
+    if peft_config is not None and not merge_adapter:
+        _atomic_save(train_model, tokenizer, output_dir)  # the adapter only
+        model.config.save_pretrained(output_dir)  # with the Receiver config (τ, lengths) to rebuild it
+        model = train_model
+    else:
+        _atomic_save(model, tokenizer, output_dir)
     metrics["train_examples"] = len(train_set)
     metrics["eval_examples"] = len(eval_set) if eval_set is not None else 0
     atomic_write_json(output_dir / "receiver_train_results.json", metrics)
