@@ -37,6 +37,8 @@ RESULTS = ROOT / "benchmarks" / "results"
 PACKAGE = ROOT / "hf_persona" / "pretrained"
 #: Files copied from a run folder into the package (anything else there stays behind: checkpoints,
 #: trainer state, the PEFT-written README).
+#: What ``adapter_config.json`` names as base (the run recorded a machine-local cache folder).
+SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 PAL_FILES = ("adapter_config.json", "adapter_model.safetensors", "pal_config.json", "pal_fusion.safetensors",
              "pal_training.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
 EXTRACTOR_FILES = ("adapter_config.json", "adapter_model.safetensors", "persona_extractor.json",
@@ -69,6 +71,10 @@ def _package(run: Path, files, name: str, manifest: dict, card: str) -> Path:
     for f in files:
         if (run / f).is_file():
             shutil.copy2(run / f, tmp / f)
+    adapter = tmp / "adapter_config.json"
+    config = json.loads(adapter.read_text())
+    config["base_model_name_or_path"] = SMOLLM2_HUB_ID  # online PEFT loading; offline, hf_persona resolves "smollm2"
+    adapter.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     (tmp / "README.md").write_text(card)
     shutil.rmtree(target, ignore_errors=True)
@@ -216,6 +222,9 @@ def main(argv=None):
     p.add_argument("--pal-examples", type=int, default=120)
     p.add_argument("--pal-generate", type=int, default=40)
     p.add_argument("--only", choices=("pal", "extractor"), default=None)
+    p.add_argument("--reuse-training-eval", action="store_true",
+                   help="Take the extractor's figures from its training summary when that evaluated the same "
+                        "held-back examples greedily (train persona-extractor --eval-examples N --num-beams 1).")
     args = p.parse_args(argv)
 
     import torch
@@ -228,8 +237,14 @@ def main(argv=None):
     setup = {"device": machine_description(), "platform": platform.platform(), "torch_threads": torch.get_num_threads()}
     if args.only in (None, "extractor"):
         run = Path(args.extractor_run)
-        metrics = evaluate_persona_extractor(run, default_data_files(), max_examples=args.extractor_examples,
-                                             num_beams=1, samples=10)
+        trained = json.loads((run.parent / "extractor_train.json").read_text())
+        if args.reuse_training_eval and trained.get("eval", {}).get("n") == args.extractor_examples:
+            # `train persona-extractor --eval-examples N --num-beams 1` ran this very evaluation
+            # (first N held-back examples, greedy) on the saved adapter
+            metrics = trained["eval"]
+        else:
+            metrics = evaluate_persona_extractor(run, default_data_files(), max_examples=args.extractor_examples,
+                                                 num_beams=1, samples=10)
         pilot = json.loads((RESULTS / "persona_extractor_causal.json").read_text())
         result = {
             "metrics": {k: metrics.get(k) for k in EXTRACTOR_KEYS + ("distinct_persona_sets",)},
