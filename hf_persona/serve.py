@@ -172,7 +172,8 @@ def build_app(pipeline, title: str = "hf_persona: emotional support with persona
         state = gr.State(None)
         with gr.Row():
             with gr.Column(scale=3):
-                chatbot = gr.Chatbot(label="Conversation", elem_id=ids["chatbot"], height=380)
+                chatbot = gr.Chatbot(label="Conversation", elem_id=ids["chatbot"], height=380,
+                                     render_markdown=False)  # the model's words as they are
                 with gr.Row():
                     message = gr.Textbox(label="You (the seeker)", placeholder="What is on your mind?",
                                          elem_id=ids["message"], scale=5, lines=1)
