@@ -1,9 +1,16 @@
-"""The demo frame: stages skip models that have not landed, fail loudly otherwise, and write a report."""
+"""``hf-persona demo``: by default the supporter pipeline on the scripted conversation (here on tiny
+random models, built once per module), ``--quick`` the same on tiny models from the CLI, and
+``--train`` the older train-then-talk frame (stages skip models that have not landed, fail loudly
+otherwise, and write a report)."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import re
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -53,7 +60,7 @@ def test_run_demo_skips_not_landed_stages_in_one_line_and_fails_loudly_on_errors
 
     monkeypatch.setattr(demo, "STAGES", (missing, fine))
     monkeypatch.setattr(demo, "section_overview", lambda out: "## Overview\n")
-    out = demo.run_demo(tmp_path / "report", backbone="unused")
+    out = demo.run_demo(tmp_path / "report", backbone="unused", train=True)
     printed = capsys.readouterr().out
     assert calls == ["missing", "fine"]
     ghost_lines = [line for line in printed.splitlines() if "Ghost" in line]
@@ -67,7 +74,7 @@ def test_run_demo_skips_not_landed_stages_in_one_line_and_fails_loudly_on_errors
 
     monkeypatch.setattr(demo, "STAGES", (broken, fine))
     with pytest.raises(RuntimeError, match="a real bug in a landed model"):
-        demo.run_demo(tmp_path / "report2", backbone="unused")
+        demo.run_demo(tmp_path / "report2", backbone="unused", train=True)
 
 
 def test_training_curves_come_from_trainer_state(tmp_path):
@@ -87,8 +94,8 @@ def test_training_curves_come_from_trainer_state(tmp_path):
     assert demo.plot_training_curves({"Empty": tmp_path / "nothing"}, tmp_path / "none.png") is None
 
 
-def test_quick_demo_writes_the_report(tmp_path):
-    out = demo.run_demo(tmp_path / "demo", quick=True)
+def test_train_quick_demo_writes_the_report(tmp_path):
+    out = demo.run_demo(tmp_path / "demo", quick=True, train=True)
     summary = json.loads((out / "summary.json").read_text())
     report = (out / "README.md").read_text()
     assert report.startswith("# hf_persona demo")
@@ -119,9 +126,11 @@ def test_quick_demo_writes_the_report(tmp_path):
 
 
 def test_strategy_first_processor_masks_by_position():
+    """The --train conversation's processor (pipeline.strategy_first_processor) with the MiniLM PAL's
+    banned ids: a strategy first, then no strategy or special token but eos."""
     import torch
 
-    proc = demo.strategy_first_processor(strategy_ids=[5, 7], special_ids=[0, 1, 2, 5, 7], eos_ids=[2])
+    proc = demo.strategy_first_processor([5, 7], banned_later=[0, 1, 5, 7])
     scores = torch.arange(10, dtype=torch.float).repeat(2, 1)
     first = proc(torch.zeros(2, 1, dtype=torch.long), scores)
     inf = float("-inf")
@@ -130,3 +139,75 @@ def test_strategy_first_processor_masks_by_position():
     # strategy and special tokens are banned after the first step, eos (2) stays allowed
     assert later.tolist() == [[inf, inf, 2.0, 3.0, 4.0, inf, 6.0, inf, 8.0, 9.0]] * 2
     assert scores.tolist()[0] == list(map(float, range(10)))  # the input is not modified
+
+
+# ------------------------------------------------------------------ the default: the shipped supporter
+
+@pytest.fixture(scope="module")
+def tiny_pipe(tmp_path_factory):
+    from hf_persona.pipeline import SupportPipeline
+
+    return SupportPipeline.tiny(tmp_path_factory.mktemp("demo_tiny"))
+
+
+def test_pipeline_demo_prints_each_turn_and_writes_the_report(tiny_pipe, tmp_path, capsys):
+    started = time.time()
+    out = demo.run_demo(tmp_path / "report", pipeline=tiny_pipe, started=started - 1.5, turns=3, seed=2)
+    printed = capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    report = (out / "README.md").read_text()
+    assert len(summary["turns"]) == 3
+    for number, row in enumerate(summary["turns"], start=1):
+        assert row["turn"] == number and row["seeker"] == demo.SEEKER_TURNS[number - 1]
+        assert row["strategy"] and row["reply"] and 1 <= row["reply_rank"] <= row["candidates"]
+        assert f"[turn {number}] seeker> {row['seeker']}" in printed
+        assert f"supporter> {row['reply']}" in printed
+    assert printed.count("  CoBERT    the reply ranks ") == 3
+    # counted from ``started`` (the command passes its process start): 1.5 s before the call at least
+    assert 1.5 < summary["seconds_to_first_reply"] <= summary["seconds_total"] < time.time() - started + 1.6
+    assert re.search(r"first reply after \d+\.\ds \(loading 0\.0s\); total \d+\.\ds", printed)
+    # the persona timeline: every sentence of the last turn's persona, first inferred at some turn
+    timeline = summary["persona_timeline"]
+    assert [row["sentence"] for row in timeline] == summary["turns"][-1]["persona"]
+    for row in timeline:
+        assert row["turns"] == list(range(row["first_turn"], 4))  # inferred persona is only ever added to
+    assert summary["plots"] == ["receiver_heatmap.png", "persona_timeline.png"]
+    for name in summary["plots"]:
+        assert (out / name).read_bytes()[:8] == PNG_MAGIC and f"]({name})" in report
+    assert report.startswith("# hf_persona demo")
+    assert report.index("## Conversation") < report.index("## Timings") < report.index("## Persona timeline")
+    assert "| persona sentence | first inferred at turn | 1 | 2 | 3 |" in report
+
+
+def test_persona_timeline_table_and_plot(tmp_path):
+    from hf_persona.pipeline import SupportTurn
+
+    def turn(persona):
+        return SupportTurn(seeker="s", reply="r", persona=persona, strategy="Question", alpha=None, ranking=[],
+                           receiver_score=None, seconds=0.1)
+
+    turns = [turn([]), turn(["i have a dog ."]), turn(["i have a dog .", "i work | at night ."])]
+    timeline = demo.persona_timeline(turns)
+    assert timeline == [{"sentence": "i have a dog .", "first_turn": 2, "turns": [2, 3]},
+                        {"sentence": "i work | at night .", "first_turn": 3, "turns": [3]}]
+    assert demo.timeline_table(timeline, 3).splitlines() == [
+        "| persona sentence | first inferred at turn | 1 | 2 | 3 |", "|---|---|---|---|---|",
+        "| i have a dog . | 2 |  | ● | ● |", "| i work \\| at night . | 3 |  |  | ● |"]
+    assert demo.timeline_table([], 3) == "(no persona inferred)"
+    assert demo.plot_persona_timeline(timeline, 3, tmp_path / "t.png").read_bytes()[:8] == PNG_MAGIC
+    assert demo.plot_persona_timeline([], 3, tmp_path / "none.png") is None
+
+
+def test_cli_demo_options():
+    """--help names the three ways; a bad --seed fails in one line before any model loads."""
+    proc = subprocess.run([sys.executable, "-m", "hf_persona.cli", "demo", "--help"], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0 and "--quick" in proc.stdout and "--train" in proc.stdout
+    proc = subprocess.run([sys.executable, "-m", "hf_persona.cli", "demo", "--seed", "-1"], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: Invalid value for '--seed'")
+
+
+def test_process_started_is_in_the_past():
+    started = demo.process_started()
+    assert started <= time.time() and time.time() - started < 24 * 3600
