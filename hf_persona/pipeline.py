@@ -145,7 +145,8 @@ class SupportPipeline:
         model, tokenizer, persona_extractor = load_pal_with_extractor(pretrained.resolve(pal),
                                                                       pretrained.resolve(extractor))
         cobert_model = pretrained.from_pretrained(cobert) if cobert else None
-        receiver_model = pretrained.from_pretrained(receiver, base=_encoder_of(cobert_model)) if receiver else None
+        # the Receiver's adapter joins CoBERT's on one MiniLM
+        receiver_model = pretrained.from_pretrained(receiver, base=cobert_model) if receiver else None
         return cls(model, tokenizer, persona_extractor, cobert_model, receiver_model, **kwargs)
 
     @classmethod
@@ -279,7 +280,3 @@ class SupportPipeline:
         return Path(render_relevance_heatmap(grid, self.seeker_said, self.persona, path,
                                              title="Receiver relevance: the seeker vs the inferred persona"))
 
-
-def _encoder_of(model):
-    """The MiniLM a shipped encoder model was loaded on, for the next one to share (None if unknown)."""
-    return getattr(model, "shared_base", None)

@@ -25,6 +25,7 @@ REWRITES = {
     '"HuggingFaceTB/SmolLM2-135M-Instruct"': "TINY_LLAMA",
     "max_steps=100": "max_steps=1",
     "max_completion_length=32": "max_completion_length=4",
+    "SupportPipeline.from_shipped()": 'SupportPipeline.tiny("tiny_pipeline")',  # the real one: test_pretrained.py
 }
 
 
