@@ -63,3 +63,18 @@ def test_every_shipped_checkpoint_is_complete_and_small(name):
 def test_all_shipped_checkpoints_fit_in_40_mb():
     total = sum(p.stat().st_size for p in pretrained.HERE.rglob("*") if p.is_file())
     assert total <= 40 * 2**20, f"the shipped checkpoints take {total / 2**20:.1f} MB"
+
+
+@pytest.mark.slow
+def test_the_shipped_pipeline_talks():
+    """The four shipped checkpoints on their real bases: a reply in words, a persona, a strategy."""
+    import re
+
+    from hf_persona.pipeline import STRATEGIES, SupportPipeline
+
+    pipe = SupportPipeline.from_shipped()
+    pipe.respond("hi , i have been feeling really stressed lately and i can not sleep .", seed=0)
+    turn = pipe.respond("i lost my job at the factory last month and i keep worrying about money .", seed=0)
+    words = re.findall(r"[a-z']+", turn.reply.lower())
+    assert len(words) >= 4 and turn.strategy in STRATEGIES and turn.alpha is not None
+    assert turn.persona and turn.receiver_score is not None and turn.reply in [t for t, _ in turn.ranking]
