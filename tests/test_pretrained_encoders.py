@@ -134,7 +134,7 @@ def test_loader_errors_are_clear(tmp_path, trained, tiny_base):
     (tmp_path / "manifest.json").write_text(json.dumps({"name": "cobert", "base": "minilm"}))
     with pytest.raises(HFPersonaError, match="adapter_config.json"):
         load_cobert(tmp_path, base=tiny_base)
-    with pytest.raises(HFPersonaError, match="no manifest.json|not a shipped"):
+    with pytest.raises(HFPersonaError, match="unknown shipped checkpoint"):
         from_pretrained(str(tmp_path / "nothing_here_but_a_folder"))
     with pytest.raises(HFPersonaError, match="manifest names 'receiver'"):
         load_cobert(folders["receiver"], base=tiny_base)

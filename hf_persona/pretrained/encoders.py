@@ -229,7 +229,11 @@ def load_cobert(folder, base=None, **kwargs):
     model_type = json.loads((folder / "config.json").read_text())["model_type"]
     cls = classes[model_type]
     config = cls.config_class.from_pretrained(str(folder), **kwargs)
-    model = cls(config, encoder=encoder)
+    # Build around a placeholder and swap the encoder in afterwards: passing it to the constructor
+    # would run post_init's weight initialisation over the (not yet flagged) LoRA layers.
+    with torch.device("meta"):
+        model = cls(config)
+    model.encoder = encoder
     model.tokenizer = tokenizer
     return model.eval()
 
