@@ -128,3 +128,32 @@ def test_train_pal_lora_keeps_the_backbone_and_saves_the_adapter(tiny_llama_dir,
 def test_not_an_adapter_folder(tmp_path):
     with pytest.raises(HFPersonaError, match="not a PAL adapter folder"):
         load_pal_adapter(tmp_path)
+
+
+def test_lora_on_an_lm_with_tied_embeddings(tiny_llama_dir, tmp_path):
+    """SmolLM2 ties its LM head to the embedding: the PAL token rows are one trainable tensor for
+    both, and training (with evaluations) and saving work; transformers could not checkpoint such a
+    model, so a LoRA run writes no Trainer checkpoints."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from hf_persona.data import sample_path
+    from hf_persona.training.pal import train_pal
+    from hf_persona.training.pesconv import annotate
+
+    lm = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
+    lm.config.tie_word_embeddings = True
+    tied = AutoModelForCausalLM.from_config(lm.config)
+    assert tied.get_output_embeddings().weight is tied.get_input_embeddings().weight
+    tied.save_pretrained(tmp_path / "tied")
+    AutoTokenizer.from_pretrained(tiny_llama_dir).save_pretrained(tmp_path / "tied")
+    annotate(lambda batch: [["i talk about my job."] for _ in batch], sample_path("esconv"), tmp_path / "pesconv",
+             progress=False)
+    summary = train_pal(tmp_path / "pesconv", tmp_path / "pal", backbone=str(tmp_path / "tied"), lora=2, max_steps=2,
+                        eval_steps=1, batch_size=2, warmup_steps=0, learning_rate=1e-2, max_eval_examples=2,
+                        max_source_length=64, max_persona_length=16, max_target_length=8, progress=False)
+    assert summary["global_step"] == 2 and not list((tmp_path / "pal").glob("checkpoint-*"))
+    model, tok, _ = load_pal_adapter(tmp_path / "pal")
+    assert model.backbone.get_output_embeddings() is not None
+    batch = _inputs(tok)
+    with torch.no_grad():
+        assert torch.isfinite(model(**batch).logits).all()

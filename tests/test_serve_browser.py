@@ -156,7 +156,9 @@ def test_two_turns_in_headless_chromium(tmp_path):
     from hf_persona.serve import serve
 
     started = time.monotonic()
-    pipe = SupportPipeline.tiny(tmp_path / "tiny")
+    # HF_PERSONA_SERVE_SHIPPED=1: the shipped checkpoints (for the README screenshot) instead of tiny models
+    shipped = os.environ.get("HF_PERSONA_SERVE_SHIPPED") == "1"
+    pipe = SupportPipeline.from_shipped() if shipped else SupportPipeline.tiny(tmp_path / "tiny")
     port = _free_port()
     app = serve(host="127.0.0.1", port=port, pipeline=pipe, prevent_thread_lock=True, quiet=True)
     options = webdriver.ChromeOptions()

@@ -412,10 +412,13 @@ def train_pal(
         max_steps=max_steps,
         eval_strategy="steps",
         eval_steps=eval_steps,
-        save_strategy="steps",
+        # LoRA: no Trainer checkpoints. transformers cannot serialise an LM whose tied embedding and
+        # LM head share PEFT's trainable-token rows (it rejects the shared tensors), so a LoRA run
+        # keeps its last step, saved by save_pal_adapter, and starts afresh when rerun
+        save_strategy="no" if lora else "steps",
         save_steps=eval_steps,
         save_total_limit=2,
-        load_best_model_at_end=True,
+        load_best_model_at_end=not lora,
         metric_for_best_model="eval_loss",
         greater_is_better=False,
         logging_steps=logging_steps,
