@@ -308,6 +308,11 @@ class ChatSession:
         return turn
 
     def loop(self, read=input) -> None:
+        if read is input and sys.stdin.isatty():
+            try:  # line editing and history for input() on a terminal
+                import readline  # noqa: F401
+            except ImportError:  # not on every platform
+                pass
         while True:
             try:
                 line = read("seeker> ")
