@@ -32,7 +32,7 @@ from pathlib import Path
 
 import click
 
-from .pipeline import _merge as merge_persona
+from .pipeline import merge_persona
 from .pipeline import candidate_pool, strategy_first_processor
 from .tiny import tiny_bert
 from .training.common import trainer_state

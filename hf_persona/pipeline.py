@@ -57,7 +57,9 @@ class SupportTurn:
         return row
 
 
-def _merge(persona: list[str], new: Sequence[str]) -> list[str]:
+def merge_persona(persona: list[str], new: Sequence[str]) -> list[str]:
+    """Append the sentences of ``new`` not yet in ``persona`` (compared lower-cased, without end
+    punctuation); returns ``persona``."""
     seen = {" ".join(s.lower().split()).strip(" .!?") for s in persona}
     for sentence in new:
         key = " ".join(sentence.lower().split()).strip(" .!?")
@@ -186,13 +188,20 @@ class SupportPipeline:
             raise HFPersonaError("the seeker's turn is empty; type what the seeker says")
         if strategy is not None and strategy not in self._strategy_ids:
             raise HFPersonaError(f"unknown strategy {strategy!r}; expected one of: {', '.join(STRATEGIES)}")
+        if alpha is not None:  # checked before the turn enters the history
+            from .models.pal import resolve_strategy_alphas
+
+            try:
+                resolve_strategy_alphas(alpha, self.pal.config.strategy_alpha)
+            except (TypeError, ValueError) as err:
+                raise HFPersonaError(f"alpha {alpha!r}: {err}") from None
         started = time.perf_counter()
         timings = {}
         self.history.append(("seeker", seeker_text.strip()))
         self.strategies.append("")
         if self.extractor is not None and len(self.seeker_said) >= self.persona_from_turn:
             t = time.perf_counter()
-            _merge(self.persona, self.extractor.extract([self.seeker_said])[0])
+            merge_persona(self.persona, self.extractor.extract([self.seeker_said])[0])
             timings["persona"] = time.perf_counter() - t
         t = time.perf_counter()
         reply, chosen, used_alpha = self._reply(persona_off, alpha, strategy, seed)

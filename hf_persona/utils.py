@@ -127,6 +127,8 @@ NOISE_WARNINGS = (
     # transformers' EncoderDecoderModel on every training step of a BERT2BERT model: a note about
     # models trained before transformers 4.12 (the library passes labels the current way)
     (FutureWarning, r"Version v4\.12\.0 introduces a better way to train encoder-decoder models"),
+    # transformers 5.2x asks its own code (PEFT's adapter loading, the Trainer) to rename a property
+    (FutureWarning, r"`is_gradient_checkpointing` is deprecated"),
 )
 
 #: progress bars (their ``desc``) of transformers hidden by default: loading and writing weights

@@ -152,6 +152,12 @@ def test_lora_on_an_lm_with_tied_embeddings(tiny_llama_dir, tmp_path):
                         eval_steps=1, batch_size=2, warmup_steps=0, learning_rate=1e-2, max_eval_examples=2,
                         max_source_length=64, max_persona_length=16, max_target_length=8, progress=False)
     assert summary["global_step"] == 2 and not list((tmp_path / "pal").glob("checkpoint-*"))
+    # a wall-clock budget stops the run without asking for the checkpoint it cannot write
+    cut = train_pal(tmp_path / "pesconv", tmp_path / "cut", backbone=str(tmp_path / "tied"), lora=2, max_steps=5,
+                    budget_minutes=1e-6, eval_steps=5, batch_size=2, warmup_steps=0, max_eval_examples=2,
+                    max_source_length=64, max_persona_length=16, max_target_length=8, progress=False)
+    assert cut["stopped_by_budget"] and cut["global_step"] == 1
+    assert (tmp_path / "cut" / "adapter_model.safetensors").is_file()
     model, tok, _ = load_pal_adapter(tmp_path / "pal")
     assert model.backbone.get_output_embeddings() is not None
     batch = _inputs(tok)

@@ -58,5 +58,9 @@ def test_bad_input_is_a_clear_error(pipe):
         pipe.respond("   ")
     with pytest.raises(HFPersonaError, match="unknown strategy 'Hug'.*Question"):
         pipe.respond("hi", strategy="Hug")
+    before = list(pipe.history)
+    with pytest.raises(HFPersonaError, match="alpha 'lots'"):
+        pipe.respond("hi", alpha="lots")
+    assert pipe.history == before  # a rejected turn leaves no trace
     pipe.reset()
     assert pipe.heatmap("unused.png") is None  # no persona yet

@@ -431,7 +431,7 @@ def stop_on_signal_callback(signals=(signal.SIGTERM, signal.SIGINT)):
 
         def on_step_end(self, args, state, control, **kwargs):
             if self.received is not None:
-                control.should_save = True
+                control.should_save = _saves(args)
                 control.should_training_stop = True
             return control
 
@@ -523,6 +523,12 @@ def atomic_save_to_disk(dataset, path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _saves(args) -> bool:
+    """Whether the Trainer's arguments ask for checkpoints at all (``save_strategy`` not "no")."""
+    strategy = getattr(args, "save_strategy", "steps")
+    return getattr(strategy, "value", strategy) != "no"
+
+
 def time_budget_callback(minutes):
     """A TrainerCallback that stops training once ``minutes`` of wall time have passed (None: never).
 
@@ -577,7 +583,7 @@ def _time_budget_class():
                 self.start = time.monotonic()
             if time.monotonic() - self.start >= self.minutes * 60:
                 control.should_training_stop = True
-                control.should_save = True
+                control.should_save = _saves(args)  # a run configured without checkpoints keeps none
                 # evaluating without evaluation configured (no eval set) would fail in the Trainer
                 control.should_evaluate = getattr(args, "eval_strategy", None) != "no"
                 self.stopped_at = state.global_step
