@@ -60,7 +60,7 @@ def test_no_machine_paths():
 
 def test_readme_keeps_the_two_commands():
     text = README.read_text()
-    assert "make demo    # builds .venv (torch 2.13.0 CPU first), then runs `hf-persona demo` on the embedded sample" in text
+    assert "make demo    # builds .venv (torch 2.13.0 CPU first), then talks with the shipped checkpoints (`hf-persona demo`)" in text
     assert "make test    # builds .venv the same way, then runs the whole test suite offline" in text
     assert re.search(r"^pip install ", text, flags=re.M), "no pip install line"
     assert "torch==2.13.0" in text
