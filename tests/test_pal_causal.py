@@ -340,3 +340,31 @@ def test_remote_code_round_trip_without_hf_persona(opened, tmp_path):
     """)
     assert "ok" in out
     assert torch.equal(torch.load(tmp_path / "beam.pt"), ref_beam)
+
+
+def test_one_unpadded_dialogue_generates_as_in_a_padded_batch(opened):
+    """A single prompt without padding: transformers then steps the cache without an attention
+    mask, which must cover the cached positions too (it once covered the new token only, and
+    greedy decoding of the real model turned to punctuation after the first token)."""
+    model, tok, batch = opened
+    one = {k: batch[k][1:2] for k in ("input_ids", "attention_mask", "persona_input_ids", "persona_attention_mask")}
+    start = int((one["attention_mask"][0] == 0).sum())  # drop this row's left padding
+    alone = {"input_ids": one["input_ids"][:, start:], "attention_mask": one["attention_mask"][:, start:],
+             "persona_input_ids": one["persona_input_ids"], "persona_attention_mask": one["persona_attention_mask"]}
+    assert alone["attention_mask"].all()
+    with torch.no_grad():
+        padded = model.generate(**_inputs(batch), do_sample=False, max_new_tokens=6, min_new_tokens=6)
+        single = model.generate(**alone, do_sample=False, max_new_tokens=6, min_new_tokens=6)
+    width = batch["input_ids"].shape[1]
+    assert single[0, alone["input_ids"].shape[1]:].tolist() == padded[1, width:].tolist()
+    # the same step with and without the mask
+    with torch.no_grad():
+        first = model(**alone, use_cache=True)
+        step = {"input_ids": single[:, alone["input_ids"].shape[1]:][:, :1]}
+        import copy
+
+        cache_a, cache_b = first.cache, copy.deepcopy(first.cache)
+        full_mask = torch.ones(1, alone["input_ids"].shape[1] + 1, dtype=torch.long)
+        with_mask = model(**step, attention_mask=full_mask, cache=cache_a).logits
+        without = model(**step, cache=cache_b).logits
+    torch.testing.assert_close(without, with_mask)

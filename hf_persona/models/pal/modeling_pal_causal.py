@@ -270,10 +270,10 @@ class PALForCausalLM(PALCausalPreTrainedModel, GenerationMixin):
         if input_ids is None:
             raise ValueError("PALForCausalLM.forward needs input_ids")
         rows = input_ids.shape[0]
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
         own_cache = cache if isinstance(cache, PALCausalCache) else None
         past = cache.get_seq_length() if cache is not None else 0
+        if attention_mask is None:  # every cached and new position is attended
+            attention_mask = torch.ones((rows, past + input_ids.shape[1]), dtype=torch.long, device=input_ids.device)
 
         step = None
         if own_cache is not None and own_cache.persona is not None and past > 0:
