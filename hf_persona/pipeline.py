@@ -4,9 +4,10 @@ Each seeker turn goes through
 
 1. the **persona extractor**: the seeker persona inferred from everything the seeker said so far
    (new sentences merged into what was inferred before);
-2. **PAL** over a causal LM: the reply, opened by a support-strategy token, decoded with
-   **strategy contrastive decoding** (``(1+α)·logits(dialogue, persona) − α·logits(dialogue)``, α
-   chosen by the strategy, paper Table 2) — or with a fixed α, a forced strategy, or no persona;
+2. **PAL** over a causal LM: the support strategy (PAL's choice among its eight strategy tokens at
+   the reply's first position), then the reply decoded with **strategy contrastive decoding**
+   (``(1+α)·logits(dialogue, persona) − α·logits(dialogue)``, α chosen by the strategy, paper
+   Table 2) — or with a fixed α, a forced strategy, or no persona;
 3. **CoBERT**: the reply ranked against other supporter replies (from the ESConv sample) given
    the dialogue and the inferred persona;
 4. the **Receiver**: how well the inferred persona is perceived in the seeker's utterances, and
@@ -107,6 +108,19 @@ def strategy_first_processor(strategy_ids, banned_later, only=None):
             return scores
 
     return StrategyFirst()
+
+
+class _Banned:
+    """A logits processor that never lets the listed tokens be generated (the special and strategy
+    tokens: a reply is text)."""
+
+    def __init__(self, token_ids):
+        self.token_ids = list(token_ids)
+
+    def __call__(self, input_ids, scores):
+        scores = scores.clone()
+        scores[:, self.token_ids] = float("-inf")
+        return scores
 
 
 class SupportPipeline:
@@ -245,20 +259,31 @@ class SupportPipeline:
         batch.pop("labels", None)
         width = batch["input_ids"].shape[1]
         tok = self.tokenizer
-        banned = [i for i in tok.all_special_ids if i != tok.eos_token_id]
+        ids = list(self._strategy_ids.values())
+        # 1. the strategy: PAL's own choice among the eight strategy tokens at the reply's first
+        #    position (sampled with the reply's seed), or the one the caller forces
+        torch.manual_seed(seed)
+        if strategy:
+            chosen = strategy
+        else:
+            with torch.no_grad():
+                first = self.pal(**batch).logits[0, -1, ids]
+            probs = torch.softmax(first / self.decoding.get("temperature", 1.0), dim=-1)
+            index = int(torch.multinomial(probs, 1)) if self.decoding.get("do_sample") else int(first.argmax())
+            chosen = STRATEGIES[index]
+        # 2. the reply text, contrasted with the strategy's alpha. The shipped adapter (60 steps)
+        #    closes its turn when a strategy token is written first, so the text is decoded from
+        #    the prompt itself: the contrastive processor's slot then holds no strategy token and
+        #    takes the chosen strategy's alpha as its "unknown strategy" alpha (from the second token on)
         processors = []
         used_alpha = None
         if persona:
-            table = resolve_strategy_alphas(alpha, self.pal.config.strategy_alpha)
-            processors.append(self.pal.strategy_contrast_processor(alpha))
-        forced = self._strategy_ids[strategy] if strategy else None
-        processors.append(strategy_first_processor(list(self._strategy_ids.values()), banned, only=forced))
-        torch.manual_seed(seed)
+            used_alpha = float(resolve_strategy_alphas(alpha, self.pal.config.strategy_alpha)[chosen])
+            processors.append(self.pal.strategy_contrast_processor(0.0, unknown_strategy_alpha=used_alpha))
+        banned = sorted((set(tok.all_special_ids) | set(ids)) - {tok.eos_token_id})
+        processors.append(_Banned(banned))
         with torch.no_grad():
             out = self.pal.generate(**batch, **self.decoding, logits_processor=LogitsProcessorList(processors))
-        chosen = self.pal.strategies_of(out, self.pal.strategy_position(batch["input_ids"]))[0] or ""
-        if persona and chosen:
-            used_alpha = float(table[chosen])
         text = tok.decode(out[0, width:], skip_special_tokens=True).strip()
         return text or "...", chosen, used_alpha
 
