@@ -50,31 +50,16 @@ def tiny_bert_dir(tmp_path_factory, minilm_path):
     return str(out)
 
 
-CHATML = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
+from hf_persona.tiny import CHATML  # noqa: E402  (tests build chat tokenizers with the package's template)
 
 
 @pytest.fixture(scope="session")
 def tiny_llama_dir(tmp_path_factory, minilm_path):
     """A tiny random llama (hidden 32) with the MiniLM vocabulary plus ChatML tokens and template:
-    the shape of SmolLM2-Instruct in a second of CPU."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    the shape of SmolLM2-Instruct in a second of CPU (:func:`hf_persona.tiny.tiny_llama`)."""
+    from hf_persona.tiny import tiny_llama
 
-    torch.manual_seed(0)
-    out = tmp_path_factory.mktemp("tiny_llama")
-    tokenizer = AutoTokenizer.from_pretrained(minilm_path)
-    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
-    tokenizer.eos_token = "<|im_end|>"
-    tokenizer.chat_template = CHATML
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=256,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-    LlamaForCausalLM(config).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return str(out)
+    return tiny_llama(tmp_path_factory.mktemp("tiny_llama"))
 
 
 def pytest_addoption(parser):
