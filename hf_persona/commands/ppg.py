@@ -55,7 +55,8 @@ def _common_train_options(f):
         click.option("--data", "data_path", default=None, type=input_file(), help=_DATA_HELP),
         click.option("--output-dir", required=True, type=output_dir()),
         click.option("--backbone", default="minilm", show_default=True, callback=check_backbone,
-                     help="'minilm' (offline), a Hub id (microsoft/DialoGPT-small) or a local folder."),
+                     help="'minilm' (offline), 'smollm2' (offline, chat template), a Hub id "
+                          "(microsoft/DialoGPT-small) or a local folder."),
         dev_from_option(800, "--train-dialogues", help=_TRAIN_DEV_FROM_HELP),
         click.option("--epochs", default=2.0, show_default=True, type=POS_FLOAT, help="Paper: 2 for the generators."),
         click.option("--max-steps", default=-1, show_default=True, type=MAX_STEPS, help="Optimiser steps (-1: --epochs)."),
@@ -65,7 +66,9 @@ def _common_train_options(f):
         click.option("--max-context", default=None, type=POS_INT, help="Keep at most the last N context utterances."),
         click.option("--max-prompt-tokens", default=192, show_default=True, type=POS_INT),
         click.option("--lora", default=None, callback=_check_lora,
-                     help="Train LoRA adapters on these comma-separated modules (merged at save)."),
+                     help="Train LoRA adapters on these comma-separated modules (merged at save), e.g. "
+                          "q_proj,k_proj,v_proj,o_proj for smollm2."),
+        click.option("--lora-r", default=8, show_default=True, type=POS_INT, help="LoRA rank (alpha = 2 x rank)."),
         click.option("--seed", default=0, show_default=True, type=SEED),
         click.option("--no-resume", is_flag=True, help="Start afresh even when checkpoints exist."),
         json_option(),
@@ -77,15 +80,15 @@ def _common_train_options(f):
 
 @quiet_work(warm_start=True)
 def _train_generator(task, data_path, output_dir, backbone, dev_from, epochs, max_steps, budget_minutes,
-                     batch_size, learning_rate, max_context, max_prompt_tokens, lora, seed, no_resume, json_out,
-                     partner_persona="gold"):
+                     batch_size, learning_rate, max_context, max_prompt_tokens, lora, lora_r, seed, no_resume,
+                     json_out, partner_persona="gold"):
     from hf_persona.training.ppg import train_generator
 
     meta = train_generator(task, _rows(data_path, dev_from), output_dir, backbone,
                            partner_persona=partner_persona, epochs=epochs, max_steps=max_steps,
                            budget_minutes=budget_minutes, learning_rate=learning_rate, batch_size=batch_size,
                            max_prompt_tokens=max_prompt_tokens, max_context=max_context,
-                           lora_target_modules=_lora(lora), seed=seed, resume=not no_resume)
+                           lora_target_modules=_lora(lora), lora_r=lora_r, seed=seed, resume=not no_resume)
     finish(meta, GENERATOR_KEYS, saved_to=output_dir, json_out=json_out, write_json=True)
 
 

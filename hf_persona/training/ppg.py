@@ -7,8 +7,12 @@ public code exists; every choice not fixed by the paper is written down here and
   ``is_decoder=True`` warm-started from the packaged all-MiniLM-L6-v2 encoder (its MLM
   prediction-head transform is not in that checkpoint and starts random; the output matrix
   is tied to the word embeddings). Any other name goes through ``AutoModelForCausalLM``
-  (``microsoft/DialoGPT-small`` is the paper's model). Saved generators are plain
-  transformers checkpoints: ``AutoModelForCausalLM.from_pretrained(dir)`` loads them.
+  (``microsoft/DialoGPT-small`` is the paper's model; ``"smollm2"`` the packaged
+  SmolLM2-135M-Instruct). Saved generators are plain transformers checkpoints:
+  ``AutoModelForCausalLM.from_pretrained(dir)`` loads them.
+* Prompts: the plain-text format of :mod:`hf_persona.training.ppg_data`, rendered with the
+  tokenizer's chat template (task system message + the text as the user message) when the
+  tokenizer has one (:func:`hf_persona.training.ppg_data.format_example`).
 * Supervised training: ``trl.SFTTrainer`` on pre-tokenized examples (``input_ids`` +
   ``completion_mask`` from :mod:`hf_persona.training.ppg_data`) with completion-only loss.
 * The critic: ``AutoModelForSequenceClassification`` (2 labels) on (persona, response)
@@ -95,6 +99,9 @@ def load_generator(name_or_path="minilm", tokenizer=None, num_layers=None):
         model = BertLMHeadModel.from_pretrained(path, config=config)
     else:
         model = AutoModelForCausalLM.from_pretrained(path)
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if limit and (tok.model_max_length is None or tok.model_max_length > limit):
+        tok.model_max_length = int(limit)
     model.config.pad_token_id = tok.pad_token_id
     model.config.eos_token_id = tok.eos_token_id
     model.generation_config.pad_token_id = tok.pad_token_id
@@ -116,13 +123,16 @@ def task_examples(task, turns, tokenizer, max_prompt_tokens=DEFAULT_MAX_PROMPT_T
     gold), or a list with one persona list per turn (e.g. PPG-generated personas).
     Turns whose prompt cannot fit even without context are dropped (count logged), or kept as
     ``None`` with ``keep_unfit=True``. A DRG partner persona that is too long is cut to its first
-    sentences before a turn counts as unfit.
+    sentences before a turn counts as unfit. Prompts and completions are rendered for ``tokenizer``
+    (:func:`hf_persona.training.ppg_data.format_example`: the chat template when it has one; the
+    plain text is kept as ``text_prompt``), so ``max_prompt_tokens`` counts the template's tokens too.
     """
     _check_task(task)
     out, dropped = [], 0
     for i, turn in enumerate(turns):
         if task == D.PPG:
-            builder = D.ppg_example
+            def builder(t):
+                return D.format_example(tokenizer, D.PPG, D.ppg_example(t))
         else:
             if isinstance(partner_persona, (list, tuple)):
                 pp = partner_persona[i]
@@ -134,7 +144,7 @@ def task_examples(task, turns, tokenizer, max_prompt_tokens=DEFAULT_MAX_PROMPT_T
                 raise HFPersonaError(f"partner_persona must be 'gold', 'bm25' or a list, got {partner_persona!r}")
 
             def builder(t, pp=pp):
-                return D.drg_example(t, pp)
+                return D.format_example(tokenizer, D.DRG, D.drg_example(t, pp))
 
         fitted = D.fit_turn(turn, tokenizer, builder, max_prompt_tokens)
         if fitted is None and task == D.DRG:
@@ -144,7 +154,7 @@ def task_examples(task, turns, tokenizer, max_prompt_tokens=DEFAULT_MAX_PROMPT_T
                 pp_list = pp_list[:-1]
 
                 def builder(t, pp=pp_list):
-                    return D.drg_example(t, pp)
+                    return D.format_example(tokenizer, D.DRG, D.drg_example(t, pp))
 
                 fitted = D.fit_turn(turn, tokenizer, builder, max_prompt_tokens)
         if fitted is None:
@@ -176,12 +186,17 @@ def sft_dataset(examples, tokenizer, max_completion_tokens):
     return Dataset.from_list(rows)
 
 
-def lora_config(target_modules=None, r=8, alpha=16, dropout=0.05, task_type="CAUSAL_LM"):
-    """A PEFT ``LoraConfig`` with explicit target modules (BERT: query/key/value; GPT-2: c_attn)."""
+def lora_config(target_modules=None, r=8, alpha=None, dropout=0.05, task_type="CAUSAL_LM"):
+    """A PEFT ``LoraConfig`` with explicit target modules (BERT: query/key/value; GPT-2: c_attn;
+    Llama / SmolLM2: q_proj,k_proj,v_proj,o_proj); ``alpha`` defaults to ``2 * r``."""
     from peft import LoraConfig
 
     if not target_modules:
-        raise HFPersonaError("LoRA needs explicit target_modules, e.g. query,value (BERT) or c_attn (GPT-2)")
+        raise HFPersonaError("LoRA needs explicit target_modules, e.g. query,value (BERT), c_attn (GPT-2) or "
+                             "q_proj,k_proj,v_proj,o_proj (Llama / SmolLM2)")
+    if r < 1:
+        raise HFPersonaError(f"LoRA rank must be >= 1, got {r}")
+    alpha = 2 * r if alpha is None else alpha
     return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(target_modules),
                       task_type=task_type)
 
@@ -207,6 +222,8 @@ def train_generator(
     resume=True,
     logging_steps=20,
     num_layers=None,
+    lora_r=8,
+    gradient_checkpointing=None,
 ):
     """Supervised PPG (``task="ppg"``) or DRG (``task="drg"``) training with ``trl.SFTTrainer``.
 
@@ -233,7 +250,7 @@ def train_generator(
                                learning_rate=learning_rate, batch_size=batch_size,
                                max_length=max_prompt_tokens + max_completion_tokens + 2, logging_steps=logging_steps,
                                save_steps=save_steps, seed=seed, lora_target_modules=lora_target_modules,
-                               callbacks=[budget])
+                               callbacks=[budget], lora_r=lora_r, gradient_checkpointing=gradient_checkpointing)
     resume_from = last_checkpoint(ckpt_dir) if resume else None
     t0 = time.monotonic()
     result = train_resumable(trainer, resume=resume)  # SIGTERM/SIGINT: checkpoint, then stop
@@ -246,7 +263,7 @@ def train_generator(
     meta = {
         "task": task,
         "base": str(base),
-        "format": "hf_persona.ppg/v1",
+        "format": "hf_persona.ppg/v2-chat" if D.uses_chat_template(tok) else "hf_persona.ppg/v1",
         "partner_persona": partner_persona if isinstance(partner_persona, str) else "given",
         "max_prompt_tokens": max_prompt_tokens,
         "max_completion_tokens": max_completion_tokens,
@@ -259,6 +276,7 @@ def train_generator(
         "budget_minutes": budget_minutes,
         "stopped_by_budget": budget.stopped_early,
         "lora": list(lora_target_modules) if lora_target_modules else None,
+        "lora_r": lora_r if lora_target_modules else None,
         "learning_rate": learning_rate,
         "batch_size": batch_size,
         "num_layers": model.config.num_hidden_layers if hasattr(model.config, "num_hidden_layers") else None,
@@ -269,9 +287,10 @@ def train_generator(
 
 def make_sft_trainer(model, tokenizer, dataset, output_dir, *, epochs=2.0, max_steps=-1, learning_rate=1e-4,
                      batch_size=8, max_length=None, logging_steps=20, save_steps=200, seed=0,
-                     lora_target_modules=None, callbacks=None):
+                     lora_target_modules=None, callbacks=None, lora_r=8, gradient_checkpointing=None):
     """``trl.SFTTrainer`` on a pre-tokenized ``input_ids`` + ``completion_mask`` dataset, with
-    completion-only loss (prompt tokens get label -100)."""
+    completion-only loss (prompt tokens get label -100). ``gradient_checkpointing`` None keeps
+    TRL's default (on in TRL 1.x: less memory, about a third more compute per step)."""
     from trl import SFTConfig, SFTTrainer
 
     args = SFTConfig(
@@ -291,8 +310,9 @@ def make_sft_trainer(model, tokenizer, dataset, output_dir, *, epochs=2.0, max_s
         use_cpu=not _cuda(),
         dataloader_num_workers=0,
         disable_tqdm=True,
+        **({} if gradient_checkpointing is None else {"gradient_checkpointing": bool(gradient_checkpointing)}),
     )
-    peft_config = lora_config(lora_target_modules) if lora_target_modules else None
+    peft_config = lora_config(lora_target_modules, r=lora_r) if lora_target_modules else None
 
     class PPGSFTTrainer(SFTTrainer):
         """``SFTTrainer`` whose loss is the model's own causal-LM loss.
@@ -351,11 +371,16 @@ def position_ids_from_mask(mask):
 
 def generate(model, tokenizer, prompts, max_new_tokens=32, batch_size=16, do_sample=False, temperature=1.0,
              top_p=1.0, no_repeat_ngram_size=3):
-    """Completions (decoded, stripped) for text prompts in the shared input format."""
+    """Completions (decoded, stripped) for text prompts in the shared input format.
+
+    With a chat-template tokenizer, plain-text PPG/DRG prompts (``ppg_prompt`` / ``drg_prompt``) are
+    rendered first (:func:`hf_persona.training.ppg_data.ensure_rendered`); rendered ones pass as they are.
+    """
     import torch
 
     if isinstance(prompts, str):
         raise TypeError("prompts must be a list of strings")
+    prompts = [D.ensure_rendered(tokenizer, p) for p in prompts]
     model.eval()
     dev = _device(model)
     outs = []
@@ -382,13 +407,37 @@ def generate(model, tokenizer, prompts, max_new_tokens=32, batch_size=16, do_sam
 
 def completion_nll(model, tokenizer, prompts, completions, max_completion_tokens=32, batch_size=16):
     """Summed negative log-likelihood and token count of ``completions`` (+ EOS) given ``prompts``."""
+    s = completion_stats(model, tokenizer, prompts, completions, max_completion_tokens, batch_size)
+    return s["nll"], s["tokens"]
+
+
+def word_perplexity(nll: float, words: int) -> float:
+    """``exp(nll / words)``: perplexity per word (NaN without words)."""
+    if words < 0:
+        raise ValueError(f"words must be >= 0, got {words}")
+    return math.exp(nll / words) if words else float("nan")
+
+
+def completion_stats(model, tokenizer, prompts, completions, max_completion_tokens=32, batch_size=16):
+    """``{"nll", "tokens", "words"}`` of ``completions`` given ``prompts`` (rendered strings).
+
+    ``nll`` sums the negative log-likelihood over every completion token including EOS (the
+    completion as :func:`hf_persona.training.ppg_data.encode_example` builds it, cut to
+    ``max_completion_tokens``); ``tokens`` counts them; ``words`` counts the words of the scored
+    completion tokens decoded without special tokens
+    (:func:`hf_persona.training.persona_extractor.count_words`, as PAL's ``ppl_word``). Per-token
+    perplexity is ``exp(nll / tokens)``, per-word ``exp(nll / words)`` (:func:`word_perplexity`),
+    which compares generators whose tokenizers differ.
+    """
     import torch
+
+    from .persona_extractor import count_words
 
     if len(prompts) != len(completions):
         raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
     model.eval()
     dev = _device(model)
-    total, count = 0.0, 0
+    total, count, words = 0.0, 0, 0
     for start in range(0, len(prompts), batch_size):
         encs = [D.encode_example(tokenizer, p, c, max_completion_tokens)
                 for p, c in zip(prompts[start:start + batch_size], completions[start:start + batch_size])]
@@ -398,6 +447,8 @@ def completion_nll(model, tokenizer, prompts, completions, max_completion_tokens
         labels = torch.full((len(encs), n), -100, dtype=torch.long)
         for i, e in enumerate(encs):
             L = len(e["input_ids"])
+            scored = [t for t, m in zip(e["input_ids"], e["completion_mask"]) if m]
+            words += count_words(tokenizer.decode(scored, skip_special_tokens=True))
             ids[i, :L] = torch.tensor(e["input_ids"])
             mask[i, :L] = 1
             cm = torch.tensor(e["completion_mask"], dtype=torch.bool)
@@ -410,7 +461,7 @@ def completion_nll(model, tokenizer, prompts, completions, max_completion_tokens
         tok_lp = logp.gather(-1, tgt.clamp(min=0).unsqueeze(-1)).squeeze(-1)
         total += float(-(tok_lp * keep).sum())
         count += int(keep.sum())
-    return total, count
+    return {"nll": total, "tokens": count, "words": words}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -607,6 +658,7 @@ def evaluate(
     bm25_drg_path=None,
     seed=0,
     batch_size=16,
+    n_samples=0,
 ):
     """Metrics of the PPG -> DRG pipeline on dev dialogues (flat dict, metric -> number).
 
@@ -620,6 +672,11 @@ def evaluate(
     * ``drg.reward``: mean critic reward (+1/-1) of (generated persona, greedy response);
       ``drg.reward_prob``: the mean positive-class probability.
     * ``cold_start.nN.ppl``: DRG PPL on turns with exactly N earlier utterances.
+    * every ``*.ppl`` is per token (EOS included); the matching ``*.ppl_word`` is per word
+      (:func:`completion_stats`: the same NLL over the words of the completion), which compares
+      generators with different tokenizers.
+    * ``n_samples > 0`` adds ``samples``: that many dev turns verbatim (context, gold and generated
+      partner persona, gold and generated response) — the only non-number entry.
     """
     import random
 
@@ -637,9 +694,10 @@ def evaluate(
 
     # PPG
     ppg_ex = task_examples(D.PPG, sample, ppg_tok, max_prompt_tokens)
-    nll, n = completion_nll(ppg_model, ppg_tok, [e["prompt"] for e in ppg_ex], [e["completion"] for e in ppg_ex],
-                            ppg_max, batch_size)
-    m["ppg.ppl"] = perplexity(nll, n)
+    st = completion_stats(ppg_model, ppg_tok, [e["prompt"] for e in ppg_ex], [e["completion"] for e in ppg_ex],
+                          ppg_max, batch_size)
+    m["ppg.ppl"] = perplexity(st["nll"], st["tokens"])
+    m["ppg.ppl_word"] = word_perplexity(st["nll"], st["words"])
     texts = generate(ppg_model, ppg_tok, [e["prompt"] for e in ppg_ex], ppg_max, batch_size)
     gold_p = [" ".join(t["partner_persona"]) for t in sample]
     m["ppg.bleu"] = bleu(texts, gold_p)
@@ -654,9 +712,12 @@ def evaluate(
         ex = task_examples(D.DRG, sample, tok, max_prompt_tokens, personas, keep_unfit=True)
         if any(e is None for e in ex):
             raise HFPersonaError("some dev turns do not fit the DRG prompt length; raise max_prompt_tokens")
-        nll, n = completion_nll(model, tok, [e["prompt"] for e in ex], [e["completion"] for e in ex], drg_max,
-                                batch_size)
-        m[f"{prefix}.ppl"] = perplexity(nll, n)
+        st = completion_stats(model, tok, [e["prompt"] for e in ex], [e["completion"] for e in ex], drg_max,
+                              batch_size)
+        m[f"{prefix}.ppl"] = perplexity(st["nll"], st["tokens"])
+        m[f"{prefix}.ppl_word"] = word_perplexity(st["nll"], st["words"])
+        m[f"{prefix}.completion_tokens"] = st["tokens"]
+        m[f"{prefix}.completion_words"] = st["words"]
         if with_generation:
             hyps = generate(model, tok, [e["prompt"] for e in ex], drg_max, batch_size)
             refs = [t["response"] for t in sample]
@@ -673,10 +734,18 @@ def evaluate(
         del bm_model
     else:
         drg_metrics("drg.bm25_gold", drg_model, drg_tok, "bm25")
+    probs = None
     if critic_path:
         probs = CriticScorer(critic_path).probs(gen_p, hyps)
         m["drg.reward"] = sum(1.0 if p > 0.5 else -1.0 for p in probs) / len(probs)  # the paper's +1/-1
         m["drg.reward_prob"] = sum(probs) / len(probs)
+    if n_samples:
+        m["samples"] = [
+            {"dialogue_id": t["dialogue_id"], "turn": t["turn"], "self_persona": list(t["self_persona"]),
+             "context": [f"{who}: {u}" for who, u in zip(e["context_speakers"], e["context"])],
+             "gold_partner_persona": list(t["partner_persona"]), "ppg": texts[i], "gold_response": t["response"],
+             "drg": hyps[i], **({"critic_prob": probs[i]} if probs is not None else {})}
+            for i, (t, e) in enumerate(zip(sample, ppg_ex)) if i < n_samples]
 
     # cold start: turns with exactly N earlier utterances
     for nctx in cold_start or ():
@@ -686,9 +755,10 @@ def evaluate(
             continue
         _, personas = generate_personas(ppg_model, ppg_tok, sub, max_prompt_tokens, ppg_max, batch_size)
         ex = task_examples(D.DRG, sub, drg_tok, max_prompt_tokens, personas)
-        nll, n = completion_nll(drg_model, drg_tok, [e["prompt"] for e in ex], [e["completion"] for e in ex],
-                                drg_max, batch_size)
-        m[f"cold_start.n{nctx}.ppl"] = perplexity(nll, n)
+        st = completion_stats(drg_model, drg_tok, [e["prompt"] for e in ex], [e["completion"] for e in ex],
+                              drg_max, batch_size)
+        m[f"cold_start.n{nctx}.ppl"] = perplexity(st["nll"], st["tokens"])
+        m[f"cold_start.n{nctx}.ppl_word"] = word_perplexity(st["nll"], st["words"])
         ex = task_examples(D.DRG, sub, drg_tok, max_prompt_tokens, "bm25")
         nll, n = completion_nll(drg_model, drg_tok, [e["prompt"] for e in ex], [e["completion"] for e in ex],
                                 drg_max, batch_size)

@@ -28,6 +28,31 @@ GPT-2/DialoGPT: none), then the completion tokenized without special tokens, the
 ``RLOOTrainer`` does with a text prompt (``processing_class(text=prompts)``), so training,
 RL and inference see the same ids. Newlines separate items, so no persona sentence or
 utterance may contain one (:class:`ValueError` otherwise).
+
+Chat models (tokenizers with a chat template, e.g. SmolLM2-135M-Instruct)
+------------------------------------------------------------------------
+When the tokenizer has a chat template, :func:`format_example` (what
+:func:`hf_persona.training.ppg.task_examples` applies) wraps the same plain-text prompt as the
+*user* message after a fixed per-task *system* message (:data:`SYSTEM_PROMPTS`; always ours, so
+templates that inject a default system message do not) and renders it with
+``apply_chat_template(messages, tokenize=False, add_generation_prompt=True)`` into the prompt
+*string*. For SmolLM2 (ChatML)::
+
+    <|im_start|>system
+    You are one of two people getting to know each other in a chat. ...<|im_end|>
+    <|im_start|>user
+    your persona: i like to ski.
+    ...
+    you:<|im_end|>
+    <|im_start|>assistant
+
+The completion is the target text *without* the leading space, then the tokenizer's EOS, which
+:func:`prepare_tokenizer` sets to the template's end-of-turn token (``<|im_end|>`` for ChatML).
+Prompt ids are still ``tokenizer(prompt_string)`` (:func:`encode_prompt`), exactly what
+``RLOOTrainer`` computes for a text prompt, so SFT, RL and inference see identical ids.
+:func:`unwrap_prompt` recovers the plain-text user message from a rendered prompt and
+:func:`parse_prompt` accepts either (give it the tokenizer for a rendered one). Tokenizers
+without a chat template (MiniLM / BERT, GPT-2) keep the plain format above unchanged.
 """
 
 from __future__ import annotations
@@ -179,14 +204,17 @@ def split_persona(text: str) -> list[str]:
     return [s.strip() for s in _SENT_END.split(text) if s.strip()]
 
 
-def parse_prompt(prompt: str) -> dict:
+def parse_prompt(prompt: str, tokenizer=None) -> dict:
     """Inverse of :func:`ppg_prompt` / :func:`drg_prompt` (a check that the format is unambiguous).
 
     Returns ``kind`` ("ppg"/"drg"), ``self_persona``, ``partner_persona`` (None for PPG),
-    ``context`` and ``context_speakers``.
+    ``context`` and ``context_speakers``. A prompt rendered with a chat template
+    (:func:`format_example`) is parsed when ``tokenizer`` (the one that rendered it) is given.
     """
     if not isinstance(prompt, str):
         raise TypeError(f"prompt must be a string, got {type(prompt).__name__}")
+    if tokenizer is not None and uses_chat_template(tokenizer):
+        prompt = unwrap_prompt(tokenizer, prompt)
     lines = prompt.split("\n")
     last = lines[-1]
     if last == PARTNER_TAG:
@@ -208,6 +236,97 @@ def parse_prompt(prompt: str) -> dict:
             out["context_speakers"].append(who)
         else:
             raise ValueError(f"prompt line {n} is not a persona or utterance line: {line!r}")
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# chat models: the plain-text prompt as the user message of the tokenizer's chat template
+# ----------------------------------------------------------------------------------------------
+#: The system message of each task (chat-template tokenizers only).
+SYSTEM_PROMPTS = {
+    PPG: ("You are one of two people getting to know each other in a chat. From your persona and the "
+          "conversation so far, guess your partner's persona: write a few short first-person sentences "
+          "in lowercase, as your partner would describe themselves."),
+    DRG: ("You are one of two people getting to know each other in a chat. Given your persona, your "
+          "partner's persona and the conversation so far, write your next message: one short, friendly, "
+          "lowercase reply that stays in character."),
+}
+_SENTINEL = "<<HF_PERSONA_PLACEHOLDER_7f3a>>"
+
+
+def uses_chat_template(tokenizer) -> bool:
+    """True when ``tokenizer`` has a chat template (then prompts are rendered with it)."""
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def _messages(task, user):
+    if task not in (PPG, DRG):
+        raise ValueError(f"task must be {PPG!r} or {DRG!r}, got {task!r}")
+    return [{"role": "system", "content": SYSTEM_PROMPTS[task]}, {"role": "user", "content": user}]
+
+
+def render_prompt(tokenizer, task: str, prompt: str) -> str:
+    """The prompt string a model with ``tokenizer`` sees: the plain-text ``prompt`` (from
+    :func:`ppg_prompt` / :func:`drg_prompt`) unchanged without a chat template, else the task's
+    system message + ``prompt`` as the user message, rendered with the generation prompt."""
+    if not isinstance(prompt, str):
+        raise TypeError(f"prompt must be a string, got {type(prompt).__name__}")
+    if not uses_chat_template(tokenizer):
+        return prompt
+    return tokenizer.apply_chat_template(_messages(task, prompt), tokenize=False, add_generation_prompt=True)
+
+
+def render_completion(tokenizer, completion: str) -> str:
+    """The completion text for ``tokenizer``: as built (one leading space) without a chat
+    template, without the leading space with one (the assistant turn starts on a new line)."""
+    if not isinstance(completion, str):
+        raise TypeError(f"completion must be a string, got {type(completion).__name__}")
+    if uses_chat_template(tokenizer) and completion.startswith(" "):
+        return completion[1:]
+    return completion
+
+
+def unwrap_prompt(tokenizer, prompt: str) -> str:
+    """The plain-text user message of a prompt rendered by :func:`render_prompt` (either task).
+
+    Raises :class:`ValueError` when ``prompt`` is not such a rendering."""
+    if not uses_chat_template(tokenizer):
+        return prompt
+    for task in (PPG, DRG):
+        head, sep, tail = render_prompt(tokenizer, task, _SENTINEL).partition(_SENTINEL)
+        if sep and prompt.startswith(head) and prompt.endswith(tail) and len(prompt) >= len(head) + len(tail):
+            return prompt[len(head):len(prompt) - len(tail)]
+    raise ValueError("the prompt is not a PPG/DRG prompt rendered with this tokenizer's chat template: "
+                     f"{prompt[:80]!r}...")
+
+
+def ensure_rendered(tokenizer, prompt: str) -> str:
+    """``prompt`` as the model with ``tokenizer`` expects it: a plain-text PPG/DRG prompt is rendered
+    with the chat template (:func:`render_prompt`, the task read from its last line); an already
+    rendered prompt, any other text, and every prompt of a tokenizer without a chat template are
+    returned unchanged."""
+    if not uses_chat_template(tokenizer):
+        return prompt
+    try:
+        unwrap_prompt(tokenizer, prompt)
+        return prompt
+    except ValueError:
+        pass
+    try:
+        kind = parse_prompt(prompt)["kind"]
+    except ValueError:
+        return prompt
+    return render_prompt(tokenizer, kind, prompt)
+
+
+def format_example(tokenizer, task: str, example: dict) -> dict:
+    """A copy of ``example`` (from :func:`ppg_example` / :func:`drg_example`) whose ``prompt`` and
+    ``completion`` are rendered for ``tokenizer`` (:func:`render_prompt`, :func:`render_completion`);
+    the plain-text prompt is kept as ``text_prompt``."""
+    out = dict(example)
+    out["text_prompt"] = example["prompt"]
+    out["prompt"] = render_prompt(tokenizer, task, example["prompt"])
+    out["completion"] = render_completion(tokenizer, example["completion"])
     return out
 
 
@@ -286,11 +405,33 @@ def bm25_top_k(partner_persona: Sequence[str], context: Sequence[str], k: int = 
 # ----------------------------------------------------------------------------------------------
 # tokenization (the same ids in SFT, RL and inference)
 # ----------------------------------------------------------------------------------------------
-def prepare_tokenizer(tokenizer):
-    """Give the tokenizer an EOS (``[SEP]`` for BERT vocabularies) and a pad token; left padding.
+def end_of_turn_token(tokenizer) -> str | None:
+    """The special token a chat template closes an assistant turn with (``<|im_end|>`` for
+    ChatML), or None when the tokenizer has no chat template or the token cannot be found."""
+    if not uses_chat_template(tokenizer):
+        return None
+    text = tokenizer.apply_chat_template(
+        [{"role": "system", "content": "s"}, {"role": "user", "content": "u"},
+         {"role": "assistant", "content": _SENTINEL}], tokenize=False)
+    after = text.partition(_SENTINEL)[2]
+    special = sorted(set(tokenizer.all_special_tokens), key=len, reverse=True)
+    after = after.lstrip()
+    for tok in special:
+        if after.startswith(tok):
+            return tok
+    return None
 
-    Returns the same tokenizer. Raises when neither an EOS nor a SEP token exists.
+
+def prepare_tokenizer(tokenizer):
+    """Give the tokenizer an EOS and a pad token; left padding.
+
+    EOS: the chat template's end-of-turn token (:func:`end_of_turn_token`) when there is one, else
+    the tokenizer's EOS, else ``[SEP]`` (BERT vocabularies). Returns the same tokenizer. Raises when
+    no such token exists.
     """
+    eot = end_of_turn_token(tokenizer)
+    if eot is not None and tokenizer.eos_token != eot:
+        tokenizer.eos_token = eot
     if tokenizer.eos_token is None:
         if tokenizer.sep_token is None:
             raise ValueError("the tokenizer has neither an eos_token nor a sep_token to end completions with")

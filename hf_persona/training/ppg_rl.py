@@ -207,8 +207,12 @@ def _make_trainer_class():
 def make_rloo_trainer(model, tokenizer, reward, train_dataset, output_dir, *, max_steps, learning_rate=1e-5,
                       batch_size=8, num_generations=2, max_completion_length=32, beta=0.0, temperature=1.0,
                       top_p=0.9, save_steps=10, seed=0, lora_target_modules=None, callbacks=None,
-                      normalize_advantages=False):
-    """An ``RLOOTrainer`` (with the adaptation above) for one generator and one reward."""
+                      normalize_advantages=False, lora_r=8, gradient_checkpointing=None):
+    """An ``RLOOTrainer`` (with the adaptation above) for one generator and one reward.
+
+    Prompts in ``train_dataset`` are strings (already rendered with the chat template by
+    :func:`hf_persona.training.ppg.task_examples` for chat tokenizers): TRL tokenizes them with
+    ``tokenizer(text=prompts)``, the ids :func:`hf_persona.training.ppg_data.encode_prompt` gives."""
     from trl import RLOOConfig
 
     if num_generations < 2:
@@ -227,8 +231,9 @@ def make_rloo_trainer(model, tokenizer, reward, train_dataset, output_dir, *, ma
         # the sequence-level importance ratio exp(sum log p - sum log p_old) explodes when dropout makes the
         # two passes differ; sampling and scoring must use the same (deterministic) policy
         disable_dropout=True,
+        **({} if gradient_checkpointing is None else {"gradient_checkpointing": bool(gradient_checkpointing)}),
     )
-    peft_config = P.lora_config(lora_target_modules) if lora_target_modules else None
+    peft_config = P.lora_config(lora_target_modules, r=lora_r) if lora_target_modules else None
     cls = _make_trainer_class()
     return cls(model=model, reward_funcs=reward, args=args, train_dataset=train_dataset, processing_class=tokenizer,
                peft_config=peft_config, callbacks=callbacks)
@@ -310,6 +315,8 @@ def train_rl(
     log=None,
     callbacks=None,
     normalize_advantages=False,
+    lora_r=8,
+    gradient_checkpointing=None,
 ):
     """Alternate RLOO phases on PPG and DRG; returns the state dict (paths of the final models, timings).
 
@@ -404,7 +411,8 @@ def train_rl(
             learning_rate=learning_rate, batch_size=batch_size, num_generations=num_generations,
             max_completion_length=max_len, beta=beta, temperature=temperature, top_p=top_p, save_steps=save_steps,
             seed=seed + idx, lora_target_modules=lora_target_modules, callbacks=[timer, *(callbacks or [])],
-            normalize_advantages=normalize_advantages)
+            normalize_advantages=normalize_advantages, lora_r=lora_r,
+            gradient_checkpointing=gradient_checkpointing)
         resume = last_checkpoint(phase_dir / "checkpoints")
         say(f"RL phase {name}: {len(ds)} prompts, {steps_per_phase} steps" + (f", resuming {resume}" if resume else ""))
         result = train_resumable(trainer)  # SIGTERM/SIGINT: checkpoint, then stop; the next run resumes
