@@ -2,7 +2,10 @@
 
 Data: ``../shared/data/personachat/valid_both_original_no_cands.txt`` (1,000 dialogues): the first
 800 train (supervised examples and self-play seeds), the last 200 are the development set (never
-trained on). Offline MiniLM backbone warm-started as a causal decoder, seed 0.
+trained on). Offline MiniLM backbone warm-started as a causal decoder (``--backbone minilm``, the
+default, writing ``p2bot.json``) or the pretrained causal LM SmolLM2-135M-Instruct in its chat format
+(``--backbone smollm2``, writing ``p2bot_causal.json`` with the MiniLM figures of ``p2bot.json`` beside
+it under ``minilm.``), seed 0.
 
 Stages (each reused when its summary JSON already exists in ``--work``, so a killed run resumes):
 
@@ -33,6 +36,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
+BACKBONES = {"minilm": "minilm (all-MiniLM-L6-v2 as causal decoder)",
+             "smollm2": "smollm2 (SmolLM2-135M-Instruct, chat format, full fine-tuning)"}
+
+
 def _load(path: Path):
     return json.loads(path.read_text()) if path.is_file() else None
 
@@ -41,7 +48,11 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=None, help="PERSONA-CHAT both-personas file (default: shared data)")
     ap.add_argument("--work", default="/tmp/p2bot_bench", help="folder for models and checkpoints")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "p2bot.json"))
+    ap.add_argument("--out", default=None,
+                    help="result JSON (default: benchmarks/results/p2bot.json, p2bot_causal.json for smollm2)")
+    ap.add_argument("--backbone", default="minilm", help="minilm (default) or smollm2 (or any causal LM folder)")
+    ap.add_argument("--sft-warmup-steps", type=int, default=0)
+    ap.add_argument("--samples", type=int, default=10, help="verbatim generated replies kept per model")
     ap.add_argument("--sft-minutes", type=float, default=8.0)
     ap.add_argument("--sft-max-steps", type=int, default=-1,
                     help="stop supervised training after this many steps (-1: epochs/budget decide)")
@@ -69,6 +80,9 @@ def main(argv=None):
     ap.add_argument("--selfplay-episodes", type=int, default=40)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
+    if args.out is None:
+        name = "p2bot.json" if args.backbone == "minilm" else "p2bot_causal.json"
+        args.out = str(ROOT / "benchmarks" / "results" / name)
 
     import torch
 
@@ -89,7 +103,8 @@ def main(argv=None):
     sft_dir = work / "sft"
     sft_summary = _load(work / "sft_summary.json")
     if sft_summary is None:
-        sft_summary = train_transmitter(sft_dir, train_data=data, backbone="minilm", dev_from=800,
+        sft_summary = train_transmitter(sft_dir, train_data=data, backbone=args.backbone, dev_from=800,
+                                        warmup_steps=args.sft_warmup_steps,
                                         budget_minutes=args.sft_minutes, max_steps=args.sft_max_steps,
                                         batch_size=args.sft_batch_size,
                                         learning_rate=args.sft_lr, max_context_tokens=args.max_context_tokens,
@@ -118,7 +133,7 @@ def main(argv=None):
         summaries[name] = summary
 
     # 3. evaluation (one cached JSON per model, so adding a run later evaluates only the new model)
-    flat, rows, eval_seconds = {}, [], {}
+    flat, rows, eval_seconds, samples = {}, [], {}, {}
     for name, path in [("sft", sft_dir)] + [(n, work / n) for n in runs]:
         cache = work / f"eval_{name}.json"
         if not cache.is_file():
@@ -126,11 +141,13 @@ def main(argv=None):
             _, metrics = run_transmitter_eval([(None, str(path))], data, dev_from=800, n_candidates=args.candidates,
                                               max_examples=args.eval_examples, num_beams=2, receiver=receiver,
                                               user_model=str(sft_dir), selfplay_episodes=args.selfplay_episodes,
+                                              samples=args.samples,
                                               seed=args.seed)
             metrics["eval_seconds"] = time.monotonic() - start
             atomic_write_json(cache, metrics)
         metrics = json.loads(cache.read_text())
         eval_seconds[name] = metrics.pop("eval_seconds", None)
+        samples[name] = metrics.pop("samples", None)
         rows.append({"variant": name, **metrics})
         flat.update({f"{name}.{k}": v for k, v in metrics.items()})
 
@@ -153,7 +170,7 @@ def main(argv=None):
     result["criterion.persona_reward_up_and_f1_within_5pct"] = bool(gain > 0 and f1_rel >= -0.05)
     result["config"] = {
         "data": Path(data).name, "train_dialogues": "first 800", "dev_dialogues": "last 200",
-        "backbone": "minilm (all-MiniLM-L6-v2 as causal decoder)", "seed": args.seed,
+        "backbone": BACKBONES.get(args.backbone, args.backbone), "seed": args.seed,
         "sft_budget_minutes_per_run": [p.get("budget_minutes") for p in pieces],
         "sft_lr": sft_summary.get("learning_rate"),
         "sft_batch_size": args.sft_batch_size, "max_context_tokens": args.max_context_tokens,
@@ -171,12 +188,53 @@ def main(argv=None):
         "eval_seconds": eval_seconds, "hardware": machine,
         "variants": list(runs),
     }
+    result["samples"] = {n: v for n, v in samples.items() if v}
+    if args.backbone != "minilm":
+        result.update(minilm_reference(data, args.seed))
     result["command"] = command_line("benchmarks/p2bot.py", argv)
     atomic_write_json(args.out, result)
     from hf_persona.evaluation import format_table
 
     print(format_table(rows))
     print(json.dumps(result, indent=2))
+
+
+def minilm_reference(data, seed: int) -> dict:
+    """The strongest MiniLM Transmitter's figures under ``minilm.`` (one epoch of supervised training,
+    ``p2bot_sft1epoch_seeds4.json``), with its per-word perplexity: the recorded per-token PPL raised
+    to the MiniLM word pieces per word (``<eos>`` included, as in the PPL) measured on the same
+    development replies (that model is not kept). Its self-play used a trained Receiver for RS.3."""
+    import math
+
+    from transformers import AutoTokenizer
+
+    from hf_persona.backbones import resolve
+    from hf_persona.data import read_personachat
+    from hf_persona.evaluation.transmitter import transmitter_eval_examples
+    from hf_persona.models.transmitter import encode_response, prepare_tokenizer
+    from hf_persona.training.persona_extractor import count_words
+
+    source = "p2bot_sft1epoch_seeds4.json"
+    old = json.loads((ROOT / "benchmarks" / "results" / source).read_text())
+    dataset = read_personachat(data)
+    dataset = dataset.select(range(800, len(dataset)))
+    examples = transmitter_eval_examples(dataset, n_candidates=old["config"]["candidates"], seed=seed,
+                                         max_examples=old["config"]["eval_examples"])
+    tok = AutoTokenizer.from_pretrained(resolve("minilm"))
+    prepare_tokenizer(tok)
+    pieces = [encode_response(tok, ex["response"], 32) for ex in examples]
+    n_tokens = sum(len(p) for p in pieces)
+    n_words = sum(count_words(tok.decode(p[:-1], skip_special_tokens=True)) for p in pieces)
+    ratio = n_tokens / n_words
+    out = {f"minilm.{k}": old[k] for k in ("sft.f1", "sft.hits@1", "sft.ppl", "selfplay.persona_reward_gain",
+                                            "selfplay.f1_relative_change") if k in old}
+    out["minilm.sft.ppl_word"] = math.exp(math.log(old["sft.ppl"]) * ratio)
+    out["minilm.tokens_per_word"] = ratio
+    out["minilm.sft.steps"] = old["sft.steps"]
+    out["minilm.source"] = source
+    out["minilm.ppl_word_method"] = (f"{source} sft.ppl ** (MiniLM tokens incl. <eos> / words) on the same "
+                                     f"{len(examples)} development replies")
+    return out
 
 
 if __name__ == "__main__":

@@ -80,13 +80,18 @@ def _default_data():
               help="PERSONA-CHAT ParlAI text file (default: shared original personas, else the embedded sample).")
 @click.option("--output-dir", required=True, type=output_dir())
 @click.option("--backbone", default="minilm", show_default=True, callback=check_backbone,
-              help="minilm (offline, BERT as decoder), openai-gpt, gpt2, microsoft/DialoGPT-small, or a path.")
+              help="minilm (offline, BERT as decoder), smollm2 (offline, chat format), openai-gpt, gpt2, "
+                   "microsoft/DialoGPT-small, or a path.")
 @click.option("--dev-from", default=800, show_default=True, type=POS_INT, help="Dialogues from this index on are held out.")
 @click.option("--epochs", default=2.0, show_default=True, type=POS_FLOAT)
 @click.option("--max-steps", default=-1, show_default=True, type=MAX_STEPS, help="Optimiser steps (-1: --epochs).")
 @click.option("--budget-minutes", default=None, type=POS_FLOAT, help="Stop (with a checkpoint) after this wall time.")
 @click.option("--batch-size", default=8, show_default=True, type=POS_INT)
 @click.option("--lr", "learning_rate", default=6.25e-5, show_default=True, type=POS_FLOAT)
+@click.option("--warmup-steps", default=0, show_default=True, type=NONNEG_INT, help="Linear warm-up of the learning rate.")
+@click.option("--lora", default=0, show_default=True, type=NONNEG_INT,
+              help="LoRA rank on every linear layer of the backbone (0: full fine-tuning); the merged model is saved, "
+                   "the adapter kept in OUTPUT_DIR/adapter.")
 @click.option("--lm-weight", default=0.6, show_default=True, type=UNIT_FLOAT, help="w in w·LM + (1-w)·NUP.")
 @click.option("--label-smoothing", default=0.05, show_default=True, type=UNIT_FLOAT_OPEN)
 @click.option("--max-context-tokens", default=256, show_default=True, type=POS_INT)
@@ -96,8 +101,8 @@ def _default_data():
 @json_option()
 @quiet_work(warm_start=True)
 def train_transmitter_cmd(data, output_dir, backbone, dev_from, epochs, max_steps, budget_minutes, batch_size,
-                          learning_rate, lm_weight, label_smoothing, max_context_tokens, save_steps, seed,
-                          no_resume, json_out):
+                          learning_rate, warmup_steps, lora, lm_weight, label_smoothing, max_context_tokens,
+                          save_steps, seed, no_resume, json_out):
     """Supervised Transmitter training (LM + next-utterance prediction, one distractor per example)."""
     from hf_persona.training.transmitter import train_transmitter
 
@@ -105,7 +110,8 @@ def train_transmitter_cmd(data, output_dir, backbone, dev_from, epochs, max_step
     summary = train_transmitter(output_dir, train_data=data, backbone=backbone,
                                 dev_from=clamp_first(dev_from, _count(data)), epochs=epochs, max_steps=max_steps,
                                 budget_minutes=budget_minutes, batch_size=batch_size,
-                                learning_rate=learning_rate, lm_weight=lm_weight,
+                                learning_rate=learning_rate, warmup_steps=warmup_steps, lora=lora,
+                                lm_weight=lm_weight,
                                 label_smoothing=label_smoothing, max_context_tokens=max_context_tokens,
                                 save_steps=save_steps, seed=seed, resume=not no_resume,
                                 json_out=json_file(json_out))

@@ -86,8 +86,9 @@ class LanguageStyleReward:
     """RS.1: mean token log-probability of each completion under a frozen LM (eq. 6).
 
     The completion is scored on its own (no persona, no history), followed by the end-of-sequence
-    token; with a Transmitter it is framed as ``<persona> <self> text <eos>`` (empty persona), with
-    another causal LM as ``bos text eos``.
+    token; with a Transmitter it follows the Transmitter's context for an empty persona and history
+    (``<persona> <self> text <eos>``, or the chat frame for a chat-template LM), with another causal
+    LM as ``bos text eos``.
     """
 
     __name__ = "language_style"
@@ -102,9 +103,10 @@ class LanguageStyleReward:
         body = list(tok.encode(" " + text.strip(), add_special_tokens=False))[: self.max_tokens]
         eos = tok.eos_token_id
         if _is_transmitter(self.model):
-            from hf_persona.models.transmitter import build_context_ids
+            from hf_persona.models.transmitter import build_context_ids, encode_response
 
-            prefix = build_context_ids(tok, [], [], max_context_tokens=16)
+            prefix = build_context_ids(tok, [], [], max_context_tokens=64)
+            body = encode_response(tok, text, self.max_tokens)[:-1]  # the reply as the Transmitter writes it
         else:
             start = tok.bos_token_id if tok.bos_token_id is not None else eos
             if start is None:

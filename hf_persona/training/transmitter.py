@@ -169,8 +169,10 @@ def train_transmitter(
     epochs: float = 2.0,
     max_steps: int = -1,
     budget_minutes: float | None = None,
+    lora: int = 0,
     batch_size: int = 8,
     learning_rate: float = PAPER_LEARNING_RATE,
+    warmup_steps: int = 0,
     lm_weight: float = 0.6,
     label_smoothing: float = 0.05,
     max_context_tokens: int = 256,
@@ -184,6 +186,11 @@ def train_transmitter(
 
     ``train_data``: a PERSONA-CHAT file path or a ``datasets.Dataset`` of ``read_personachat``
     rows; with a path, only its first ``dev_from`` dialogues train (the rest stay for evaluation).
+    ``lora`` > 0 trains LoRA adapters of that rank on every linear layer of the backbone (alpha
+    2·rank) with the NUP head fully trained, and saves the merged model: a plain Transmitter
+    checkpoint that loads like a fully fine-tuned one. The adapter is also kept, in
+    ``output_dir/adapter`` (it applies to the warm start of this run; the new special-token rows and
+    the NUP head live outside the backbone, so the merged folder is the one to load).
     Resumes from the newest intact checkpoint in ``output_dir`` unless ``resume`` is false
     (:func:`hf_persona.training.common.train_resumable`: SIGTERM/SIGINT save a checkpoint first);
     after a resume ``train_loss`` is the mean over the whole run, not only the last segment.
@@ -225,7 +232,7 @@ def train_transmitter(
         max_steps=max_steps,
         learning_rate=learning_rate,
         lr_scheduler_type="linear",
-        warmup_steps=0,
+        warmup_steps=warmup_steps,
         weight_decay=0.0,
         logging_steps=10,
         save_steps=save_steps,
@@ -238,13 +245,21 @@ def train_transmitter(
         disable_tqdm=True,
     )
     callbacks = [time_budget_callback(budget_minutes)] if budget_minutes else []
+    if lora:
+        model = add_transmitter_lora(model, lora)
     trainer = Trainer(model=model, args=args, train_dataset=_ListDataset(),
                       data_collator=TransmitterCollator(tokenizer, max_context_tokens, max_response_tokens),
                       callbacks=callbacks)
+    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     start = time.monotonic()
     result = train_resumable(trainer, resume=resume)  # SIGTERM/SIGINT: checkpoint, then stop
     seconds = time.monotonic() - start
-    trainer.save_model(str(output_dir))
+    if lora:
+        trainer.model.save_pretrained(str(output_dir / "adapter"))
+        merged = trainer.model.merge_and_unload()
+        merged.save_pretrained(str(output_dir))
+    else:
+        trainer.save_model(str(output_dir))
     tokenizer.save_pretrained(str(output_dir))
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     summary = {
@@ -259,12 +274,33 @@ def train_transmitter(
         "seconds": seconds,
         "resumed_from": resume_from,
         "learning_rate": learning_rate,
+        "warmup_steps": warmup_steps,
         "batch_size": batch_size,
         "budget_minutes": budget_minutes,
+        "lora": lora,
+        "trainable_parameters": trainable,
     }
     if json_out:
         atomic_write_json(json_out, summary)
     return summary
+
+
+def add_transmitter_lora(model, rank: int):
+    """``model`` wrapped by PEFT: LoRA of ``rank`` (alpha 2·rank, dropout 0.05) on every linear layer
+    of the backbone, the NUP head fully trainable; the LM head and the embeddings stay frozen."""
+    from peft import LoraConfig, get_peft_model
+    from torch import nn
+    from transformers.pytorch_utils import Conv1D  # GPT-2's linear layers
+
+    if rank < 1:
+        raise HFPersonaError(f"LoRA rank must be at least 1, got {rank}")
+    names = sorted({n.rsplit(".", 1)[-1] for n, m in model.transformer.named_modules() if isinstance(m, (nn.Linear, Conv1D))})
+    if not names:
+        raise HFPersonaError(f"the {model.config.backbone_config.model_type} backbone has no linear layer for LoRA")
+    config = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.05,
+                        target_modules=r"transformer\..*\.(" + "|".join(names) + ")",  # fullmatch
+                        modules_to_save=["nup_head"])
+    return get_peft_model(model, config)
 
 
 def _is_transmitter_dir(name_or_path) -> bool:

@@ -4,6 +4,7 @@ from ...hub import add_usage_files_on_save
 from .configuration_transmitter import TransmitterConfig
 from .modeling_transmitter import TransmitterForDialogue, TransmitterOutput, TransmitterPreTrainedModel
 from .processing_transmitter import (
+    CHAT_SYSTEM_PROMPT,
     TransmitterProcessor,
     build_context_ids,
     build_example,
@@ -11,6 +12,7 @@ from .processing_transmitter import (
     pad_batch,
     prepare_tokenizer,
     special_token_ids,
+    uses_chat_format,
 )
 
 # save_pretrained writes auto_map and copies the code, so checkpoints load with trust_remote_code
@@ -21,6 +23,7 @@ TransmitterProcessor.register_for_auto_class("AutoProcessor")
 add_usage_files_on_save(TransmitterForDialogue, TransmitterProcessor)
 
 __all__ = [
+    "CHAT_SYSTEM_PROMPT",
     "TransmitterConfig",
     "TransmitterForDialogue",
     "TransmitterOutput",
@@ -32,4 +35,5 @@ __all__ = [
     "pad_batch",
     "prepare_tokenizer",
     "special_token_ids",
+    "uses_chat_format",
 ]

@@ -9,6 +9,19 @@ one. The response is followed by ``<eos>`` (where generation stops) and ``<nup>`
 hidden state feeds the next-utterance-prediction (NUP) head. Only the response and ``<eos>`` carry
 language-modelling labels.
 
+A tokenizer with a chat template (an instruction-tuned causal LM such as SmolLM2-Instruct) gets its
+own conversation format instead, so the pretrained LM starts from what it already knows::
+
+    <system>  CHAT_SYSTEM_PROMPT + "Your persona: p_1 p_2 ... p_L"
+    <user>    x_n-2            (the partner speaks as the user; speakers alternate backwards
+    <assistant> x_n-1           from the utterance being answered, which is always the user's)
+    <user>    x_n
+    <assistant>                 (generation prompt)  response <end-of-turn> <nup>
+
+rendered by ``tokenizer.apply_chat_template``; the response is the plain text (no leading space)
+and ends with the tokenizer's end-of-turn token (its ``eos_token``). ``<persona>``, ``<self>`` and
+``<partner>`` are still added to the vocabulary but unused; ``<nup>`` closes every sequence.
+
 The helpers are plain Python (``torch`` imported lazily); :class:`TransmitterProcessor` wraps them
 for users of plain transformers. This module travels inside ``trust_remote_code`` checkpoints next
 to the modeling file.
@@ -25,6 +38,14 @@ NUP_TOKEN = "<nup>"
 EOS_TOKEN = "<eos>"
 SPEAKER_TOKENS = (PERSONA_TOKEN, SELF_TOKEN, PARTNER_TOKEN, NUP_TOKEN)
 IGNORE_INDEX = -100
+#: System message of the chat format (the persona sentences follow it).
+CHAT_SYSTEM_PROMPT = ("You are chatting with someone you have just met. Stay in character, be friendly and "
+                      "curious, and answer in one or two short sentences.")
+
+
+def uses_chat_format(tokenizer) -> bool:
+    """Whether sequences use the tokenizer's chat template (see the module docstring)."""
+    return bool(getattr(tokenizer, "chat_template", None))
 
 
 def prepare_tokenizer(tokenizer) -> int:
@@ -72,6 +93,8 @@ def special_token_ids(tokenizer) -> dict:
 def _encode(tokenizer, text: str) -> list:
     if not isinstance(text, str):
         raise TypeError(f"expected a string utterance or persona sentence, got {type(text).__name__}")
+    if uses_chat_format(tokenizer):  # a reply starts its own turn: no leading space
+        return list(tokenizer.encode(text.strip(), add_special_tokens=False))
     # the leading space gives byte-level BPE (GPT-2) word-initial tokens; WordPiece ignores it
     return list(tokenizer.encode(" " + text.strip(), add_special_tokens=False))
 
@@ -95,6 +118,8 @@ def build_context_ids(tokenizer, persona, history, max_context_tokens: int = 256
     history = _check_list("history", history)
     if max_context_tokens < 8:
         raise ValueError(f"max_context_tokens must be at least 8, got {max_context_tokens}")
+    if uses_chat_format(tokenizer):
+        return _chat_context_ids(tokenizer, persona, history, max_context_tokens, max_persona_tokens)
     ids = special_token_ids(tokenizer)
     persona_ids = [ids["persona"]]
     for sentence in persona:
@@ -116,6 +141,52 @@ def build_context_ids(tokenizer, persona, history, max_context_tokens: int = 256
         out.extend(turn)
     out.append(ids["self"])
     return out
+
+
+def _render_chat(tokenizer, system: str, turns: list) -> list:
+    """Token ids of the chat: ``system`` then ``turns`` (oldest first, the last one the user's),
+    ending with the assistant's generation prompt."""
+    n = len(turns)
+    messages = [{"role": "system", "content": system}]
+    messages += [{"role": "user" if (n - 1 - i) % 2 == 0 else "assistant", "content": t} for i, t in enumerate(turns)]
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return list(tokenizer.encode(text, add_special_tokens=False))
+
+
+def _chat_context_ids(tokenizer, persona, history, max_context_tokens, max_persona_tokens) -> list:
+    """The chat-format context (module docstring). The persona keeps its first sentences within
+    ``min(max_persona_tokens, max_context_tokens // 2)`` tokens; the oldest turns go first when the
+    whole exceeds ``max_context_tokens``, then the head of the utterance being answered."""
+    for sentence in persona:
+        if not isinstance(sentence, str):
+            raise TypeError(f"expected a string persona sentence, got {type(sentence).__name__}")
+    persona_budget = min(max_persona_tokens, max_context_tokens // 2)
+    kept, used = [], 0
+    for sentence in persona:
+        n = len(tokenizer.encode(" " + sentence.strip(), add_special_tokens=False))
+        if used + n > persona_budget:
+            break
+        kept.append(sentence.strip())
+        used += n
+    system = CHAT_SYSTEM_PROMPT + (" Your persona: " + " ".join(kept) if kept else "")
+    turns = [u.strip() for u in history]
+    for utt in history:
+        if not isinstance(utt, str):
+            raise TypeError(f"expected a string utterance, got {type(utt).__name__}")
+    ids = _render_chat(tokenizer, system, turns)
+    while len(ids) > max_context_tokens and len(turns) > 1:
+        turns = turns[1:]
+        ids = _render_chat(tokenizer, system, turns)
+    if len(ids) > max_context_tokens and turns:  # cut the head of the utterance being answered
+        words = list(tokenizer.encode(turns[0], add_special_tokens=False))
+        cut = len(ids) - max_context_tokens
+        while cut < len(words) and len(ids) > max_context_tokens:
+            ids = _render_chat(tokenizer, system, [tokenizer.decode(words[cut:], skip_special_tokens=True)])
+            cut += max(1, len(ids) - max_context_tokens)
+    if len(ids) > max_context_tokens:
+        raise ValueError(f"max_context_tokens={max_context_tokens} cannot hold the chat frame and the persona "
+                         f"({len(ids)} tokens); raise it")
+    return ids
 
 
 def encode_response(tokenizer, response: str, max_response_tokens: int = 32) -> list:
