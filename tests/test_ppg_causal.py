@@ -180,3 +180,23 @@ def test_generate_renders_plain_prompts_for_a_chat_model(llama):
     assert D.ensure_rendered(tok, "just some text") == "just some text"
     kw = dict(max_new_tokens=4, batch_size=2, no_repeat_ngram_size=0)
     assert P.generate(model, tok, [plain, rendered], **kw) == P.generate(model, tok, [rendered, rendered], **kw)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU default only")
+def test_sft_and_rloo_train_in_fp32_on_a_cpu(llama, rows, tmp_path):
+    """TRL 1.x defaults to bf16, i.e. CPU autocast onto a non-BLAS GEMM (minutes per SmolLM2 step)."""
+    from datasets import Dataset
+
+    from hf_persona.training import ppg_rl as R
+
+    model, tok = llama
+    ex = P.task_examples("drg", D.build_turns(rows)[:4], tok, 250)
+    sft = P.make_sft_trainer(model, tok, P.sft_dataset(ex, tok, 8), tmp_path / "sft", max_steps=1, batch_size=2)
+    assert sft.args.bf16 is False and sft.args.fp16 is False
+
+    def reward(prompts, completions, **kw):
+        return [0.0] * len(completions)
+
+    ds = Dataset.from_list([{"prompt": e["prompt"]} for e in ex])
+    rloo = R.make_rloo_trainer(model, tok, reward, ds, tmp_path / "rl", max_steps=1, batch_size=2)
+    assert rloo.args.bf16 is False and rloo.args.fp16 is False

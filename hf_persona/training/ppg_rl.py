@@ -232,6 +232,7 @@ def make_rloo_trainer(model, tokenizer, reward, train_dataset, output_dir, *, ma
         # two passes differ; sampling and scoring must use the same (deterministic) policy
         disable_dropout=True,
         **({} if gradient_checkpointing is None else {"gradient_checkpointing": bool(gradient_checkpointing)}),
+        **P.cpu_precision(),
     )
     peft_config = P.lora_config(lora_target_modules, r=lora_r) if lora_target_modules else None
     cls = _make_trainer_class()
