@@ -45,6 +45,18 @@ def atomic_write_json(path, obj, indent: int = 2) -> None:
     atomic_write_text(path, json.dumps(obj, indent=indent, sort_keys=True, ensure_ascii=False) + "\n")
 
 
+def is_main_process() -> bool:
+    """Whether this process writes results: rank 0 of a multi-process run (``torchrun``,
+    ``accelerate launch``: the initialised process group, else the ``RANK`` variable the launchers
+    set), or the only process."""
+    import sys
+
+    dist = sys.modules.get("torch.distributed")  # never imports torch by itself
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        return dist.get_rank() == 0
+    return os.environ.get("RANK", "0") == "0"
+
+
 def set_seed(seed: int) -> None:
     """Seed python, numpy and torch (when installed)."""
     random.seed(seed)

@@ -73,7 +73,12 @@ def finish(summary: dict, keys, *, saved_to=None, json_out=None, write_json: boo
     """End a command: the table (``table`` when given, else :func:`summary_table` of ``keys``), then
     ``saved to DIR`` (or ``saved to FILE`` of ``--json`` when there is no folder). ``json_out='-'``
     prints the full JSON instead of the table; ``write_json``: write ``summary`` to the ``json_out``
-    file here (when the command's implementation does not)."""
+    file here (when the command's implementation does not). In a multi-process run (``torchrun``,
+    ``accelerate launch``) only the main process prints."""
+    from hf_persona.utils import is_main_process
+
+    if not is_main_process():
+        return
     if json_out == "-":
         click.echo(json.dumps(summary, indent=2, default=str, ensure_ascii=False))
     else:

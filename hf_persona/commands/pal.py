@@ -17,7 +17,7 @@ from ._options import (MAX_STEPS, NONNEG_FLOAT, NONNEG_INT, POS_FLOAT, POS_INT, 
 
 _VARIANTS = ("pal", "no_persona", "hard_prompt")
 #: the figures ``train pal`` prints (the rest is in --json)
-TRAIN_KEYS = ("variant", "train_examples", "global_step", "train_loss", "valid_loss", "mixture_weights",
+TRAIN_KEYS = ("variant", "train_examples", "global_step", "world_size", "train_loss", "valid_loss", "mixture_weights",
               "train_seconds", "resumed_from")
 
 

@@ -22,7 +22,7 @@ from ._options import (CANDIDATES, MAX_STEPS, MODEL_ACCEPTED, NONNEG_FLOAT, NONN
                        output_dir)
 from ._output import clamp_first, clamp_held_out, finish, json_file, json_option, quiet_work
 
-TRAIN_KEYS = ("examples", "global_step", "epochs_done", "train_loss", "last_logged_loss", "seconds", "resumed_from")
+TRAIN_KEYS = ("examples", "global_step", "world_size", "epochs_done", "train_loss", "last_logged_loss", "seconds", "resumed_from")
 SELFPLAY_KEYS = ("global_step", "episodes", "first_reward", "last_reward", "train_loss", "seconds", "resumed_from")
 
 
@@ -86,7 +86,9 @@ def _default_data():
 @click.option("--epochs", default=2.0, show_default=True, type=POS_FLOAT)
 @click.option("--max-steps", default=-1, show_default=True, type=MAX_STEPS, help="Optimiser steps (-1: --epochs).")
 @click.option("--budget-minutes", default=None, type=POS_FLOAT, help="Stop (with a checkpoint) after this wall time.")
-@click.option("--batch-size", default=8, show_default=True, type=POS_INT)
+@click.option("--batch-size", default=8, show_default=True, type=POS_INT, help="Examples per step and process.")
+@click.option("--gradient-accumulation-steps", default=1, show_default=True, type=POS_INT,
+              help="Batches summed into one optimiser step.")
 @click.option("--lr", "learning_rate", default=6.25e-5, show_default=True, type=POS_FLOAT)
 @click.option("--warmup-steps", default=0, show_default=True, type=NONNEG_INT, help="Linear warm-up of the learning rate.")
 @click.option("--lora", default=0, show_default=True, type=NONNEG_INT,
@@ -101,7 +103,7 @@ def _default_data():
 @json_option()
 @quiet_work(warm_start=True)
 def train_transmitter_cmd(data, output_dir, backbone, dev_from, epochs, max_steps, budget_minutes, batch_size,
-                          learning_rate, warmup_steps, lora, lm_weight, label_smoothing, max_context_tokens,
+                          gradient_accumulation_steps, learning_rate, warmup_steps, lora, lm_weight, label_smoothing, max_context_tokens,
                           save_steps, seed, no_resume, json_out):
     """Supervised Transmitter training (LM + next-utterance prediction, one distractor per example)."""
     from hf_persona.training.transmitter import train_transmitter
@@ -110,6 +112,7 @@ def train_transmitter_cmd(data, output_dir, backbone, dev_from, epochs, max_step
     summary = train_transmitter(output_dir, train_data=data, backbone=backbone,
                                 dev_from=clamp_first(dev_from, _count(data)), epochs=epochs, max_steps=max_steps,
                                 budget_minutes=budget_minutes, batch_size=batch_size,
+                                gradient_accumulation_steps=gradient_accumulation_steps,
                                 learning_rate=learning_rate, warmup_steps=warmup_steps, lora=lora,
                                 lm_weight=lm_weight,
                                 label_smoothing=label_smoothing, max_context_tokens=max_context_tokens,

@@ -335,6 +335,7 @@ def train_pal(
     (``PALCausalConfig.fusion_layer``; negative counts from the last, -1 = the last layer; None = the config's default, the last).
     Returns a summary dict (also written to ``json_out``).
     """
+    import torch
     from transformers import AutoTokenizer, TrainingArguments
 
     from ..backbones import is_causal_lm, resolve
@@ -427,6 +428,9 @@ def train_pal(
         remove_unused_columns=False,
         disable_tqdm=not progress,
         dataloader_num_workers=0,
+        # CPU runs must say so: without use_cpu a torchrun / accelerate launch on CPU trains as
+        # independent world_size=1 copies instead of one gloo DDP run
+        use_cpu=not torch.cuda.is_available(),
     )
     budget_cb = time_budget_callback(budget_minutes)
     trainer = _mixture_lr_trainer_class()(
@@ -442,13 +446,14 @@ def train_pal(
     valid_metrics = trainer.evaluate()
     out = Path(output_dir)
     kind = "causal" if causal else "seq2seq"
-    if peft_backbone is not None:
+    if peft_backbone is None:
+        trainer.save_model(str(out))  # the main process only
+    elif args.should_save:
         save_pal_adapter(model, peft_backbone, out)
-    else:
-        trainer.save_model(str(out))
-    tokenizer.save_pretrained(str(out))
-    atomic_write_json(out / TRAINING_CONFIG_NAME, {"variant": variant, "backbone": backbone, "kind": kind,
-                                                   "lora_rank": lora or None, **lengths})
+    if args.should_save:
+        tokenizer.save_pretrained(str(out))
+        atomic_write_json(out / TRAINING_CONFIG_NAME, {"variant": variant, "backbone": backbone, "kind": kind,
+                                                       "lora_rank": lora or None, **lengths})
     summary = {
         "variant": variant,
         "backbone": backbone,
@@ -459,7 +464,8 @@ def train_pal(
         "train_skipped": train_skipped,
         "valid_loss_examples": len(valid_ex),
         "global_step": trainer.state.global_step,
-        "examples_seen": trainer.state.global_step * batch_size,
+        "world_size": args.world_size,
+        "examples_seen": trainer.state.global_step * batch_size * args.world_size,
         "best_checkpoint": trainer.state.best_model_checkpoint,
         "train_loss": result.training_loss,
         "valid_loss": valid_metrics.get("eval_loss"),
@@ -482,7 +488,7 @@ def train_pal(
         "warm_started_cross_attention_layers": warm_started,
         **lengths,
     }
-    if json_out:
+    if json_out and args.should_save:
         atomic_write_json(json_out, summary)
     return summary
 

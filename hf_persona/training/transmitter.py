@@ -171,6 +171,7 @@ def train_transmitter(
     budget_minutes: float | None = None,
     lora: int = 0,
     batch_size: int = 8,
+    gradient_accumulation_steps: int = 1,
     learning_rate: float = PAPER_LEARNING_RATE,
     warmup_steps: int = 0,
     lm_weight: float = 0.6,
@@ -228,6 +229,7 @@ def train_transmitter(
     args = TrainingArguments(
         output_dir=str(output_dir),
         per_device_train_batch_size=batch_size,
+        gradient_accumulation_steps=gradient_accumulation_steps,
         num_train_epochs=epochs,
         max_steps=max_steps,
         learning_rate=learning_rate,
@@ -254,19 +256,22 @@ def train_transmitter(
     start = time.monotonic()
     result = train_resumable(trainer, resume=resume)  # SIGTERM/SIGINT: checkpoint, then stop
     seconds = time.monotonic() - start
-    if lora:
+    if not lora:
+        trainer.save_model(str(output_dir))  # the main process only
+    elif args.should_save:
         trainer.model.save_pretrained(str(output_dir / "adapter"))
         merged = trainer.model.merge_and_unload()
         merged.save_pretrained(str(output_dir))
-    else:
-        trainer.save_model(str(output_dir))
-    tokenizer.save_pretrained(str(output_dir))
+    if args.should_save:
+        tokenizer.save_pretrained(str(output_dir))
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     summary = {
         "output_dir": str(output_dir),
         "backbone": str(backbone),
         "examples": len(examples),
         "global_step": trainer.state.global_step,
+        "world_size": args.world_size,
+        "examples_seen": trainer.state.global_step * batch_size * gradient_accumulation_steps * args.world_size,
         "epochs_done": float(trainer.state.epoch or 0.0),
         "train_loss": float(result.training_loss) if result.training_loss is not None else math.nan,
         "first_logged_loss": losses[0] if losses else None,
@@ -276,11 +281,12 @@ def train_transmitter(
         "learning_rate": learning_rate,
         "warmup_steps": warmup_steps,
         "batch_size": batch_size,
+        "gradient_accumulation_steps": gradient_accumulation_steps,
         "budget_minutes": budget_minutes,
         "lora": lora,
         "trainable_parameters": trainable,
     }
-    if json_out:
+    if json_out and args.should_save:
         atomic_write_json(json_out, summary)
     return summary
 

@@ -338,6 +338,9 @@ def co_attention_match(x, x_mask, y, y_mask, num_hops=2, use_hop1=True, pooling=
 class _ResponseSelectionBase(PreTrainedModel):
     base_model_prefix = "selector"
     supports_gradient_checkpointing = True
+    # forward returns a mean loss and ignores num_items_in_batch: transformers' Trainer must scale it
+    # for gradient accumulation and multi-process training itself (it reads this attribute)
+    accepts_loss_kwargs = False
     _supports_sdpa = True
     _supports_flash_attn = True
     main_input_name = "context_input_ids"

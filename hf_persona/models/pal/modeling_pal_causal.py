@@ -109,6 +109,9 @@ class PALCausalPreTrainedModel(PreTrainedModel):
     base_model_prefix = "pal"
     main_input_name = "input_ids"
     supports_gradient_checkpointing = True
+    # forward returns a mean loss and ignores num_items_in_batch: transformers' Trainer must scale it
+    # for gradient accumulation and multi-process training itself (it reads this attribute)
+    accepts_loss_kwargs = False
     _supports_sdpa = True
 
     @torch.no_grad()

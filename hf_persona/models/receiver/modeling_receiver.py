@@ -122,6 +122,9 @@ class ReceiverPreTrainedModel(PreTrainedModel):
     config_class = ReceiverConfig
     base_model_prefix = "receiver"
     supports_gradient_checkpointing = True
+    # forward returns a mean loss and ignores num_items_in_batch: transformers' Trainer must scale it
+    # for gradient accumulation and multi-process training itself (it reads this attribute)
+    accepts_loss_kwargs = False
     _supports_sdpa = True
 
     def _init_weights(self, module):

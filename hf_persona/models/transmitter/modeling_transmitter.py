@@ -85,6 +85,9 @@ class TransmitterPreTrainedModel(PreTrainedModel):
     config: TransmitterConfig
     base_model_prefix = "transformer"
     supports_gradient_checkpointing = True
+    # forward returns a mean loss and ignores num_items_in_batch: transformers' Trainer must scale it
+    # for gradient accumulation and multi-process training itself (it reads this attribute)
+    accepts_loss_kwargs = False
     _no_split_modules = []
 
     @torch.no_grad()
