@@ -62,6 +62,8 @@ def test_chat_format_truncation_keeps_the_answered_turn(model_tok):
     assert len(ctx) <= 70 and "blah the end" in tok.decode(ctx)
     with pytest.raises(ValueError, match="max_context_tokens"):
         build_context_ids(tok, PERSONA, HISTORY, max_context_tokens=12)
+    with pytest.raises(TypeError, match="string utterance"):
+        build_context_ids(tok, PERSONA, ["hi", 3], max_context_tokens=96)
 
 
 def test_cached_scoring_equals_full_sequences(model_tok):

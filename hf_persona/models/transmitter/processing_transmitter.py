@@ -169,10 +169,10 @@ def _chat_context_ids(tokenizer, persona, history, max_context_tokens, max_perso
         kept.append(sentence.strip())
         used += n
     system = CHAT_SYSTEM_PROMPT + (" Your persona: " + " ".join(kept) if kept else "")
-    turns = [u.strip() for u in history]
     for utt in history:
         if not isinstance(utt, str):
             raise TypeError(f"expected a string utterance, got {type(utt).__name__}")
+    turns = [u.strip() for u in history]
     ids = _render_chat(tokenizer, system, turns)
     while len(ids) > max_context_tokens and len(turns) > 1:
         turns = turns[1:]
