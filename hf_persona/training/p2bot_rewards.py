@@ -97,21 +97,24 @@ class LanguageStyleReward:
         self.model, self.tokenizer = _load_model_and_tokenizer(model, tokenizer, "language_style")
         self.batch_size = int(batch_size)
         self.max_tokens = int(max_tokens)
+        self._empty_context = None
 
     def _sequence(self, text: str):
         tok = self.tokenizer
-        body = list(tok.encode(" " + text.strip(), add_special_tokens=False))[: self.max_tokens]
         eos = tok.eos_token_id
         if _is_transmitter(self.model):
             from hf_persona.models.transmitter import build_context_ids, encode_response
 
-            prefix = build_context_ids(tok, [], [], max_context_tokens=64)
+            if self._empty_context is None:  # the same for every completion: built once
+                self._empty_context = build_context_ids(tok, [], [], max_context_tokens=64)
+            prefix = list(self._empty_context)
             body = encode_response(tok, text, self.max_tokens)[:-1]  # the reply as the Transmitter writes it
         else:
             start = tok.bos_token_id if tok.bos_token_id is not None else eos
             if start is None:
                 raise HFPersonaError("language_style needs a tokenizer with a bos or eos token")
             prefix = [start]
+            body = list(tok.encode(" " + text.strip(), add_special_tokens=False))[: self.max_tokens]
         scored = body + ([eos] if eos is not None else [])
         if not scored:
             raise HFPersonaError("language_style cannot score an empty completion without an eos token")
