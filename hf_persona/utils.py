@@ -390,7 +390,8 @@ def parse_named_folders(specs, several: bool = False) -> list[tuple[str, list[st
 def moved_names(module: str, moved: dict):
     """A module ``__getattr__`` that keeps names importable from ``module`` after they moved.
 
-    ``moved`` maps each old name to the module that now holds it (under the same name). Reading one
+    ``moved`` maps each old name to the module that now holds it under the same name
+    (``"hf_persona.rewards.p2bot"``) or to ``"module:new_name"`` when it was renamed too. Reading one
     warns with a ``DeprecationWarning`` naming the new home and returns the object from there; any
     other name raises ``AttributeError`` as usual. Use: ``__getattr__ = moved_names(__name__, {...})``.
     """
@@ -399,8 +400,10 @@ def moved_names(module: str, moved: dict):
 
     def __getattr__(name):
         if name in moved:
-            warnings.warn(f"{module}.{name} moved to {moved[name]}.{name}", DeprecationWarning, stacklevel=2)
-            return getattr(importlib.import_module(moved[name]), name)
+            home, _, new_name = moved[name].partition(":")
+            new_name = new_name or name
+            warnings.warn(f"{module}.{name} moved to {home}.{new_name}", DeprecationWarning, stacklevel=2)
+            return getattr(importlib.import_module(home), new_name)
         raise AttributeError(f"module {module!r} has no attribute {name!r}")
 
     return __getattr__

@@ -11,6 +11,7 @@ from hf_persona.errors import HFPersonaError
 from hf_persona.training.common import MANIFEST_NAME
 from hf_persona.training import ppg as P
 from hf_persona.training import ppg_data as D
+from hf_persona.rewards import CriticScore, PPGCriticScore
 from hf_persona.training import ppg_rl as R
 from tests.resume_checks import assert_whole_run_loss
 
@@ -237,7 +238,7 @@ def test_rloo_logps_match_the_model_under_left_padding(tiny_bert_dir, random_cri
     model, tok = P.load_generator(tiny_bert_dir)
     ex = P.task_examples("drg", D.build_turns(rows)[:2], tok, 120)
     ds = Dataset.from_list([{"prompt": e["prompt"], "partner_persona": e["partner_persona"]} for e in ex])
-    reward = R.CriticReward(random_critic, mode="prob")
+    reward = CriticScore(random_critic, mode="prob")
     trainer = R.make_rloo_trainer(model, tok, reward, ds, tmp_path, max_steps=1, batch_size=4,
                                   max_completion_length=4)
     seqs = [[101, 2023, 2003, 102, 7592, 2088], [101, 2026, 102, 7592, 2088, 999, 2204, 102]]
@@ -262,7 +263,7 @@ def test_rloo_logps_match_the_model_under_left_padding(tiny_bert_dir, random_cri
 
 def test_rloo_needs_two_generations(tiny_gen, random_critic):
     model, tok = tiny_gen
-    reward = R.CriticReward(random_critic)
+    reward = CriticScore(random_critic)
     with pytest.raises(HFPersonaError, match="at least 2 generations"):
         R.make_rloo_trainer(model, tok, reward, None, "unused", max_steps=1, num_generations=1)
     with pytest.raises(HFPersonaError, match="multiple of num_generations"):
@@ -302,9 +303,9 @@ def test_rl_phases_score_with_the_floored_rewards(tiny_bert_dir, random_critic, 
 
     monkeypatch.setattr(R, "make_rloo_trainer", capture)
     drg_model, drg_tok = P.load_generator(gens["drg"])
-    plain = {"ppg": R.PPGCriticReward(drg_model, drg_tok, random_critic, "prob", max_new_tokens=6,
+    plain = {"ppg": PPGCriticScore(drg_model, drg_tok, random_critic, "prob", max_new_tokens=6,
                                       max_prompt_tokens=100),
-             "drg": R.CriticReward(random_critic, "prob")}
+             "drg": CriticScore(random_critic, "prob")}
     for task in ("ppg", "drg"):
         with pytest.raises(Captured):
             R.train_rl(gens["ppg"], gens["drg"], random_critic, rows, tmp_path / f"rl-{task}", rounds=1,

@@ -237,8 +237,8 @@ def test_language_style_and_coherence_rewards(tok, tiny):
 
 def test_selfplay_rewards_floor_empty_turns_and_keep_the_other_scores(tok, tiny):
     """build_rewards gives hf_persona.rewards' classes: an empty or blank agent turn scores each reward's
-    documented minimum; every other turn scores what the plain training/p2bot_rewards classes give."""
-    from hf_persona.training import p2bot_rewards as plain
+    documented minimum; every other turn scores what the unbounded scorers of hf_persona.rewards.p2bot give."""
+    from hf_persona.rewards import p2bot as plain
     from hf_persona.training.selfplay import build_rewards
 
     names = ["language_style", "discourse_coherence", "repetition_penalty"]
@@ -247,8 +247,8 @@ def test_selfplay_rewards_floor_empty_turns_and_keep_the_other_scores(tok, tiny)
     completions = ["yes a cat", "", "i like cats", "  "]
     persona = [["i like cats ."]] * 4
     history = [["hi"], ["hi", "hello", "pets ?"], ["i like cats"], ["hello"]]
-    unbounded = [plain.LanguageStyleReward(model=tiny, tokenizer=tok),
-                 plain.DiscourseCoherenceReward(model=tiny, tokenizer=tok), plain.RepetitionPenalty()]
+    unbounded = [plain.LanguageStyleScore(model=tiny, tokenizer=tok),
+                 plain.DiscourseCoherenceScore(model=tiny, tokenizer=tok), plain.RepetitionScore()]
     for reward, reference, minimum in zip(rewards, unbounded, (-20.0, -20.0, -1.0)):
         got = reward([""] * 4, completions, persona=persona, history=history)
         assert got[1] == minimum and got[3] == minimum
@@ -259,7 +259,7 @@ def test_selfplay_rewards_floor_empty_turns_and_keep_the_other_scores(tok, tiny)
     half = build_rewards(["discourse_coherence"], tiny, tok, coherence_form="prob_minus_half")[0]
     got = half([""] * 2, ["", "no"], persona=persona[:2], history=history[:2])
     assert got[0] == -0.5 and got[1] == pytest.approx(
-        plain.DiscourseCoherenceReward(model=tiny, tokenizer=tok, form="prob_minus_half")(
+        plain.DiscourseCoherenceScore(model=tiny, tokenizer=tok, form="prob_minus_half")(
             [""], ["no"], persona=persona[1:2], history=history[1:2])[0], abs=1e-6)
 
 

@@ -112,10 +112,10 @@ def test_per_word_perplexity_is_the_token_nll_over_words(model_tok):
 
 def test_language_style_scores_the_reply_as_the_transmitter_writes_it(model_tok):
     from hf_persona.models.transmitter import build_context_ids, encode_response
-    from hf_persona.training.p2bot_rewards import LanguageStyleReward
+    from hf_persona.rewards import LanguageStyleScore
 
     model, tok = model_tok
-    reward = LanguageStyleReward(model, tok)
+    reward = LanguageStyleScore(model, tok)
     prefix, scored = reward._sequence("  i love my dog  ")
     assert prefix == build_context_ids(tok, [], [], max_context_tokens=64)
     assert scored == encode_response(tok, "i love my dog", 64)

@@ -24,6 +24,7 @@ from typing import Sequence
 from hf_persona.errors import HFPersonaError
 
 from .bounds import check_completions, check_min_score, is_blank
+from .text import completion_text
 
 #: the default minimum of the reward (what an empty completion scores)
 MIN_SCORE = -1.0
@@ -59,19 +60,12 @@ def discounted_returns(own_scores: Sequence[float], partner_scores: Sequence[flo
 
 
 def _text_of(value, what: str, index: int) -> str:
-    """A completion/turn as text: a string, or TRL conversational messages (their contents joined)."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, dict) and "content" in value:
-        return str(value["content"])
-    if isinstance(value, (list, tuple)) and all(isinstance(m, dict) and "content" in m for m in value):
-        return " ".join(str(m["content"]) for m in value if m.get("role", "assistant") == "assistant") or " ".join(
-            str(m["content"]) for m in value
-        )
-    raise HFPersonaError(
-        f"persona_perception: {what} #{index} is {type(value).__name__}; expected a string or a list of "
-        "{'role', 'content'} messages"
-    )
+    """A completion/turn as text (:func:`~hf_persona.rewards.text.completion_text`), or an error naming it."""
+    try:
+        return completion_text(value)
+    except TypeError:
+        raise HFPersonaError(f"persona_perception: {what} #{index} is {type(value).__name__}; expected a string "
+                             "or a list of {'role', 'content'} messages") from None
 
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")

@@ -8,11 +8,11 @@ about (p̂, r̂), turn its label into R = +1/-1 and apply plain REINFORCE,
   advantage is its reward minus the mean reward of the other samples of the same prompt
   (leave-one-out baseline). With ±1 rewards this is REINFORCE with a variance-reducing
   baseline; the expected gradient direction is the paper's.
-* PPG phase: the completion is p̂; the reward (:class:`PPGCriticReward`) builds the DRG
+* PPG phase: the completion is p̂; the reward (``PPGCriticReward``) builds the DRG
   prompt from (s, p̂, c), lets the current (frozen during the phase) DRG answer greedily and
   asks the critic about (p̂, r̂).
 * DRG phase: prompts are built with personas generated (greedily) by the current PPG; the
-  completion is r̂; the reward (:class:`CriticReward`) asks the critic about (p̂, r̂).
+  completion is r̂; the reward (``CriticReward``) asks the critic about (p̂, r̂).
 * Schedule: ``rounds`` x (PPG phase of ``steps_per_phase`` steps, then DRG phase of
   ``steps_per_phase`` steps). Alternating keeps each phase's reward stationary (the other
   generator is fixed while one learns), which a simultaneous update would not.
@@ -20,9 +20,8 @@ about (p̂, r̂), turn its label into R = +1/-1 and apply plain REINFORCE,
   newest intact checkpoint (each phase trains through ``hf_persona.training.common.train_resumable``:
   checkpoint manifests, SIGTERM/SIGINT save a checkpoint first, the phase's ``train_loss`` covers the
   whole phase across resumes).
-* Rewards: the phases score with :mod:`hf_persona.rewards.critic`'s classes (what
-  ``hf_persona.get_reward("critic" | "ppg_critic")`` gives), which wrap :class:`CriticReward` and
-  :class:`PPGCriticReward` below: an empty completion (response or generated persona) gets the
+* Rewards: the phases score with :mod:`hf_persona.rewards.critic`'s ``CriticReward`` and
+  ``PPGCriticReward`` (what ``hf_persona.get_reward("critic" | "ppg_critic")`` gives): an empty completion (response or generated persona) gets the
   minimum (-1 for ``mode="label"``, 0 for ``"prob"``) without being scored.
 
 The one adaptation of ``RLOOTrainer`` (:class:`PPGRLOOTrainer`): TRL computes the
@@ -44,109 +43,14 @@ import time
 from pathlib import Path
 
 from ..errors import HFPersonaError
+from ..utils import moved_names
 from . import ppg as P
 from . import ppg_data as D
 
 STATE_FILE = "rl_state.json"
 
-
-# ----------------------------------------------------------------------------------------------
-# rewards
-# ----------------------------------------------------------------------------------------------
-class _Timed:
-    """Accumulates the wall time spent inside ``__call__`` (for the reward share of a step)."""
-
-    seconds = 0.0
-    calls = 0
-
-    def _timed(self, fn, *a, **k):
-        t0 = time.perf_counter()
-        try:
-            return fn(*a, **k)
-        finally:
-            self.seconds += time.perf_counter() - t0
-            self.calls += 1
-
-
-class CriticReward(_Timed):
-    """TRL reward ``f(prompts, completions, **columns)``: the critic on (persona column, completion).
-
-    ``mode="label"``: +1 when the critic predicts "relevant", else -1 (the paper);
-    ``mode="prob"``: the positive-class probability. ``persona_column`` names the dataset column
-    (one persona per completion: a list of sentences or a string).
-    """
-
-    __name__ = "critic"
-
-    def __init__(self, critic, mode="label", persona_column="partner_persona", batch_size=64):
-        if mode not in ("label", "prob"):
-            raise HFPersonaError(f"critic reward mode must be 'label' or 'prob', got {mode!r}")
-        self.critic = critic if isinstance(critic, P.CriticScorer) else P.CriticScorer(critic, batch_size=batch_size)
-        self.mode = mode
-        self.persona_column = persona_column
-
-    def __call__(self, prompts, completions, **columns):
-        if self.persona_column not in columns:
-            raise HFPersonaError(
-                f"the critic reward needs the column {self.persona_column!r} (the persona to judge the completion "
-                f"against); got columns {sorted(k for k in columns if k not in ('trainer_state', 'log_extra', 'log_metric'))}")
-        personas = columns[self.persona_column]
-        if len(personas) != len(completions):
-            raise HFPersonaError(f"{len(completions)} completions but {len(personas)} personas")
-        completions = [_completion_text(c) for c in completions]
-        return self._timed(self.critic.rewards, personas, completions, self.mode)
-
-
-def _completion_text(c):
-    if isinstance(c, str):
-        return c.strip()
-    if isinstance(c, list) and c and isinstance(c[-1], dict) and "content" in c[-1]:
-        return str(c[-1]["content"]).strip()
-    raise TypeError(f"a completion must be a string (or a conversational message list), got {type(c).__name__}")
-
-
-class PPGCriticReward(_Timed):
-    """Reward of a generated partner persona p̂: the DRG answers (s, p̂, c) greedily with r̂ and
-    the critic judges (p̂, r̂). Needs the columns ``self_persona``, ``context``, ``context_speakers``."""
-
-    __name__ = "ppg_critic"
-
-    def __init__(self, drg_model, drg_tokenizer, critic, mode="label", max_new_tokens=None,
-                 max_prompt_tokens=P.DEFAULT_MAX_PROMPT_TOKENS, batch_size=32):
-        self.drg_model, self.drg_tok = drg_model, drg_tokenizer
-        self.critic = critic if isinstance(critic, P.CriticScorer) else P.CriticScorer(critic)
-        if mode not in ("label", "prob"):
-            raise HFPersonaError(f"critic reward mode must be 'label' or 'prob', got {mode!r}")
-        self.mode = mode
-        self.max_new_tokens = max_new_tokens or P.DEFAULT_MAX_COMPLETION_TOKENS[D.DRG]
-        self.max_prompt_tokens = max_prompt_tokens
-        self.batch_size = batch_size
-        self.last_responses = []
-
-    def _score(self, completions, self_persona, context, context_speakers):
-        personas = [D.split_persona(_completion_text(c)) or [_completion_text(c) or "."] for c in completions]
-        turns = [{"self_persona": s, "partner_persona": p, "context": c, "context_speakers": cs, "response": ".",
-                  "n_context": len(c)}
-                 for s, p, c, cs in zip(self_persona, personas, context, context_speakers)]
-        ex = P.task_examples(D.DRG, turns, self.drg_tok, self.max_prompt_tokens, personas, keep_unfit=True)
-        ok = [i for i, e in enumerate(ex) if e is not None]
-        responses = P.generate(self.drg_model, self.drg_tok, [ex[i]["prompt"] for i in ok], self.max_new_tokens,
-                               self.batch_size) if ok else []
-        self.last_responses = responses
-        scores = self.critic.rewards([personas[i] for i in ok], responses, self.mode) if ok else []
-        # a prompt that cannot fit even without context gets no reward (None: TRL gives it zero advantage)
-        out = [None] * len(ex)
-        for i, r in zip(ok, scores):
-            out[i] = r
-        return out
-
-    def __call__(self, prompts, completions, **columns):
-        need = ("self_persona", "context", "context_speakers")
-        missing = [k for k in need if k not in columns]
-        if missing:
-            raise HFPersonaError(f"the PPG reward needs the columns {list(need)}; missing {missing}")
-        return self._timed(self._score, completions, columns["self_persona"], columns["context"],
-                           columns["context_speakers"])
+__getattr__ = moved_names(__name__, {"CriticReward": "hf_persona.rewards.critic:CriticScore",
+                                     "PPGCriticReward": "hf_persona.rewards.critic:PPGCriticScore"})
 
 
 # ----------------------------------------------------------------------------------------------
@@ -328,8 +232,8 @@ def train_rl(
 
     from datasets import Dataset
 
-    from ..rewards.critic import CriticReward as BoundedCriticReward
-    from ..rewards.critic import PPGCriticReward as BoundedPPGCriticReward
+    from ..rewards.critic import CriticReward
+    from ..rewards.critic import PPGCriticReward
     from ..utils import set_seed
     from .common import last_checkpoint, train_resumable
 
@@ -382,7 +286,7 @@ def train_rl(
             model, tok = P.load_generator(state["ppg"])
             drg_model, drg_tok = P.load_generator(state["drg"])
             drg_max = P.read_meta(state["drg"]).get("max_completion_tokens")
-            reward = BoundedPPGCriticReward(drg_model, drg_tok, critic, reward_mode, max_new_tokens=drg_max,
+            reward = PPGCriticReward(drg_model, drg_tok, critic, reward_mode, max_new_tokens=drg_max,
                                             max_prompt_tokens=max_prompt_tokens)
             ex = P.task_examples(D.PPG, chunk, tok, max_prompt_tokens)
             ds = Dataset.from_list([{"prompt": e["prompt"], "self_persona": e["self_persona"],
@@ -400,7 +304,7 @@ def train_rl(
                 _, personas = P.generate_personas(ppg_model, ppg_tok, chunk, max_prompt_tokens, ppg_max)
                 del ppg_model
                 P._atomic_json(cache, personas)
-            reward = BoundedCriticReward(critic, reward_mode, persona_column="partner_persona")
+            reward = CriticReward(critic, reward_mode, persona_column="partner_persona")
             ex = P.task_examples(D.DRG, chunk, tok, max_prompt_tokens, personas)
             ds = Dataset.from_list([{"prompt": e["prompt"], "partner_persona": e["partner_persona"]} for e in ex])
             max_len = P.read_meta(state["drg"]).get("max_completion_tokens", P.DEFAULT_MAX_COMPLETION_TOKENS[D.DRG])
