@@ -15,11 +15,18 @@ hookimpl = HookimplMarker("hf_persona")
 def register_models(register):
     """Register model classes.
 
-    ``register(name, config_class, model_class, auto_class="AutoModel")``: ``name`` is the
-    user-facing name, ``config_class`` a ``PretrainedConfig`` subclass with a unique
+    ``register(name, config_class, model_class, auto_class="AutoModel", *, card=None, sidecars=())``:
+    ``name`` is the user-facing name, ``config_class`` a ``PretrainedConfig`` subclass with a unique
     ``model_type``, ``model_class`` a ``PreTrainedModel`` subclass, ``auto_class`` the name of
     the transformers auto class (``"AutoModel"``, ``"AutoModelForSeq2SeqLM"``,
     ``"AutoModelForCausalLM"``, ...) the model is registered with in-process.
+
+    ``card`` names the model-card template ``hf-persona push`` renders for the model: a packaged
+    template (``model_cards/<card>.md`` of hf_persona) or an absolute path to a template file the
+    plugin ships. Without it the packaged ``<model_type>.md`` or ``<name>.md`` is used; with neither,
+    push stops with an error asking for ``--card``. ``sidecars`` is a tuple of JSON file names a
+    recipe writes next to the model's weights (``("pal_training.json",)``): a folder holding one gets
+    this model's card even when its ``config.json`` names another ``model_type``.
 
     Either class may be given by reference, ``"package.module:ClassName"``: it is imported only
     when a lookup needs it (``get_model_spec``, the Auto classes), so listing the plugins does not
@@ -31,6 +38,20 @@ def register_models(register):
     or class that does not exist) is rejected: recorded in ``hf_persona.plugin_errors()`` under the
     plugin's name, listed by ``hf-persona plugins --json``, and not registered. The plugin's other
     registrations stand.
+    """
+
+
+@hookspec
+def register_recipe_models(register):
+    """Name the models a recipe saves as a plain transformers architecture.
+
+    Such a folder's ``config.json`` says ``bert`` or ``encoder-decoder``, not what the model is (a
+    persona extractor, a PPG generator); a sidecar JSON file the recipe writes beside it does.
+    ``register(name, sidecar, card=None, match=None)``: a folder holding the file ``sidecar`` whose
+    JSON object has every key of ``match`` with that value (``match={"task": "drg"}``; None: any
+    object) holds the model ``name``, and ``hf-persona push`` renders its card ``card`` (default:
+    ``name``; a packaged template name or an absolute path, as for ``register_models``). A bogus
+    registration is rejected and recorded like a bogus model registration.
     """
 
 

@@ -3,7 +3,8 @@
 ``push`` uploads exactly what a user needs to run a checkpoint with only ``transformers``
 installed: safetensors weights, ``config.json`` (with ``auto_map`` for custom models), the
 model's code files, the tokenizer, the generation config, and a ``README.md`` model card
-rendered from the packaged template ``hf_persona/model_cards/<model_type>.md`` (package data, read
+rendered from the template the model's registration names (``card=``; the packaged templates live in
+the repository's ``model_cards/`` folder, shipped as the package ``hf_persona.model_cards`` and read
 through :mod:`importlib.resources`). The card's ``{metrics_table}`` is filled from an evaluation JSON
 (``hf-persona eval ... --json OUT``), never typed by hand.
 
@@ -38,11 +39,22 @@ logger = get_logger(__name__)
 
 REPO_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 
-#: Folder holding the model-card templates (``<model_type>.md``): package data of ``hf_persona``,
-#: found through :mod:`importlib.resources`, so it works from a wheel as well as a source checkout.
+
+def _model_cards_dir() -> Traversable:
+    try:
+        return files("hf_persona.model_cards")
+    except ModuleNotFoundError:
+        # a source checkout imported without an install (or an editable install made before the templates
+        # moved out of hf_persona/; `pip install -e .` refreshes it): the folder beside the package
+        return Path(__file__).resolve().parent.parent / "model_cards"
+
+
+#: Folder holding the packaged model-card templates (``<card>.md``): the repository's ``model_cards/``
+#: folder, installed as the package ``hf_persona.model_cards`` (pyproject.toml maps it), found through
+#: :mod:`importlib.resources`, so it works from a wheel as well as an editable install.
 #: A :class:`~importlib.resources.abc.Traversable` (a :class:`~pathlib.Path` for a normal install);
 #: only the Traversable API (``/``, ``is_file``, ``is_dir``, ``iterdir``, ``read_text``) is used on it.
-MODEL_CARDS_DIR: Traversable = files("hf_persona") / "model_cards"
+MODEL_CARDS_DIR: Traversable = _model_cards_dir()
 
 #: Files (by exact name) uploaded besides weights and code.
 CONFIG_FILES = ("config.json", "generation_config.json", "model.safetensors.index.json",
@@ -62,11 +74,6 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 SKIPPED_PICKLES = ("training_args.bin",)
 #: JSON files next to a saved model that are not uploaded (Trainer bookkeeping).
 SKIPPED_JSON = ("trainer_state.json",)
-#: Sidecar files that identify what a folder holds when config.json's model_type does not (a
-#: persona extractor is a plain encoder-decoder, a PPG generator a plain BERT): file name ->
-#: model-card template name, a ``str.format`` pattern filled from the sidecar's JSON keys.
-CARD_MARKERS = {"persona_extractor.json": "persona_extractor", "pal_training.json": "pal",
-                "ppg_meta.json": "{task}"}
 #: Keys of sidecar JSON files that name the base checkpoint.
 SIDECAR_BASE_KEYS = ("base_model", "backbone", "base")
 #: Auto classes tried in this order when a config declares several in ``auto_map``.
@@ -262,22 +269,66 @@ def metrics_table(metrics: dict | None, source: str | None = None) -> str:
     return "\n".join(lines)
 
 
+def _registries() -> tuple[dict, dict]:
+    """``(model specs, recipe model specs)`` of the plugins; empty when the plugins cannot be listed
+    (a broken plugin must not stop a push: the card lookup then just finds less)."""
+    try:
+        from .plugins import model_specs, recipe_model_specs
+
+        return model_specs(), recipe_model_specs()
+    except Exception:
+        return {}, {}
+
+
+def _specs_for(model_type: str) -> list:
+    """Registered model specs whose config class has ``model_type`` (one whose classes fail to import is skipped)."""
+    out = []
+    for spec in _registries()[0].values():
+        try:
+            if getattr(spec.config_class, "model_type", None) == model_type:
+                out.append(spec)
+        except Exception:  # noqa: BLE001 - that plugin's import failure is recorded by the plugin manager
+            continue
+    return out
+
+
 def registered_names(model_type: str) -> list[str]:
     """Names under which plugins registered a model whose config has ``model_type``."""
-    try:
-        from .plugins import _collect
+    return sorted(spec.name for spec in _specs_for(model_type))
 
-        return sorted(name for name, spec in _collect("models").items()
-                      if getattr(spec.config_class, "model_type", None) == model_type)
-    except Exception:  # a broken plugin must not stop a push; the lookup then just finds less
-        return []
+
+def sidecar_files() -> list[str]:
+    """The sidecar JSON file names registrations declare (``sidecars=`` of a model, ``sidecar`` of a
+    recipe model), in registration order."""
+    models, recipes = _registries()
+    names = [name for spec in models.values() for name in spec.sidecars]
+    names += [spec.sidecar for spec in recipes.values()]
+    return list(dict.fromkeys(names))
+
+
+def sidecar_cards(sidecars: dict[str, dict]) -> list[str]:
+    """Card templates named through the sidecar files of a folder (file name -> its JSON object): the
+    card (else the name) of each registered model declaring one of those files in ``sidecars=``, then of
+    each recipe model whose ``sidecar`` is there with the values of its ``match``."""
+    models, recipes = _registries()
+    cards = [spec.card or spec.name for spec in models.values() if any(n in sidecars for n in spec.sidecars)]
+    cards += [spec.card_name for spec in recipes.values() if spec.holds(sidecars)]
+    return list(dict.fromkeys(cards))
+
+
+def _template(name: str):
+    """The template file a card name stands for: an absolute path as is, else ``MODEL_CARDS_DIR/<name>.md``."""
+    if os.path.isabs(name):
+        return Path(name)
+    return MODEL_CARDS_DIR / f"{name}.md"
 
 
 def find_card_template(model_type: str, card_template=None, markers=()) -> Path | Traversable:
     """``card_template`` as a path or a name in the packaged templates (:data:`MODEL_CARDS_DIR`);
-    else the first of ``<model_type>.md``, ``<registered plugin name>.md`` and the names given by
-    sidecar ``markers`` (see :data:`CARD_MARKERS`) there. A packaged template is returned as an
-    :mod:`importlib.resources` Traversable (a Path unless the package is imported from a zip)."""
+    else the first existing of: the ``card`` of a registered model with this ``model_type``,
+    ``<model_type>.md``, ``<registered model name>.md`` and the cards named by sidecar ``markers``
+    (see :func:`sidecar_cards`). A packaged template is returned as an :mod:`importlib.resources`
+    Traversable (a Path unless the package is imported from a zip)."""
     if card_template is not None:
         path = Path(card_template)
         if path.is_file():
@@ -289,16 +340,19 @@ def find_card_template(model_type: str, card_template=None, markers=()) -> Path 
             f"model card template {card_template!r} not found (neither a file nor {named}); "
             f"available: {', '.join(available_card_templates()) or '(none)'}"
         )
-    candidates = [model_type, model_type.replace("_", "-"), model_type.replace("-", "_"),
-                  *registered_names(model_type), *markers]
+    specs = _specs_for(model_type)
+    candidates = [*(spec.card for spec in specs if spec.card),
+                  model_type, model_type.replace("_", "-"), model_type.replace("-", "_"),
+                  *(spec.name for spec in specs if not spec.card), *markers]
     for name in candidates:
-        path = MODEL_CARDS_DIR / f"{name}.md"
+        path = _template(name)
         if path.is_file():
             return path
     raise HFPersonaError(
         f"no model card template for model_type {model_type!r} (looked in {MODEL_CARDS_DIR} for "
-        f"{', '.join(dict.fromkeys(c + '.md' for c in candidates))}); "
-        f"pass card_template= (--card) one of: {', '.join(available_card_templates()) or '(none)'}"
+        f"{', '.join(dict.fromkeys(c if os.path.isabs(c) else c + '.md' for c in candidates))}); "
+        f"pass card_template= (--card) one of: {', '.join(available_card_templates()) or '(none)'}, "
+        "or name the card in the model's registration (register(..., card=NAME))"
     )
 
 
@@ -364,9 +418,9 @@ def render_card(template_path, *, repo_id: str, base_model: str, metrics: dict |
 
 
 def _sidecars(model_dir: Path) -> dict[str, dict]:
-    """The JSON objects of the sidecar files in ``model_dir`` (see :data:`CARD_MARKERS`)."""
+    """The JSON objects of the registered sidecar files in ``model_dir`` (see :func:`sidecar_files`)."""
     out = {}
-    for name in CARD_MARKERS:
+    for name in sidecar_files():
         path = model_dir / name
         if path.is_file():
             try:
@@ -383,14 +437,7 @@ def build_card(model_dir, repo_id: str, card_template=None, metrics_json=None, b
     model_dir = Path(model_dir)
     config = _read_config(model_dir)
     sidecars = _sidecars(model_dir)
-    markers = []
-    for marker, pattern in CARD_MARKERS.items():
-        if marker in sidecars:
-            try:
-                markers.append(pattern.format(**sidecars[marker]))
-            except (KeyError, IndexError, ValueError):
-                pass  # a sidecar without the key names no template
-    template = find_card_template(config["model_type"], card_template, markers)
+    template = find_card_template(config["model_type"], card_template, sidecar_cards(sidecars))
     source = None
     if metrics_json is None:
         for name in ("metrics.json", "eval_results.json"):
@@ -488,7 +535,8 @@ def push(model_dir, repo_id: str, private: bool = False, token: str | None = Non
     """Upload ``model_dir`` to ``repo_id`` (created when missing) with a rendered model card.
 
     ``token`` defaults to the usual huggingface_hub places (``HF_TOKEN``, ``hf auth login``).
-    ``card_template`` is a path or a name in ``hf_persona/model_cards/`` (default: the config's model_type);
+    ``card_template`` is a path or a name in the packaged ``model_cards/`` (default: the card the model's
+    registration names, else one named after its model_type, see :func:`find_card_template`);
     ``metrics_json`` is the evaluation JSON that fills the card's metrics table (default:
     ``metrics.json`` or ``eval_results.json`` inside ``model_dir`` when present).
     """

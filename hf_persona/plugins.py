@@ -150,17 +150,27 @@ class ModelSpec:
 
     The classes may be given as references (``"package.module:ClassName"``); they are imported on first
     access of :attr:`config_class` / :attr:`model_class`, so listing models stays free of torch.
+
+    ``card``: the model-card template :func:`hf_persona.hub.push` renders for this model, the name of a
+    packaged template (``model_cards/<card>.md``) or an absolute path to a template file (a third-party
+    plugin ships its own); None: ``<model_type>.md`` or ``<name>.md`` among the packaged templates.
+    ``sidecars``: JSON file names a recipe writes next to this model's weights; a folder holding one of
+    them gets this model's card even when its ``config.json`` names another ``model_type`` (an adapter
+    over a plain language model).
     """
 
-    __slots__ = ("name", "auto_class", "_config_ref", "_model_ref")
+    __slots__ = ("name", "auto_class", "card", "sidecars", "_config_ref", "_model_ref")
 
-    def __init__(self, name: str, config_class, model_class, auto_class: str = "AutoModel"):
+    def __init__(self, name: str, config_class, model_class, auto_class: str = "AutoModel", *,
+                 card: str | None = None, sidecars=()):
         for what, ref in (("config_class", config_class), ("model_class", model_class)):
             if isinstance(ref, str) and not _is_reference(ref):
                 raise ValueError(f"model {name!r}: {what} must be a class or a reference "
                                  f"'package.module:ClassName', got {ref!r}")
         self.name = name
         self.auto_class = auto_class
+        self.card = _checked_card(f"model {name!r}", card)
+        self.sidecars = _checked_sidecars(f"model {name!r}", sidecars)
         self._config_ref = config_class
         self._model_ref = model_class
 
@@ -179,8 +189,8 @@ class ModelSpec:
     def __eq__(self, other):
         if not isinstance(other, ModelSpec):
             return NotImplemented
-        return (self.name, self.auto_class, self._config_ref, self._model_ref) == \
-            (other.name, other.auto_class, other._config_ref, other._model_ref)
+        return (self.name, self.auto_class, self.card, self.sidecars, self._config_ref, self._model_ref) == \
+            (other.name, other.auto_class, other.card, other.sidecars, other._config_ref, other._model_ref)
 
     def __hash__(self):
         return hash((self.name, self.auto_class))
@@ -190,7 +200,75 @@ class ModelSpec:
             return ref if isinstance(ref, str) else f"{ref.__module__}:{ref.__qualname__}"
 
         return (f"ModelSpec(name={self.name!r}, config_class={show(self._config_ref)!r}, "
-                f"model_class={show(self._model_ref)!r}, auto_class={self.auto_class!r})")
+                f"model_class={show(self._model_ref)!r}, auto_class={self.auto_class!r}, card={self.card!r}, "
+                f"sidecars={self.sidecars!r})")
+
+
+@dataclass(frozen=True)
+class RecipeModelSpec:
+    """A model that a recipe saves as a plain transformers architecture (``config.json`` says ``bert`` or
+    ``encoder-decoder``, not what the model is) with a sidecar JSON file that tells what it is.
+
+    A folder holds this model when it has the file ``sidecar`` whose JSON object has every key of
+    ``match`` with that value. ``card`` is its model-card template, as for :class:`ModelSpec`
+    (default: ``name``). Registered through the ``register_recipe_models`` hook.
+    """
+
+    name: str
+    sidecar: str
+    card: str | None = None
+    match: tuple | None = ()  # given as a dict (or None); kept as ((key, value), ...) sorted by key
+
+    def __post_init__(self):
+        where = f"recipe model {self.name!r}"
+        object.__setattr__(self, "card", _checked_card(where, self.card))
+        (sidecar,) = _checked_sidecars(where, (self.sidecar,), what="sidecar")
+        object.__setattr__(self, "sidecar", sidecar)
+        try:
+            match = {} if self.match is None else dict(self.match) if isinstance(self.match, (dict, tuple, list)) \
+                else None
+        except (TypeError, ValueError):  # a sequence that is not of (key, value) pairs
+            match = None
+        if not isinstance(match, dict) or not all(isinstance(k, str) and k for k in match) \
+                or not all(v is None or isinstance(v, (str, int, float, bool)) for v in match.values()):
+            raise ValueError(f"{where}: match must map sidecar keys to JSON scalars (e.g. {{'task': 'drg'}}), "
+                             f"got {self.match!r}")
+        object.__setattr__(self, "match", tuple(sorted(match.items())))
+
+    @property
+    def card_name(self) -> str:
+        """The card template this model gets: ``card``, else ``name``."""
+        return self.card or self.name
+
+    def holds(self, sidecars: dict) -> bool:
+        """True when ``sidecars`` (file name -> parsed JSON object) marks a folder holding this model."""
+        data = sidecars.get(self.sidecar)
+        return isinstance(data, dict) and all(key in data and data[key] == value for key, value in self.match)
+
+
+def _checked_card(where: str, card):
+    if card is None:
+        return None
+    if not isinstance(card, str) or not card.strip():
+        raise ValueError(f"{where}: card must be the name of a model-card template (e.g. 'pal') or a path to "
+                         f"one, got {card!r}")
+    return card
+
+
+def _checked_sidecars(where: str, sidecars, what: str = "sidecars") -> tuple:
+    if isinstance(sidecars, str):
+        raise ValueError(f"{where}: {what} must be a tuple of JSON file names, got the string {sidecars!r} "
+                         f"(write ({sidecars!r},))")
+    try:
+        names = tuple(sidecars)
+    except TypeError:
+        raise ValueError(f"{where}: {what} must be a tuple of JSON file names, got {sidecars!r}") from None
+    for item in names:
+        if not isinstance(item, str) or not item.endswith(".json") or item != os.path.basename(item) \
+                or item in (".json", "config.json"):
+            raise ValueError(f"{where}: {what} must be plain JSON file names such as 'pal_training.json' "
+                             f"(no folders, not config.json), got {item!r}")
+    return names
 
 
 def _record(plugin: str, stage: str, exc: BaseException) -> None:
@@ -329,8 +407,13 @@ def _validated(kind: str, name, args: tuple, kwargs: dict):
     """The registry entry for ``register(name, *args, **kwargs)``, or TypeError / ValueError saying what is wrong."""
     if not isinstance(name, str) or not name.strip():
         singular = {"models": "model", "rewards": "reward", "logits_processors": "logits processor",
-                    "datasets": "dataset"}.get(kind, kind)
+                    "datasets": "dataset", "recipe_models": "recipe model"}.get(kind, kind)
         raise TypeError(f"{singular} names must be non-empty strings, got {name!r}")
+    if kind == "recipe_models":
+        try:
+            return RecipeModelSpec(name, *args, **kwargs)
+        except TypeError as exc:  # missing or unexpected arguments
+            raise TypeError(f"recipe model {name!r}: register(name, sidecar, card=None, match=None): {exc}") from None
     if kind != "models":
         if len(args) != 1 or kwargs or not callable(args[0]):
             got = ", ".join([repr(a)[:60] for a in args] + [f"{k}=..." for k in kwargs]) or "nothing"
@@ -607,6 +690,17 @@ def list_plugins() -> dict[str, list[str]]:
     out = {kind: sorted(_collect(kind)) for kind in KINDS}
     out["plugins"] = sorted(name for name, _ in pm.list_name_plugin())
     return out
+
+
+def model_specs() -> dict[str, ModelSpec]:
+    """Every registered :class:`ModelSpec` by name, in registration order (the classes are not imported
+    unless transformers is, as for any lookup)."""
+    return dict(_collect("models"))
+
+
+def recipe_model_specs() -> dict[str, RecipeModelSpec]:
+    """Every :class:`RecipeModelSpec` registered through ``register_recipe_models``, by name."""
+    return dict(_build("recipe_models"))
 
 
 def plugin_errors() -> list[PluginError]:

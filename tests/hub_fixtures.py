@@ -1,4 +1,5 @@
-"""Test support for the Hub module: a fake Hub HTTP server, a Hub cache builder, a tiny custom model.
+"""Test support for the Hub module: a fake Hub HTTP server, a Hub cache builder, a tiny custom model,
+and a tiny builder for every model hf_persona registers (``BUILDERS``, ``RECIPE_BUILDERS``).
 
 Nothing here talks to the real Hub. ``FakeHub`` implements the endpoints huggingface_hub's
 ``create_repo`` / ``create_commit`` call (repo create, validate-yaml, preupload, NDJSON commit)
@@ -21,6 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import torch
 
 
 class FakeHub:
@@ -224,6 +226,200 @@ def save_tiny_model(root, out_dir, tokenizer_dir) -> Path:
     model.save_pretrained(out_dir)
     AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(out_dir)
     return out_dir
+
+
+# ------------------------------------------------------------------ tiny builders per registered model
+
+UTTS = ["i play guitar in a band", "i caught a big fish yesterday at the lake"]
+PERSONA = ["i play the guitar .", "i like to go fishing ."]
+CANDIDATES = ["me too , i love music .", "i drive a red truck .", "what do you fish for ?"]
+
+
+def _cobert(kind):
+    def build(backbone, out):
+        from hf_persona.training.cobert import build_model
+
+        model = build_model(kind, backbone)
+        tokenizer = model.tokenizer
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+        return model, tokenizer
+
+    def probe(model, tokenizer):
+        return model.rank(UTTS, PERSONA, CANDIDATES, tokenizer=tokenizer)
+
+    return build, probe
+
+
+def _receiver():
+    def build(backbone, out):
+        from hf_persona.models.receiver import ReceiverModel
+
+        model = ReceiverModel.from_encoder_pretrained(backbone)
+        model.save_pretrained(out)
+        model.tokenizer.save_pretrained(out)
+        return model, model.tokenizer
+
+    def probe(model, tokenizer):
+        return torch.tensor([model.score(UTTS, PERSONA, tokenizer=tokenizer),
+                             model.score(UTTS[:1], PERSONA[1:], tokenizer=tokenizer)])
+
+    return build, probe
+
+
+def _pal_probe(builder: str):
+    """Teacher-forced logits of one PAL example built by ``processing_pal.<builder>``."""
+
+    def probe(model, tokenizer):
+        from hf_persona.models import pal
+        from hf_persona.models.pal import PALCollator
+
+        example = getattr(pal, builder)(["hi , i lost my job", "that sounds hard", "i can not sleep"],
+                                        ["usr", "sys", "usr"], ["", "Reflection of feelings", ""], PERSONA,
+                                        response="how long has this been going on ?", strategy="Question",
+                                        tokenizer=tokenizer)
+        batch = PALCollator(tokenizer)([example])
+        batch.pop("strategy_id", None)
+        return model(**batch).logits
+
+    return probe
+
+
+def _pal():
+    def build(backbone, out):
+        from transformers import AutoTokenizer
+
+        from hf_persona.models.pal import PALForConditionalGeneration
+
+        tokenizer = AutoTokenizer.from_pretrained(backbone)
+        model = PALForConditionalGeneration.from_backbone(backbone, tokenizer)
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+        return model, tokenizer
+
+    return build, _pal_probe("build_pal_example")
+
+
+def _pal_causal():
+    def build(backbone, out):
+        from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+        from hf_persona.models.pal import PALForCausalLM
+        from hf_persona.tiny import CHATML
+
+        tokenizer = AutoTokenizer.from_pretrained(backbone)  # the MiniLM vocabulary, ChatML added
+        tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+        tokenizer.eos_token = "<|im_end|>"
+        tokenizer.chat_template = CHATML
+        llama = out.parent / "tiny_llama"
+        LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                                     num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                                     max_position_embeddings=256)).save_pretrained(llama)
+        tokenizer.save_pretrained(llama)
+        model = PALForCausalLM.from_backbone(str(llama), tokenizer, fusion_layer=0)
+        with torch.no_grad():  # an open gate, so the probe sees the persona path
+            model.fusion_gate.fill_(0.5)
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+        return model, tokenizer
+
+    return build, _pal_probe("build_pal_causal_example")
+
+
+def _transmitter():
+    def build(backbone, out):
+        from transformers import AutoTokenizer, BertConfig
+
+        from hf_persona.models.transmitter import TransmitterConfig, TransmitterForDialogue, prepare_tokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(backbone)
+        prepare_tokenizer(tokenizer)
+        config = TransmitterConfig(
+            backbone_config=BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2,
+                                       num_attention_heads=2, intermediate_size=64, max_position_embeddings=256),
+            max_context_tokens=96, max_response_tokens=12)
+        model = TransmitterForDialogue(config)
+        model.adapt_to_tokenizer(tokenizer)
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+        return model, tokenizer
+
+    def probe(model, tokenizer):
+        return torch.tensor(model.rank_candidates(tokenizer, PERSONA, UTTS, CANDIDATES))
+
+    return build, probe
+
+
+def _persona_extractor():
+    def build(backbone, out):
+        from hf_persona.training.persona_extractor import PersonaExtractor, build_extractor_model
+
+        model, tokenizer = build_extractor_model(backbone)
+        PersonaExtractor(model, tokenizer).save_pretrained(out)
+        return model, tokenizer
+
+    def probe(model, tokenizer):
+        enc = tokenizer(["i am a nurse and i have two dogs"], return_tensors="pt")
+        return model.generate(**enc, max_new_tokens=6, do_sample=False, num_beams=1)
+
+    return build, probe
+
+
+def _ppg_generator(task):
+    """A PPG or DRG generator as ``train ppg`` / ``train drg`` save it: a plain causal LM and ``ppg_meta.json``."""
+
+    def build(backbone, out):
+        from hf_persona.training.ppg import load_generator
+
+        model, tokenizer = load_generator(backbone)
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+        (out / "ppg_meta.json").write_text(json.dumps({"task": task, "base": str(backbone)}))
+        return model, tokenizer
+
+    def probe(model, tokenizer):
+        return model(**tokenizer(["your persona: i like cats .\npartner: hi !\nyou:"], return_tensors="pt")).logits
+
+    return build, probe
+
+
+def _critic():
+    """The PPG critic as ``train critic`` saves it: a plain 2-label classifier and ``ppg_meta.json``."""
+
+    def build(backbone, out):
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        model = AutoModelForSequenceClassification.from_pretrained(backbone, num_labels=2)
+        tokenizer = AutoTokenizer.from_pretrained(backbone)
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+        (out / "ppg_meta.json").write_text(json.dumps({"task": "critic", "base": str(backbone)}))
+        return model, tokenizer
+
+    def probe(model, tokenizer):
+        return model(**tokenizer([PERSONA[0]], [UTTS[0]], return_tensors="pt")).logits
+
+    return build, probe
+
+
+#: registered model name (``hf_persona.plugins.model_specs()``) ->
+#: (build(backbone_dir, out_dir) -> (model, tokenizer), probe(model, tokenizer) -> tensor)
+BUILDERS = {
+    "cobert": _cobert("cobert"),
+    "persona_biencoder": _cobert("biencoder"),
+    "receiver": _receiver(),
+    "pal": _pal(),
+    "pal_causal": _pal_causal(),
+    "transmitter": _transmitter(),
+}
+#: recipe model name (``hf_persona.plugins.recipe_model_specs()``: a plain transformers architecture
+#: with a sidecar file) -> (build, probe) as above; build also writes the sidecar
+RECIPE_BUILDERS = {
+    "persona_extractor": _persona_extractor(),
+    "ppg": _ppg_generator("ppg"),
+    "drg": _ppg_generator("drg"),
+    "critic": _critic(),
+}
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ import torch
 
 from hf_persona import hub
 from tests.helpers import _BLOCKER
-from tests.test_hub_roundtrip import BUILDERS, PERSONA
+from tests.hub_fixtures import BUILDERS, PERSONA
 
 PROMPT = "Do you wish to run the custom code"
 #: model name -> the processor class its folder declares under AutoProcessor (None: model methods)

@@ -22,9 +22,10 @@ _MODELS = "hf_persona.models.cobert"
 @hookimpl
 def register_models(register):
     # by reference: the classes (torch, transformers) are imported when a lookup needs them
-    register("cobert", f"{_MODELS}:CoBERTConfig", f"{_MODELS}:CoBERTForResponseSelection", auto_class="AutoModel")
+    register("cobert", f"{_MODELS}:CoBERTConfig", f"{_MODELS}:CoBERTForResponseSelection", auto_class="AutoModel",
+             card="cobert")
     register("persona_biencoder", f"{_MODELS}:BiEncoderConfig", f"{_MODELS}:BiEncoderForResponseSelection",
-             auto_class="AutoModel")
+             auto_class="AutoModel", card="persona_biencoder")
 
 
 @hookimpl

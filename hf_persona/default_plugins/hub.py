@@ -14,8 +14,8 @@ from hf_persona import hookimpl
 @click.option("--metrics", "metrics_json", type=click.Path(dir_okay=False), default=None,
               help="Evaluation JSON (from `hf-persona eval ... --json`) that fills the card's metrics table.")
 @click.option("--card", "card_template", default=None,
-              help="Model-card template: a path or the name of a packaged template in hf_persona/model_cards/ "
-                   "(default: the config's model_type).")
+              help="Model-card template: a path or the name of a packaged template in model_cards/ "
+                   "(default: the card the model's registration names).")
 @click.option("--base-model", default=None, help="Base model named in the card (default: read from config.json).")
 @click.option("--token", default=None, help="Hub token (default: HF_TOKEN or the one saved by `hf auth login`).")
 def push_command(model_dir, repo_id, private, metrics_json, card_template, base_model, token):

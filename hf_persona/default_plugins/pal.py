@@ -20,10 +20,11 @@ _MODELS = "hf_persona.models.pal"
 @hookimpl
 def register_models(register):
     # by reference: the classes (torch, transformers) are imported when a lookup needs them
+    # a folder with pal_training.json (written by `train pal`) gets the PAL card whatever its model_type
     register("pal", f"{_MODELS}:PALConfig", f"{_MODELS}:PALForConditionalGeneration",
-             auto_class="AutoModelForSeq2SeqLM")
+             auto_class="AutoModelForSeq2SeqLM", card="pal", sidecars=("pal_training.json",))
     register("pal_causal", f"{_MODELS}:PALCausalConfig", f"{_MODELS}:PALForCausalLM",
-             auto_class="AutoModelForCausalLM")
+             auto_class="AutoModelForCausalLM", card="pal_causal")
 
 
 def _strategy_contrast_factory(**options):

@@ -15,6 +15,12 @@ from hf_persona.utils import moved_names
 
 
 @hookimpl
+def register_recipe_models(register):
+    # a plain encoder-decoder or causal LM; train persona-extractor writes persona_extractor.json beside it
+    register("persona_extractor", "persona_extractor.json", card="persona_extractor")
+
+
+@hookimpl
 def register_commands(cli):
     from hf_persona.commands.persona_extractor import add_commands
 

@@ -36,6 +36,13 @@ def register_rewards(register):
 
 
 @hookimpl
+def register_recipe_models(register):
+    # plain BERT / causal LMs; train ppg, drg and critic write ppg_meta.json with the task beside them
+    for task in ("ppg", "drg", "critic"):
+        register(task, "ppg_meta.json", card=task, match={"task": task})
+
+
+@hookimpl
 def register_commands(cli):
     from hf_persona.commands.ppg import add_commands
 

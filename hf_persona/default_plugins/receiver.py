@@ -21,7 +21,7 @@ from hf_persona.utils import moved_names
 def register_models(register):
     # by reference: the classes (torch, transformers) are imported when a lookup needs them
     register("receiver", "hf_persona.models.receiver:ReceiverConfig", "hf_persona.models.receiver:ReceiverModel",
-             auto_class="AutoModel")
+             auto_class="AutoModel", card="receiver")
 
 
 def _persona_perception_factory(**options):

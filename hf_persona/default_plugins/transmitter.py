@@ -23,7 +23,8 @@ from hf_persona.utils import moved_names
 def register_models(register):
     # by reference: the classes (torch, transformers) are imported when a lookup needs them
     register("transmitter", "hf_persona.models.transmitter:TransmitterConfig",
-             "hf_persona.models.transmitter:TransmitterForDialogue", auto_class="AutoModelForCausalLM")
+             "hf_persona.models.transmitter:TransmitterForDialogue", auto_class="AutoModelForCausalLM",
+             card="transmitter")
 
 
 def _p2bot_reward(name):
