@@ -19,12 +19,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 KEYS = ("dist2", "ead2", "cos_sim", "bleu2")
 PAPER = {"alpha0": {"dist2": 25.56, "ead2": 33.05, "cos_sim": 0.229, "bleu2": 9.28},

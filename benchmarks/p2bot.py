@@ -28,12 +28,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 BACKBONES = {"minilm": "minilm (all-MiniLM-L6-v2 as causal decoder)",

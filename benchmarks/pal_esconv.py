@@ -27,12 +27,10 @@ import json
 import math
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 PAPER = {  # Table 3 of the paper (Blenderbot-small-90M backbone, full ESConv, 10 epochs)
     "no_persona": {"acc": 27.72, "ppl": 18.11, "bleu2": 5.57, "bleu4": 1.93, "dist1": 3.74, "dist2": 20.66,

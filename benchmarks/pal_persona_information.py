@@ -17,7 +17,6 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 COLUMNS = ("in_window", "in_history_not_window", "in_window_with_persona", "in_persona", "persona_only")
 

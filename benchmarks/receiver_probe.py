@@ -37,7 +37,6 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from hf_persona.backbones import resolve  # noqa: E402
 from hf_persona.data import read_personachat, shared_data_dir  # noqa: E402
