@@ -61,8 +61,8 @@ def main(argv=None):
 
     torch.set_num_threads(args.threads)
     from hf_persona.data import read_personachat, shared_data_file, split_by_dialogue
-    from hf_persona.training.cobert import (build_model, evaluate_ranking, load_selector, ranking_examples,
-                                            train_cobert)
+    from hf_persona.evaluation.cobert import evaluate_ranking
+    from hf_persona.training.cobert import build_model, load_selector, ranking_examples, train_cobert
     from hf_persona.utils import atomic_write_json, command_line
 
     data = shared_data_file(args.data)

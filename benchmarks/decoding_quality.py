@@ -44,7 +44,7 @@ def main(argv=None):
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     from hf_persona.errors import HFPersonaError
-    from hf_persona.training.pal import SentenceEmbedder, evaluate_pal
+    from hf_persona.evaluation.pal import SentenceEmbedder, evaluate_pal
     from hf_persona.utils import atomic_write_json, machine_description
 
     machine = machine_description()  # at the start: the load average other jobs put on the CPU

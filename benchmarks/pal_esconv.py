@@ -105,7 +105,7 @@ def stage_train(args, work: Path, variant: str) -> dict:
 
 
 def stage_eval(args, work: Path, variant: str, embedder) -> dict:
-    from hf_persona.training.pal import evaluate_pal
+    from hf_persona.evaluation.pal import evaluate_pal
 
     path = work / f"{variant}_eval.json"
     if path.is_file() and not args.reevaluate:
@@ -134,7 +134,7 @@ def causal_window(args, work: Path, variants, window, embedder) -> dict:
     """Table 3 rows of every variant (and PAL with the Table 2 alpha) with one dialogue window, plus
     the paired dialogue-level bootstrap of PAL against each baseline (PPL and cos-sim)."""
     from hf_persona.evaluation import paired_bootstrap, paired_bootstrap_nll
-    from hf_persona.training.pal import evaluate_pal
+    from hf_persona.evaluation.pal import evaluate_pal
 
     tag = "full" if window is None else f"w{window}"
     common = dict(max_examples=args.eval_examples, max_generate=args.generate_examples, batch_size=16, seed=0,
@@ -236,7 +236,8 @@ def minilm_ppl_word(tokens_per_word_rows) -> dict:
 def run_causal(args, work: Path, data_dir: Path, extractor: dict, pesconv: dict, variants) -> dict:
     import torch
 
-    from hf_persona.training.pal import SentenceEmbedder, load_pesconv_splits
+    from hf_persona.evaluation.pal import SentenceEmbedder
+    from hf_persona.training.pal import load_pesconv_splits
     from hf_persona.utils import machine_description
 
     trained = {v: stage_train(args, work, v) for v in variants}
@@ -379,7 +380,8 @@ def main(argv=None):
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     from hf_persona.data import shared_data_dir
     from hf_persona.errors import HFPersonaError
-    from hf_persona.training.pal import METRIC_KEYS, SentenceEmbedder
+    from hf_persona.evaluation.pal import SentenceEmbedder
+    from hf_persona.training.pal import METRIC_KEYS
     from hf_persona.utils import atomic_write_json, command_line, machine_description
 
     machine = machine_description()  # at the start: the load average other jobs put on the CPU

@@ -35,8 +35,9 @@ def main(argv=None):
 
     from hf_persona.backbones import resolve
     from hf_persona.evaluation import format_table
+    from hf_persona.evaluation.pal import persona_information
     from hf_persona.models.pal import add_pal_tokens
-    from hf_persona.training.pal import load_pesconv_splits, persona_information
+    from hf_persona.training.pal import load_pesconv_splits
     from hf_persona.utils import atomic_write_json, command_line
 
     if any(w < 8 for w in a.windows):

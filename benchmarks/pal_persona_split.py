@@ -50,8 +50,13 @@ def main(argv=None):
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     from hf_persona.evaluation import format_table
-    from hf_persona.training.pal import (SentenceEmbedder, generate_responses, load_pal_for_eval, load_pesconv_splits,
-                                         pesconv_examples, teacher_forced_metrics)
+    from hf_persona.evaluation.pal import (
+        SentenceEmbedder,
+        generate_responses,
+        load_pal_for_eval,
+        teacher_forced_metrics,
+    )
+    from hf_persona.training.pal import load_pesconv_splits, pesconv_examples
     from hf_persona.utils import atomic_write_json, command_line, machine_description, parse_named_folders
 
     try:

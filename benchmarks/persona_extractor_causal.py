@@ -37,7 +37,8 @@ def main(argv=None):
     import torch
 
     from hf_persona.errors import HFPersonaError
-    from hf_persona.training.persona_extractor import default_data_files, evaluate_persona_extractor
+    from hf_persona.evaluation.persona_extractor import evaluate_persona_extractor
+    from hf_persona.training.persona_extractor import default_data_files
     from hf_persona.utils import atomic_write_json, command_line, machine_description
 
     work = Path(args.work)

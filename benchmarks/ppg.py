@@ -93,6 +93,7 @@ def main(argv=None):
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     from hf_persona.data import read_personachat, shared_data_file
+    from hf_persona.evaluation.ppg import evaluate_ppg
     from hf_persona.training import ppg as P
     from hf_persona.training.ppg_rl import train_rl
     from hf_persona.utils import atomic_write_json
@@ -208,9 +209,9 @@ def main(argv=None):
               max_prompt_tokens=a.max_prompt_tokens)
     n_samples = a.samples if causal else 0
     log("eval: sft")
-    sft = P.evaluate(ppg, drg, critic, dev_rows, bm25_drg_path=bm25_path, n_samples=n_samples, **ev)
+    sft = evaluate_ppg(ppg, drg, critic, dev_rows, bm25_drg_path=bm25_path, n_samples=n_samples, **ev)
     log("eval: rl")
-    rl = P.evaluate(state["ppg"], state["drg"], critic, dev_rows, cold_start=(), n_samples=n_samples, **ev)
+    rl = evaluate_ppg(state["ppg"], state["drg"], critic, dev_rows, cold_start=(), n_samples=n_samples, **ev)
     res["drg.sft.ppl"], res["drg.rl.ppl"] = sft["drg.ppl"], rl["drg.ppl"]
     res["drg.sft.ppl_word"], res["drg.rl.ppl_word"] = sft["drg.ppl_word"], rl["drg.ppl_word"]
     res["drg.sft.reward"], res["drg.rl.reward"] = sft["drg.reward"], rl["drg.reward"]

@@ -229,8 +229,9 @@ def main(argv=None):
 
     import torch
 
-    from hf_persona.training.pal import evaluate_pal
-    from hf_persona.training.persona_extractor import default_data_files, evaluate_persona_extractor
+    from hf_persona.evaluation.pal import evaluate_pal
+    from hf_persona.evaluation.persona_extractor import evaluate_persona_extractor
+    from hf_persona.training.persona_extractor import default_data_files
     from hf_persona.utils import atomic_write_json, command_line, machine_description
 
     command = command_line("benchmarks/pretrained_causal.py", argv)

@@ -63,8 +63,9 @@ def folder_size(folder: Path) -> int:
 # ----------------------------------------------------------------------------------------------- cobert
 def run_cobert(args, command: str) -> dict:
     from hf_persona.data import read_personachat, shared_data_file, split_by_dialogue
+    from hf_persona.evaluation.cobert import evaluate_ranking
     from hf_persona.pretrained.encoders import load_cobert, save_encoder_adapter
-    from hf_persona.training.cobert import evaluate_ranking, ranking_examples, train_cobert
+    from hf_persona.training.cobert import ranking_examples, train_cobert
 
     data = shared_data_file(args.data)
     train, dev = split_by_dialogue(read_personachat(data), first=800)

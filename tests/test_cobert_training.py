@@ -7,7 +7,8 @@ from datasets import Dataset
 
 from hf_persona.data import read_personachat, sample_path
 from hf_persona.errors import HFPersonaError
-from hf_persona.training.cobert import candidate_sets, evaluate_ranking, load_selector, ranking_examples
+from hf_persona.evaluation.cobert import evaluate_ranking
+from hf_persona.training.cobert import candidate_sets, load_selector, ranking_examples
 
 
 def _dialogue(i, utts, persona=("i like tea .",)):

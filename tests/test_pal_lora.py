@@ -106,7 +106,8 @@ def test_one_lm_serves_two_adapters(tiny_llama_dir, tmp_path):
 
 def test_train_pal_lora_keeps_the_backbone_and_saves_the_adapter(tiny_llama_dir, tmp_path):
     from hf_persona.data import sample_path
-    from hf_persona.training.pal import evaluate_pal, load_pal_for_eval, train_pal
+    from hf_persona.evaluation.pal import evaluate_pal, load_pal_for_eval
+    from hf_persona.training.pal import train_pal
     from hf_persona.training.pesconv import annotate
 
     annotate(lambda batch: [["i talk about my job."] for _ in batch], sample_path("esconv"), tmp_path / "pesconv",

@@ -107,7 +107,8 @@ def tiny_pal(tiny_bert_dir, pal_tokenizer):
 def test_teacher_forced_metrics_match_the_model_loss_and_argmax(tiny_pal, pal_tokenizer):
     import torch
 
-    from hf_persona.training.pal import VariantCollator, pesconv_examples, teacher_forced_metrics
+    from hf_persona.evaluation.pal import teacher_forced_metrics
+    from hf_persona.training.pal import VariantCollator, pesconv_examples
 
     exs, _ = pesconv_examples([ROW], pal_tokenizer, "pal", max_source_length=64)
     m = teacher_forced_metrics(tiny_pal, pal_tokenizer, exs, "pal", batch_size=8)
@@ -133,7 +134,8 @@ def test_teacher_forced_metrics_match_the_model_loss_and_argmax(tiny_pal, pal_to
 
 
 def test_perplexity_split_by_persona_presence(tiny_pal, pal_tokenizer):
-    from hf_persona.training.pal import pesconv_examples, teacher_forced_metrics
+    from hf_persona.evaluation.pal import teacher_forced_metrics
+    from hf_persona.training.pal import pesconv_examples
 
     exs, _ = pesconv_examples([ROW], pal_tokenizer, "pal", with_text=True)
     assert [bool(e["persona"]) for e in exs] == [False, True]  # turn 2: none yet; turn 4: two sentences
@@ -154,7 +156,8 @@ def test_perplexity_split_by_persona_presence(tiny_pal, pal_tokenizer):
 def test_persona_input_ablation_placeholder_and_none(tiny_pal, pal_tokenizer):
     import torch
 
-    from hf_persona.training.pal import VariantCollator, pesconv_examples, teacher_forced_metrics
+    from hf_persona.evaluation.pal import teacher_forced_metrics
+    from hf_persona.training.pal import VariantCollator, pesconv_examples
 
     exs, _ = pesconv_examples([ROW], pal_tokenizer, "pal", with_text=True)
     given = teacher_forced_metrics(tiny_pal, pal_tokenizer, exs, "pal", batch_size=8)
@@ -180,7 +183,7 @@ def test_persona_input_ablation_placeholder_and_none(tiny_pal, pal_tokenizer):
 
 
 def test_persona_information_counts_response_words_by_where_they_appear(pal_tokenizer):
-    from hf_persona.training.pal import persona_information
+    from hf_persona.evaluation.pal import persona_information
 
     row = {
         "dialogue_id": 7,
@@ -209,7 +212,8 @@ def test_persona_information_counts_response_words_by_where_they_appear(pal_toke
 
 
 def test_only_pal_sees_the_persona(tiny_pal, pal_tokenizer):
-    from hf_persona.training.pal import pesconv_examples, teacher_forced_metrics
+    from hf_persona.evaluation.pal import teacher_forced_metrics
+    from hf_persona.training.pal import pesconv_examples
 
     other = dict(ROW, personas=[[], [], [], ["i love my three dogs."], ["i love my three dogs.", "i live by the sea."]])
     for variant, changes in (("pal", True), ("no_persona", False), ("hard_prompt", True)):
@@ -219,7 +223,8 @@ def test_only_pal_sees_the_persona(tiny_pal, pal_tokenizer):
 
 
 def test_force_strategy_first_makes_every_sequence_open_with_a_strategy(tiny_pal, pal_tokenizer):
-    from hf_persona.training.pal import generate_responses, pesconv_examples
+    from hf_persona.evaluation.pal import generate_responses
+    from hf_persona.training.pal import pesconv_examples
 
     exs, _ = pesconv_examples([ROW], pal_tokenizer, "pal", max_source_length=64)
     settings = {"do_sample": True, "top_k": 10, "max_new_tokens": 3}
@@ -232,7 +237,7 @@ def test_force_strategy_first_makes_every_sequence_open_with_a_strategy(tiny_pal
 
 
 def test_generation_metrics_by_hand():
-    from hf_persona.training.pal import SentenceEmbedder, generation_metrics
+    from hf_persona.evaluation.pal import SentenceEmbedder, generation_metrics
 
     emb = SentenceEmbedder()
     m = generation_metrics(["i lost my job", "hello there friend"], ["i lost my job", "hi"],
@@ -297,7 +302,8 @@ def test_training_summary_and_learning_curve_script_report_the_validation_histor
 def test_per_example_nll_and_the_split_script_paired_comparison(trained, pesconv_dir, tmp_path, capsys):
     import importlib.util
 
-    from hf_persona.training.pal import load_pal_for_eval, load_pesconv_splits, pesconv_examples, teacher_forced_metrics
+    from hf_persona.evaluation.pal import load_pal_for_eval, teacher_forced_metrics
+    from hf_persona.training.pal import load_pesconv_splits, pesconv_examples
 
     out, _ = trained
     model, tok, cfg = load_pal_for_eval(out)
@@ -371,7 +377,8 @@ def test_mixture_logits_get_their_own_learning_rate(pesconv_dir, tiny_bert_dir, 
 
 
 def test_train_and_evaluate_with_the_concat_alignment(pesconv_dir, tiny_bert_dir, tmp_path):
-    from hf_persona.training.pal import load_pal_for_eval, pesconv_examples, teacher_forced_metrics, train_pal
+    from hf_persona.evaluation.pal import load_pal_for_eval, teacher_forced_metrics
+    from hf_persona.training.pal import pesconv_examples, train_pal
 
     summary = train_pal(pesconv_dir, tmp_path / "concat", variant="pal", backbone=tiny_bert_dir, max_steps=2,
                         eval_steps=2, batch_size=4, warmup_steps=0, learning_rate=1e-3, max_eval_examples=4,
@@ -422,7 +429,8 @@ def test_eval_cli_prints_table3_and_writes_flat_json(trained, pesconv_dir, tmp_p
 
 
 def test_bad_inputs(pal_tokenizer, tmp_path, pesconv_dir):
-    from hf_persona.training.pal import load_pal_for_eval, pesconv_examples, train_pal
+    from hf_persona.evaluation.pal import load_pal_for_eval
+    from hf_persona.training.pal import pesconv_examples, train_pal
 
     bad = dict(ROW, strategies=["Question", "", "Mind reading", "", "Question"])
     with pytest.raises(HFPersonaError, match="dialogue 3, turn 2: unknown strategy"):
@@ -446,13 +454,8 @@ def test_causal_backbone_trains_pal_causal_and_evaluates(pesconv_dir, tiny_llama
     Prompt baseline carries the persona in the system turn."""
     import torch
 
-    from hf_persona.training.pal import (
-        evaluate_pal,
-        load_pal_for_eval,
-        pesconv_examples,
-        teacher_forced_metrics,
-        train_pal,
-    )
+    from hf_persona.evaluation.pal import evaluate_pal, load_pal_for_eval, teacher_forced_metrics
+    from hf_persona.training.pal import pesconv_examples, train_pal
 
     common = dict(backbone=tiny_llama_dir, max_steps=3, eval_steps=3, batch_size=4, warmup_steps=0,
                   learning_rate=1e-3, mixture_learning_rate=0.05, max_eval_examples=4, max_source_length=160,

@@ -197,7 +197,7 @@ def test_training_learns_on_a_fixed_batch(tiny_bert_dir):
     """Dev loss after a few steps on the dev examples themselves is lower than before training."""
     import torch
 
-    from hf_persona.training.persona_extractor import _tokenize_examples, build_extractor_model, ExtractorFormat
+    from hf_persona.training.persona_extractor import ExtractorFormat, _tokenize_examples, build_extractor_model
 
     model, tok = build_extractor_model(tiny_bert_dir, seed=0)
     exs = examples_from_personachat(read_personachat(sample_path("personachat")))[:4]
@@ -342,7 +342,7 @@ def test_old_plugin_import_path_still_works_with_a_deprecation_warning():
 def test_extractor_evaluation_counts_distinct_persona_sets_and_recall():
     """Hand-computed: sets compare normalised sentences in any order; recall counts gold sentences
     with a generated sentence at unigram F1 >= 50."""
-    from hf_persona.training.persona_extractor import evaluate_extractor_on_examples
+    from hf_persona.evaluation.persona_extractor import evaluate_extractor_on_examples
 
     class Fixed:
         def __init__(self, outputs):

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from hf_persona.errors import HFPersonaError
+from hf_persona.evaluation.ppg import evaluate_ppg
 from hf_persona.training import ppg as P
 from hf_persona.training import ppg_data as D
 
@@ -157,7 +158,7 @@ def test_train_ppg_and_drg_cli_on_a_chat_llama_end_to_end(tiny_llama_dir, minilm
     clf.save_pretrained(critic)
     tok.save_pretrained(critic)
     dev = list(read_personachat(sample_path("personachat")))[30:32]
-    m = P.evaluate(folders["ppg"], folders["drg"], critic, dev, max_examples=4, cold_start=(1,), cold_start_examples=2,
+    m = evaluate_ppg(folders["ppg"], folders["drg"], critic, dev, max_examples=4, cold_start=(1,), cold_start_examples=2,
                    max_prompt_tokens=250, n_samples=3)
     for key in ("drg.ppl_word", "drg.gold.ppl_word", "drg.bm25_gold.ppl_word", "ppg.ppl_word",
                 "cold_start.n1.ppl_word"):

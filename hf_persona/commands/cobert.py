@@ -17,10 +17,28 @@ from pathlib import Path
 
 import click
 
-from ._options import (CANDIDATES, MAX_STEPS, NONNEG_INT, POS_FLOAT, POS_INT, SEED, check_backbone, check_model,
-                       input_file, output_dir)
-from ._output import (clamp_first, clamp_held_out, default_data, dev_from_option, finish, json_file, json_option,
-                      quiet_work)
+from ._options import (
+    CANDIDATES,
+    MAX_STEPS,
+    NONNEG_INT,
+    POS_FLOAT,
+    POS_INT,
+    SEED,
+    check_backbone,
+    check_model,
+    input_file,
+    output_dir,
+)
+from ._output import (
+    clamp_first,
+    clamp_held_out,
+    default_data,
+    dev_from_option,
+    finish,
+    json_file,
+    json_option,
+    quiet_work,
+)
 
 TRAIN_KEYS = ("model", "train_examples", "global_step", "train_loss", "best_eval_hits@1", "train_seconds",
               "resumed_from")
@@ -99,10 +117,9 @@ def train_cobert_cmd(data_path, output_dir, backbone, kind, dev_from, epochs, ma
 def eval_cobert_cmd(model_path, data_path, dev_from, max_examples, candidates, hits_candidates, batch_size,
                     seed, json_out):
     """R@1/R@10/R@50/MRR (C=100) and Hits@1/20, with and without persona."""
-    from hf_persona.evaluation import format_table
-    from hf_persona.training.cobert import evaluate_cobert_file
-
     from hf_persona.data import read_personachat
+    from hf_persona.evaluation import format_table
+    from hf_persona.evaluation.cobert import evaluate_cobert_file
 
     data_path = data_path or default_data()
     skip = clamp_held_out(dev_from, len(read_personachat(data_path))) if dev_from else 0

@@ -11,9 +11,18 @@ import math
 
 import click
 
+from ._options import (
+    MAX_STEPS,
+    NONNEG_FLOAT,
+    NONNEG_INT,
+    POS_FLOAT,
+    POS_INT,
+    SEED,
+    check_backbone,
+    input_dir,
+    output_dir,
+)
 from ._output import finish, json_file, json_option, quiet_work
-from ._options import (MAX_STEPS, NONNEG_FLOAT, NONNEG_INT, POS_FLOAT, POS_INT, SEED, check_backbone, input_dir,
-                       output_dir)
 
 _VARIANTS = ("pal", "no_persona", "hard_prompt")
 #: the figures ``train pal`` prints (the rest is in --json)
@@ -151,7 +160,8 @@ def train_pal_cmd(data, output_dir, variant, backbone, max_steps, epochs, budget
 def eval_pal_cmd(model_dir, data, split, max_examples, max_generate, alpha, batch_size, seed, json_out):
     """Paper Table 3 metrics with the paper's decoding (top-k 10, top-p 0.9, T 0.5, rep. 1.03)."""
     from hf_persona.evaluation import format_table
-    from hf_persona.training.pal import METRIC_KEYS, evaluate_pal
+    from hf_persona.evaluation.pal import evaluate_pal
+    from hf_persona.training.pal import METRIC_KEYS
 
     metrics = evaluate_pal(model_dir, data, split=split, max_examples=max_examples, max_generate=max_generate,
                            alpha=_parse_alpha(alpha), batch_size=batch_size, seed=seed, json_out=json_file(json_out))

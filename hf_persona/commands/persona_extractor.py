@@ -15,8 +15,18 @@ from __future__ import annotations
 
 import click
 
-from ._options import (MAX_STEPS, NONNEG_INT, POS_FLOAT, POS_INT, SEED, UNIT_FLOAT, check_backbone, input_dir,
-                       input_file, output_dir)
+from ._options import (
+    MAX_STEPS,
+    NONNEG_INT,
+    POS_FLOAT,
+    POS_INT,
+    SEED,
+    UNIT_FLOAT,
+    check_backbone,
+    input_dir,
+    input_file,
+    output_dir,
+)
 from ._output import default_data, finish, json_file, json_option, quiet_work
 
 
@@ -111,7 +121,7 @@ def train_persona_extractor_cmd(data_files, output_dir, backbone, dev_from, max_
 def eval_persona_extractor_cmd(extractor, data_files, dev_from, max_examples, num_beams, batch_size, json_out):
     """BLEU / ROUGE-L / Distinct of inferred personas on held-back dialogues."""
     from hf_persona.evaluation import format_table
-    from hf_persona.training.persona_extractor import evaluate_persona_extractor
+    from hf_persona.evaluation.persona_extractor import evaluate_persona_extractor
 
     data_files, dev_from = _data_files(data_files, dev_from)
     metrics = evaluate_persona_extractor(extractor, data_files, dev_from=dev_from,

@@ -1,4 +1,4 @@
-"""Training and evaluation of CoBERT and the Bi-encoder baseline on PERSONA-CHAT-style data.
+"""Training of CoBERT and the Bi-encoder baseline on PERSONA-CHAT-style data.
 
 Examples: for every responder turn with a non-empty context, ``context`` = the utterances before
 it (oldest first), ``persona`` = the responder's persona, ``response`` = the turn. Persona sentences
@@ -8,11 +8,9 @@ Training runs on :class:`transformers.Trainer` with a cross-entropy over in-batc
 optionally ``num_negatives`` sampled responses per row (paper: 1 positive to 15 negatives, which
 batch size 16 gives with in-batch negatives alone). Each evaluation ranks held-back examples among
 sampled distractors and reports Hits@1/20; the best checkpoint by that number is kept and loaded
-at the end. Ranking evaluation (:func:`evaluate_ranking`) follows the paper (C = 100: R@1, R@10,
-R@50, MRR) and the PERSONA-CHAT protocol (Hits@1 of 20), with and without the persona.
+at the end. Ranking evaluation is :mod:`hf_persona.evaluation.cobert`.
 
-Public entry points: :func:`ranking_examples`, :func:`train_cobert`, :func:`evaluate_ranking`,
-:func:`evaluate_cobert_file`, :func:`load_selector`.
+Public entry points: :func:`ranking_examples`, :func:`train_cobert`, :func:`load_selector`.
 """
 
 from __future__ import annotations
@@ -23,7 +21,7 @@ import time
 from pathlib import Path
 
 from ..errors import HFPersonaError
-from ..utils import atomic_write_json, get_logger, set_seed
+from ..utils import atomic_write_json, get_logger, moved_names, set_seed
 
 logger = get_logger(__name__)
 
@@ -231,9 +229,11 @@ def _make_trainer_class():
             if self.ranking_eval is None:
                 return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
             start = time.time()
+            from ..evaluation.cobert import score_candidate_sets
+
             examples, pool, indices = self.ranking_eval
-            metrics = _score_sets(self.model, examples, pool, indices, with_persona=True,
-                                  batch_size=self.args.per_device_eval_batch_size)
+            metrics = score_candidate_sets(self.model, examples, pool, indices, with_persona=True,
+                                           batch_size=self.args.per_device_eval_batch_size)
             out = {f"{metric_key_prefix}_{k}": v for k, v in metrics.items()}
             out[f"{metric_key_prefix}_runtime"] = round(time.time() - start, 3)
             self.log(out)
@@ -397,85 +397,8 @@ def train_cobert(
     return trained
 
 
-# ----------------------------------------------------------------------------------------------
-# evaluation
-# ----------------------------------------------------------------------------------------------
 
-
-def _score_sets(model, examples, pool, indices, with_persona=True, batch_size=8):
-    import numpy as np
-
-    from ..evaluation import hits_at_k, mrr
-
-    cache = model.encode_candidates(pool)
-    personas = [e["persona"] if with_persona else [] for e in examples]
-    scores = model.score_candidates([e["context"] for e in examples], personas, cache,
-                                    candidate_indices=indices, batch_size=batch_size).float().cpu().numpy()
-    c = scores.shape[1]
-    out = {"hits@1": hits_at_k(scores, 1), "mrr": mrr(scores)}
-    for k in (10, 50):
-        if k < c:
-            out[f"r@{k}"] = hits_at_k(scores, k)
-    return out if np.isfinite(scores).all() else {**out, "nonfinite_scores": True}
-
-
-def evaluate_ranking(model, examples, num_candidates: int = 100, hits_candidates: int = 20, seed: int = 0,
-                     personas=(True, False), batch_size: int = 32, max_examples: int | None = None) -> dict:
-    """Rank each example's gold response among distractors from other dialogues.
-
-    Returns a flat dict: ``r@1``, ``r@10``, ``r@50``, ``mrr`` with ``num_candidates`` candidates (paper
-    protocol, C = 100), ``hits@1_20`` / ``mrr_20`` with the first ``hits_candidates`` of them
-    (PERSONA-CHAT protocol), and the same keys with ``_no_persona`` for ``n_P = 0``; plus ``examples``.
-    With ``max_examples`` a seeded random subset of the examples is scored; distractors still come
-    from all of them.
-    """
-    if not examples:
-        raise HFPersonaError("no examples to evaluate")
-    if hits_candidates > num_candidates:
-        raise HFPersonaError(f"hits_candidates ({hits_candidates}) must not exceed num_candidates ({num_candidates})")
-    queries = None
-    if max_examples and max_examples < len(examples):
-        queries = sorted(random.Random(seed).sample(range(len(examples)), max_examples))
-    pool, indices = candidate_sets(examples, num_candidates, seed=seed, queries=queries)
-    if queries is not None:
-        examples = [examples[i] for i in queries]
-    from ..evaluation import hits_at_k, mrr
-
-    cache = model.encode_candidates(pool)
-    out = {"examples": len(examples), "candidates": num_candidates}
-    for use_persona in personas:
-        ps = [e["persona"] if use_persona else [] for e in examples]
-        scores = model.score_candidates([e["context"] for e in examples], ps, cache, candidate_indices=indices,
-                                        batch_size=batch_size).float().cpu().numpy()
-        suffix = "" if use_persona else "_no_persona"
-        out[f"r@1{suffix}"] = hits_at_k(scores, 1)
-        for k in (10, 50):
-            if k < num_candidates:
-                out[f"r@{k}{suffix}"] = hits_at_k(scores, k)
-        out[f"mrr{suffix}"] = mrr(scores)
-        out[f"hits@1_{hits_candidates}{suffix}"] = hits_at_k(scores[:, :hits_candidates], 1)
-        out[f"mrr_{hits_candidates}{suffix}"] = mrr(scores[:, :hits_candidates])
-    return out
-
-
-def evaluate_cobert_file(model_path, data_path, skip_dialogues: int = 0, max_examples: int | None = None,
-                         num_candidates: int = 100, hits_candidates: int = 20, seed: int = 0, json_out=None,
-                         batch_size: int = 32) -> dict:
-    """Load a saved model and evaluate it on the dialogues of ``data_path`` after the first
-    ``skip_dialogues`` (e.g. 800 when those were used for training); ``max_examples`` scores a seeded
-    random subset of their examples (distractors are drawn from all of them)."""
-    from ..data import read_personachat
-
-    dialogues = read_personachat(data_path)
-    if skip_dialogues:
-        if skip_dialogues >= len(dialogues):
-            raise HFPersonaError(f"skip_dialogues={skip_dialogues} leaves nothing of {len(dialogues)} dialogues")
-        dialogues = dialogues.select(range(skip_dialogues, len(dialogues)))
-    examples = ranking_examples(dialogues)
-    model = load_selector(model_path)
-    # max_examples: a seeded subset is scored, distractors still come from every evaluated dialogue
-    metrics = evaluate_ranking(model, examples, num_candidates=num_candidates, hits_candidates=hits_candidates,
-                               seed=seed, batch_size=batch_size, max_examples=max_examples)
-    if json_out:
-        atomic_write_json(json_out, metrics)
-    return metrics
+#: moved to hf_persona.evaluation.cobert (the old names still import, with a DeprecationWarning)
+__getattr__ = moved_names(__name__, dict.fromkeys((
+    "evaluate_ranking", "evaluate_cobert_file",
+), "hf_persona.evaluation.cobert"))
