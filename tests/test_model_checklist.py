@@ -168,3 +168,81 @@ def test_a_registered_model_without_a_card_or_builder_fails_the_checklist(monkey
                                                       card="no_such_card"))
     with pytest.raises(AssertionError, match="model_cards/no_such_card.md does not exist"):
         test_card_template_exists("newcomer")
+
+
+# ---------------------------------------------------------------- card and sidecar registrations of other plugins
+
+@pytest.fixture
+def fresh_plugins():
+    plugins.reset_plugins()
+    plugins.load_plugins(entry_points=False)
+    yield
+    plugins.reset_plugins()
+
+
+def test_bogus_card_and_sidecar_registrations_are_rejected_with_clear_errors(fresh_plugins):
+    from hf_persona import hookimpl
+
+    cobert = "hf_persona.models.cobert"
+
+    class Bogus:
+        @hookimpl
+        def register_models(self, register):
+            register("empty_card", f"{cobert}:CoBERTConfig", f"{cobert}:CoBERTForResponseSelection", card="")
+            register("string_sidecars", f"{cobert}:CoBERTConfig", f"{cobert}:CoBERTForResponseSelection",
+                     sidecars="mine.json")
+            register("folder_sidecar", f"{cobert}:CoBERTConfig", f"{cobert}:CoBERTForResponseSelection",
+                     sidecars=("sub/mine.json",))
+
+        @hookimpl
+        def register_recipe_models(self, register):
+            register("not_json", "meta.txt")
+            register("bad_match", "meta.json", match=["task"])
+            register("no_sidecar")
+            register("fine_recipe", "meta.json", card="ppg", match={"task": "fine"})
+
+    plugins.pm.register(Bogus(), name="bogus-cards")
+    assert {"empty_card", "string_sidecars", "folder_sidecar"}.isdisjoint(plugins.model_specs())
+    assert set(plugins.recipe_model_specs()) & {"not_json", "bad_match", "no_sidecar", "fine_recipe"} == \
+        {"fine_recipe"}
+    messages = sorted(e.message for e in plugins.plugin_errors() if e.plugin == "bogus-cards")
+    expected = [
+        "model 'empty_card': card must be the name of a model-card template (e.g. 'pal') or a path to one, got ''",
+        "model 'string_sidecars': sidecars must be a tuple of JSON file names, got the string 'mine.json' "
+        "(write ('mine.json',))",
+        "model 'folder_sidecar': sidecars must be plain JSON file names such as 'pal_training.json' "
+        "(no folders, not config.json), got 'sub/mine.json'",
+        "recipe model 'not_json': sidecar must be plain JSON file names such as 'pal_training.json' "
+        "(no folders, not config.json), got 'meta.txt'",
+        "recipe model 'bad_match': match must map sidecar keys to JSON scalars (e.g. {'task': 'drg'}), "
+        "got ['task']",
+        "recipe model 'no_sidecar': register(name, sidecar, card=None, match=None): ",
+    ]
+    for text in expected:
+        assert any(text in m for m in messages), (text, messages)
+    assert len(messages) == len(expected)
+
+
+def test_a_third_party_plugin_names_its_own_card_file_and_sidecar(fresh_plugins, tmp_path):
+    from hf_persona import hookimpl
+
+    card = tmp_path / "my_card.md"
+    card.write_text("---\nlibrary_name: transformers\n---\n# my model {repo_id} on {base_model}\n{metrics_table}\n")
+
+    class ThirdParty:
+        @hookimpl
+        def register_recipe_models(self, register):
+            register("my_tagger", "my_tagger.json", card=str(card), match={"version": 2})
+
+    plugins.pm.register(ThirdParty(), name="third-party")
+    folder = tmp_path / "saved"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "bert", "base_model": "org/bert-tiny"}))
+    with pytest.raises(hub.HFPersonaError, match="no model card template for model_type 'bert'"):
+        hub.build_card(folder, "org/tagger")  # no sidecar yet: a plain BERT folder has no card
+    (folder / "my_tagger.json").write_text(json.dumps({"version": 1}))
+    with pytest.raises(hub.HFPersonaError, match="no model card template"):
+        hub.build_card(folder, "org/tagger")  # the sidecar does not match
+    (folder / "my_tagger.json").write_text(json.dumps({"version": 2}))
+    assert hub.build_card(folder, "org/tagger").startswith(
+        "---\nlibrary_name: transformers\n---\n# my model org/tagger on org/bert-tiny\n")
