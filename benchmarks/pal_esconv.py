@@ -69,7 +69,7 @@ def stage_extractor(args, work: Path) -> dict:
 
 
 def stage_annotate(args, work: Path, data_dir: Path) -> dict:
-    from hf_persona.training.pesconv import annotate
+    from hf_persona.data.pesconv import annotate
 
     out = {}
     for split, n in (("train", args.train_dialogues), ("valid", args.valid_dialogues)):

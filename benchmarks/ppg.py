@@ -251,7 +251,7 @@ def _measure_tuning(a, train_rows, folder, log):
     from transformers import TrainerCallback
 
     from hf_persona.training import ppg as P
-    from hf_persona.training import ppg_data as D
+    from hf_persona.data import ppg as D
 
     if a.measure_steps < 2:
         raise SystemExit("--measure-steps must be >= 2 (the first step is not timed)")
@@ -303,7 +303,7 @@ def _minilm_reference(a, res, dev_rows, log):
 
     from hf_persona.backbones import resolve
     from hf_persona.training import ppg as P
-    from hf_persona.training import ppg_data as D
+    from hf_persona.data import ppg as D
     from hf_persona.training.persona_extractor import count_words
 
     ref_path = Path(a.minilm_results)

@@ -222,7 +222,7 @@ def stage_persona_extractor(ctx: DemoContext) -> None:
     _record_run(ctx, "Persona extractor", run_dir, time.time() - started,
                 {"dev metric": f"dev loss = {dev_loss:.3f}" if isinstance(dev_loss, (int, float)) else ""})
 
-    annotate = landed("PESConv annotation", "hf_persona.training.pesconv", "annotate")
+    annotate = landed("PESConv annotation", "hf_persona.data.pesconv", "annotate")
     _header("Annotating the ESConv sample with inferred seeker personas (PESConv)")
     out = ctx.work / "pesconv"
     started = time.time()

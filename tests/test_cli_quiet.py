@@ -21,7 +21,7 @@ def _extractor(batch):
 
 @pytest.fixture(scope="module")
 def pesconv_dir(tmp_path_factory):
-    from hf_persona.training.pesconv import annotate
+    from hf_persona.data.pesconv import annotate
 
     out = tmp_path_factory.mktemp("pesconv")
     annotate(_extractor, sample_path("esconv"), out, progress=False)

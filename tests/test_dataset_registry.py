@@ -104,8 +104,8 @@ def test_pesconv_from_an_annotation_folder(data_root, monkeypatch, tmp_path):
 
 
 def test_pesconv_from_a_real_annotate_run(tmp_path, no_env):
-    """The folder written by hf_persona.training.pesconv.annotate loads as a dataset."""
-    from hf_persona.training.pesconv import annotate
+    """The folder written by hf_persona.data.pesconv.annotate loads as a dataset."""
+    from hf_persona.data.pesconv import annotate
 
     annotate(lambda batch: [["i have a dog ."] for _ in batch], sample_file("esconv"), tmp_path / "pes",
              dialogues_per_shard=2, max_dialogues=2)

@@ -124,7 +124,7 @@ def test_two_processes_train_like_one_with_the_same_global_batch(transmitter_wit
 
 def test_pal_under_torchrun_is_one_run_of_world_size_two(tiny_bert_dir, tmp_path):
     from hf_persona.data import sample_path
-    from hf_persona.training.pesconv import annotate
+    from hf_persona.data.pesconv import annotate
 
     def extractor(batch):  # a deterministic stand-in: one sentence per seeker utterance
         return [[f"i talk about {' '.join(u.split()[-3:-1]) or 'nothing'} often." for u in utts[-2:]]

@@ -108,7 +108,7 @@ def test_train_pal_lora_keeps_the_backbone_and_saves_the_adapter(tiny_llama_dir,
     from hf_persona.data import sample_path
     from hf_persona.evaluation.pal import evaluate_pal, load_pal_for_eval
     from hf_persona.training.pal import train_pal
-    from hf_persona.training.pesconv import annotate
+    from hf_persona.data.pesconv import annotate
 
     annotate(lambda batch: [["i talk about my job."] for _ in batch], sample_path("esconv"), tmp_path / "pesconv",
              progress=False)
@@ -139,7 +139,7 @@ def test_lora_on_an_lm_with_tied_embeddings(tiny_llama_dir, tmp_path):
 
     from hf_persona.data import sample_path
     from hf_persona.training.pal import train_pal
-    from hf_persona.training.pesconv import annotate
+    from hf_persona.data.pesconv import annotate
 
     lm = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
     lm.config.tie_word_embeddings = True

@@ -20,7 +20,7 @@ def _rule_extractor(batch):
 
 @pytest.fixture(scope="module")
 def pesconv_dir(tmp_path_factory):
-    from hf_persona.training.pesconv import annotate
+    from hf_persona.data.pesconv import annotate
 
     out = tmp_path_factory.mktemp("pesconv")
     annotate(_rule_extractor, sample_path("esconv"), out, progress=False)

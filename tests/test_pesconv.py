@@ -6,7 +6,7 @@ import pytest
 from hf_persona.data import read_esconv, sample_path
 from hf_persona.errors import HFPersonaError
 from hf_persona.training.persona_extractor import persona_support
-from hf_persona.training.pesconv import (
+from hf_persona.data.pesconv import (
     annotate,
     annotate_dialogues,
     load_pesconv,
@@ -151,7 +151,7 @@ def test_crash_between_shard_write_and_progress_update(tmp_path, monkeypatch):
 
     The resumed run must recompute that shard (replacing the file) and still produce each dialogue once.
     """
-    import hf_persona.training.pesconv as pesconv
+    import hf_persona.data.pesconv as pesconv
 
     data = sample_path("esconv")
     part = tmp_path / "crashed"

@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 from hf_persona.errors import HFPersonaError
 from hf_persona.training.common import MANIFEST_NAME
 from hf_persona.training import ppg as P
-from hf_persona.training import ppg_data as D
+from hf_persona.data import ppg as D
 from hf_persona.rewards import CriticScore, PPGCriticScore
 from hf_persona.training import ppg_rl as R
 from tests.resume_checks import assert_whole_run_loss
@@ -397,7 +397,9 @@ def test_eval_ppg_cli_evaluates_the_rl_ablation(monkeypatch, tmp_path):
         calls.append((ppg_path, drg_path, kw["bm25_drg_path"], len(dev_rows)))
         return {"drg.ppl": float(len(calls)), "ppg.ppl": 10.0 * len(calls)}
 
-    monkeypatch.setattr(P, "evaluate", fake_evaluate)
+    import hf_persona.evaluation.ppg as E
+
+    monkeypatch.setattr(E, "evaluate_ppg", fake_evaluate)
     _register_plugin_commands()
     out = tmp_path / "m.json"
     res = CliRunner().invoke(cli, ["eval", "ppg", "--ppg", "p", "--drg", "d", "--ppg-rl", "p2", "--drg-rl", "d2",

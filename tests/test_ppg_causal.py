@@ -11,7 +11,7 @@ import torch
 from hf_persona.errors import HFPersonaError
 from hf_persona.evaluation.ppg import evaluate_ppg
 from hf_persona.training import ppg as P
-from hf_persona.training import ppg_data as D
+from hf_persona.data import ppg as D
 
 
 @pytest.fixture(scope="module", autouse=True)

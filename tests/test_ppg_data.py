@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hf_persona.training import ppg_data as D
+from hf_persona.data import ppg as D
 
 ROW = {
     "dialogue_id": 7,

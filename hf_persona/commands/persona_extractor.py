@@ -5,7 +5,7 @@ the persona_extractor plugin.
   :func:`hf_persona.training.persona_extractor.train_persona_extractor`;
 * ``hf-persona eval persona-extractor``:
   :func:`hf_persona.training.persona_extractor.evaluate_persona_extractor`;
-* ``hf-persona annotate-persona``: :func:`hf_persona.training.pesconv.annotate` (builds PESConv from
+* ``hf-persona annotate-persona``: :func:`hf_persona.data.pesconv.annotate` (builds PESConv from
   ESConv with a trained extractor, resumable).
 
 Heavy imports (torch, transformers) happen inside the commands so that ``hf-persona --help`` stays fast.
@@ -152,7 +152,7 @@ def eval_persona_extractor_cmd(extractor, data_files, dev_from, max_examples, nu
 def annotate_persona_cmd(extractor, data, out_dir, batch_size, dialogues_per_shard, min_seeker_utterances, num_beams,
                          max_dialogues, min_support, merge_consecutive, overwrite, json_out):
     """Build PESConv: add the inferred seeker persona before every turn of ESConv (resumable)."""
-    from hf_persona.training.pesconv import annotate
+    from hf_persona.data.pesconv import annotate
 
     summary = annotate(extractor, data or default_data("esconv"), out_dir, batch_size=batch_size, dialogues_per_shard=dialogues_per_shard,
                        min_seeker_utterances=min_seeker_utterances, num_beams=num_beams, max_dialogues=max_dialogues,

@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from ..errors import HFPersonaError
+from ..training.common import atomic_save_to_disk
+from ..training.persona_extractor import MAX_WORDS, MIN_WORDS, persona_key, persona_support, split_persona
 from ..utils import atomic_write_json, atomic_write_text, get_logger
-from .common import atomic_save_to_disk
-from .persona_extractor import MAX_WORDS, MIN_WORDS, persona_key, persona_support, split_persona
 
 logger = get_logger(__name__)
 
@@ -43,7 +43,7 @@ PESCONV_COLUMNS = ("dialogue_id", "emotion_type", "problem_type", "situation", "
 def _extract_fn(extractor, batch_size: int, num_beams: int | None):
     """Normalise ``extractor`` (folder, PersonaExtractor-like object or callable) to f(list[list[str]])."""
     if isinstance(extractor, (str, os.PathLike)):
-        from .persona_extractor import PersonaExtractor
+        from ..training.persona_extractor import PersonaExtractor
 
         kwargs = {"num_beams": num_beams} if num_beams else {}
         extractor = PersonaExtractor.from_pretrained(extractor, **kwargs)
@@ -142,7 +142,7 @@ def annotate_dialogues(rows: Sequence[dict], extract: Callable, min_seeker_utter
 
 
 def _read_rows(data, merge_consecutive: bool, max_dialogues: int | None) -> list[dict]:
-    from ..data import read_esconv
+    from .readers import read_esconv
 
     if isinstance(data, (str, os.PathLike)):
         p = Path(data)

@@ -105,7 +105,7 @@ def _reader(fmt):
 def load_pesconv(path=None, split=None, **options):
     """PESConv (ESConv with the seeker persona per turn): an ``hf-persona annotate-persona`` output folder
     (``path``), or ``$HF_PERSONA_DATA/pesconv/<split>/``."""
-    from hf_persona.training.pesconv import load_pesconv as load
+    from hf_persona.data.pesconv import load_pesconv as load
 
     if options:
         raise _error(f"pesconv takes no options besides path and split, got {', '.join(sorted(options))}")

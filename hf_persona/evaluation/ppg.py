@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import math
 
+from ..data import ppg as D
 from ..errors import HFPersonaError
 from ..training import ppg as P
-from ..training import ppg_data as D
 
 
 def run_ppg_eval(ppg_path, drg_path, critic_path, rows, *, ppg_rl_path=None, drg_rl_path=None, bm25_drg_path=None,

@@ -12,11 +12,26 @@ hook (see :mod:`hf_persona.default_plugins`) and looked up with ``hf_persona.get
   :func:`completion_text` (:mod:`hf_persona.rewards.text`): the text of a TRL completion.
 """
 
-from .critic import CriticReward, CriticScore, PPGCriticReward, PPGCriticScore, critic_reward_factory, \
-    ppg_critic_reward_factory
-from .p2bot import (DiscourseCoherenceReward, DiscourseCoherenceScore, LanguageStyleReward, LanguageStyleScore,
-                    RepetitionPenalty, RepetitionScore, bow_cosine, discourse_coherence, language_style,
-                    repetition_penalty)
+from .critic import (
+                    CriticReward,
+                    CriticScore,
+                    PPGCriticReward,
+                    PPGCriticScore,
+                    critic_reward_factory,
+                    ppg_critic_reward_factory,
+)
+from .p2bot import (
+                    DiscourseCoherenceReward,
+                    DiscourseCoherenceScore,
+                    LanguageStyleReward,
+                    LanguageStyleScore,
+                    RepetitionPenalty,
+                    RepetitionScore,
+                    bow_cosine,
+                    discourse_coherence,
+                    language_style,
+                    repetition_penalty,
+)
 from .persona_perception import PersonaPerceptionReward, discounted_returns, load_receiver, persona_perception
 from .text import completion_text
 

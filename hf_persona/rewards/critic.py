@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import time
 
+from hf_persona.data import ppg as D
 from hf_persona.errors import HFPersonaError
 from hf_persona.training import ppg as P
-from hf_persona.training import ppg_data as D
 
 from .bounds import BoundedReward
 from .text import completion_text

@@ -67,7 +67,7 @@ def load_pesconv_splits(path, valid_fraction: float = 0.1, seed: int = 0):
     ``path`` holds either ``train/`` and ``valid/`` (each an ``annotate-persona`` output) or is
     itself one annotation output, which is then split by dialogue (``valid_fraction``).
     """
-    from .pesconv import load_pesconv_rows
+    from ..data.pesconv import load_pesconv_rows
 
     p = Path(path)
     if (p / "train").is_dir():

@@ -10,11 +10,11 @@ public code exists; every choice not fixed by the paper is written down here and
   (``microsoft/DialoGPT-small`` is the paper's model; ``"smollm2"`` the packaged
   SmolLM2-135M-Instruct). Saved generators are plain transformers checkpoints:
   ``AutoModelForCausalLM.from_pretrained(dir)`` loads them.
-* Prompts: the plain-text format of :mod:`hf_persona.training.ppg_data`, rendered with the
+* Prompts: the plain-text format of :mod:`hf_persona.data.ppg`, rendered with the
   tokenizer's chat template (task system message + the text as the user message) when the
-  tokenizer has one (:func:`hf_persona.training.ppg_data.format_example`).
+  tokenizer has one (:func:`hf_persona.data.ppg.format_example`).
 * Supervised training: ``trl.SFTTrainer`` on pre-tokenized examples (``input_ids`` +
-  ``completion_mask`` from :mod:`hf_persona.training.ppg_data`) with completion-only loss.
+  ``completion_mask`` from :mod:`hf_persona.data.ppg`) with completion-only loss.
 * The critic: ``AutoModelForSequenceClassification`` (2 labels) on (persona, response)
   pairs, trained with ``transformers.Trainer`` for 1 epoch by default.
 """
@@ -27,9 +27,9 @@ import os
 import time
 from pathlib import Path
 
+from ..data import ppg as D
 from ..errors import HFPersonaError
 from ..utils import moved_names
-from . import ppg_data as D
 from .common import time_budget_callback
 
 META_FILE = "ppg_meta.json"
@@ -125,7 +125,7 @@ def task_examples(task, turns, tokenizer, max_prompt_tokens=DEFAULT_MAX_PROMPT_T
     Turns whose prompt cannot fit even without context are dropped (count logged), or kept as
     ``None`` with ``keep_unfit=True``. A DRG partner persona that is too long is cut to its first
     sentences before a turn counts as unfit. Prompts and completions are rendered for ``tokenizer``
-    (:func:`hf_persona.training.ppg_data.format_example`: the chat template when it has one; the
+    (:func:`hf_persona.data.ppg.format_example`: the chat template when it has one; the
     plain text is kept as ``text_prompt``), so ``max_prompt_tokens`` counts the template's tokens too.
     """
     _check_task(task)
@@ -178,7 +178,7 @@ def task_examples(task, turns, tokenizer, max_prompt_tokens=DEFAULT_MAX_PROMPT_T
 
 
 def sft_dataset(examples, tokenizer, max_completion_tokens):
-    """A ``datasets.Dataset`` with ``input_ids`` and ``completion_mask`` (see ppg_data.encode_example)."""
+    """A ``datasets.Dataset`` with ``input_ids`` and ``completion_mask`` (see :func:`hf_persona.data.ppg.encode_example`)."""
     from datasets import Dataset
 
     rows = [D.encode_example(tokenizer, e["prompt"], e["completion"], max_completion_tokens) for e in examples]
@@ -385,7 +385,7 @@ def generate(model, tokenizer, prompts, max_new_tokens=32, batch_size=16, do_sam
     """Completions (decoded, stripped) for text prompts in the shared input format.
 
     With a chat-template tokenizer, plain-text PPG/DRG prompts (``ppg_prompt`` / ``drg_prompt``) are
-    rendered first (:func:`hf_persona.training.ppg_data.ensure_rendered`); rendered ones pass as they are.
+    rendered first (:func:`hf_persona.data.ppg.ensure_rendered`); rendered ones pass as they are.
     """
     import torch
 
@@ -433,7 +433,7 @@ def completion_stats(model, tokenizer, prompts, completions, max_completion_toke
     """``{"nll", "tokens", "words"}`` of ``completions`` given ``prompts`` (rendered strings).
 
     ``nll`` sums the negative log-likelihood over every completion token including EOS (the
-    completion as :func:`hf_persona.training.ppg_data.encode_example` builds it, cut to
+    completion as :func:`hf_persona.data.ppg.encode_example` builds it, cut to
     ``max_completion_tokens``); ``tokens`` counts them; ``words`` counts the words of the scored
     completion tokens decoded without special tokens
     (:func:`hf_persona.training.persona_extractor.count_words`, as PAL's ``ppl_word``). Per-token
@@ -573,8 +573,13 @@ def train_critic(
     """
     import torch
     from datasets import Dataset
-    from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
-                              TrainingArguments)
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainingArguments,
+    )
 
     from ..backbones import resolve
     from ..utils import set_seed

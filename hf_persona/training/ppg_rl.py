@@ -42,10 +42,10 @@ import json
 import time
 from pathlib import Path
 
+from ..data import ppg as D
 from ..errors import HFPersonaError
 from ..utils import moved_names
 from . import ppg as P
-from . import ppg_data as D
 
 STATE_FILE = "rl_state.json"
 
@@ -116,7 +116,7 @@ def make_rloo_trainer(model, tokenizer, reward, train_dataset, output_dir, *, ma
 
     Prompts in ``train_dataset`` are strings (already rendered with the chat template by
     :func:`hf_persona.training.ppg.task_examples` for chat tokenizers): TRL tokenizes them with
-    ``tokenizer(text=prompts)``, the ids :func:`hf_persona.training.ppg_data.encode_prompt` gives."""
+    ``tokenizer(text=prompts)``, the ids :func:`hf_persona.data.ppg.encode_prompt` gives."""
     from trl import RLOOConfig
 
     if num_generations < 2:
@@ -232,8 +232,7 @@ def train_rl(
 
     from datasets import Dataset
 
-    from ..rewards.critic import CriticReward
-    from ..rewards.critic import PPGCriticReward
+    from ..rewards.critic import CriticReward, PPGCriticReward
     from ..utils import set_seed
     from .common import last_checkpoint, train_resumable
 
