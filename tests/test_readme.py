@@ -106,7 +106,7 @@ def test_no_file_links_into_old_readme_sections():
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, tiny_bert_dir, tiny_llama_dir, minilm_path):
     """A working folder holding ``runs/<name>`` for every folder the README loads."""
-    from tests.test_hub_roundtrip import BUILDERS, UNREGISTERED
+    from tests.hub.test_hub_roundtrip import BUILDERS, UNREGISTERED
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
     from hf_persona.training.ppg import load_generator

@@ -1,4 +1,4 @@
-"""Evaluation metrics, each matching a hand-computed example in tests/test_metrics.py.
+"""Evaluation metrics, each matching a hand-computed example in tests/evaluation/test_metrics.py.
 
 Conventions: ranking metrics (Hits@k, Recall@k, MRR) are fractions in [0, 1]; text metrics
 (BLEU, ROUGE-L, Distinct, EAD, F1) are percentages in [0, 100], as the papers report them.

@@ -11,7 +11,7 @@ Driven by the registry, not a hand list: a model registered through ``register_m
    code, with the same weights (a recipe model, a plain transformers architecture, loads with
    transformers' own class and gives the same outputs).
 
-The push/pull round trip of each model through a fake Hub is in tests/test_hub_roundtrip.py.
+The push/pull round trip of each model through a fake Hub is in tests/hub/test_hub_roundtrip.py.
 """
 
 from __future__ import annotations

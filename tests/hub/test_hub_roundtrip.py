@@ -16,7 +16,7 @@ import torch
 from hf_persona import hub
 from tests.hub_fixtures import BUILDERS, RECIPE_BUILDERS, hub_cache, online, write_hub_cache  # noqa: F401
 
-# Every registered model and recipe model has a builder here: tests/test_model_checklist.py enforces it.
+# Every registered model and recipe model has a builder here: tests/models/test_model_checklist.py enforces it.
 #: tests/test_readme.py imports the builders from here under these names
 UNREGISTERED = {"persona_extractor": RECIPE_BUILDERS["persona_extractor"]}
 

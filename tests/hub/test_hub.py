@@ -223,7 +223,7 @@ def test_card_templates_are_package_data_found_through_importlib_resources():
     except ModuleNotFoundError:
         pytest.skip("this install of hf_persona predates model_cards/ as hf_persona.model_cards; "
                     "`pip install -e .` refreshes it (hub then reads the checkout's model_cards/)")
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     assert Path(str(hub.MODEL_CARDS_DIR)).resolve() == Path(str(packaged)).resolve() == root / "model_cards"
     assert SHIPPED_CARDS <= {p.name[:-3] for p in packaged.iterdir() if p.name.endswith(".md")}
     assert SHIPPED_CARDS <= set(hub.available_card_templates())
@@ -238,7 +238,7 @@ def test_card_templates_are_package_data_found_through_importlib_resources():
 
 def test_model_cards_dir_is_the_checkouts_folder():
     """From this checkout (editable install or none) the templates are read from model_cards/ at the root."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     assert Path(str(hub.MODEL_CARDS_DIR)).resolve() == root / "model_cards"
     assert SHIPPED_CARDS == set(hub.available_card_templates())
     assert not (root / "hf_persona" / "model_cards").exists(), "the templates moved to the top-level model_cards/"
@@ -273,7 +273,7 @@ def test_pyproject_ships_the_card_templates_as_package_data():
 
     from setuptools import find_namespace_packages
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     config = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
     assert config["package-dir"]["hf_persona.model_cards"] == "model_cards"
     patterns = config["package-data"]["hf_persona.model_cards"]

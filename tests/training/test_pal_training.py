@@ -281,7 +281,7 @@ def test_training_summary_and_learning_curve_script_report_the_validation_histor
     assert [h["step"] for h in history] == [1, 2]  # eval_steps=1, max_steps=2
     assert all(math.isfinite(h["eval_loss"]) for h in history)
     spec = importlib.util.spec_from_file_location(
-        "pal_learning_curves", Path(__file__).resolve().parents[1] / "benchmarks" / "pal_learning_curves.py")
+        "pal_learning_curves", Path(__file__).resolve().parents[2] / "benchmarks" / "pal_learning_curves.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     curve = script.eval_curve(out)  # read back from the checkpoints' trainer_state.json
@@ -319,7 +319,7 @@ def test_per_example_nll_and_the_split_script_paired_comparison(trained, pesconv
     assert "per_example" not in teacher_forced_metrics(model, tok, exs, "pal")
 
     spec = importlib.util.spec_from_file_location(
-        "pal_persona_split", Path(__file__).resolve().parents[1] / "benchmarks" / "pal_persona_split.py")
+        "pal_persona_split", Path(__file__).resolve().parents[2] / "benchmarks" / "pal_persona_split.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     script.main([f"a={out}", f"b={out}", "--data", str(pesconv_dir), "--reference", "b", "--resamples", "50",

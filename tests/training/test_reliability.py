@@ -16,7 +16,7 @@ import pytest
 from hf_persona.training.common import checkpoint_is_complete, last_checkpoint
 from tests import reliability_job
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TOTAL_STEPS = reliability_job.STEPS_PER_EPOCH * reliability_job.EPOCHS
 
 

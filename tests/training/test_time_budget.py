@@ -13,7 +13,7 @@ import torch
 from hf_persona.errors import HFPersonaError
 from hf_persona.training.common import time_budget_callback
 
-from tests.test_transmitter import receiver, tiny, tiny_dir, tok  # noqa: F401  (fixtures: tiny models)
+from tests.models.transmitter.test_transmitter import receiver, tiny, tiny_dir, tok  # noqa: F401  (fixtures: tiny models)
 
 NOW = 1e-9  # minutes: the budget is spent after the first step
 
