@@ -22,6 +22,7 @@ from pathlib import Path
 
 from ..errors import HFPersonaError
 from ..utils import atomic_write_json, get_logger, moved_names, set_seed
+from .recipe import trainer_arguments, write_summary
 
 logger = get_logger(__name__)
 
@@ -296,7 +297,6 @@ def train_cobert(
             returned model is the ``PeftModel`` (see :func:`hf_persona.pretrained.encoders.save_encoder_adapter`).
         config_kwargs: CoBERTConfig / BiEncoderConfig fields (num_hops, hop1_pooling, ...).
     """
-    import torch
     from transformers import TrainingArguments
 
     from .common import last_checkpoint, train_resumable
@@ -330,31 +330,23 @@ def train_cobert(
     steps_per_epoch = max(1, math.ceil(len(train_examples) / (batch_size * gradient_accumulation_steps)))
     strategy = "steps" if eval_steps else "epoch"
     has_eval = dev_examples is not None and _max_candidates(dev_examples) >= 2
-    args = TrainingArguments(
-        output_dir=str(output_dir),
-        per_device_train_batch_size=batch_size,
+    args = trainer_arguments(
+        TrainingArguments, output_dir, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
+        max_steps=max_steps, epochs=epochs,
+        warmup_steps=int(warmup_ratio * (max_steps if max_steps > 0 else steps_per_epoch * epochs)),
+        logging_steps=max(1, min(50, steps_per_epoch // 5)), progress=True,
         per_device_eval_batch_size=32,
         gradient_accumulation_steps=gradient_accumulation_steps,
-        learning_rate=learning_rate,
-        warmup_steps=int(warmup_ratio * (max_steps if max_steps > 0 else steps_per_epoch * epochs)),
-        num_train_epochs=epochs,
-        max_steps=max_steps,
         max_grad_norm=1.0,
         eval_strategy=strategy if has_eval else "no",
         save_strategy=strategy,
         eval_steps=eval_steps,
         save_steps=eval_steps,
-        logging_steps=max(1, min(50, steps_per_epoch // 5)),
         load_best_model_at_end=has_eval,
         metric_for_best_model="hits@1" if has_eval else None,
         greater_is_better=True,
         save_total_limit=save_total_limit,
         remove_unused_columns=False,
-        report_to="none",
-        seed=seed,
-        dataloader_num_workers=0,
-        use_cpu=not torch.cuda.is_available(),
-        disable_tqdm=False,
     )
     trainer_cls = _make_trainer_class()
     budget = _budget_callback(budget_minutes)
@@ -390,8 +382,7 @@ def train_cobert(
                                                   "merged": bool(merge_adapter)},
     }
     atomic_write_json(Path(output_dir) / "train_summary.json", summary)
-    if json_out:
-        atomic_write_json(json_out, summary)
+    write_summary(summary, json_out, args)
     trained = trainer.model
     trained.tokenizer = tokenizer
     return trained

@@ -32,6 +32,7 @@ from typing import Sequence
 
 from ..errors import HFPersonaError
 from ..utils import atomic_write_json, get_logger, moved_names, set_seed
+from .recipe import trainer_arguments, write_summary
 
 logger = get_logger(__name__)
 
@@ -321,7 +322,6 @@ def train_pal(
     (``PALCausalConfig.fusion_layer``; negative counts from the last, -1 = the last layer; None = the config's default, the last).
     Returns a summary dict (also written to ``json_out``).
     """
-    import torch
     from transformers import AutoTokenizer, TrainingArguments
 
     from ..backbones import is_causal_lm, resolve
@@ -389,14 +389,11 @@ def train_pal(
         if not causal:
             raise HFPersonaError(f"LoRA for PAL needs a pretrained causal LM backbone; {backbone!r} is not one")
         peft_backbone = add_pal_lora(model, tokenizer, lora)
-    args = TrainingArguments(
-        output_dir=str(output_dir),
-        per_device_train_batch_size=batch_size,
+    args = trainer_arguments(
+        TrainingArguments, output_dir, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
+        max_steps=max_steps, epochs=epochs, warmup_steps=warmup_steps, logging_steps=logging_steps,
+        progress=progress,
         per_device_eval_batch_size=max(batch_size, 16),
-        learning_rate=learning_rate,
-        warmup_steps=warmup_steps,
-        num_train_epochs=epochs,
-        max_steps=max_steps,
         eval_strategy="steps",
         eval_steps=eval_steps,
         # LoRA: no Trainer checkpoints. transformers cannot serialise an LM whose tied embedding and
@@ -404,19 +401,10 @@ def train_pal(
         # keeps its last step, saved by save_pal_adapter, and starts afresh when rerun
         save_strategy="no" if lora else "steps",
         save_steps=eval_steps,
-        save_total_limit=2,
         load_best_model_at_end=not lora,
         metric_for_best_model="eval_loss",
         greater_is_better=False,
-        logging_steps=logging_steps,
-        report_to=[],
-        seed=seed,
         remove_unused_columns=False,
-        disable_tqdm=not progress,
-        dataloader_num_workers=0,
-        # CPU runs must say so: without use_cpu a torchrun / accelerate launch on CPU trains as
-        # independent world_size=1 copies instead of one gloo DDP run
-        use_cpu=not torch.cuda.is_available(),
     )
     budget_cb = time_budget_callback(budget_minutes)
     trainer = _mixture_lr_trainer_class()(
@@ -474,9 +462,7 @@ def train_pal(
         "warm_started_cross_attention_layers": warm_started,
         **lengths,
     }
-    if json_out and args.should_save:
-        atomic_write_json(json_out, summary)
-    return summary
+    return write_summary(summary, json_out, args)
 
 
 # ----------------------------------------------------------------------------------------------

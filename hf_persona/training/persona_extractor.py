@@ -34,6 +34,7 @@ from typing import Iterable, Sequence
 
 from ..errors import HFPersonaError
 from ..utils import atomic_write_json, get_logger, moved_names, set_seed
+from .recipe import trainer_arguments, write_summary
 
 logger = get_logger(__name__)
 
@@ -208,7 +209,7 @@ def examples_from_msc(ds, groups: Sequence[int | None] | None = None) -> list[di
     return out
 
 
-def _msc_convai2_groups(path) -> dict[str, int]:
+def msc_convai2_groups(path) -> dict[str, int]:
     """Map each MSC episode's first utterance to its ConvAI2 dialogue index (``valid_<n>`` -> n).
 
     Keyed by text rather than by line number so that the alignment survives episodes the reader
@@ -275,7 +276,7 @@ def load_extractor_examples(paths: Iterable, dev_from: int = 800) -> tuple[list[
             exs = examples_from_personachat(read_personachat(p))
         else:
             ds = read_msc(p, skip_malformed=True)
-            by_first = _msc_convai2_groups(p)
+            by_first = msc_convai2_groups(p)
             groups = [by_first.get(" ".join(u[0].split())) if u else None for u in ds["utterances"]]
             exs = examples_from_msc(ds, groups)
         for ex in exs:
@@ -594,7 +595,8 @@ class PersonaExtractor:
 # ----------------------------------------------------------------------------------------------
 
 
-def _tokenize_examples(examples: list[dict], tokenizer, fmt: ExtractorFormat, decoder_start: int | None):
+def tokenize_examples(examples: list[dict], tokenizer, fmt: ExtractorFormat, decoder_start: int | None):
+    """The training rows (``input_ids``, ``labels``, ...) of extractor examples in format ``fmt``."""
     from datasets import Dataset
 
     if fmt.kind == "causal":
@@ -720,31 +722,19 @@ def train_persona_extractor(
         start = model.config.decoder_start_token_id  # BERT2BERT: [CLS] starts the decoder, not a label
     if kind == "causal":
         tokenizer.padding_side = "right"  # training batches; generation left-pads by itself
-    train_ds = _tokenize_examples(train_examples, tokenizer, fmt, start)
-    dev_ds = _tokenize_examples(dev_loss_examples, tokenizer, fmt, start)
+    train_ds = tokenize_examples(train_examples, tokenizer, fmt, start)
+    dev_ds = tokenize_examples(dev_loss_examples, tokenizer, fmt, start)
 
-    args = Seq2SeqTrainingArguments(
-        output_dir=str(output_dir),
-        per_device_train_batch_size=batch_size,
+    args = trainer_arguments(
+        Seq2SeqTrainingArguments, output_dir, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
+        max_steps=max_steps, epochs=epochs, warmup_steps=warmup_steps, logging_steps=logging_steps,
+        save_steps=eval_steps, progress=progress,
         per_device_eval_batch_size=max(batch_size, 16),
-        learning_rate=learning_rate,
-        warmup_steps=warmup_steps,
-        num_train_epochs=epochs,
-        max_steps=max_steps,
         eval_strategy="steps",
         eval_steps=eval_steps,
-        save_strategy="steps",
-        save_steps=eval_steps,
-        save_total_limit=2,
         load_best_model_at_end=True,
         metric_for_best_model="eval_loss",
         greater_is_better=False,
-        logging_steps=logging_steps,
-        report_to=[],
-        seed=seed,
-        use_cpu=not _cuda(),
-        disable_tqdm=not progress,
-        dataloader_num_workers=0,
     )
     budget_cb = time_budget_callback(budget_minutes)
     trainer = Seq2SeqTrainer(
@@ -791,9 +781,7 @@ def train_persona_extractor(
         from ..evaluation.persona_extractor import evaluate_extractor_on_examples
 
         summary["eval"] = evaluate_extractor_on_examples(extractor, dev_examples[:eval_generation_examples])
-    if json_out:
-        atomic_write_json(json_out, summary)
-    return summary
+    return write_summary(summary, json_out, args)
 
 
 def lora_config(rank: int):
@@ -805,13 +793,6 @@ def lora_config(rank: int):
                       task_type="CAUSAL_LM")
 
 
-def _cuda() -> bool:
-    try:
-        import torch
-
-        return torch.cuda.is_available()
-    except ImportError:  # pragma: no cover
-        return False
 
 
 

@@ -31,6 +31,7 @@ from ..data import ppg as D
 from ..errors import HFPersonaError
 from ..utils import moved_names
 from .common import time_budget_callback
+from .recipe import trainer_arguments
 
 META_FILE = "ppg_meta.json"
 DEFAULT_MAX_PROMPT_TOKENS = 192
@@ -294,25 +295,12 @@ def make_sft_trainer(model, tokenizer, dataset, output_dir, *, epochs=2.0, max_s
     TRL's default (on in TRL 1.x: less memory, about a third more compute per step)."""
     from trl import SFTConfig, SFTTrainer
 
-    args = SFTConfig(
-        output_dir=str(output_dir),
-        num_train_epochs=epochs,
-        max_steps=max_steps,
-        learning_rate=learning_rate,
-        per_device_train_batch_size=batch_size,
+    args = trainer_arguments(
+        SFTConfig, output_dir, batch_size=batch_size, learning_rate=learning_rate, seed=seed, max_steps=max_steps,
+        epochs=epochs, logging_steps=logging_steps, save_steps=save_steps,
         completion_only_loss=True,
         max_length=max_length,
-        logging_steps=logging_steps,
-        save_strategy="steps",
-        save_steps=save_steps,
-        save_total_limit=2,
-        report_to=[],
-        seed=seed,
-        use_cpu=not _cuda(),
-        dataloader_num_workers=0,
-        disable_tqdm=True,
         **({} if gradient_checkpointing is None else {"gradient_checkpointing": bool(gradient_checkpointing)}),
-        **cpu_precision(),
     )
     peft_config = lora_config(lora_target_modules, r=lora_r) if lora_target_modules else None
 
@@ -336,21 +324,6 @@ def make_sft_trainer(model, tokenizer, dataset, output_dir, *, epochs=2.0, max_s
                          peft_config=peft_config, callbacks=callbacks)
 
 
-def _cuda():
-    import torch
-
-    return torch.cuda.is_available()
-
-
-def cpu_precision() -> dict:
-    """``{"bf16": False}`` without a GPU, else ``{}`` (the trainer's default).
-
-    TRL 1.x turns ``bf16`` on by default in ``SFTConfig`` / ``RLOOConfig``; on a CPU that means bf16
-    autocast, whose matmuls (measured here, torch 2.13) run through the generic non-BLAS GEMM: a
-    SmolLM2-135M step of batch 8 x ~230 tokens took over 3 minutes instead of ~30 s in fp32."""
-    return {} if _cuda() else {"bf16": False}
-
-
 # ----------------------------------------------------------------------------------------------
 # generation and likelihood
 # ----------------------------------------------------------------------------------------------
@@ -358,7 +331,8 @@ def _device(model):
     return next(model.parameters()).device
 
 
-def _left_pad(ids_list, pad_id):
+def left_pad(ids_list, pad_id):
+    """Left-pad token id lists into ``(input_ids, attention_mask)`` tensors (the generation layout)."""
     import torch
 
     n = max(len(x) for x in ids_list)
@@ -397,7 +371,7 @@ def generate(model, tokenizer, prompts, max_new_tokens=32, batch_size=16, do_sam
     outs = []
     for start in range(0, len(prompts), batch_size):
         chunk = [D.encode_prompt(tokenizer, p) for p in prompts[start:start + batch_size]]
-        ids, mask = _left_pad(chunk, tokenizer.pad_token_id)
+        ids, mask = left_pad(chunk, tokenizer.pad_token_id)
         limit = getattr(model.config, "max_position_embeddings", None)
         new_tokens = max_new_tokens if limit is None else min(max_new_tokens, limit - ids.shape[1])
         if new_tokens < 1:
@@ -608,11 +582,9 @@ def train_critic(
         raise HFPersonaError(f"warmup_ratio must be in [0, 1), got {warmup_ratio}")
     planned = max_steps if max_steps > 0 else math.ceil(len(ds) / batch_size * epochs)
     warmup_steps = int(warmup_ratio * planned)
-    args = TrainingArguments(
-        output_dir=str(ckpt), num_train_epochs=epochs, max_steps=max_steps, learning_rate=learning_rate,
-        per_device_train_batch_size=batch_size, logging_steps=20, save_strategy="steps", save_steps=save_steps,
-        save_total_limit=2, report_to=[], seed=seed, use_cpu=not _cuda(), disable_tqdm=True,
-        warmup_steps=warmup_steps,
+    args = trainer_arguments(
+        TrainingArguments, ckpt, batch_size=batch_size, learning_rate=learning_rate, seed=seed, max_steps=max_steps,
+        epochs=epochs, warmup_steps=warmup_steps, logging_steps=20, save_steps=save_steps,
     )
     budget = time_budget_callback(budget_minutes)
     trainer = Trainer(model=model, args=args, train_dataset=ds, data_collator=DataCollatorWithPadding(tok),
@@ -661,5 +633,6 @@ def generate_personas(ppg_model, ppg_tok, turns, max_prompt_tokens=DEFAULT_MAX_P
     return texts, [D.split_persona(t) or [t] for t in texts]
 
 
-#: moved to hf_persona.evaluation.ppg (the old name still imports, with a DeprecationWarning)
-__getattr__ = moved_names(__name__, {"evaluate": "hf_persona.evaluation.ppg:evaluate_ppg"})
+#: moved to hf_persona.evaluation.ppg / training.recipe (the old names still import, with a DeprecationWarning)
+__getattr__ = moved_names(__name__, {"evaluate": "hf_persona.evaluation.ppg:evaluate_ppg",
+                                     "cpu_precision": "hf_persona.training.recipe"})

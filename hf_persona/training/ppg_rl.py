@@ -46,6 +46,7 @@ from ..data import ppg as D
 from ..errors import HFPersonaError
 from ..utils import moved_names
 from . import ppg as P
+from .recipe import trainer_arguments
 
 STATE_FILE = "rl_state.json"
 
@@ -124,19 +125,17 @@ def make_rloo_trainer(model, tokenizer, reward, train_dataset, output_dir, *, ma
                              f"{num_generations}")
     if batch_size % num_generations:
         raise HFPersonaError(f"batch_size ({batch_size}) must be a multiple of num_generations ({num_generations})")
-    args = RLOOConfig(
-        output_dir=str(output_dir), max_steps=max_steps, learning_rate=learning_rate,
-        per_device_train_batch_size=batch_size, num_generations=num_generations,
+    args = trainer_arguments(
+        RLOOConfig, output_dir, batch_size=batch_size, learning_rate=learning_rate, seed=seed, max_steps=max_steps,
+        logging_steps=1, save_steps=save_steps,
+        num_generations=num_generations,
         max_completion_length=max_completion_length, beta=beta, temperature=temperature, top_p=top_p,
-        logging_steps=1, save_strategy="steps", save_steps=save_steps, save_total_limit=2, report_to=[],
-        seed=seed, use_cpu=not P._cuda(), disable_tqdm=True, dataloader_num_workers=0,
         remove_unused_columns=False,
         normalize_advantages=normalize_advantages,
         # the sequence-level importance ratio exp(sum log p - sum log p_old) explodes when dropout makes the
         # two passes differ; sampling and scoring must use the same (deterministic) policy
         disable_dropout=True,
         **({} if gradient_checkpointing is None else {"gradient_checkpointing": bool(gradient_checkpointing)}),
-        **P.cpu_precision(),
     )
     peft_config = P.lora_config(lora_target_modules, r=lora_r) if lora_target_modules else None
     cls = _make_trainer_class()

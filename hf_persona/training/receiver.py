@@ -12,6 +12,7 @@ dev example and reports ``hits_at_1`` (used to keep the best checkpoint) and the
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import random
@@ -27,6 +28,7 @@ from ..errors import HFPersonaError
 from ..evaluation.receiver_probe import shares_sentence
 from ..utils import atomic_write_json, get_logger
 from .common import last_checkpoint, time_budget_callback, train_resumable
+from .recipe import trainer_arguments
 
 logger = get_logger(__name__)
 
@@ -108,7 +110,7 @@ def grouped_sides(datasets, sides: Sequence[str] = SIDES) -> list[dict]:
     return dialogue_sides(datasets, sides)
 
 
-class _Tokenized:
+class Tokenized:
     """Token ids of every distinct sentence, computed once."""
 
     def __init__(self, tokenizer, max_utterance_length: int, max_persona_length: int):
@@ -159,7 +161,7 @@ class ReceiverPairDataset(torch.utils.data.Dataset):
     say), and such a version is the same person, not a negative (see :func:`shares_sentence`).
     """
 
-    def __init__(self, examples: list[dict], tokenized: _Tokenized, num_negatives: int = 1, seed: int = 0,
+    def __init__(self, examples: list[dict], tokenized: Tokenized, num_negatives: int = 1, seed: int = 0,
                  fixed: bool = False, max_utterances: int | None = None, allow_shared_sentences: bool = False):
         if num_negatives < 0:
             raise HFPersonaError(f"num_negatives must be >= 0 (0: in-batch distractors), got {num_negatives}")
@@ -544,7 +546,7 @@ def train_receiver(
     tokenizer = AutoTokenizer.from_pretrained(source)
     model.tokenizer = tokenizer
 
-    tokenized = _Tokenized(tokenizer, model.config.max_utterance_length, model.config.max_persona_length)
+    tokenized = Tokenized(tokenizer, model.config.max_utterance_length, model.config.max_persona_length)
     if negatives not in ("sampled", "in_batch"):
         raise HFPersonaError(f"negatives must be 'sampled' or 'in_batch', got {negatives!r}")
     train_set = ReceiverPairDataset(
@@ -580,33 +582,23 @@ def train_receiver(
 
         train_model = get_peft_model(model, peft_config)
 
-    defaults = dict(
-        output_dir=str(output_dir),
-        max_steps=max_steps if max_steps else -1,
-        num_train_epochs=num_train_epochs,
-        learning_rate=learning_rate,
-        per_device_train_batch_size=batch_size,
+    unknown = sorted(set(training_args) - {f.name for f in dataclasses.fields(TrainingArguments)})
+    if unknown:
+        raise HFPersonaError(f"unknown training argument(s) {unknown} for the Receiver recipe")
+    args = trainer_arguments(
+        TrainingArguments, output_dir, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
+        max_steps=max_steps if max_steps else -1, epochs=num_train_epochs,
+        warmup_steps=int(round(warmup_ratio * total)), logging_steps=logging_steps, save_steps=save_steps,
+        progress=None if disable_tqdm is None else not disable_tqdm,
         per_device_eval_batch_size=batch_size,
-        warmup_steps=int(round(warmup_ratio * total)),
-        logging_steps=logging_steps,
-        save_strategy="steps",
-        save_steps=save_steps,
-        save_total_limit=2,
         eval_strategy="steps" if eval_set is not None else "no",
         eval_steps=eval_steps if eval_set is not None else None,
         load_best_model_at_end=eval_set is not None and peft_config is None,
         metric_for_best_model="hits_at_1" if eval_set is not None else None,
         greater_is_better=True if eval_set is not None else None,
         remove_unused_columns=False,
-        report_to=[],
-        seed=seed,
-        dataloader_num_workers=0,
-        use_cpu=not torch.cuda.is_available(),
+        **training_args,
     )
-    if disable_tqdm is not None:
-        defaults["disable_tqdm"] = disable_tqdm
-    defaults.update(training_args)
-    args = _training_arguments(defaults)
     trainer = ReceiverTrainer(
         model=train_model,
         args=args,
@@ -650,21 +642,12 @@ def train_receiver(
     return model, metrics
 
 
-def _training_arguments(values: dict) -> TrainingArguments:
-    import dataclasses
-
-    known = {f.name for f in dataclasses.fields(TrainingArguments)}
-    unknown = sorted(k for k in values if k not in known)
-    if unknown:
-        raise HFPersonaError(f"unknown training argument(s) {unknown} for the Receiver recipe")
-    return TrainingArguments(**values)
-
-
 __all__ = [
     "ReceiverCollator",
     "ReceiverPairDataset",
     "ReceiverTrainer",
     "TauAnnealingCallback",
+    "Tokenized",
     "dialogue_sides",
     "freeze_lower_layers",
     "grouped_sides",

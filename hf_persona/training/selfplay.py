@@ -22,7 +22,8 @@ import time
 from pathlib import Path
 
 from ..errors import HFPersonaError
-from ..utils import atomic_write_json, get_logger
+from ..utils import get_logger
+from .recipe import trainer_arguments, write_summary
 
 logger = get_logger(__name__)
 
@@ -258,7 +259,6 @@ def train_selfplay(
     the sampled turns towards the supervised model, this term keeps fitting the real replies
     (their words and where they end). The paper has no such term (0 reproduces it).
     """
-    import torch
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
@@ -313,11 +313,10 @@ def train_selfplay(
 
     output_dir = Path(output_dir)
     resume_from = last_checkpoint(output_dir) if resume else None
-    args = GRPOConfig(
-        output_dir=str(output_dir),
-        learning_rate=learning_rate,
+    args = trainer_arguments(
+        GRPOConfig, output_dir, batch_size=group * seeds_per_step, learning_rate=learning_rate, seed=seed,
+        max_steps=max_steps, logging_steps=1, save_steps=save_steps,
         lr_scheduler_type="constant",
-        per_device_train_batch_size=group * seeds_per_step,
         steps_per_generation=1,
         num_generations=group,
         num_iterations=1,
@@ -329,16 +328,8 @@ def train_selfplay(
         temperature=1.0,
         reward_weights=reward_weights,
         disable_dropout=True,
-        max_steps=max_steps,
-        logging_steps=1,
-        save_steps=save_steps,
-        save_total_limit=2,
-        report_to=[],
-        seed=seed,
-        use_cpu=not torch.cuda.is_available(),
-        bf16=False,
+        bf16=False,  # on a GPU too: the rewards' and the policy's log-probabilities are compared in fp32
         log_completions=False,
-        disable_tqdm=True,
         shuffle_dataset=False,
     )
     trainer_class = GRPOTrainer
@@ -398,9 +389,7 @@ def train_selfplay(
         if vals:
             summary[f"{n}.first"] = vals[0]
             summary[f"{n}.last"] = vals[-1]
-    if json_out:
-        atomic_write_json(json_out, summary)
-    return summary
+    return write_summary(summary, json_out, args)
 
 
 def _checkpoint_step(checkpoint) -> int:

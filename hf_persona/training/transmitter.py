@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 
 from ..errors import HFPersonaError
-from ..utils import atomic_write_json, get_logger
+from ..utils import get_logger
+from .recipe import trainer_arguments, write_summary
 
 logger = get_logger(__name__)
 
@@ -226,25 +227,13 @@ def train_transmitter(
         def __getitem__(self, i):
             return examples[i]
 
-    args = TrainingArguments(
-        output_dir=str(output_dir),
-        per_device_train_batch_size=batch_size,
+    args = trainer_arguments(
+        TrainingArguments, output_dir, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
+        max_steps=max_steps, epochs=epochs, warmup_steps=warmup_steps, save_steps=save_steps,
         gradient_accumulation_steps=gradient_accumulation_steps,
-        num_train_epochs=epochs,
-        max_steps=max_steps,
-        learning_rate=learning_rate,
         lr_scheduler_type="linear",
-        warmup_steps=warmup_steps,
         weight_decay=0.0,
-        logging_steps=10,
-        save_steps=save_steps,
-        save_total_limit=2,
-        report_to=[],
         remove_unused_columns=False,
-        seed=seed,
-        dataloader_num_workers=0,
-        use_cpu=not torch.cuda.is_available(),
-        disable_tqdm=True,
     )
     callbacks = [time_budget_callback(budget_minutes)] if budget_minutes else []
     if lora:
@@ -286,9 +275,7 @@ def train_transmitter(
         "lora": lora,
         "trainable_parameters": trainable,
     }
-    if json_out and args.should_save:
-        atomic_write_json(json_out, summary)
-    return summary
+    return write_summary(summary, json_out, args)
 
 
 def add_transmitter_lora(model, rank: int):
