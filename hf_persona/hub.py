@@ -316,7 +316,7 @@ def sidecar_cards(sidecars: dict[str, dict]) -> list[str]:
     return list(dict.fromkeys(cards))
 
 
-def _template(name: str):
+def card_template_path(name: str):
     """The template file a card name stands for: an absolute path as is, else ``MODEL_CARDS_DIR/<name>.md``."""
     if os.path.isabs(name):
         return Path(name)
@@ -345,7 +345,7 @@ def find_card_template(model_type: str, card_template=None, markers=()) -> Path 
                   model_type, model_type.replace("_", "-"), model_type.replace("-", "_"),
                   *(spec.name for spec in specs if not spec.card), *markers]
     for name in candidates:
-        path = _template(name)
+        path = card_template_path(name)
         if path.is_file():
             return path
     raise HFPersonaError(
@@ -417,7 +417,7 @@ def render_card(template_path, *, repo_id: str, base_model: str, metrics: dict |
         ) from exc
 
 
-def _sidecars(model_dir: Path) -> dict[str, dict]:
+def read_sidecars(model_dir: Path) -> dict[str, dict]:
     """The JSON objects of the registered sidecar files in ``model_dir`` (see :func:`sidecar_files`)."""
     out = {}
     for name in sidecar_files():
@@ -436,7 +436,7 @@ def build_card(model_dir, repo_id: str, card_template=None, metrics_json=None, b
     """Render the model card :func:`push` would upload for ``model_dir``."""
     model_dir = Path(model_dir)
     config = _read_config(model_dir)
-    sidecars = _sidecars(model_dir)
+    sidecars = read_sidecars(model_dir)
     template = find_card_template(config["model_type"], card_template, sidecar_cards(sidecars))
     source = None
     if metrics_json is None:

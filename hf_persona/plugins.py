@@ -297,6 +297,12 @@ def _wanted(allow: set[str] | None, dist_name: str | None, ep_name: str) -> bool
     return bool(names & allow)
 
 
+def installed_entry_points():
+    """The installed entry points of the ``hf_persona`` group (:func:`importlib.metadata.entry_points`),
+    the plugins :func:`load_plugins` loads after the built-in ones (tests stand in for it)."""
+    return _entry_points(group=GROUP)
+
+
 def load_plugins(entry_points: bool | None = None) -> None:
     """Register the built-in plugins and (unless switched off) the installed entry points.
 
@@ -325,7 +331,7 @@ def load_plugins(entry_points: bool | None = None) -> None:
         allow = None if env is None else {n.strip().lower() for n in env.split(",") if n.strip()}
         if allow is not None and not allow:
             return
-        for ep in _entry_points(group=GROUP):
+        for ep in installed_entry_points():
             dist_name = ep.dist.name if ep.dist is not None else None
             if not _wanted(allow, dist_name, ep.name):
                 continue
@@ -508,11 +514,11 @@ def _check_reference(name: str, what: str, ref: str) -> None:
     if spec is None:
         raise ValueError(f"model {name!r}: {what} {ref!r}: no module named {module_name!r}")
     top = attr_path.split(".")[0]
-    if _source_defines(spec, top) is False:
+    if source_defines(spec, top) is False:
         raise ValueError(f"model {name!r}: {what} {ref!r}: module {module_name} defines no {top!r}")
 
 
-def _source_defines(spec, attr: str):
+def source_defines(spec, attr: str):
     """True / False when the module's source does / does not bind ``attr`` at top level; None when it cannot tell."""
     origin = getattr(spec, "origin", None)
     if not origin or not str(origin).endswith(".py"):

@@ -37,7 +37,7 @@ def quiet_work(warm_start: bool = False):
 
 def json_option(help: str = JSON_HELP):
     """``--json FILE`` (``-`` = stdout), the same on every train / eval command."""
-    from ._options import output_file
+    from .options import output_file
 
     return click.option("--json", "json_out", default=None, type=output_file(allow_dash=True), help=help)
 
@@ -132,7 +132,7 @@ def default_data(name: str = "personachat") -> str:
 def dev_from_option(default, *aliases, help: str, type=None):
     """``--dev-from N``: the one way to choose splits (dialogues before N train, from N on are held
     out); ``aliases`` are the older names of the same option, still accepted."""
-    from ._options import NONNEG_INT
+    from .options import NONNEG_INT
 
     return click.option("--dev-from", *aliases, "dev_from", default=default, show_default=default is not None,
                         type=type or NONNEG_INT, help=help)

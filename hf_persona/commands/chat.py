@@ -22,7 +22,7 @@ import time
 import click
 
 from ..pipeline import STRATEGIES
-from ._options import SEED, output_dir
+from .options import SEED, output_dir
 
 #: α levels the pipeline accepts by name (resolved there, with the numbers, by the PAL config code)
 ALPHA_NAMES = ("low", "medium", "high")

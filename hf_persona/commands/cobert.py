@@ -17,7 +17,7 @@ from pathlib import Path
 
 import click
 
-from ._options import (
+from .options import (
     CANDIDATES,
     MAX_STEPS,
     NONNEG_INT,

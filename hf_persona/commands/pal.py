@@ -11,7 +11,7 @@ import math
 
 import click
 
-from ._options import (
+from .options import (
     MAX_STEPS,
     NONNEG_FLOAT,
     NONNEG_INT,

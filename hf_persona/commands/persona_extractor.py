@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import click
 
-from ._options import (
+from .options import (
     MAX_STEPS,
     NONNEG_INT,
     POS_FLOAT,

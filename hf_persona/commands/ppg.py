@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import click
 
-from ._options import (MAX_STEPS, NONNEG_FLOAT, NONNEG_INT, POS_FLOAT, POS_INT, SEED, UNIT_FLOAT_OPEN, check_backbone,
+from .options import (MAX_STEPS, NONNEG_FLOAT, NONNEG_INT, POS_FLOAT, POS_INT, SEED, UNIT_FLOAT_OPEN, check_backbone,
                        check_model, input_file, output_dir)
 from ._output import (clamp_first, clamp_held_out, default_data, dev_from_option, finish, json_option, quiet_work)
 

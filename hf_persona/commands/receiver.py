@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import click
 
-from ._options import (CANDIDATES, FRACTION, MAX_STEPS, NONNEG_FLOAT, NONNEG_INT, POS_FLOAT, POS_INT, SEED,
+from .options import (CANDIDATES, FRACTION, MAX_STEPS, NONNEG_FLOAT, NONNEG_INT, POS_FLOAT, POS_INT, SEED,
                        check_backbone, check_model, input_file, output_dir, output_file)
 from ._output import dev_from_option, finish, json_option, quiet_work
 

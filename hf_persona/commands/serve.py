@@ -10,7 +10,7 @@ import importlib.util
 
 import click
 
-from ._options import output_dir
+from .options import output_dir
 
 
 @click.command("serve")

@@ -17,7 +17,7 @@ import click
 
 from hf_persona.errors import HFPersonaError
 
-from ._options import (CANDIDATES, MAX_STEPS, MODEL_ACCEPTED, NONNEG_FLOAT, NONNEG_INT, POS_FLOAT, POS_INT, SEED,
+from .options import (CANDIDATES, MAX_STEPS, MODEL_ACCEPTED, NONNEG_FLOAT, NONNEG_INT, POS_FLOAT, POS_INT, SEED,
                        UNIT_FLOAT, UNIT_FLOAT_OPEN, check_backbone, check_model_ref, input_dir, input_file,
                        output_dir)
 from ._output import clamp_first, clamp_held_out, finish, json_file, json_option, quiet_work

@@ -41,7 +41,7 @@ def test_missing_packages_name_the_install_command(monkeypatch, tmp_path):
     fake = tmp_path / backbones.SMOLLM2_GGUF
     fake.write_bytes(b"GGUF")
     with pytest.raises(HFPersonaError, match="needs the package gguf"):
-        backbones._convert_gguf(fake, tmp_path / "out")
+        backbones.convert_gguf(fake, tmp_path / "out")
 
 
 @pytest.fixture
@@ -64,7 +64,7 @@ def fake_gguf(monkeypatch, tmp_path):
         LlamaForCausalLM(config).save_pretrained(str(out))
 
     monkeypatch.setattr(backbones, "smollm2_gguf_file", lambda: gguf)
-    monkeypatch.setattr(backbones, "_convert_gguf", convert)
+    monkeypatch.setattr(backbones, "convert_gguf", convert)
     monkeypatch.setenv("HF_PERSONA_CACHE", str(tmp_path / "cache"))
     return gguf, calls
 
@@ -96,9 +96,9 @@ def test_broken_cache_is_detected_and_rebuilt(fake_gguf, damage):
         (folder / "config.json").unlink()
     else:  # same size, not a safetensors file any more
         weights.write_bytes(b"\0" * weights.stat().st_size)
-    assert not backbones._folder_is_complete(folder)
+    assert not backbones.folder_is_complete(folder)
     assert resolve("smollm2") == str(folder) and len(calls) == 2
-    assert backbones._folder_is_complete(folder)
+    assert backbones.folder_is_complete(folder)
 
 
 def test_a_failed_conversion_leaves_nothing_that_looks_finished(fake_gguf, monkeypatch):
@@ -108,7 +108,7 @@ def test_a_failed_conversion_leaves_nothing_that_looks_finished(fake_gguf, monke
         (Path(out) / "config.json").write_text("{}")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(backbones, "_convert_gguf", crash)
+    monkeypatch.setattr(backbones, "convert_gguf", crash)
     with pytest.raises(KeyboardInterrupt):
         resolve("smollm2")
     root = backbones.cache_dir() / "backbones"

@@ -22,8 +22,8 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from hf_persona.cli import _register_plugin_commands, cli, main
-from hf_persona.commands import _options
+from hf_persona.cli import register_plugin_commands, cli, main
+from hf_persona.commands import options
 from hf_persona.data import sample_path
 
 FAST = 2.0  # seconds; parsing a command line takes milliseconds
@@ -71,7 +71,7 @@ def stubs(monkeypatch):
     """Replace the training / evaluation modules by stand-ins; returns them by name."""
     import huggingface_hub.constants
 
-    _register_plugin_commands()
+    register_plugin_commands()
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     mods = {}
     for name in STUBBED:
@@ -274,7 +274,7 @@ def test_the_good_options_reach_the_library(stubs, paths):
 def test_every_numeric_option_of_every_command_has_a_range():
     """No INT / FLOAT option without a range, no output path without the output check: a new option
     must choose one (``--fusion-layer`` is a Python index into the decoder's layers, any sign)."""
-    _register_plugin_commands()
+    register_plugin_commands()
     unchecked_numbers, unchecked_outputs, seen = [], [], 0
 
     def walk(command, path):
@@ -286,10 +286,10 @@ def test_every_numeric_option_of_every_command_has_a_range():
                 ranged = isinstance(param.type, (click.IntRange, click.FloatRange))
                 if not ranged and name != "train pal --fusion-layer":
                     unchecked_numbers.append(name)
-                if isinstance(param.type, click.FloatRange) and not isinstance(param.type, _options.FiniteFloatRange):
+                if isinstance(param.type, click.FloatRange) and not isinstance(param.type, options.FiniteFloatRange):
                     unchecked_numbers.append(name + " (accepts nan)")
             if param.name in ("output_dir", "out_dir", "json_out", "out") and isinstance(param.type, click.Path):
-                if not isinstance(param.type, _options.OutputPath):
+                if not isinstance(param.type, options.OutputPath):
                     unchecked_outputs.append(name)
         for sub_name, sub in getattr(command, "commands", {}).items():
             if sub_name not in ("push", "pull"):  # the Hub commands belong to the hub plugin
@@ -344,17 +344,17 @@ def test_top_level_and_click_runner_errors(stubs, paths):
 
 
 def test_backbone_names_folders_and_cached_hub_ids_pass(stubs, paths, monkeypatch, tmp_path):
-    assert _options.check_model_ref("minilm", "backbone", "x", _options._backbone_aliases()) is None
-    assert _options.check_model_ref("SmolLM2", "backbone", "x", _options._backbone_aliases()) is None
-    assert _options.check_model_ref(paths["model"], "backbone", "x") is None
-    problem = _options.check_model_ref("no/such", "backbone", _options.BACKBONE_ACCEPTED)
+    assert options.check_model_ref("minilm", "backbone", "x", options.backbone_aliases()) is None
+    assert options.check_model_ref("SmolLM2", "backbone", "x", options.backbone_aliases()) is None
+    assert options.check_model_ref(paths["model"], "backbone", "x") is None
+    problem = options.check_model_ref("no/such", "backbone", options.BACKBONE_ACCEPTED)
     assert problem.startswith("backbone 'no/such' is neither a local folder nor a model in the local Hugging Face "
                               "cache (HF_HUB_OFFLINE is set); accepted: 'minilm', 'smollm2'")
     import huggingface_hub
 
     monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache",
                         lambda repo_id, filename: str(tmp_path) if repo_id == "org/cached" else None)
-    assert _options.check_model_ref("org/cached", "backbone", "x") is None
+    assert options.check_model_ref("org/cached", "backbone", "x") is None
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
 
     class Api:
@@ -364,6 +364,6 @@ def test_backbone_names_folders_and_cached_hub_ids_pass(stubs, paths, monkeypatc
             return repo_id == "org/online"
 
     monkeypatch.setattr(huggingface_hub, "HfApi", Api)
-    assert _options.check_model_ref("org/online", "backbone", "x") is None
-    assert "a model on the Hub" in _options.check_model_ref("org/absent", "backbone", "x")
-    assert "could not be reached (ConnectionError)" in _options.check_model_ref("org/down", "backbone", "x")
+    assert options.check_model_ref("org/online", "backbone", "x") is None
+    assert "a model on the Hub" in options.check_model_ref("org/absent", "backbone", "x")
+    assert "could not be reached (ConnectionError)" in options.check_model_ref("org/down", "backbone", "x")

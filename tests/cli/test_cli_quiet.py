@@ -133,9 +133,9 @@ def test_the_filter_hides_listed_warnings_and_records_only_and_v_shows_them():
 
 
 def _cli():
-    from hf_persona.cli import _register_plugin_commands, cli
+    from hf_persona.cli import register_plugin_commands, cli
 
-    _register_plugin_commands()
+    register_plugin_commands()
     return cli
 
 

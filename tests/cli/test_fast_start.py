@@ -43,9 +43,9 @@ def test_import_plugins_and_every_help_text_stay_light():
 
         import click
         from click.testing import CliRunner
-        from hf_persona.cli import _register_plugin_commands, cli
+        from hf_persona.cli import register_plugin_commands, cli
 
-        _register_plugin_commands()
+        register_plugin_commands()
         runner = CliRunner()
         helps = []
 

@@ -216,14 +216,14 @@ def test_cli_annotate_with_a_saved_extractor(tmp_path, tiny_bert_dir):
     from click.testing import CliRunner
     from datasets import load_from_disk
 
-    from hf_persona.cli import _register_plugin_commands, cli
+    from hf_persona.cli import register_plugin_commands, cli
     from hf_persona.training.persona_extractor import ExtractorFormat, PersonaExtractor, build_extractor_model
 
     model, tok = build_extractor_model(tiny_bert_dir, seed=0)
     model.generation_config.max_new_tokens = 6
     ext_dir = tmp_path / "ext"
     PersonaExtractor(model, tok, ExtractorFormat(" [SEP] ", max_source_length=32, max_target_length=6)).save_pretrained(ext_dir)
-    _register_plugin_commands()
+    register_plugin_commands()
     out = tmp_path / "pes"
     args = ["annotate-persona", "--extractor", str(ext_dir), "--data", str(sample_path("esconv")), "--out", str(out),
             "--max-dialogues", "3", "--num-beams", "1", "--dialogues-per-shard", "2", "--json", str(tmp_path / "s.json")]

@@ -65,7 +65,7 @@ ALL = sorted(MODELS) + sorted(RECIPES)
 @pytest.mark.parametrize("name", ALL)
 def test_card_template_exists(name):
     card = _card_of(name)
-    assert hub._template(card).is_file(), \
+    assert hub.card_template_path(card).is_file(), \
         f"model {name!r} names the card {card!r}, but model_cards/{card}.md does not exist"
 
 
@@ -78,7 +78,7 @@ def test_card_renders_for_a_tiny_saved_model(name, tiny_bert_dir, tmp_path):
     (folder / "eval.json").write_text(json.dumps({"checklist.score": 0.5}))
     card = hub.build_card(folder, "org/checklist", metrics_json=folder / "eval.json",  # no card_template
                           base_model="org/base")
-    want = hub.render_card(hub._template(_card_of(name)), repo_id="org/checklist", base_model="org/base",
+    want = hub.render_card(hub.card_template_path(_card_of(name)), repo_id="org/checklist", base_model="org/base",
                            metrics={"checklist.score": 0.5}, metrics_source="eval.json")
     assert card == want, f"model {name!r}: the card build_card picked is not model_cards/{_card_of(name)}.md"
     assert "org/checklist" in card and "| checklist.score | 0.5 |" in card
@@ -145,7 +145,7 @@ def test_recipe_model_loads_with_plain_transformers(name, tiny_bert_dir, tmp_pat
     folder = tmp_path / f"recipe_{name}"
     model, tokenizer = build(tiny_bert_dir, folder)
     model.eval()
-    assert RECIPES[name].holds(hub._sidecars(folder)), \
+    assert RECIPES[name].holds(hub.read_sidecars(folder)), \
         f"the {name} builder did not write the sidecar {RECIPES[name].sidecar} its registration names"
     loaded = hub.load_model(folder).eval()  # transformers' own class (config.json names no custom code)
     assert type(loaded) is type(model) and type(loaded).__module__.startswith("transformers.")

@@ -63,7 +63,7 @@ def test_sys_exit_at_import_is_recorded_with_the_plugin_name(fresh_plugins, modu
 
     eps = [_EntryPoint("hf-persona-exit", "exit", lambda: importlib.import_module("hfp_fault_exit")),
            _EntryPoint("hf-persona-base", "base", lambda: importlib.import_module("hfp_fault_base"))]
-    fresh_plugins.setattr(plugins, "_entry_points", lambda group: eps)
+    fresh_plugins.setattr(plugins, "installed_entry_points", lambda: eps)
     fresh_plugins.delenv("HF_PERSONA_LOAD_PLUGINS")
     listing = hf_persona.list_plugins()  # before: SystemExit ended the process here, silently
     assert "personachat" in listing["datasets"]  # the other plugins keep working
@@ -77,7 +77,7 @@ def test_keyboard_interrupt_at_import_is_not_swallowed(fresh_plugins):
     def interrupted():
         raise KeyboardInterrupt
 
-    fresh_plugins.setattr(plugins, "_entry_points", lambda group: [_EntryPoint("hf-persona-ki", "ki", interrupted)])
+    fresh_plugins.setattr(plugins, "installed_entry_points", lambda: [_EntryPoint("hf-persona-ki", "ki", interrupted)])
     fresh_plugins.delenv("HF_PERSONA_LOAD_PLUGINS")
     with pytest.raises(KeyboardInterrupt):
         hf_persona.list_plugins()
@@ -245,10 +245,10 @@ def test_missing_class_in_an_unimported_module_is_found_without_importing_it(fre
     import importlib.util
 
     spec = importlib.util.find_spec("hfp_fault_pkg")
-    assert plugins._source_defines(spec, "Config") is True and plugins._source_defines(spec, "Model") is False
-    assert plugins._source_defines(spec, "config") is None  # a submodule: an attribute once imported
+    assert plugins.source_defines(spec, "Config") is True and plugins.source_defines(spec, "Model") is False
+    assert plugins.source_defines(spec, "config") is None  # a submodule: an attribute once imported
     (module_dir / "hfp_fault_lazy.py").write_text("def __getattr__(name):\n    raise AttributeError(name)\n")
-    assert plugins._source_defines(importlib.util.find_spec("hfp_fault_lazy"), "Model") is None
+    assert plugins.source_defines(importlib.util.find_spec("hfp_fault_lazy"), "Model") is None
     assert not marker.exists()
 
 

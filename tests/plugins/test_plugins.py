@@ -85,7 +85,7 @@ def test_entry_point_import_error_is_reported(fresh_plugins):
         def load(self):
             raise ImportError("missing dependency xyz")
 
-    fresh_plugins.setattr(plugins, "_entry_points", lambda group: [FakeEP()])
+    fresh_plugins.setattr(plugins, "installed_entry_points", lambda: [FakeEP()])
     fresh_plugins.delenv("HF_PERSONA_LOAD_PLUGINS")
     listing = hf_persona.list_plugins()
     assert "personachat" in listing["datasets"]

@@ -100,10 +100,10 @@ def test_reward_errors(receiver, receiver_dir):
 def test_cli_train_eval_heatmap(tiny_bert_dir, tmp_path):
     from click.testing import CliRunner
 
-    from hf_persona.cli import _register_plugin_commands, cli
+    from hf_persona.cli import register_plugin_commands, cli
     from hf_persona.data import sample_path
 
-    _register_plugin_commands()
+    register_plugin_commands()
     runner = CliRunner()
     out = tmp_path / "rcv"
     res = runner.invoke(cli, ["train", "receiver", "--output-dir", str(out), "--backbone", tiny_bert_dir,

@@ -50,10 +50,10 @@ def test_candidate_sets_gold_first_other_dialogues_only_and_seeded():
 def test_train_eval_resume_and_cli(tiny_bert_dir, tmp_path):
     from click.testing import CliRunner
 
-    from hf_persona.cli import _register_plugin_commands, cli
+    from hf_persona.cli import register_plugin_commands, cli
     from hf_persona.training.cobert import train_cobert
 
-    _register_plugin_commands()
+    register_plugin_commands()
     data = str(sample_path("personachat"))
     out = tmp_path / "run"
     runner = CliRunner()

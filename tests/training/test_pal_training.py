@@ -396,9 +396,9 @@ def test_train_and_evaluate_with_the_concat_alignment(pesconv_dir, tiny_bert_dir
 def test_train_pal_cli_rejects_a_bad_mixture_init(pesconv_dir, tmp_path):
     from click.testing import CliRunner
 
-    from hf_persona.cli import _register_plugin_commands, cli
+    from hf_persona.cli import register_plugin_commands, cli
 
-    _register_plugin_commands()
+    register_plugin_commands()
     res = CliRunner().invoke(cli, ["train", "pal", "--data", str(pesconv_dir), "--output-dir", str(tmp_path / "o"),
                                    "--mixture-init", "0,zero,2"])
     assert res.exit_code == 2 and "expected comma-separated numbers" in res.output
@@ -407,10 +407,10 @@ def test_train_pal_cli_rejects_a_bad_mixture_init(pesconv_dir, tmp_path):
 def test_eval_cli_prints_table3_and_writes_flat_json(trained, pesconv_dir, tmp_path):
     from click.testing import CliRunner
 
-    from hf_persona.cli import _register_plugin_commands, cli
+    from hf_persona.cli import register_plugin_commands, cli
     from hf_persona.training.pal import METRIC_KEYS
 
-    _register_plugin_commands()
+    register_plugin_commands()
     out, _ = trained
     js = tmp_path / "m.json"
     args = ["eval", "pal", "--model", str(out), "--data", str(pesconv_dir), "--max-examples", "6",

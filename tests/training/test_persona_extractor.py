@@ -197,12 +197,12 @@ def test_training_learns_on_a_fixed_batch(tiny_bert_dir):
     """Dev loss after a few steps on the dev examples themselves is lower than before training."""
     import torch
 
-    from hf_persona.training.persona_extractor import ExtractorFormat, _tokenize_examples, build_extractor_model
+    from hf_persona.training.persona_extractor import ExtractorFormat, tokenize_examples, build_extractor_model
 
     model, tok = build_extractor_model(tiny_bert_dir, seed=0)
     exs = examples_from_personachat(read_personachat(sample_path("personachat")))[:4]
     fmt = ExtractorFormat(" [SEP] ", max_source_length=48, max_target_length=16)
-    ds = _tokenize_examples(exs, tok, fmt, model.config.decoder_start_token_id)
+    ds = tokenize_examples(exs, tok, fmt, model.config.decoder_start_token_id)
     assert all(ids[0] != tok.cls_token_id and ids[-1] == tok.sep_token_id for ids in ds["labels"])
     from transformers import DataCollatorForSeq2Seq
 
@@ -254,9 +254,9 @@ def test_bad_inputs(tmp_path, trained_tiny):
 def test_cli_eval_writes_json(trained_tiny, tmp_path):
     from click.testing import CliRunner
 
-    from hf_persona.cli import _register_plugin_commands, cli
+    from hf_persona.cli import register_plugin_commands, cli
 
-    _register_plugin_commands()
+    register_plugin_commands()
     out, _ = trained_tiny
     js = tmp_path / "m.json"
     res = CliRunner().invoke(cli, ["eval", "persona-extractor", "--extractor", str(out), "--data",
@@ -405,10 +405,10 @@ def test_lora_extractor_keeps_the_adapter_alone_or_merges(tiny_llama_dir, tmp_pa
 def test_msc_alignment_skips_malformed_lines(tmp_path):
     """The MSC -> ConvAI2 alignment reads past lines the reader reports: huge numbers, deep nesting,
     a non-list dialog, invalid UTF-8."""
-    from hf_persona.training.persona_extractor import _msc_convai2_groups
+    from hf_persona.training.persona_extractor import msc_convai2_groups
 
     good = {"personas": [["a"], ["b"]], "dialog": [{"text": "hi  there", "id": "Speaker 1", "convai2_id": "valid_7"}]}
     path = tmp_path / "msc.txt"
     path.write_bytes((json.dumps(good) + "\n").encode() + b'{"dialog": [{"text": "x", "n": ' + b"9" * 5000 + b"}]}\n"
                      + b"[" * 100000 + b"\n" + b'{"dialog": "nope"}\n\xff\xfe\n')
-    assert _msc_convai2_groups(path) == {"hi there": 7}
+    assert msc_convai2_groups(path) == {"hi there": 7}

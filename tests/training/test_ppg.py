@@ -242,7 +242,7 @@ def test_rloo_logps_match_the_model_under_left_padding(tiny_bert_dir, random_cri
     trainer = R.make_rloo_trainer(model, tok, reward, ds, tmp_path, max_steps=1, batch_size=4,
                                   max_completion_length=4)
     seqs = [[101, 2023, 2003, 102, 7592, 2088], [101, 2026, 102, 7592, 2088, 999, 2204, 102]]
-    ids, mask = P._left_pad(seqs, tok.pad_token_id)
+    ids, mask = P.left_pad(seqs, tok.pad_token_id)
     k = 3
     logps, ent, _ = trainer._get_per_token_logps_and_entropies(trainer.model.eval(), ids, mask, k,
                                                                 compute_entropy=True)
@@ -370,10 +370,10 @@ def test_alternating_rl_resumes_after_a_kill(tiny_bert_dir, random_critic, rows,
 def test_train_critic_cli_passes_length_and_warmup(tiny_bert_dir, tmp_path):
     from click.testing import CliRunner
 
-    from hf_persona.cli import _register_plugin_commands, cli
+    from hf_persona.cli import register_plugin_commands, cli
     from hf_persona.data import sample_path
 
-    _register_plugin_commands()
+    register_plugin_commands()
     out = tmp_path / "critic"
     res = CliRunner().invoke(cli, ["train", "critic", "--data", str(sample_path("personachat")), "--output-dir",
                                    str(out), "--backbone", str(tiny_bert_dir), "--train-dialogues", "34",
@@ -388,7 +388,7 @@ def test_train_critic_cli_passes_length_and_warmup(tiny_bert_dir, tmp_path):
 def test_eval_ppg_cli_evaluates_the_rl_ablation(monkeypatch, tmp_path):
     from click.testing import CliRunner
 
-    from hf_persona.cli import _register_plugin_commands, cli
+    from hf_persona.cli import register_plugin_commands, cli
     from hf_persona.data import read_personachat, sample_path
 
     calls = []
@@ -400,7 +400,7 @@ def test_eval_ppg_cli_evaluates_the_rl_ablation(monkeypatch, tmp_path):
     import hf_persona.evaluation.ppg as E
 
     monkeypatch.setattr(E, "evaluate_ppg", fake_evaluate)
-    _register_plugin_commands()
+    register_plugin_commands()
     out = tmp_path / "m.json"
     res = CliRunner().invoke(cli, ["eval", "ppg", "--ppg", "p", "--drg", "d", "--ppg-rl", "p2", "--drg-rl", "d2",
                                    "--bm25-drg", "b", "--data", str(sample_path("personachat")),

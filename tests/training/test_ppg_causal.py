@@ -127,10 +127,10 @@ def test_train_ppg_and_drg_cli_on_a_chat_llama_end_to_end(tiny_llama_dir, minilm
     from click.testing import CliRunner
     from transformers import AutoModelForCausalLM, AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    from hf_persona.cli import _register_plugin_commands, cli
+    from hf_persona.cli import register_plugin_commands, cli
     from hf_persona.data import read_personachat, sample_path
 
-    _register_plugin_commands()
+    register_plugin_commands()
     data = str(sample_path("personachat"))
     folders = {}
     for task in ("ppg", "drg"):

@@ -20,7 +20,7 @@ from hf_persona.training.receiver import (
     ReceiverCollator,
     ReceiverPairDataset,
     TauAnnealingCallback,
-    _Tokenized,
+    Tokenized,
     dialogue_sides,
     grouped_sides,
     linear_tau,
@@ -60,17 +60,17 @@ def test_distractors_never_equal_the_true_persona_as_a_set(minilm_path):
     # the same persona in shuffled order is the same persona
     base.append({"utterances": ["u9"], "persona": ["b0", "a0"], "group": 0})
     other_group = [{"utterances": ["v"], "persona": ["z1"], "group": 1}, {"utterances": ["w"], "persona": ["z2"], "group": 1}]
-    ds = ReceiverPairDataset(base + other_group, _Tokenized(tok, 16, 16), num_negatives=1, seed=0)
+    ds = ReceiverPairDataset(base + other_group, Tokenized(tok, 16, 16), num_negatives=1, seed=0)
     for _ in range(5):
         for i, e in enumerate(base + other_group):
             neg = ds._draw(e, ds.rng)[0]
             assert frozenset(neg) != frozenset(e["persona"])
             assert frozenset(neg) in {frozenset(x["persona"]) for x in (base + other_group) if x["group"] == e["group"]}
-    fixed1 = ReceiverPairDataset(base, _Tokenized(tok, 16, 16), num_negatives=2, seed=3, fixed=True)
-    fixed2 = ReceiverPairDataset(base, _Tokenized(tok, 16, 16), num_negatives=2, seed=3, fixed=True)
+    fixed1 = ReceiverPairDataset(base, Tokenized(tok, 16, 16), num_negatives=2, seed=3, fixed=True)
+    fixed2 = ReceiverPairDataset(base, Tokenized(tok, 16, 16), num_negatives=2, seed=3, fixed=True)
     assert fixed1.fixed == fixed2.fixed
     with pytest.raises(HFPersonaError, match="distinct personas"):
-        ReceiverPairDataset(base, _Tokenized(tok, 16, 16), num_negatives=3)
+        ReceiverPairDataset(base, Tokenized(tok, 16, 16), num_negatives=3)
 
 
 def test_shares_sentence_by_hand():
@@ -89,8 +89,8 @@ def test_persona_versions_sharing_sentences_are_not_distractors(minilm_path):
     four = {"utterances": ["u1"], "persona": ["b", "a", "c", "d"], "group": 0}
     others = [{"utterances": [f"v{i}"], "persona": [f"x{i}", f"y{i}"], "group": 0} for i in range(3)]
     examples = [five, four] + others
-    ds = ReceiverPairDataset(examples, _Tokenized(tok, 16, 16), num_negatives=2, seed=0)
-    legacy = ReceiverPairDataset(examples, _Tokenized(tok, 16, 16), num_negatives=2, seed=0,
+    ds = ReceiverPairDataset(examples, Tokenized(tok, 16, 16), num_negatives=2, seed=0)
+    legacy = ReceiverPairDataset(examples, Tokenized(tok, 16, 16), num_negatives=2, seed=0,
                                  allow_shared_sentences=True)
     drawn_legacy = set()
     for _ in range(40):
@@ -100,10 +100,10 @@ def test_persona_versions_sharing_sentences_are_not_distractors(minilm_path):
             drawn_legacy |= {frozenset(n) for n in legacy._draw(e, legacy.rng)}
     assert frozenset(four["persona"]) in drawn_legacy and frozenset(five["persona"]) in drawn_legacy
     # three negatives: each version has only the three other people left -> fine; four -> clear error
-    ReceiverPairDataset(examples, _Tokenized(tok, 16, 16), num_negatives=3, seed=0)
+    ReceiverPairDataset(examples, Tokenized(tok, 16, 16), num_negatives=3, seed=0)
     with pytest.raises(HFPersonaError, match="share no sentence"):
-        ReceiverPairDataset(examples, _Tokenized(tok, 16, 16), num_negatives=4, seed=0)
-    ReceiverPairDataset(examples, _Tokenized(tok, 16, 16), num_negatives=4, seed=0, allow_shared_sentences=True)
+        ReceiverPairDataset(examples, Tokenized(tok, 16, 16), num_negatives=4, seed=0)
+    ReceiverPairDataset(examples, Tokenized(tok, 16, 16), num_negatives=4, seed=0, allow_shared_sentences=True)
 
 
 def test_collator_shapes_and_masks():
@@ -186,7 +186,7 @@ def test_full_finetune_loss_goes_down(tiny_bert_dir, sample):
     torch.manual_seed(0)
     model = ReceiverModel.from_encoder_pretrained(tiny_bert_dir)
     tok = AutoTokenizer.from_pretrained(tiny_bert_dir)
-    ds = ReceiverPairDataset(grouped_sides(sample), _Tokenized(tok, 32, 16), num_negatives=1, seed=0, fixed=True)
+    ds = ReceiverPairDataset(grouped_sides(sample), Tokenized(tok, 32, 16), num_negatives=1, seed=0, fixed=True)
     batch = ReceiverCollator()([ds[i] for i in range(6)])
     model.eval()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -354,7 +354,7 @@ def test_freeze_lower_layers_and_utterance_subsampling(tiny_bert_dir):
         freeze_lower_layers(model, 2)
 
     tok = AutoTokenizer.from_pretrained(tiny_bert_dir)
-    tokenized = _Tokenized(tok, 16, 16)
+    tokenized = Tokenized(tok, 16, 16)
     utts = [f"utterance number {w}" for w in ("one", "two", "three", "four", "five", "six")]
     ex = [{"utterances": utts, "persona": [f"p{i}"], "group": 0} for i in range(3)]
     ds = ReceiverPairDataset(ex, tokenized, num_negatives=1, seed=0, max_utterances=3)

@@ -164,7 +164,7 @@ def check_model_ref(value: str, what: str, accepted: str, aliases=()) -> str | N
     return f"{what} {value!r} is neither a local folder nor {problem}; accepted: {accepted}"
 
 
-def _backbone_aliases():
+def backbone_aliases():
     from hf_persona.backbones import ALIASES, SMOLLM2_ALIASES
 
     return (*ALIASES, *SMOLLM2_ALIASES)
@@ -178,7 +178,7 @@ def check_backbone(ctx, param, value):
     """Click callback for ``--backbone``-like options."""
     if value is None:
         return value
-    problem = check_model_ref(value, "backbone", BACKBONE_ACCEPTED, _backbone_aliases())
+    problem = check_model_ref(value, "backbone", BACKBONE_ACCEPTED, backbone_aliases())
     if problem:
         raise click.BadParameter(problem, ctx=ctx, param=param)
     return value
