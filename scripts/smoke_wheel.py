@@ -2,9 +2,11 @@
 
 Run it with the Python of a venv where the wheel is installed, from a folder outside the
 repository (so that ``import hf_persona`` finds the installed copy): ``make test-newest`` does.
-It checks that hf_persona comes from site-packages, builds PAL over a tiny random BERT with the
-packaged MiniLM tokenizer, and decodes with the strategy contrastive processor (greedy, sampling,
-beams), comparing alpha = 0 with plain ``generate`` token for token.
+It checks that hf_persona comes from site-packages with its model-card templates (the package
+``hf_persona.model_cards``, mapped from the repository's top-level ``model_cards/``: one card for
+every registered model), builds PAL over a tiny random BERT with the packaged MiniLM tokenizer, and
+decodes with the strategy contrastive processor (greedy, sampling, beams), comparing alpha = 0 with
+plain ``generate`` token for token.
 """
 
 import os
@@ -27,6 +29,17 @@ def main() -> int:
     where = os.path.dirname(hf_persona.__file__)
     if "site-packages" not in where:
         print(f"hf_persona was imported from {where}, not from an installed wheel", file=sys.stderr)
+        return 1
+    import hf_persona.model_cards as cards_package
+    from hf_persona.hub import available_card_templates
+    from hf_persona.plugins import model_specs
+
+    cards = set(available_card_templates())
+    missing = sorted(spec.card for spec in model_specs().values()
+                     if spec.card and not os.path.isabs(spec.card) and spec.card not in cards)
+    if "site-packages" not in os.path.dirname(cards_package.__file__) or not cards or missing:
+        print(f"the wheel's model cards are incomplete: {sorted(cards)} from {cards_package.__file__}; "
+              f"missing {missing}", file=sys.stderr)
         return 1
     torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(resolve("minilm"))
