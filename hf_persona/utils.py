@@ -86,15 +86,21 @@ def _level_for(verbosity: int) -> int:
 
 def get_logger(name: str) -> logging.Logger:
     """A logger that prints ``LEVEL name: message`` on stderr when nothing else configured logging
-    (INFO, WARNING under ``hf-persona -q``)."""
+    (INFO, WARNING under ``hf-persona -q``, ERROR on a process other than rank 0 of a multi-process run)."""
     logger = logging.getLogger(name)
     if not logging.getLogger().handlers and not logger.handlers:
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
         logger.addHandler(handler)
-        logger.setLevel(_level_for(_VERBOSITY))
+        logger.setLevel(_process_level(_VERBOSITY))
         _CONFIGURED.add(name)
     return logger
+
+
+def _process_level(verbosity: int) -> int:
+    """The level of this library's loggers: :func:`_level_for` on rank 0 (or with ``-v``); errors only
+    on the other processes of a multi-process run, which would repeat what rank 0 says."""
+    return _level_for(verbosity) if verbosity > 0 or is_main_process() else logging.ERROR
 
 
 def verbosity() -> int:
@@ -116,15 +122,16 @@ class cli_verbosity:  # noqa: N801 - used as a context manager, like contextlib'
         self._previous = _VERBOSITY
         _VERBOSITY = self.level
         self._levels = {name: logging.getLogger(name).level for name in _CONFIGURED}
+        level = _process_level(self.level)
         for name in _CONFIGURED:
-            logging.getLogger(name).setLevel(_level_for(self.level))
+            logging.getLogger(name).setLevel(level)
         return self
 
     def __exit__(self, *exc):
         global _VERBOSITY
         _VERBOSITY = self._previous
         for name in list(_CONFIGURED):
-            logging.getLogger(name).setLevel(self._levels.get(name, _level_for(self._previous)))
+            logging.getLogger(name).setLevel(self._levels.get(name, _process_level(self._previous)))
         return False
 
 
@@ -141,6 +148,8 @@ NOISE_WARNINGS = (
     (FutureWarning, r"Version v4\.12\.0 introduces a better way to train encoder-decoder models"),
     # transformers 5.2x asks its own code (PEFT's adapter loading, the Trainer) to rename a property
     (FutureWarning, r"`is_gradient_checkpointing` is deprecated"),
+    # ... and TRL's configs, which set the old `gradient_checkpointing` argument themselves
+    (FutureWarning, r"`gradient_checkpointing` is deprecated"),
 )
 
 #: progress bars (their ``desc``) of transformers hidden by default: loading and writing weights
@@ -203,6 +212,13 @@ class _NoiseFilter(logging.Filter):
         return not noise
 
 
+class _ErrorsOnly(logging.Filter):
+    """The framework's records on a process other than rank 0: only errors (rank 0 says the rest)."""
+
+    def filter(self, record):
+        return record.levelno >= logging.ERROR
+
+
 class expected_noise_filtered:  # noqa: N801 - a context manager
     """Hide the framework noise listed in :data:`NOISE_WARNINGS`, :data:`NOISE_BARS` and
     :func:`is_expected_noise` inside the ``with`` block, unless the CLI runs with ``-v``.
@@ -211,7 +227,8 @@ class expected_noise_filtered:  # noqa: N801 - a context manager
     Trainer's per-step console output: no dict per logging step; an evaluation prints one line
     ``step N/M: eval_loss X`` (none under ``-q``); the training bar shows on a terminal only.
     ``warm_start``: the block loads pretrained encoders into new heads (training commands), so
-    load reports of missing / unexpected keys are expected. Imports transformers on entry.
+    load reports of missing / unexpected keys are expected. On a process other than rank 0 of a
+    multi-process run only the framework's errors pass. Imports transformers on entry.
     """
 
     def __init__(self, warm_start: bool = False):
@@ -228,6 +245,8 @@ class expected_noise_filtered:  # noqa: N801 - a context manager
         self._undo.append(lambda: self._warnings.__exit__(None, None, None))
         for category, pattern in NOISE_WARNINGS:
             warnings.filterwarnings("ignore", message=pattern, category=category)
+        if not is_main_process():  # the other processes of a multi-process run would repeat rank 0's warnings
+            warnings.simplefilter("ignore")
         try:
             self._quiet_transformers()
         except ImportError:  # transformers not installed: nothing of it to hide
@@ -248,7 +267,7 @@ class expected_noise_filtered:  # noqa: N801 - a context manager
         import transformers.trainer as trainer_mod
         from transformers.utils import logging as tf_logging
 
-        noise = _NoiseFilter(self.warm_start)
+        noise = _NoiseFilter(self.warm_start) if is_main_process() else _ErrorsOnly()
         root = tf_logging._get_library_root_logger()
         for handler in list(root.handlers) + list(logging.getLogger().handlers):
             handler.addFilter(noise)

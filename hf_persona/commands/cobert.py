@@ -12,8 +12,6 @@ Heavy imports (torch, transformers) happen inside the commands so that ``hf-pers
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 
 import click
 
@@ -88,12 +86,11 @@ def train_cobert_cmd(data_path, output_dir, backbone, kind, dev_from, epochs, ma
     if n:
         dialogues = dialogues.select(range(n))
     extra = {"num_hops": num_hops, "hop1_pooling": pooling, "global_match": global_match} if kind == "cobert" else {}
-    train_cobert(dialogues, output_dir, backbone=backbone, model=kind, epochs=epochs, max_steps=max_steps,
+    model = train_cobert(dialogues, output_dir, backbone=backbone, model=kind, epochs=epochs, max_steps=max_steps,
                  budget_minutes=budget_minutes, batch_size=batch_size, gradient_accumulation_steps=grad_accum,
                  learning_rate=learning_rate, num_negatives=num_negatives, both_sides=both_sides,
                  eval_steps=eval_steps, seed=seed, resume=not no_resume, json_out=json_file(json_out), **extra)
-    summary = json.loads((Path(output_dir) / "train_summary.json").read_text())
-    finish(summary, TRAIN_KEYS, saved_to=output_dir, json_out=json_out)
+    finish(model.train_summary, TRAIN_KEYS, saved_to=output_dir, json_out=json_out)
 
 
 @click.command("cobert")

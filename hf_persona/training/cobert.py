@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 
 from ..errors import HFPersonaError
-from ..utils import atomic_write_json, get_logger, moved_names, set_seed
-from .recipe import trainer_arguments, write_summary
+from ..utils import get_logger, moved_names, set_seed
+from .recipe import run_size, trainer_arguments, write_summary
 
 logger = get_logger(__name__)
 
@@ -296,6 +296,9 @@ def train_cobert(
             adapter (``adapter_model.safetensors``) plus ``config.json`` and the tokenizer, and the
             returned model is the ``PeftModel`` (see :func:`hf_persona.pretrained.encoders.save_encoder_adapter`).
         config_kwargs: CoBERTConfig / BiEncoderConfig fields (num_hops, hop1_pooling, ...).
+
+    The returned model's ``train_summary`` is the run's summary (steps, losses, ``world_size``...), also
+    written to ``output_dir/train_summary.json`` and ``json_out`` by the saving process (rank 0).
     """
     from transformers import TrainingArguments
 
@@ -373,7 +376,7 @@ def train_cobert(
         trainer.model.get_base_model().config.save_pretrained(str(output_dir))
     summary = {
         "model": model, "backbone": backbone, "train_examples": len(train_examples),
-        "global_step": trainer.state.global_step, "train_loss": result.training_loss,
+        "global_step": trainer.state.global_step, **run_size(args, trainer.state), "train_loss": result.training_loss,
         "train_seconds": round(time.time() - started, 1), "resumed_from": ckpt,
         "best_checkpoint": trainer.state.best_model_checkpoint, "best_eval_hits@1": trainer.state.best_metric,
         "stopped_by_budget": budget.stopped_at is not None,
@@ -381,10 +384,11 @@ def train_cobert(
                                                   "target_modules": sorted(peft_config.target_modules or []),
                                                   "merged": bool(merge_adapter)},
     }
-    atomic_write_json(Path(output_dir) / "train_summary.json", summary)
+    write_summary(summary, Path(output_dir) / "train_summary.json", args)
     write_summary(summary, json_out, args)
     trained = trainer.model
     trained.tokenizer = tokenizer
+    trained.train_summary = summary
     return trained
 
 

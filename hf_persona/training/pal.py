@@ -32,7 +32,7 @@ from typing import Sequence
 
 from ..errors import HFPersonaError
 from ..utils import atomic_write_json, get_logger, moved_names, set_seed
-from .recipe import trainer_arguments, write_summary
+from .recipe import run_size, trainer_arguments, write_summary
 
 logger = get_logger(__name__)
 
@@ -438,8 +438,7 @@ def train_pal(
         "train_skipped": train_skipped,
         "valid_loss_examples": len(valid_ex),
         "global_step": trainer.state.global_step,
-        "world_size": args.world_size,
-        "examples_seen": trainer.state.global_step * batch_size * args.world_size,
+        **run_size(args, trainer.state),
         "best_checkpoint": trainer.state.best_model_checkpoint,
         "train_loss": result.training_loss,
         "valid_loss": valid_metrics.get("eval_loss"),

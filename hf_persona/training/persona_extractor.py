@@ -34,7 +34,7 @@ from typing import Iterable, Sequence
 
 from ..errors import HFPersonaError
 from ..utils import atomic_write_json, get_logger, moved_names, set_seed
-from .recipe import trainer_arguments, write_summary
+from .recipe import run_size, trainer_arguments, write_summary
 
 logger = get_logger(__name__)
 
@@ -754,7 +754,8 @@ def train_persona_extractor(
     train_seconds = time.monotonic() - t0
     dev_metrics = trainer.evaluate()
     extractor = PersonaExtractor(trainer.model, tokenizer, fmt, num_beams=num_beams)
-    extractor.save_pretrained(output_dir, merge=merge)
+    if args.should_save:  # rank 0 of a multi-process run writes the folder
+        extractor.save_pretrained(output_dir, merge=merge)
     summary = {
         "backbone": backbone,
         "kind": kind,
@@ -764,6 +765,7 @@ def train_persona_extractor(
         "examples_before_grounding": {"train": raw_counts[0], "dev": raw_counts[1]},
         "dev_loss_examples": len(dev_loss_examples),
         "global_step": trainer.state.global_step,
+        **run_size(args, trainer.state),
         "best_checkpoint": trainer.state.best_model_checkpoint,
         "train_loss": result.training_loss,
         "dev_loss": dev_metrics.get("eval_loss"),
@@ -777,7 +779,7 @@ def train_persona_extractor(
         "seed": seed,
         "resumed_from": resume_from,
     }
-    if report_eval and eval_generation_examples:
+    if report_eval and eval_generation_examples and args.should_save:
         from ..evaluation.persona_extractor import evaluate_extractor_on_examples
 
         summary["eval"] = evaluate_extractor_on_examples(extractor, dev_examples[:eval_generation_examples])

@@ -31,7 +31,7 @@ from ..data import ppg as D
 from ..errors import HFPersonaError
 from ..utils import moved_names
 from .common import time_budget_callback
-from .recipe import trainer_arguments
+from .recipe import run_size, trainer_arguments, write_summary
 
 META_FILE = "ppg_meta.json"
 DEFAULT_MAX_PROMPT_TOKENS = 192
@@ -45,12 +45,6 @@ def _log():
     from ..utils import get_logger
 
     return get_logger("hf_persona.ppg")
-
-
-def _atomic_json(path, obj):
-    from ..utils import atomic_write_json
-
-    atomic_write_json(path, obj)
 
 
 def _torch_threads():
@@ -260,8 +254,9 @@ def train_generator(
     final = trainer.model
     if lora_target_modules:
         final = final.merge_and_unload()
-    final.save_pretrained(out)
-    tok.save_pretrained(out)
+    if trainer.args.should_save:  # rank 0 of a multi-process run writes the folder
+        final.save_pretrained(out)
+        tok.save_pretrained(out)
     meta = {
         "task": task,
         "base": str(base),
@@ -272,6 +267,7 @@ def train_generator(
         "max_context": max_context,
         "train_examples": len(ds),
         "steps": trainer.state.global_step,
+        **run_size(trainer.args, trainer.state),
         "train_loss": float(result.training_loss),  # the whole run's mean, across resumes
         "seconds": seconds,
         "resumed_from": resume_from,
@@ -283,8 +279,7 @@ def train_generator(
         "batch_size": batch_size,
         "num_layers": model.config.num_hidden_layers if hasattr(model.config, "num_hidden_layers") else None,
     }
-    _atomic_json(out / META_FILE, meta)
-    return meta
+    return write_summary(meta, out / META_FILE, trainer.args)
 
 
 def make_sft_trainer(model, tokenizer, dataset, output_dir, *, epochs=2.0, max_steps=-1, learning_rate=1e-4,
@@ -585,6 +580,7 @@ def train_critic(
     args = trainer_arguments(
         TrainingArguments, ckpt, batch_size=batch_size, learning_rate=learning_rate, seed=seed, max_steps=max_steps,
         epochs=epochs, warmup_steps=warmup_steps, logging_steps=20, save_steps=save_steps,
+        ddp_find_unused_parameters=False,  # every parameter of a sequence classifier takes part
     )
     budget = time_budget_callback(budget_minutes)
     trainer = Trainer(model=model, args=args, train_dataset=ds, data_collator=DataCollatorWithPadding(tok),
@@ -593,21 +589,22 @@ def train_critic(
     t0 = time.monotonic()
     result = train_resumable(trainer, resume=resume)  # SIGTERM/SIGINT: checkpoint, then stop
     seconds = time.monotonic() - t0
-    trainer.model.save_pretrained(out)
-    tok.save_pretrained(out)
+    if args.should_save:  # rank 0 of a multi-process run writes the folder
+        trainer.model.save_pretrained(out)
+        tok.save_pretrained(out)
     meta = {"task": "critic", "base": str(base), "train_pairs": len(pairs), "steps": trainer.state.global_step,
+            **run_size(args, trainer.state),
             "train_loss": float(result.training_loss), "seconds": seconds, "resumed_from": resume_from,
             "budget_minutes": budget_minutes,
             "stopped_by_budget": budget.stopped_early, "learning_rate": learning_rate, "max_length": max_length,
             "warmup_steps": warmup_steps,
             "batch_size": batch_size}
-    if dev_rows is not None:
+    if dev_rows is not None and args.should_save:  # the saved critic, read back where it was written
         dev_pairs = D.critic_examples(dev_rows)[:max_dev_pairs]
         meta["dev_accuracy"] = critic_accuracy(CriticScorer(out, max_length=max_length), dev_pairs)
         meta["dev_pairs"] = len(dev_pairs)
     del torch
-    _atomic_json(out / META_FILE, meta)
-    return meta
+    return write_summary(meta, out / META_FILE, args)
 
 
 def critic_accuracy(critic, pairs) -> float:

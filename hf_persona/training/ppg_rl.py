@@ -44,7 +44,7 @@ from pathlib import Path
 
 from ..data import ppg as D
 from ..errors import HFPersonaError
-from ..utils import moved_names
+from ..utils import atomic_write_json, moved_names
 from . import ppg as P
 from .recipe import trainer_arguments
 
@@ -184,7 +184,7 @@ def _save_model(trainer, tokenizer, path, meta):
         shutil.rmtree(tmp)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    P._atomic_json(tmp / P.META_FILE, meta)
+    atomic_write_json(tmp / P.META_FILE, meta)
     if path.exists():
         import shutil
 
@@ -301,7 +301,7 @@ def train_rl(
                 ppg_max = P.read_meta(state["ppg"]).get("max_completion_tokens")
                 _, personas = P.generate_personas(ppg_model, ppg_tok, chunk, max_prompt_tokens, ppg_max)
                 del ppg_model
-                P._atomic_json(cache, personas)
+                atomic_write_json(cache, personas)
             reward = CriticReward(critic, reward_mode, persona_column="partner_persona")
             ex = P.task_examples(D.DRG, chunk, tok, max_prompt_tokens, personas)
             ds = Dataset.from_list([{"prompt": e["prompt"], "partner_persona": e["partner_persona"]} for e in ex])
@@ -333,11 +333,11 @@ def train_rl(
                                  "mean_train_reward": (sum(rewards) / len(rewards)) if rewards else None,
                                  "train_rewards": rewards, "train_loss": result.training_loss,
                                  "resumed_from": resume}
-        P._atomic_json(out / STATE_FILE, state)
+        atomic_write_json(out / STATE_FILE, state)
         say(f"RL phase {name} done: mean train reward {state['phases'][name]['mean_train_reward']}")
         del trainer, model
     if state["train_seconds"] > 0:
         state["seconds_per_step"] = state["train_seconds"] / max(1, state["steps"])
         state["reward_share"] = state["reward_seconds"] / state["train_seconds"]
-    P._atomic_json(out / STATE_FILE, state)
+    atomic_write_json(out / STATE_FILE, state)
     return state

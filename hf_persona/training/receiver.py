@@ -26,9 +26,9 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from ..errors import HFPersonaError
 from ..evaluation.receiver_probe import shares_sentence
-from ..utils import atomic_write_json, get_logger
+from ..utils import get_logger
 from .common import last_checkpoint, time_budget_callback, train_resumable
-from .recipe import trainer_arguments
+from .recipe import run_size, trainer_arguments, write_summary
 
 logger = get_logger(__name__)
 
@@ -512,9 +512,8 @@ def train_receiver(
 
     from ..backbones import resolve
     from ..models.receiver import ReceiverModel
-    from ..utils import set_seed
-
     from ..models.receiver.configuration_receiver import LOSS_TYPES
+    from ..utils import set_seed
 
     if loss_type not in LOSS_TYPES:
         raise HFPersonaError(f"loss_type must be one of {', '.join(LOSS_TYPES)}, got {loss_type!r}")
@@ -619,6 +618,7 @@ def train_receiver(
     result = train_resumable(trainer, resume=resume)
     metrics = dict(result.metrics)
     metrics["global_step"] = trainer.state.global_step
+    metrics.update(run_size(args, trainer.state))
     metrics["resumed_from"] = checkpoint
     if eval_set is not None:
         if trainer.state.best_metric is not None and args.load_best_model_at_end:
@@ -631,14 +631,15 @@ def train_receiver(
     model.set_tau(tau_end)
     model.tokenizer = tokenizer
     if peft_config is not None and not merge_adapter:
-        _atomic_save(train_model, tokenizer, output_dir)  # the adapter only
-        model.config.save_pretrained(output_dir)  # with the Receiver config (τ, lengths) to rebuild it
+        if args.should_save:  # rank 0 of a multi-process run writes the folder
+            _atomic_save(train_model, tokenizer, output_dir)  # the adapter only
+            model.config.save_pretrained(output_dir)  # with the Receiver config (τ, lengths) to rebuild it
         model = train_model
-    else:
+    elif args.should_save:
         _atomic_save(model, tokenizer, output_dir)
     metrics["train_examples"] = len(train_set)
     metrics["eval_examples"] = len(eval_set) if eval_set is not None else 0
-    atomic_write_json(output_dir / "receiver_train_results.json", metrics)
+    write_summary(metrics, output_dir / "receiver_train_results.json", args)
     return model, metrics
 
 

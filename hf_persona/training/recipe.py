@@ -80,6 +80,13 @@ def _is_trl_config(config_class) -> bool:
     return config_class.__module__.split(".")[0] == "trl"
 
 
+def run_size(args, state) -> dict:
+    """``world_size`` (processes) and ``examples_seen`` (rows of all processes' optimiser steps) of a
+    finished run, for a recipe's summary."""
+    per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+    return {"world_size": args.world_size, "examples_seen": state.global_step * per_step}
+
+
 def write_summary(summary: dict, json_out, args) -> dict:
     """Write a recipe's ``summary`` to ``json_out`` (when given) from the process that saves
     (``args.should_save``: rank 0 of a multi-process run); return it."""

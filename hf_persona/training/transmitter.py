@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..errors import HFPersonaError
 from ..utils import get_logger
-from .recipe import trainer_arguments, write_summary
+from .recipe import run_size, trainer_arguments, write_summary
 
 logger = get_logger(__name__)
 
@@ -259,8 +259,7 @@ def train_transmitter(
         "backbone": str(backbone),
         "examples": len(examples),
         "global_step": trainer.state.global_step,
-        "world_size": args.world_size,
-        "examples_seen": trainer.state.global_step * batch_size * gradient_accumulation_steps * args.world_size,
+        **run_size(args, trainer.state),
         "epochs_done": float(trainer.state.epoch or 0.0),
         "train_loss": float(result.training_loss) if result.training_loss is not None else math.nan,
         "first_logged_loss": losses[0] if losses else None,

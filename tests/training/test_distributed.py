@@ -70,13 +70,15 @@ def test_gradient_accumulation_gives_the_update_of_the_whole_batch(minilm_path, 
     assert loss_acc == pytest.approx(loss_whole, rel=1e-4)
 
 
-def _torchrun(args, tmp_path, nproc):
+def torchrun_cli(args, tmp_path, nproc, stderr=False):
+    """``hf-persona ARGS`` under ``torchrun --nproc_per_node NPROC`` (CPU, gloo): its stdout (and
+    stderr after it when ``stderr``); a failure shows the end of both."""
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
            "-m", "hf_persona.cli", *map(str, args)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc.stdout
+    return proc.stdout + (proc.stderr if stderr else "")
 
 
 def _weights(folder):
@@ -105,7 +107,7 @@ def test_two_processes_train_like_one_with_the_same_global_batch(transmitter_wit
 
     common = ["train", "transmitter", "--backbone", transmitter_without_dropout, "--data", str(sample_path("personachat")),
               "--max-steps", "2", "--batch-size", "2", "--max-context-tokens", "64", "--lr", "1e-3", "--no-resume"]
-    out = _torchrun([*common, "--output-dir", tmp_path / "ddp", "--json", tmp_path / "ddp.json"], tmp_path, 2)
+    out = torchrun_cli([*common, "--output-dir", tmp_path / "ddp", "--json", tmp_path / "ddp.json"], tmp_path, 2)
     assert out.count("saved to") == 1 and out.count("global_step") == 1
     ddp = json.loads((tmp_path / "ddp.json").read_text())
     assert ddp["world_size"] == 2 and ddp["examples_seen"] == 8
@@ -131,7 +133,7 @@ def test_pal_under_torchrun_is_one_run_of_world_size_two(tiny_bert_dir, tmp_path
                 for utts in batch]
 
     annotate(extractor, sample_path("esconv"), tmp_path / "pesconv", progress=False)
-    out = _torchrun(["train", "pal", "--data", tmp_path / "pesconv", "--backbone", tiny_bert_dir,
+    out = torchrun_cli(["train", "pal", "--data", tmp_path / "pesconv", "--backbone", tiny_bert_dir,
                      "--output-dir", tmp_path / "pal", "--max-steps", 2, "--eval-steps", 2, "--batch-size", 2,
                      "--max-eval-examples", 4, "--json", tmp_path / "pal.json"], tmp_path, 2)
     assert out.count("saved to") == 1
