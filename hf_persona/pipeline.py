@@ -85,7 +85,6 @@ def candidate_pool(n: int = 24) -> list[str]:
 def strategy_first_processor(strategy_ids, banned_later, only=None):
     """A ``LogitsProcessor`` for PAL replies: the first generated token is a strategy token
     (``only``: that one), no later token is a strategy or another special token (``banned_later``)."""
-    import torch
     from transformers import LogitsProcessor
 
     first = sorted(set(strategy_ids if only is None else [only]))
