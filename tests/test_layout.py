@@ -105,3 +105,11 @@ def test_no_test_imports_a_private_name(path):
 ])
 def test_the_private_name_check(source, expected):
     assert private_names(source) == expected
+
+
+@pytest.mark.parametrize("path", sorted((PACKAGE / "default_plugins").glob("*.py")), ids=lambda p: p.name)
+def test_default_plugins_are_hook_glue(path):
+    """Each built-in plugin module registers what lives elsewhere (models, rewards, evaluation, commands,
+    data): at most 80 lines."""
+    lines = path.read_text().count("\n")
+    assert lines <= 80, f"{path.name} has {lines} lines; move the implementation out of default_plugins/"

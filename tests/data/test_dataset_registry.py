@@ -9,7 +9,7 @@ import pytest
 
 import hf_persona
 from hf_persona.data import sample_path
-from hf_persona.default_plugins.datasets import sample_file
+from hf_persona.data.loaders import sample_file
 from hf_persona.errors import HFPersonaError
 
 PESCONV_ROW = {"dialogue_id": 0, "emotion_type": "anxiety", "problem_type": "job crisis", "situation": "lost my job",
