@@ -27,7 +27,6 @@ from ..training.pal import (
     PAPER_DECODING,
     TRAINING_CONFIG_NAME,
     VariantCollator,
-    _frame,
     is_pal_adapter,
     load_pal_adapter,
     load_pesconv_splits,
@@ -106,8 +105,9 @@ PERSONA_INPUTS = ("given", "placeholder", "none")
 def placeholder_persona_ids(tokenizer, example: dict) -> list[int]:
     """The persona input of ``example`` as if no persona were known yet: its frame around the placeholder token."""
     from ..models.pal import PERSONA_PLACEHOLDER
+    from ..models.pal.processing_pal import special_frame
 
-    n_pre, n_suf = _frame(tokenizer)
+    n_pre, n_suf = map(len, special_frame(tokenizer))
     ids = example["persona_input_ids"]
     return ids[:n_pre] + [tokenizer.convert_tokens_to_ids(PERSONA_PLACEHOLDER)] + (ids[len(ids) - n_suf:] if n_suf else [])
 

@@ -91,7 +91,7 @@ def evaluate_ppg(
 
     from .metrics import bleu, distinct_n, perplexity, rouge_l
 
-    P._torch_threads()
+    P.use_omp_threads()
     turns = D.build_turns(dev_rows, min_context=1)
     rng = random.Random(seed)
     sample = rng.sample(turns, min(max_examples, len(turns))) if max_examples else turns

@@ -83,15 +83,6 @@ def load_pesconv_splits(path, valid_fraction: float = 0.1, seed: int = 0):
     return [r for i, r in enumerate(rows) if i not in valid_ids], [r for i, r in enumerate(rows) if i in valid_ids]
 
 
-def _frame(tokenizer):
-    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
-    full = tokenizer("a", add_special_tokens=True)["input_ids"]
-    for start in range(len(full) - len(plain) + 1):
-        if full[start : start + len(plain)] == plain:
-            return len(full[:start]), len(full[start + len(plain) :])
-    return 0, 0
-
-
 def hard_prompt_input(example: dict, tokenizer, max_source_length: int) -> list[int]:
     """Encoder input of the Hard Prompt baseline: persona text in front of the dialogue.
 
@@ -100,7 +91,9 @@ def hard_prompt_input(example: dict, tokenizer, max_source_length: int) -> list[
     tokens stripped). When too long, the oldest dialogue tokens are dropped first (the cue at the
     end is kept); a persona that alone exceeds half the limit keeps its newest tokens.
     """
-    n_pre, n_suf = _frame(tokenizer)
+    from ..models.pal.processing_pal import special_frame
+
+    n_pre, n_suf = map(len, special_frame(tokenizer))
     ids, pids = example["input_ids"], example["persona_input_ids"]
     prefix, suffix = ids[:n_pre], ids[len(ids) - n_suf :] if n_suf else []
     dialogue = ids[n_pre : len(ids) - n_suf]

@@ -47,7 +47,8 @@ def _log():
     return get_logger("hf_persona.ppg")
 
 
-def _torch_threads():
+def use_omp_threads():
+    """torch uses ``$OMP_NUM_THREADS`` threads when it is set (PPG training, RL and evaluation)."""
     import torch
 
     n = os.environ.get("OMP_NUM_THREADS")
@@ -232,7 +233,7 @@ def train_generator(
     from .common import last_checkpoint, train_resumable
 
     _check_task(task)
-    _torch_threads()
+    use_omp_threads()
     set_seed(seed)
     max_completion_tokens = max_completion_tokens or DEFAULT_MAX_COMPLETION_TOKENS[task]
     model, tok = load_generator(base, num_layers=num_layers)
@@ -554,7 +555,7 @@ def train_critic(
     from ..utils import set_seed
     from .common import last_checkpoint, train_resumable
 
-    _torch_threads()
+    use_omp_threads()
     set_seed(seed)
     path = resolve(base)
     tok = AutoTokenizer.from_pretrained(path)

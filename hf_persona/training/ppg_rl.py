@@ -242,7 +242,7 @@ def train_rl(
     for name, p in (("PPG", ppg_path), ("DRG", drg_path), ("critic", critic_path)):
         if not (Path(str(p)) / "config.json").is_file():
             raise HFPersonaError(f"{name} model folder {str(p)!r} has no config.json (train it first)")
-    P._torch_threads()
+    P.use_omp_threads()
     set_seed(seed)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -93,7 +93,7 @@ def _speaker_role(speaker) -> str:
     )
 
 
-def _special_frame(tokenizer):
+def special_frame(tokenizer):
     """Ids the tokenizer puts before and after a single text (e.g. [CLS] / [SEP] for BERT)."""
     plain = tokenizer("a", add_special_tokens=False)["input_ids"]
     full = tokenizer("a", add_special_tokens=True)["input_ids"]
@@ -171,7 +171,7 @@ def build_pal_example(
     if max_target_length < 3:
         raise ValueError(f"max_target_length must be at least 3 (strategy, one token, eos), got {max_target_length}")
 
-    prefix, suffix = _special_frame(tokenizer)
+    prefix, suffix = special_frame(tokenizer)
     sep = _separator_id(tokenizer)
     seeker_id, supporter_id = special_ids[SEEKER_TOKEN], special_ids[SUPPORTER_TOKEN]
 
