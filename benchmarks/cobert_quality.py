@@ -118,7 +118,7 @@ def main(argv=None):
                                  seed=args.seed, resume=args.resume, eval_examples=100, eval_candidates=20,
                                  max_context_length=args.max_length,
                                  **({"hop1_pooling": args.hop1_pooling, "global_match": args.global_match}
-                                    if kind == "cobert" else {}))
+                                    if kind == "cobert" else {})).model
         train_s = time.time() - t0
         summary = json.loads((Path(args.work_dir) / kind / "train_summary.json").read_text())
         t0 = time.time()

@@ -87,7 +87,7 @@ def run_cobert(args, command: str) -> dict:
                               batch_size=args.batch_size, learning_rate=args.lr_cobert, seed=args.seed, resume=False,
                               eval_examples=100, eval_candidates=20, max_context_length=128,
                               peft_config=lora_config(args.lora, args.lora_alpha, args.lora_dropout),
-                              merge_adapter=False)
+                              merge_adapter=False).model
     train_s = time.time() - t0
     summary = json.loads((Path(args.work) / "cobert" / "train_summary.json").read_text())
     folder = save_encoder_adapter(peft_model, Path(args.ship) / "cobert", "cobert", manifest={"command": command})

@@ -167,7 +167,7 @@ def stage_cobert(ctx: DemoContext) -> None:
     model = train_cobert(train, run_dir, backbone=ctx.backbone, eval_ds=dev, max_steps=ctx.budgets["cobert"],
                          budget_minutes=ctx.budgets["minutes"]["cobert"], batch_size=ctx.budgets["batch_size"],
                          warmup_ratio=0.0, eval_examples=8 if ctx.quick else 40, eval_candidates=10, seed=0, resume=False,
-                         save_total_limit=1)
+                         save_total_limit=1).model
     model.eval()
     ctx.models["cobert"] = model
     summary = _read_json(run_dir / "train_summary.json")

@@ -15,17 +15,15 @@ from __future__ import annotations
 
 import click
 
+from hf_persona.training.configs import CoBERTTrainingConfig
+
 from .options import (
     CANDIDATES,
-    MAX_STEPS,
-    NONNEG_INT,
-    POS_FLOAT,
     POS_INT,
     SEED,
-    check_backbone,
     check_model,
     input_file,
-    output_dir,
+    recipe_options,
 )
 from ._output import (
     clamp_first,
@@ -45,37 +43,13 @@ TRAIN_KEYS = ("model", "train_examples", "global_step", "train_loss", "best_eval
 @click.command("cobert")
 @click.option("--data", "data_path", default=None, type=input_file(),
               help="PERSONA-CHAT file (ParlAI text, *_both_* or *_self_*). Default: the embedded sample.")
-@click.option("--output-dir", required=True, type=output_dir(), help="Checkpoints and the best model.")
-@click.option("--backbone", default="minilm", show_default=True, callback=check_backbone,
-              help="'minilm' (offline), a Hub id or a local encoder.")
-@click.option("--model", "kind", type=click.Choice(["cobert", "biencoder"]), default="cobert", show_default=True)
 @dev_from_option(800, "--train-dialogues",
                  help="Train on the dialogues before index N (the rest are never seen; fewer in the file: all, "
                       "with a warning); 0 = all.")
-@click.option("--epochs", default=1.0, show_default=True, type=POS_FLOAT)
-@click.option("--max-steps", default=-1, show_default=True, type=MAX_STEPS,
-              help="Stop after this many optimiser steps (-1: epochs).")
-@click.option("--budget-minutes", default=None, type=POS_FLOAT, help="Stop (after evaluating and saving) after this wall time.")
-@click.option("--batch-size", default=16, show_default=True, type=POS_INT,
-              help="Rows per step; the other rows are in-batch negatives.")
-@click.option("--grad-accum", default=1, show_default=True, type=POS_INT)
-@click.option("--lr", "learning_rate", default=5e-5, show_default=True, type=POS_FLOAT)
-@click.option("--num-negatives", default=0, show_default=True, type=NONNEG_INT,
-              help="Sampled negatives per row on top of in-batch ones.")
-@click.option("--num-hops", default=2, show_default=True, type=click.IntRange(1, 3), help="CoBERT co-attention hops.")
-@click.option("--pooling", default="max", show_default=True, type=click.Choice(["max", "mean", "max+mean"]),
-              help="CoBERT hop-1 pooling.")
-@click.option("--global-match", is_flag=True,
-              help="CoBERT: also match the mean-pooled states (adds the Bi-encoder's score; not in the paper).")
-@click.option("--both-sides", is_flag=True, help="Also train on the partner's turns with the partner persona.")
-@click.option("--eval-steps", default=None, type=POS_INT, help="Evaluate/checkpoint every N steps (default: each epoch).")
-@click.option("--seed", default=0, show_default=True, type=SEED)
-@click.option("--no-resume", is_flag=True, help="Start afresh even when OUTPUT_DIR holds checkpoints.")
+@recipe_options(CoBERTTrainingConfig)
 @json_option()
 @quiet_work(warm_start=True)
-def train_cobert_cmd(data_path, output_dir, backbone, kind, dev_from, epochs, max_steps, budget_minutes,
-                     batch_size, grad_accum, learning_rate, num_negatives, num_hops, pooling, global_match, both_sides,
-                     eval_steps, seed, no_resume, json_out):
+def train_cobert_cmd(data_path, dev_from, json_out, **fields):
     """Train CoBERT (or the Bi-encoder baseline) for persona-aware response selection."""
     from hf_persona.data import read_personachat
     from hf_persona.training.cobert import train_cobert
@@ -85,12 +59,8 @@ def train_cobert_cmd(data_path, output_dir, backbone, kind, dev_from, epochs, ma
     n = clamp_first(dev_from, len(dialogues))
     if n:
         dialogues = dialogues.select(range(n))
-    extra = {"num_hops": num_hops, "hop1_pooling": pooling, "global_match": global_match} if kind == "cobert" else {}
-    model = train_cobert(dialogues, output_dir, backbone=backbone, model=kind, epochs=epochs, max_steps=max_steps,
-                 budget_minutes=budget_minutes, batch_size=batch_size, gradient_accumulation_steps=grad_accum,
-                 learning_rate=learning_rate, num_negatives=num_negatives, both_sides=both_sides,
-                 eval_steps=eval_steps, seed=seed, resume=not no_resume, json_out=json_file(json_out), **extra)
-    finish(model.train_summary, TRAIN_KEYS, saved_to=output_dir, json_out=json_out)
+    result = train_cobert(dialogues, CoBERTTrainingConfig(json_out=json_file(json_out), **fields))
+    finish(result, TRAIN_KEYS, saved_to=result.output_dir, json_out=json_out)
 
 
 @click.command("cobert")

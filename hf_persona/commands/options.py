@@ -192,3 +192,80 @@ def check_model(ctx, param, value):
     if problem:
         raise click.BadParameter(problem, ctx=ctx, param=param)
     return value
+
+
+# ---------------------------------------------------------------------------------------------
+# the options of ``hf-persona train <recipe>``, generated from the recipe's config dataclass
+
+def range_type(spec):
+    """The click type of a :class:`hf_persona.training.recipe.Range` (the same check, while parsing)."""
+    if spec.kind is int:
+        if spec.extra == (-1,) and spec.min == 1 and spec.max is None:
+            return MAX_STEPS
+        if spec.extra:
+            raise TypeError(f"no click type for {spec!r}")
+        return click.IntRange(min=spec.min, max=spec.max, min_open=spec.min_open, max_open=spec.max_open)
+    return FiniteFloatRange(min=spec.min, max=spec.max, min_open=spec.min_open, max_open=spec.max_open)
+
+
+_KINDS = {
+    "backbone": lambda: {"callback": check_backbone},
+    "model": lambda: {"callback": check_model},
+    "output_dir": lambda: {"type": output_dir()},
+    "input_file": lambda: {"type": input_file()},
+    "input_dir": lambda: {"type": input_dir()},
+}
+
+
+def _click_option(f, spec, default, required: bool):
+    import dataclasses
+
+    flag = spec.flag or "--" + f.name.replace("_", "-")
+    kwargs: dict = {"help": spec.help}
+    if "/" in flag:  # --x/--no-x: a boolean with both spellings
+        return click.option(flag, *spec.aliases, f.name, default=default, show_default=True, **kwargs)
+    if f.type in (bool, "bool"):
+        if default:
+            raise TypeError(f"{f.name}: a boolean option that defaults to True needs a '--x/--no-x' flag")
+        return click.option(flag, *spec.aliases, f.name, is_flag=True, **kwargs)
+    if spec.range is not None:
+        kwargs["type"] = range_type(spec.range)
+    elif spec.choices is not None:
+        kwargs["type"] = click.Choice([str(c) for c in spec.choices])
+    elif spec.kind is not None:
+        kwargs.update(_KINDS[spec.kind]())
+    if required:
+        kwargs["required"] = True
+    else:
+        kwargs["default"] = default
+        kwargs["show_default"] = default is not None and default is not dataclasses.MISSING
+    return click.option(flag, *spec.aliases, f.name, **kwargs)
+
+
+def recipe_options(config_class, *, skip=(), defaults=None, help=None):
+    """Decorator adding one click option per command-line field of ``config_class`` (a
+    :class:`hf_persona.training.recipe.RecipeConfig` subclass), in field order: the flag, check, default
+    and help of each come from the field (one default, in one place). ``skip``: fields the command sets
+    itself; ``defaults`` / ``help``: {field: value} where the command's default or help differs. The
+    command receives each field under its own name."""
+    import dataclasses
+
+    defaults, help = defaults or {}, help or {}
+    chosen = []
+    for f in dataclasses.fields(config_class):
+        spec = f.metadata.get("option")
+        if spec is None or not spec.cli or f.name in skip:
+            continue
+        if f.name in help:
+            spec = dataclasses.replace(spec, help=help[f.name])
+        default = defaults.get(f.name, f.default)
+        if default is dataclasses.MISSING and f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        chosen.append(_click_option(f, spec, default, required=default is dataclasses.MISSING))
+
+    def deco(command):
+        for opt in reversed(chosen):
+            command = opt(command)
+        return command
+
+    return deco

@@ -22,11 +22,11 @@ from pathlib import Path
 
 from ..errors import HFPersonaError
 from ..utils import get_logger, moved_names, set_seed
-from .recipe import run_size, trainer_arguments, write_summary
+from .configs import COBERT_MODEL_KINDS as MODEL_KINDS
+from .configs import CoBERTTrainingConfig
+from .recipe import RecipeResult, run_size, trainer_arguments, write_summary
 
 logger = get_logger(__name__)
-
-MODEL_KINDS = ("cobert", "biencoder")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -250,60 +250,38 @@ def _budget_callback(minutes):
     return time_budget_callback(minutes)
 
 
-def train_cobert(
-    train_ds,
-    output_dir,
-    backbone: str = "minilm",
-    model: str = "cobert",
-    eval_ds=None,
-    eval_examples: int = 200,
-    eval_candidates: int = 20,
-    epochs: float = 1.0,
-    max_steps: int = -1,
-    budget_minutes: float | None = None,
-    batch_size: int = 16,
-    gradient_accumulation_steps: int = 1,
-    learning_rate: float = 5e-5,
-    warmup_ratio: float = 0.1,
-    num_negatives: int = 0,
-    both_sides: bool = False,
-    eval_steps: int | None = None,
-    seed: int = 0,
-    resume: bool = True,
-    save_total_limit: int = 2,
-    json_out=None,
-    peft_config=None,
-    merge_adapter: bool = True,
-    **config_kwargs,
-):
+def train_cobert(train_ds, config=None, /, eval_ds=None, **kwargs) -> RecipeResult:
     """Train CoBERT (``model="cobert"``) or the Bi-encoder (``model="biencoder"``) and return it.
 
     Args:
         train_ds: PERSONA-CHAT dialogues (``read_personachat``) or a list of ranking examples.
-        output_dir: checkpoints go to ``output_dir/checkpoint-*``; the best model (by eval Hits@1)
-            and its tokenizer to ``output_dir`` itself.
-        backbone: "minilm" (offline), a Hub id or a local encoder folder.
+        config: a :class:`CoBERTTrainingConfig`, or the output folder (then ``kwargs`` are its fields;
+            keywords that are not fields, such as ``num_hops``, are CoBERTConfig / BiEncoderConfig fields).
+            Checkpoints go to ``output_dir/checkpoint-*``; the best model (by eval Hits@1) and its
+            tokenizer to ``output_dir`` itself.
         eval_ds: held-back dialogues for the per-epoch (or per ``eval_steps``) evaluation; when None,
             the last 10% of the training dialogues are held back for it.
-        eval_examples / eval_candidates: size of that evaluation (examples, candidates per example).
-        max_steps / budget_minutes: stop after this many optimiser steps / this wall time.
-        num_negatives: sampled negatives per row on top of the in-batch negatives.
-        resume: continue from the newest complete checkpoint in ``output_dir`` if there is one.
-        peft_config: an optional ``peft.LoraConfig`` (explicit ``target_modules``, e.g. ``["query",
-            "key", "value", "dense"]`` for BERT encoders): only the adapters train.
-        merge_adapter: with ``peft_config``, merge the adapters into the encoder before the final save
-            (a plain CoBERT folder, the default); False keeps them: ``output_dir`` then holds the PEFT
-            adapter (``adapter_model.safetensors``) plus ``config.json`` and the tokenizer, and the
-            returned model is the ``PeftModel`` (see :func:`hf_persona.pretrained.encoders.save_encoder_adapter`).
-        config_kwargs: CoBERTConfig / BiEncoderConfig fields (num_hops, hop1_pooling, ...).
 
-    The returned model's ``train_summary`` is the run's summary (steps, losses, ``world_size``...), also
-    written to ``output_dir/train_summary.json`` and ``json_out`` by the saving process (rank 0).
+    With ``peft_config`` (explicit ``target_modules``, e.g. ``["query", "key", "value", "dense"]`` for
+    BERT encoders) only the adapters train; ``merge_adapter=False`` keeps them: ``output_dir`` then holds
+    the PEFT adapter plus ``config.json`` and the tokenizer, and the result's model is the ``PeftModel``
+    (see :func:`hf_persona.pretrained.encoders.save_encoder_adapter`).
+
+    Returns a :class:`~hf_persona.training.recipe.RecipeResult`: the run's summary (steps, losses,
+    ``world_size``...; also written to ``output_dir/train_summary.json`` and ``json_out`` by the saving
+    process, rank 0), its ``output_dir`` and the trained ``model`` (with its ``tokenizer``).
     """
     from transformers import TrainingArguments
 
     from .common import last_checkpoint, train_resumable
 
+    fields = set(CoBERTTrainingConfig.field_names()) | set(CoBERTTrainingConfig.renamed)
+    model_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k not in fields}
+    cfg = CoBERTTrainingConfig.build(config, **kwargs)
+    if model_kwargs:
+        cfg = CoBERTTrainingConfig.build(cfg, model_kwargs={**cfg.model_kwargs, **model_kwargs})
+    output_dir, seed, batch_size, max_steps = cfg.output_dir, cfg.seed, cfg.batch_size, cfg.max_steps
+    num_negatives, grad_accum, peft_config = cfg.num_negatives, cfg.gradient_accumulation_steps, cfg.peft_config
     set_seed(seed)
     if isinstance(train_ds, list):
         train_examples = train_ds
@@ -312,16 +290,16 @@ def train_cobert(
             n_dev = max(1, len(train_ds) // 10)
             eval_ds = train_ds.select(range(len(train_ds) - n_dev, len(train_ds)))
             train_ds = train_ds.select(range(len(train_ds) - n_dev))
-        train_examples = ranking_examples(train_ds, both_sides=both_sides)
+        train_examples = ranking_examples(train_ds, both_sides=cfg.both_sides)
     dev_examples = None
     if eval_ds is not None:
         dev_examples = eval_ds if isinstance(eval_ds, list) else ranking_examples(eval_ds)
-        if eval_examples and len(dev_examples) > eval_examples:
-            dev_examples = random.Random(seed).sample(dev_examples, eval_examples)
+        if cfg.eval_examples and len(dev_examples) > cfg.eval_examples:
+            dev_examples = random.Random(seed).sample(dev_examples, cfg.eval_examples)
     if batch_size < 2 and not num_negatives:
         raise HFPersonaError("batch_size 1 without num_negatives leaves no negative candidates")
 
-    net = build_model(model, backbone, **config_kwargs)
+    net = build_model(cfg.model, cfg.backbone, **cfg.model_config())
     tokenizer = net.tokenizer
     train_net = net
     if peft_config is not None:
@@ -330,16 +308,19 @@ def train_cobert(
         train_net = get_peft_model(net, peft_config)
     collator = RankingCollator(net, tokenizer, pool=[e["response"] for e in train_examples],
                                num_negatives=num_negatives, seed=seed)
-    steps_per_epoch = max(1, math.ceil(len(train_examples) / (batch_size * gradient_accumulation_steps)))
+    steps_per_epoch = max(1, math.ceil(len(train_examples) / (batch_size * grad_accum)))
+    eval_steps, epochs = cfg.eval_steps, cfg.epochs
     strategy = "steps" if eval_steps else "epoch"
+    warmup_steps = cfg.warmup_steps
+    if warmup_steps is None:
+        warmup_steps = int(cfg.warmup_ratio * (max_steps if max_steps > 0 else steps_per_epoch * epochs))
     has_eval = dev_examples is not None and _max_candidates(dev_examples) >= 2
     args = trainer_arguments(
-        TrainingArguments, output_dir, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
-        max_steps=max_steps, epochs=epochs,
-        warmup_steps=int(warmup_ratio * (max_steps if max_steps > 0 else steps_per_epoch * epochs)),
-        logging_steps=max(1, min(50, steps_per_epoch // 5)), progress=True,
+        TrainingArguments, output_dir, batch_size=batch_size, learning_rate=cfg.learning_rate, seed=seed,
+        max_steps=max_steps, epochs=epochs, warmup_steps=warmup_steps,
+        logging_steps=max(1, min(50, steps_per_epoch // 5)), progress=cfg.progress,
         per_device_eval_batch_size=32,
-        gradient_accumulation_steps=gradient_accumulation_steps,
+        gradient_accumulation_steps=grad_accum,
         max_grad_norm=1.0,
         eval_strategy=strategy if has_eval else "no",
         save_strategy=strategy,
@@ -348,25 +329,27 @@ def train_cobert(
         load_best_model_at_end=has_eval,
         metric_for_best_model="hits@1" if has_eval else None,
         greater_is_better=True,
-        save_total_limit=save_total_limit,
+        save_total_limit=cfg.save_total_limit,
         remove_unused_columns=False,
     )
     trainer_cls = _make_trainer_class()
-    budget = _budget_callback(budget_minutes)
+    budget = _budget_callback(cfg.budget_minutes)
     trainer = trainer_cls(model=train_net, args=args, train_dataset=_ExampleDataset(train_examples),
                           eval_dataset=_ExampleDataset(dev_examples) if has_eval else None,
                           data_collator=collator, processing_class=tokenizer, callbacks=[budget])
     if has_eval:
-        n_cand = min(eval_candidates, _max_candidates(dev_examples))
-        if n_cand < eval_candidates:
-            logger.warning("held-back set too small for %d candidates; evaluating with %d", eval_candidates, n_cand)
+        n_cand = min(cfg.eval_candidates, _max_candidates(dev_examples))
+        if n_cand < cfg.eval_candidates:
+            logger.warning("held-back set too small for %d candidates; evaluating with %d", cfg.eval_candidates,
+                           n_cand)
         pool, indices = candidate_sets(dev_examples, n_cand, seed=seed)
         trainer.ranking_eval = (dev_examples, pool, indices)
-    ckpt = last_checkpoint(output_dir) if resume else None
+    ckpt = last_checkpoint(output_dir) if cfg.resume else None
     if ckpt:
         logger.info("resuming from %s", ckpt)
     started = time.time()
-    result = train_resumable(trainer, resume=resume)  # SIGTERM/SIGINT: checkpoint, then stop
+    result = train_resumable(trainer, resume=cfg.resume)  # SIGTERM/SIGINT: checkpoint, then stop
+    merge_adapter = cfg.merge_adapter
     if peft_config is not None and merge_adapter:
         trainer.model = trainer.model.merge_and_unload()
         trainer.model_wrapped = trainer.model
@@ -375,7 +358,7 @@ def train_cobert(
         # the adapter alone does not say how to rebuild the model around the encoder
         trainer.model.get_base_model().config.save_pretrained(str(output_dir))
     summary = {
-        "model": model, "backbone": backbone, "train_examples": len(train_examples),
+        "model": cfg.model, "backbone": cfg.backbone, "train_examples": len(train_examples),
         "global_step": trainer.state.global_step, **run_size(args, trainer.state), "train_loss": result.training_loss,
         "train_seconds": round(time.time() - started, 1), "resumed_from": ckpt,
         "best_checkpoint": trainer.state.best_model_checkpoint, "best_eval_hits@1": trainer.state.best_metric,
@@ -385,11 +368,11 @@ def train_cobert(
                                                   "merged": bool(merge_adapter)},
     }
     write_summary(summary, Path(output_dir) / "train_summary.json", args)
-    write_summary(summary, json_out, args)
+    write_summary(summary, cfg.json_out, args)
     trained = trainer.model
     trained.tokenizer = tokenizer
     trained.train_summary = summary
-    return trained
+    return RecipeResult(summary, output_dir, trained)
 
 
 

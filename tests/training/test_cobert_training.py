@@ -67,11 +67,12 @@ def test_train_eval_resume_and_cli(tiny_bert_dir, tmp_path):
     assert (out / "model.safetensors").is_file() and (out / "modeling_cobert.py").is_file()
 
     # resume: a longer run continues from the newest complete checkpoint
-    model = train_cobert(read_personachat(data), out, backbone=tiny_bert_dir, max_steps=3, eval_steps=1,
-                         batch_size=4, resume=True)
+    result = train_cobert(read_personachat(data), out, backbone=tiny_bert_dir, max_steps=3, eval_steps=1,
+                          batch_size=4, resume=True)
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["resumed_from"] == str(out / "checkpoint-2") and summary["global_step"] == 3
-    assert model.tokenizer is not None
+    assert dict(result) == summary and result.output_dir == out  # the RecipeResult is the summary written
+    assert result.model.tokenizer is not None and result.model.train_summary == summary
 
     metrics_file = tmp_path / "m.json"
     res = runner.invoke(cli, ["eval", "cobert", "--model", str(out), "--data", data, "--candidates", "20",
