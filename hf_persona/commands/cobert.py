@@ -2,7 +2,7 @@
 to the ``hf-persona`` CLI by the cobert plugin.
 
 * ``hf-persona train cobert``: :func:`hf_persona.training.cobert.train_cobert` on the dialogues
-  before ``--dev-from`` (alias ``--train-dialogues``) of a PERSONA-CHAT file (the embedded sample
+  before ``--dev-from`` of a PERSONA-CHAT file (the embedded sample
   by default; a count beyond the file is clamped with a warning);
 * ``hf-persona eval cobert``: :func:`hf_persona.training.cobert.evaluate_cobert_file`, printed as a
   table with and without persona.

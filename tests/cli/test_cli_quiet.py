@@ -178,11 +178,40 @@ def test_the_same_option_names_across_train_and_eval_commands():
         for name, command in cli.commands[group].commands.items():
             seen.add((group, name))
             params = {p.name: p for p in command.params}
-            primary = {p.opts[0] for p in command.params if p.opts}
+            primary = {p.opts[0] for p in command.params if p.opts and not getattr(p, "hidden", False)}
             assert "--json" in primary, (group, name)
             assert not primary & {"--train-dialogues", "--skip-dialogues", "--first"}, (group, name)
+            for p in command.params:  # the older spellings: hidden, and only as deprecated aliases of --dev-from
+                if p.opts and p.opts[0] in ("--train-dialogues", "--skip-dialogues", "--first"):
+                    assert p.hidden and p.help == "Deprecated spelling of --dev-from.", (group, name)
             if (group, name) in samples:
                 data = [p for p in command.params if "--data" in p.opts][0]
                 assert not data.required, (group, name)
                 assert "dev_from" in params, (group, name)
     assert samples <= seen
+
+
+def test_an_older_split_spelling_still_works_and_names_dev_from(tmp_path, caplog):
+    """``--train-dialogues N`` is ``--dev-from N`` with a warning; both at once is a usage error."""
+    import click
+    from click.testing import CliRunner
+
+    from hf_persona.commands._output import dev_from_option
+
+    seen = []
+
+    @click.command()
+    @dev_from_option(800, "--train-dialogues", "--first", help="Split.")
+    def split(dev_from):
+        seen.append(dev_from)
+
+    runner = CliRunner()
+    assert runner.invoke(split, []).exit_code == 0 and seen[-1] == 800
+    assert runner.invoke(split, ["--dev-from", "5"]).exit_code == 0 and seen[-1] == 5
+    with caplog.at_level("WARNING", logger="hf_persona.cli"):
+        assert runner.invoke(split, ["--train-dialogues", "7"]).exit_code == 0 and seen[-1] == 7
+    assert "--train-dialogues is deprecated: use --dev-from 7" in caplog.text
+    for both in (["--dev-from", "5", "--first", "6"], ["--train-dialogues", "5", "--first", "6"]):
+        res = runner.invoke(split, both)
+        assert res.exit_code == 2 and "give the split once, as --dev-from" in res.output
+    assert "--train-dialogues" not in runner.invoke(split, ["--help"]).output
