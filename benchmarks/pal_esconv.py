@@ -65,7 +65,7 @@ def stage_extractor(args, work: Path) -> dict:
         out, default_data_files(), backbone=args.backbone, budget_minutes=args.extractor_minutes, batch_size=8,
         eval_steps=40, max_dev_examples=48, eval_generation_examples=60, min_support=args.extractor_min_support,
         seed=args.seed, progress=False, json_out=summary_path, **recipe,
-    )
+    ).summary  # the summary alone: the model is reloaded from the folder where it is needed
 
 
 def stage_annotate(args, work: Path, data_dir: Path) -> dict:
@@ -101,7 +101,7 @@ def stage_train(args, work: Path, variant: str) -> dict:
         max_eval_examples=args.loss_eval_examples, max_source_length=args.max_source_length,
         max_persona_length=args.max_persona_length, max_target_length=args.max_target_length, seed=args.seed,
         progress=False, json_out=summary_path,
-    )
+    ).summary  # the summary alone: no variant's model stays in memory while the next one trains
 
 
 def stage_eval(args, work: Path, variant: str, embedder) -> dict:

@@ -6,25 +6,19 @@ Heavy imports happen inside the commands.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
 import click
 
-from .options import (
-    MAX_STEPS,
-    NONNEG_FLOAT,
-    NONNEG_INT,
-    POS_FLOAT,
-    POS_INT,
-    SEED,
-    check_backbone,
-    input_dir,
-    output_dir,
-)
-from ._output import finish, json_file, json_option, quiet_work
+from hf_persona.training.configs import PALTrainingConfig
 
-_VARIANTS = ("pal", "no_persona", "hard_prompt")
+from ._output import finish, json_file, json_option, quiet_work
+from .options import NONNEG_FLOAT, POS_INT, SEED, input_dir, recipe_options
+
+#: the config's fields, for the options written here (special parsing) rather than generated
+_FIELDS = {f.name: f for f in dataclasses.fields(PALTrainingConfig)}
 #: the figures ``train pal`` prints (the rest is in --json)
 TRAIN_KEYS = ("variant", "train_examples", "global_step", "world_size", "train_loss", "valid_loss", "mixture_weights",
               "train_seconds", "resumed_from")
@@ -86,61 +80,24 @@ def _parse_mixture_init(ctx, param, text):
 @click.command("pal")
 @click.option("--data", required=True, type=input_dir(),
               help="PESConv folder: train/ and valid/ annotate-persona outputs, or one output (split 90/10).")
-@click.option("--output-dir", required=True, type=output_dir())
-@click.option("--variant", type=click.Choice(_VARIANTS), default="pal", show_default=True,
-              help="pal (persona fused by co-attention), no_persona, hard_prompt (persona text before the dialogue).")
-@click.option("--backbone", default="minilm", show_default=True, callback=check_backbone,
-              help="A causal LM (smollm2 = the packaged SmolLM2-135M-Instruct, or a Hub id: PALForCausalLM), a "
-                   "seq2seq Hub id (facebook/blenderbot_small-90M) or an encoder warm-started as BERT2BERT (minilm).")
-@click.option("--max-steps", default=-1, show_default=True, type=MAX_STEPS, help="Optimiser steps (-1: --epochs).")
-@click.option("--epochs", default=1.0, show_default=True, type=POS_FLOAT)
-@click.option("--budget-minutes", default=None, type=POS_FLOAT, help="Stop (after evaluating and saving) after this wall time.")
-@click.option("--batch-size", default=8, show_default=True, type=POS_INT)
-@click.option("--lr", "learning_rate", default=5e-5, show_default=True, type=POS_FLOAT)
-@click.option("--mixture-lr", "mixture_learning_rate", default=1e-2, show_default=True, type=NONNEG_FLOAT,
+@recipe_options(PALTrainingConfig, skip=("mixture_learning_rate", "mixture_init", "fusion_layer"))
+@click.option("--mixture-lr", "mixture_learning_rate", default=_FIELDS["mixture_learning_rate"].default,
+              show_default=True, type=NONNEG_FLOAT,
               help="Learning rate of the three eq. 4 mixture logits; 0 = the same as --lr.")
 @click.option("--mixture-init", default=None, callback=_parse_mixture_init,
               help="Initial eq. 4 logits 'w1,w2,w3' for (H^_D, aligned H^_P, H_D); default 0,0,0 (the paper).")
-@click.option("--fusion-norm-init", type=click.Choice(["fresh", "encoder"]), default=None,
-              help="Seq2seq backbones: start the two co-attention LayerNorms fresh (default, the paper's code) or as "
-                   "a copy of the encoder's last one.")
-@click.option("--persona-alignment", type=click.Choice(["coattention", "concat"]), default=None,
-              help="Seq2seq backbones: how the refined persona meets the decoder: carried onto dialogue positions "
-                   "by the eq. 2 attention (default), or appended as extra keys.")
-@click.option("--fusion-layer", default=None, type=int,
-              help="Causal backbones: the decoder layer whose output PAL fuses (-1 = the last, the default).")
-@click.option("--lora", default=0, show_default=True, type=NONNEG_INT,
-              help="Causal backbones: train LoRA adapters of this rank (plus the PAL token rows and the fusion "
-                   "module) instead of all weights; the folder keeps only what differs from the backbone.")
-@click.option("--warmup-steps", default=100, show_default=True, type=NONNEG_INT)
-@click.option("--eval-steps", default=100, show_default=True, type=POS_INT)
-@click.option("--max-train-examples", default=None, type=POS_INT)
-@click.option("--max-eval-examples", default=200, show_default=True, type=POS_INT, help="Validation examples for the loss.")
-@click.option("--max-source-length", default=256, show_default=True, type=POS_INT)
-@click.option("--max-persona-length", default=96, show_default=True, type=POS_INT)
-@click.option("--max-target-length", default=50, show_default=True, type=POS_INT)
-@click.option("--seed", default=0, show_default=True, type=SEED)
-@click.option("--no-resume", is_flag=True, help="Start afresh even when OUTPUT_DIR holds checkpoints.")
+@click.option("--fusion-layer", default=None, type=int,  # any sign: a Python index into the layers
+              help=_FIELDS["fusion_layer"].metadata["option"].help)
 @json_option()
 @quiet_work(warm_start=True)
-def train_pal_cmd(data, output_dir, variant, backbone, max_steps, epochs, budget_minutes, batch_size, learning_rate,
-                  mixture_learning_rate, mixture_init, fusion_norm_init, persona_alignment, fusion_layer, lora, warmup_steps,
-                  eval_steps, max_train_examples, max_eval_examples, max_source_length, max_persona_length, max_target_length, seed,
-                  no_resume, json_out):
+def train_pal_cmd(data, mixture_learning_rate, json_out, **fields):
     """Train PAL (or a baseline) on PESConv with the Trainer (progress, best checkpoint, resume)."""
     from hf_persona.training.pal import train_pal
 
-    summary = train_pal(
-        data, output_dir, variant=variant, backbone=backbone, max_steps=max_steps, epochs=epochs,
-        budget_minutes=budget_minutes, batch_size=batch_size, learning_rate=learning_rate,
-        mixture_learning_rate=mixture_learning_rate or None, mixture_init=mixture_init,
-        fusion_norm_init=fusion_norm_init, persona_alignment=persona_alignment, fusion_layer=fusion_layer, lora=lora,
-        warmup_steps=warmup_steps, eval_steps=eval_steps, max_train_examples=max_train_examples,
-        max_eval_examples=max_eval_examples,
-        max_source_length=max_source_length, max_persona_length=max_persona_length,
-        max_target_length=max_target_length, seed=seed, resume=not no_resume, json_out=json_file(json_out),
-    )
-    finish(summary, TRAIN_KEYS, saved_to=output_dir, json_out=json_out)
+    config = PALTrainingConfig(mixture_learning_rate=mixture_learning_rate or None, json_out=json_file(json_out),
+                               **fields)
+    result = train_pal(data, config)
+    finish(result, TRAIN_KEYS, saved_to=result.output_dir, json_out=json_out)
 
 
 @click.command("pal")

@@ -15,19 +15,10 @@ from __future__ import annotations
 
 import click
 
-from .options import (
-    MAX_STEPS,
-    NONNEG_INT,
-    POS_FLOAT,
-    POS_INT,
-    SEED,
-    UNIT_FLOAT,
-    check_backbone,
-    input_dir,
-    input_file,
-    output_dir,
-)
+from hf_persona.training.configs import PersonaExtractorTrainingConfig
+
 from ._output import default_data, finish, json_file, json_option, quiet_work
+from .options import NONNEG_INT, POS_INT, UNIT_FLOAT, input_dir, input_file, output_dir, recipe_options
 
 
 def _data_files(data_files, dev_from):
@@ -58,53 +49,16 @@ ANNOTATE_KEYS = ("dialogues", "supporter_turns", "supporter_turns_with_persona",
 @click.option("--data", "data_files", multiple=True, type=input_file(),
               help="PERSONA-CHAT (ParlAI text) or MSC (JSON lines) file; repeat for several. "
                    "Default: ../shared/data personachat original + msc sessions, else the embedded sample.")
-@click.option("--output-dir", required=True, type=output_dir(), help="Where checkpoints and the model go.")
-@click.option("--backbone", default="minilm", show_default=True, callback=check_backbone,
-              help="A causal LM (smollm2 = the packaged SmolLM2-135M-Instruct, or a Hub id), a Hub seq2seq id "
-                   "(facebook/bart-large-cnn), or an encoder (minilm) warm-started as BERT2BERT.")
-@click.option("--dev-from", default=800, show_default=True, type=POS_INT,
-              help="PERSONA-CHAT dialogues from this index on (and MSC episodes built on them) are held back.")
-@click.option("--max-steps", default=-1, show_default=True, type=MAX_STEPS,
-              help="Stop after this many optimiser steps (-1: epochs).")
-@click.option("--epochs", default=3.0, show_default=True, type=POS_FLOAT)
-@click.option("--budget-minutes", default=None, type=POS_FLOAT, help="Stop (after evaluating and saving) after this wall time.")
-@click.option("--batch-size", default=8, show_default=True, type=POS_INT)
-@click.option("--lr", "learning_rate", default=5e-5, show_default=True, type=POS_FLOAT)
-@click.option("--eval-steps", default=100, show_default=True, type=POS_INT, help="Evaluate and checkpoint every N steps.")
-@click.option("--max-source-length", default=256, show_default=True, type=POS_INT)
-@click.option("--max-target-length", default=64, show_default=True, type=POS_INT)
-@click.option("--num-beams", default=4, show_default=True, type=POS_INT,
-              help="Beams for the final generation-based evaluation.")
-@click.option("--min-support", default=0.0, show_default=True, type=UNIT_FLOAT,
-              help="Train only on persona sentences sharing at least this share of their content words with the "
-                   "speaker's utterances (0: all, the paper; 0.5 teaches restating over inventing).")
-@click.option("--eval-examples", default=100, show_default=True, type=NONNEG_INT,
-              help="Held-back examples for BLEU/ROUGE/Distinct (0: skip).")
-@click.option("--lora", default=0, show_default=True, type=NONNEG_INT,
-              help="Causal LM backbones: train LoRA adapters of this rank instead of all weights (0: all weights); "
-                   "the folder keeps the adapter alone (a few MB).")
-@click.option("--merge", is_flag=True, help="With --lora: save the merged full model instead of the adapter.")
-@click.option("--warmup-steps", default=50, show_default=True, type=NONNEG_INT, help="Linear learning-rate warm-up.")
-@click.option("--seed", default=0, show_default=True, type=SEED)
-@click.option("--no-resume", is_flag=True, help="Start afresh even when OUTPUT_DIR holds checkpoints.")
+@recipe_options(PersonaExtractorTrainingConfig)
 @json_option()
 @quiet_work(warm_start=True)
-def train_persona_extractor_cmd(data_files, output_dir, backbone, dev_from, max_steps, epochs, budget_minutes,
-                                batch_size, learning_rate, eval_steps, max_source_length, max_target_length,
-                                num_beams, min_support, eval_examples, lora, merge, warmup_steps, seed, no_resume, json_out):
+def train_persona_extractor_cmd(data_files, json_out, **fields):
     """Fine-tune a persona extractor, causal LM or seq2seq (one speaker's utterances -> persona sentences)."""
     from hf_persona.training.persona_extractor import train_persona_extractor
 
-    data_files, dev_from = _data_files(data_files, dev_from)
-    summary = train_persona_extractor(
-        output_dir, data_files, backbone=backbone, dev_from=dev_from, max_steps=max_steps,
-        epochs=epochs, budget_minutes=budget_minutes, batch_size=batch_size, learning_rate=learning_rate,
-        eval_steps=eval_steps, max_source_length=max_source_length, max_target_length=max_target_length,
-        num_beams=num_beams, min_support=min_support, eval_generation_examples=eval_examples,
-        report_eval=eval_examples > 0, lora=lora, merge=merge, warmup_steps=warmup_steps, seed=seed, resume=not no_resume,
-        json_out=json_file(json_out),
-    )
-    finish(summary, TRAIN_KEYS, saved_to=output_dir, json_out=json_out)
+    data_files, fields["dev_from"] = _data_files(data_files, fields["dev_from"])
+    result = train_persona_extractor(PersonaExtractorTrainingConfig(json_out=json_file(json_out), **fields), data_files)
+    finish(result, TRAIN_KEYS, saved_to=result.output_dir, json_out=json_out)
 
 
 @click.command("persona-extractor")

@@ -32,11 +32,12 @@ from typing import Sequence
 
 from ..errors import HFPersonaError
 from ..utils import atomic_write_json, get_logger, moved_names, set_seed
-from .recipe import run_size, trainer_arguments, write_summary
+from .configs import PAL_VARIANTS as VARIANTS
+from .configs import PALTrainingConfig
+from .recipe import RecipeResult, run_size, trainer_arguments, write_summary
 
 logger = get_logger(__name__)
 
-VARIANTS = ("pal", "no_persona", "hard_prompt")
 TRAINING_CONFIG_NAME = "pal_training.json"
 #: decoding settings of the paper (section 4.3, and the authors' code for the length limits)
 PAPER_DECODING = {
@@ -260,38 +261,12 @@ def _mixture_lr_trainer_class():
     return MixtureLRTrainer
 
 
-def train_pal(
-    data,
-    output_dir,
-    *,
-    variant: str = "pal",
-    backbone: str = "minilm",
-    max_steps: int = -1,
-    epochs: float = 1.0,
-    budget_minutes: float | None = None,
-    batch_size: int = 8,
-    learning_rate: float = 5e-5,
-    mixture_learning_rate: float | None = 1e-2,
-    mixture_init: Sequence[float] | None = None,
-    fusion_norm_init: str | None = None,
-    persona_alignment: str | None = None,
-    fusion_layer: int | None = None,
-    warmup_steps: int = 100,
-    eval_steps: int = 100,
-    max_train_examples: int | None = None,
-    max_eval_examples: int = 200,
-    max_source_length: int = 256,
-    max_persona_length: int = 96,
-    max_target_length: int = 50,
-    seed: int = 0,
-    resume: bool = True,
-    logging_steps: int = 10,
-    progress: bool = True,
-    warm_start: bool = True,
-    lora: int = 0,
-    json_out=None,
-) -> dict:
-    """Train PAL (or a baseline, ``variant``) on a PESConv folder with ``transformers.Trainer``.
+def train_pal(data, config=None, /, **kwargs) -> RecipeResult:
+    """Train PAL (or a baseline, ``variant``) on a PESConv folder ``data`` with ``transformers.Trainer``.
+
+    ``config``: a :class:`~hf_persona.training.configs.PALTrainingConfig`, or the output folder (then
+    ``kwargs`` are its fields: ``variant``, ``backbone``, ``max_steps``, ...; keyword arguments also
+    replace fields of a given config).
 
     Progress bar and loss logging, evaluation on up to ``max_eval_examples`` validation examples
     every ``eval_steps`` steps, the checkpoint with the lowest validation loss is saved as the
@@ -313,7 +288,9 @@ def train_pal(
     the refined persona states as extra decoder keys).
     ``fusion_layer`` (causal backbones): the decoder layer whose output PAL fuses
     (``PALCausalConfig.fusion_layer``; negative counts from the last, -1 = the last layer; None = the config's default, the last).
-    Returns a summary dict (also written to ``json_out``).
+
+    Returns a :class:`~hf_persona.training.recipe.RecipeResult`: the run's summary (also written to
+    ``json_out``), its ``output_dir`` and the trained ``model`` (the best checkpoint's weights).
     """
     from transformers import AutoTokenizer, TrainingArguments
 
@@ -322,9 +299,8 @@ def train_pal(
     from .common import last_checkpoint, time_budget_callback, train_resumable
     from .persona_extractor import warm_start_cross_attention
 
-    _check_variant(variant)
-    if mixture_learning_rate is not None and not mixture_learning_rate > 0:
-        raise HFPersonaError(f"mixture_learning_rate must be > 0 or None, got {mixture_learning_rate!r}")
+    cfg = PALTrainingConfig.build(config, **kwargs)
+    variant, backbone, seed, lora, fusion_layer = cfg.variant, cfg.backbone, cfg.seed, cfg.lora, cfg.fusion_layer
     train_rows, valid_rows = load_pesconv_splits(data, seed=seed)
     if not train_rows:
         raise HFPersonaError(f"{data}: no training dialogues")
@@ -332,7 +308,7 @@ def train_pal(
         raise HFPersonaError(f"{data}: no validation dialogues (expected a valid/ folder or enough dialogues to split)")
     path = resolve(backbone)
     causal = is_causal_lm(path)
-    if causal and (fusion_norm_init is not None or persona_alignment is not None):
+    if causal and (cfg.fusion_norm_init is not None or cfg.persona_alignment is not None):
         raise HFPersonaError("fusion_norm_init and persona_alignment apply to seq2seq backbones; "
                              f"{backbone!r} is a causal LM (PAL fuses one decoder layer, see PALCausalConfig)")
     if fusion_layer is not None:
@@ -349,69 +325,64 @@ def train_pal(
     if causal and tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     add_pal_tokens(tokenizer)
-    lengths = dict(max_source_length=max_source_length, max_persona_length=max_persona_length,
-                   max_target_length=max_target_length)
+    lengths = dict(max_source_length=cfg.max_source_length, max_persona_length=cfg.max_persona_length,
+                   max_target_length=cfg.max_target_length)
     train_ex, train_skipped = pesconv_examples(train_rows, tokenizer, variant, causal=causal, **lengths)
     valid_ex, _ = pesconv_examples(valid_rows, tokenizer, variant, causal=causal, **lengths)
     if not train_ex or not valid_ex:
         raise HFPersonaError(f"{data}: no supporter turn with a seeker turn before it (train or valid)")
     rng = random.Random(seed)
     rng.shuffle(train_ex)
-    if max_train_examples:
-        train_ex = train_ex[:max_train_examples]
-    valid_ex = valid_ex[:max_eval_examples]
+    if cfg.max_train_examples:
+        train_ex = train_ex[:cfg.max_train_examples]
+    valid_ex = valid_ex[:cfg.max_eval_examples]
 
     set_seed(seed)  # the same initialisation (co-attention, cross-attention) for every variant
-    init_kwargs = {} if mixture_init is None else {"mixture_init": list(mixture_init)}
-    if fusion_norm_init is not None:
-        init_kwargs["fusion_norm_init"] = fusion_norm_init
-    if persona_alignment is not None:
-        init_kwargs["persona_alignment"] = persona_alignment
-    if fusion_layer is not None:
-        init_kwargs["fusion_layer"] = fusion_layer
+    init_kwargs = {"mixture_init": None if cfg.mixture_init is None else list(cfg.mixture_init),
+                   "fusion_norm_init": cfg.fusion_norm_init, "persona_alignment": cfg.persona_alignment,
+                   "fusion_layer": fusion_layer}
+    init_kwargs = {k: v for k, v in init_kwargs.items() if v is not None}
     try:
         model_class = PALForCausalLM if causal else PALForConditionalGeneration
         model = model_class.from_backbone(path, tokenizer=tokenizer, **init_kwargs)
     except ValueError as err:
         raise HFPersonaError(str(err)) from None
-    warm_started = warm_start_cross_attention(model.backbone) if warm_start and not causal else 0
-    if lora < 0:
-        raise HFPersonaError(f"lora must be a LoRA rank >= 1 (or 0 for full fine-tuning), got {lora}")
+    warm_started = warm_start_cross_attention(model.backbone) if cfg.warm_start and not causal else 0
     peft_backbone = None
     if lora:
         if not causal:
             raise HFPersonaError(f"LoRA for PAL needs a pretrained causal LM backbone; {backbone!r} is not one")
         peft_backbone = add_pal_lora(model, tokenizer, lora)
     args = trainer_arguments(
-        TrainingArguments, output_dir, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
-        max_steps=max_steps, epochs=epochs, warmup_steps=warmup_steps, logging_steps=logging_steps,
-        progress=progress,
-        per_device_eval_batch_size=max(batch_size, 16),
+        TrainingArguments, cfg.output_dir, batch_size=cfg.batch_size, learning_rate=cfg.learning_rate, seed=seed,
+        max_steps=cfg.max_steps, epochs=cfg.epochs, warmup_steps=cfg.warmup_steps, logging_steps=cfg.logging_steps,
+        progress=cfg.progress,
+        per_device_eval_batch_size=max(cfg.batch_size, 16),
         eval_strategy="steps",
-        eval_steps=eval_steps,
+        eval_steps=cfg.eval_steps,
         # LoRA: no Trainer checkpoints. transformers cannot serialise an LM whose tied embedding and
         # LM head share PEFT's trainable-token rows (it rejects the shared tensors), so a LoRA run
         # keeps its last step, saved by save_pal_adapter, and starts afresh when rerun
         save_strategy="no" if lora else "steps",
-        save_steps=eval_steps,
+        save_steps=cfg.eval_steps,
         load_best_model_at_end=not lora,
         metric_for_best_model="eval_loss",
         greater_is_better=False,
         remove_unused_columns=False,
     )
-    budget_cb = time_budget_callback(budget_minutes)
+    budget_cb = time_budget_callback(cfg.budget_minutes)
     trainer = _mixture_lr_trainer_class()(
         model=model, args=args, train_dataset=train_ex, eval_dataset=valid_ex,
         data_collator=VariantCollator(tokenizer, variant), processing_class=tokenizer, callbacks=[budget_cb],
-        mixture_learning_rate=mixture_learning_rate)
-    resumed_from = last_checkpoint(output_dir) if resume else None
+        mixture_learning_rate=cfg.mixture_learning_rate)
+    resumed_from = last_checkpoint(cfg.output_dir) if cfg.resume else None
     t0 = time.monotonic()
-    result = train_resumable(trainer, resume=resume)
+    result = train_resumable(trainer, resume=cfg.resume)
     seconds = time.monotonic() - t0
     eval_history = [{"step": e["step"], "eval_loss": e["eval_loss"]}
                     for e in trainer.state.log_history if "eval_loss" in e]
     valid_metrics = trainer.evaluate()
-    out = Path(output_dir)
+    out = Path(cfg.output_dir)
     kind = "causal" if causal else "seq2seq"
     if peft_backbone is None:
         trainer.save_model(str(out))  # the main process only
@@ -437,11 +408,11 @@ def train_pal(
         "valid_loss": valid_metrics.get("eval_loss"),
         "eval_history": eval_history,
         "train_seconds": round(seconds, 1),
-        "budget_minutes": budget_minutes,
+        "budget_minutes": cfg.budget_minutes,
         "stopped_by_budget": budget_cb.stopped_at is not None,
-        "batch_size": batch_size,
-        "learning_rate": learning_rate,
-        "mixture_learning_rate": mixture_learning_rate,
+        "batch_size": cfg.batch_size,
+        "learning_rate": cfg.learning_rate,
+        "mixture_learning_rate": cfg.mixture_learning_rate,
         "mixture_init": list(model.config.mixture_init),
         "fusion_norm_init": getattr(model.config, "fusion_norm_init", None),
         "persona_alignment": getattr(model.config, "persona_alignment", None),
@@ -454,7 +425,7 @@ def train_pal(
         "warm_started_cross_attention_layers": warm_started,
         **lengths,
     }
-    return write_summary(summary, json_out, args)
+    return RecipeResult(write_summary(summary, cfg.json_out, args), out, model)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -34,7 +34,8 @@ from typing import Iterable, Sequence
 
 from ..errors import HFPersonaError
 from ..utils import atomic_write_json, get_logger, moved_names, set_seed
-from .recipe import run_size, trainer_arguments, write_summary
+from .configs import PersonaExtractorTrainingConfig
+from .recipe import RecipeResult, run_size, trainer_arguments, write_summary
 
 logger = get_logger(__name__)
 
@@ -618,41 +619,17 @@ def tokenize_examples(examples: list[dict], tokenizer, fmt: ExtractorFormat, dec
     return Dataset.from_dict({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": labels})
 
 
-def train_persona_extractor(
-    output_dir,
-    data_files: Sequence | None = None,
-    *,
-    train_examples: list[dict] | None = None,
-    dev_examples: list[dict] | None = None,
-    backbone: str = "minilm",
-    dev_from: int = 800,
-    max_steps: int = -1,
-    epochs: float = 3.0,
-    budget_minutes: float | None = None,
-    batch_size: int = 8,
-    learning_rate: float = 5e-5,
-    warmup_steps: int = 50,
-    eval_steps: int = 100,
-    max_dev_examples: int = 200,
-    max_train_examples: int | None = None,
-    max_source_length: int = 256,
-    max_target_length: int = 64,
-    min_support: float = 0.0,
-    seed: int = 0,
-    resume: bool = True,
-    logging_steps: int = 10,
-    report_eval: bool = True,
-    eval_generation_examples: int = 100,
-    num_beams: int = 4,
-    lora: int = 0,
-    merge: bool = False,
-    json_out=None,
-    progress: bool = True,
-) -> dict:
+def train_persona_extractor(config=None, /, data_files: Sequence | None = None, *,
+                            train_examples: list[dict] | None = None, dev_examples: list[dict] | None = None,
+                            **kwargs) -> RecipeResult:
     """Fine-tune a persona extractor and save it (model, tokenizer, ``persona_extractor.json``).
 
-    Data: ``data_files`` (PERSONA-CHAT / MSC files, split with :func:`load_extractor_examples`) or
-    ready ``train_examples`` / ``dev_examples`` (dicts with ``utterances`` and ``persona``).
+    ``config``: a :class:`~hf_persona.training.configs.PersonaExtractorTrainingConfig`, or the output
+    folder (then ``kwargs`` are its fields: ``backbone``, ``dev_from``, ``max_steps``, ...; keyword
+    arguments also replace fields of a given config).
+    Data: ``data_files`` (PERSONA-CHAT / MSC files, split at ``dev_from`` with
+    :func:`load_extractor_examples`; None: :func:`default_data_files`) or ready ``train_examples`` /
+    ``dev_examples`` (dicts with ``utterances`` and ``persona``).
     Training uses ``Seq2SeqTrainer``: progress bar, evaluation every ``eval_steps`` steps on up to
     ``max_dev_examples`` dev examples, the checkpoint with the lowest dev loss is kept and saved as
     the final model, and a rerun with the same ``output_dir`` resumes from the last checkpoint
@@ -665,18 +642,22 @@ def train_persona_extractor(
     (``adapter_model.safetensors``, a few MB) and loads onto ``backbone``, or the merged full model
     with ``merge=True``.
 
-    Returns a summary dict (steps, examples, dev loss and, with ``report_eval``, generation metrics
-    on the held-back dialogues); ``json_out`` writes it as JSON.
+    Returns a :class:`~hf_persona.training.recipe.RecipeResult`: the summary (steps, examples, dev loss
+    and, with ``report_eval``, generation metrics on up to ``eval_generation_examples`` held-back
+    examples; ``json_out`` writes it as JSON), the ``output_dir`` and the trained
+    :class:`PersonaExtractor` as ``model``.
     """
     from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments
 
     from .common import last_checkpoint, time_budget_callback, train_resumable
 
-    output_dir = Path(output_dir)
+    cfg = PersonaExtractorTrainingConfig.build(config, **kwargs)
+    output_dir, seed, lora, backbone = Path(cfg.output_dir), cfg.seed, cfg.lora, cfg.backbone
+    min_support = cfg.min_support
     if train_examples is None:
         if data_files is None:
             data_files = default_data_files()
-        train_examples, dev_loaded = load_extractor_examples(data_files, dev_from=dev_from)
+        train_examples, dev_loaded = load_extractor_examples(data_files, dev_from=cfg.dev_from)
         if dev_examples is None:
             dev_examples = dev_loaded
     raw_counts = (len(train_examples), len(dev_examples or []))
@@ -688,31 +669,30 @@ def train_persona_extractor(
             + (f" sentence of persona_support >= {min_support}" if min_support else "")
         )
     if not dev_examples:
-        raise HFPersonaError(f"no held-back examples (dialogues with index >= {dev_from}); lower dev_from or add data")
+        raise HFPersonaError(f"no held-back examples (dialogues with index >= {cfg.dev_from}); lower dev_from or "
+                             "add data")
     for name, exs in (("train", train_examples), ("dev", dev_examples)):
         for i, e in enumerate(exs[:5]):
             if not isinstance(e.get("utterances"), (list, tuple)) or not isinstance(e.get("persona"), (list, tuple)):
                 raise HFPersonaError(f"{name} example {i}: expected keys 'utterances' (list) and 'persona' (list)")
-    if max_train_examples:
+    if cfg.max_train_examples:
         import random
 
         rng = random.Random(seed)
         train_examples = list(train_examples)
         rng.shuffle(train_examples)
-        train_examples = train_examples[:max_train_examples]
-    dev_loss_examples = list(dev_examples)[:max_dev_examples]
+        train_examples = train_examples[:cfg.max_train_examples]
+    dev_loss_examples = list(dev_examples)[:cfg.max_dev_examples]
 
     from ..backbones import is_causal_lm
 
-    if lora < 0:
-        raise HFPersonaError(f"lora must be a LoRA rank >= 1 (or 0 for full fine-tuning), got {lora}")
     model, tokenizer = build_extractor_model(backbone, seed=seed)
     kind = "causal" if is_causal_lm(model.config) else "seq2seq"
     if lora and kind != "causal":
         raise HFPersonaError(f"LoRA needs a pretrained causal LM backbone ({backbone!r} builds a {kind} model whose "
                              "cross-attention starts untrained); use --backbone smollm2 or train all weights")
-    fmt = ExtractorFormat(_source_separator(tokenizer), TARGET_SEPARATOR, max_source_length, max_target_length, kind,
-                          backbone=backbone if lora and not merge else None)
+    fmt = ExtractorFormat(_source_separator(tokenizer), TARGET_SEPARATOR, cfg.max_source_length,
+                          cfg.max_target_length, kind, backbone=backbone if lora and not cfg.merge else None)
     if lora:
         from peft import get_peft_model
 
@@ -726,17 +706,17 @@ def train_persona_extractor(
     dev_ds = tokenize_examples(dev_loss_examples, tokenizer, fmt, start)
 
     args = trainer_arguments(
-        Seq2SeqTrainingArguments, output_dir, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
-        max_steps=max_steps, epochs=epochs, warmup_steps=warmup_steps, logging_steps=logging_steps,
-        save_steps=eval_steps, progress=progress,
-        per_device_eval_batch_size=max(batch_size, 16),
+        Seq2SeqTrainingArguments, output_dir, batch_size=cfg.batch_size, learning_rate=cfg.learning_rate, seed=seed,
+        max_steps=cfg.max_steps, epochs=cfg.epochs, warmup_steps=cfg.warmup_steps, logging_steps=cfg.logging_steps,
+        save_steps=cfg.eval_steps, progress=cfg.progress,
+        per_device_eval_batch_size=max(cfg.batch_size, 16),
         eval_strategy="steps",
-        eval_steps=eval_steps,
+        eval_steps=cfg.eval_steps,
         load_best_model_at_end=True,
         metric_for_best_model="eval_loss",
         greater_is_better=False,
     )
-    budget_cb = time_budget_callback(budget_minutes)
+    budget_cb = time_budget_callback(cfg.budget_minutes)
     trainer = Seq2SeqTrainer(
         model=model,
         args=args,
@@ -746,16 +726,16 @@ def train_persona_extractor(
         processing_class=tokenizer,
         callbacks=[budget_cb],
     )
-    resume_from = last_checkpoint(output_dir) if resume else None
+    resume_from = last_checkpoint(output_dir) if cfg.resume else None
     if resume_from:
         logger.info("resuming from %s", resume_from)
     t0 = time.monotonic()
-    result = train_resumable(trainer, resume=resume)
+    result = train_resumable(trainer, resume=cfg.resume)
     train_seconds = time.monotonic() - t0
     dev_metrics = trainer.evaluate()
-    extractor = PersonaExtractor(trainer.model, tokenizer, fmt, num_beams=num_beams)
+    extractor = PersonaExtractor(trainer.model, tokenizer, fmt, num_beams=cfg.num_beams)
     if args.should_save:  # rank 0 of a multi-process run writes the folder
-        extractor.save_pretrained(output_dir, merge=merge)
+        extractor.save_pretrained(output_dir, merge=cfg.merge)
     summary = {
         "backbone": backbone,
         "kind": kind,
@@ -770,20 +750,20 @@ def train_persona_extractor(
         "train_loss": result.training_loss,
         "dev_loss": dev_metrics.get("eval_loss"),
         "train_seconds": round(train_seconds, 1),
-        "budget_minutes": budget_minutes,
+        "budget_minutes": cfg.budget_minutes,
         "stopped_by_budget": budget_cb.stopped_at is not None,
-        "batch_size": batch_size,
-        "learning_rate": learning_rate,
+        "batch_size": cfg.batch_size,
+        "learning_rate": cfg.learning_rate,
         "lora_rank": lora or None,
-        "merged": bool(lora and merge),
+        "merged": bool(lora and cfg.merge),
         "seed": seed,
         "resumed_from": resume_from,
     }
-    if report_eval and eval_generation_examples and args.should_save:
+    if cfg.report_eval and cfg.eval_generation_examples and args.should_save:
         from ..evaluation.persona_extractor import evaluate_extractor_on_examples
 
-        summary["eval"] = evaluate_extractor_on_examples(extractor, dev_examples[:eval_generation_examples])
-    return write_summary(summary, json_out, args)
+        summary["eval"] = evaluate_extractor_on_examples(extractor, dev_examples[:cfg.eval_generation_examples])
+    return RecipeResult(write_summary(summary, cfg.json_out, args), output_dir, extractor)
 
 
 def lora_config(rank: int):

@@ -271,6 +271,7 @@ def test_train_saves_the_best_checkpoint_and_resumes(trained, pesconv_dir, tiny_
                       batch_size=4, warmup_steps=0, learning_rate=1e-3, max_eval_examples=8, max_source_length=64,
                       max_persona_length=24, max_target_length=16, progress=False)
     assert again["resumed_from"].endswith("checkpoint-2") and again["global_step"] == 3
+    assert again.output_dir == out and type(again.model).__name__ == "PALForConditionalGeneration"  # a RecipeResult
 
 
 def test_training_summary_and_learning_curve_script_report_the_validation_history(trained, tmp_path):
@@ -365,14 +366,14 @@ def test_mixture_logits_get_their_own_learning_rate(pesconv_dir, tiny_bert_dir, 
     # Adam moves each logit by about the learning rate per step: 3 x 1e-4 leaves 1/3 each, 3 x 0.2 does not
     assert max(abs(w - 1 / 3) for w in shared["mixture_weights"]) < 1e-3
     assert max(abs(w - 1 / 3) for w in own["mixture_weights"]) > 0.02
-    with pytest.raises(HFPersonaError, match="mixture_learning_rate must be > 0"):
+    with pytest.raises(HFPersonaError, match=r"PALTrainingConfig.mixture_learning_rate = -1.0: expected a finite"):
         train_pal(pesconv_dir, tmp_path / "bad", mixture_learning_rate=-1.0, **common)
-    with pytest.raises(HFPersonaError, match="mixture_init must be three finite numbers"):
+    with pytest.raises(HFPersonaError, match=r"mixture_init = \[0.0, 1.0\]: expected three finite numbers"):
         train_pal(pesconv_dir, tmp_path / "bad", mixture_init=[0.0, 1.0], **common)
     assert own["fusion_norm_init"] == "fresh" and own["persona_alignment"] == "coattention"
-    with pytest.raises(HFPersonaError, match="fusion_norm_init must be one of"):
+    with pytest.raises(HFPersonaError, match="fusion_norm_init = 'copy': expected one of 'fresh', 'encoder'"):
         train_pal(pesconv_dir, tmp_path / "bad", fusion_norm_init="copy", **common)
-    with pytest.raises(HFPersonaError, match="persona_alignment must be one of"):
+    with pytest.raises(HFPersonaError, match="persona_alignment = 'truncate': expected one of"):
         train_pal(pesconv_dir, tmp_path / "bad", persona_alignment="truncate", **common)
 
 
@@ -396,7 +397,7 @@ def test_train_and_evaluate_with_the_concat_alignment(pesconv_dir, tiny_bert_dir
 def test_train_pal_cli_rejects_a_bad_mixture_init(pesconv_dir, tmp_path):
     from click.testing import CliRunner
 
-    from hf_persona.cli import register_plugin_commands, cli
+    from hf_persona.cli import cli, register_plugin_commands
 
     register_plugin_commands()
     res = CliRunner().invoke(cli, ["train", "pal", "--data", str(pesconv_dir), "--output-dir", str(tmp_path / "o"),
@@ -404,10 +405,61 @@ def test_train_pal_cli_rejects_a_bad_mixture_init(pesconv_dir, tmp_path):
     assert res.exit_code == 2 and "expected comma-separated numbers" in res.output
 
 
+def test_train_pal_options_are_the_config_fields(tmp_path, monkeypatch):
+    """`train pal`'s recipe options are PALTrainingConfig's fields: with none given the command builds the
+    Python default config; --mixture-lr 0 is None (the same rate as --lr); a bad value from Python is an
+    HFPersonaError naming the field, before any data is read."""
+    import dataclasses
+
+    from click.testing import CliRunner
+
+    import hf_persona.training.pal as recipe
+    from hf_persona.cli import cli, register_plugin_commands
+    from hf_persona.training.configs import PALTrainingConfig
+    from hf_persona.training.recipe import RecipeResult
+
+    register_plugin_commands()
+    calls = []
+
+    def fake_train_pal(data, config):
+        calls.append((data, config))
+        return RecipeResult({"variant": config.variant, "global_step": 0}, config.output_dir)
+
+    monkeypatch.setattr(recipe, "train_pal", fake_train_pal)
+    args = ["train", "pal", "--data", str(tmp_path), "--output-dir", str(tmp_path / "run")]
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 0, res.output
+    data, config = calls.pop()
+    assert data == str(tmp_path) and config == PALTrainingConfig(output_dir=config.output_dir)
+    assert Path(config.output_dir) == tmp_path / "run" and f"saved to {config.output_dir}" in res.output
+    command = cli.commands["train"].commands["pal"]
+    on_cli = {f.name for f in dataclasses.fields(PALTrainingConfig) if f.metadata["option"].cli}
+    assert on_cli <= {p.name for p in command.params}
+    res = CliRunner().invoke(cli, args + ["--mixture-lr", "0", "--no-resume", "--variant", "hard_prompt",
+                                          "--mixture-init", "1,0,0", "--fusion-layer", "-1", "--lr", "1e-4"])
+    assert res.exit_code == 0, res.output
+    config = calls.pop()[1]
+    assert config.mixture_learning_rate is None and not config.resume and config.variant == "hard_prompt"
+    assert config.mixture_init == [1.0, 0.0, 0.0] and config.fusion_layer == -1 and config.learning_rate == 1e-4
+    monkeypatch.undo()
+    from hf_persona.training.pal import train_pal
+
+    for bad, field in ((dict(max_persona_length=0), "max_persona_length = 0"), (dict(variant="x"), "variant = 'x'"),
+                       (dict(mixture_learning_rate=0.0), "mixture_learning_rate = 0.0"),
+                       (dict(fusion_layer=1.5), "fusion_layer = 1.5")):
+        with pytest.raises(HFPersonaError, match=f"PALTrainingConfig.{field}: expected"):
+            train_pal(tmp_path / "no_such_data", tmp_path / "o", **bad)
+    with pytest.raises(TypeError, match="has no field 'max_steeps'"):
+        train_pal(tmp_path / "no_such_data", tmp_path / "o", max_steeps=3)
+    # a config object works the same as the folder and keywords; keywords replace its fields
+    with pytest.raises(HFPersonaError, match="max_eval_examples = 0"):
+        train_pal(tmp_path / "no_such_data", PALTrainingConfig(output_dir=tmp_path / "o"), max_eval_examples=0)
+
+
 def test_eval_cli_prints_table3_and_writes_flat_json(trained, pesconv_dir, tmp_path):
     from click.testing import CliRunner
 
-    from hf_persona.cli import register_plugin_commands, cli
+    from hf_persona.cli import cli, register_plugin_commands
     from hf_persona.training.pal import METRIC_KEYS
 
     register_plugin_commands()

@@ -149,6 +149,7 @@ def trained_tiny(tmp_path_factory, tiny_bert_dir):
 def test_training_saves_a_loadable_extractor_with_checkpoints(trained_tiny):
     out, summary = trained_tiny
     assert summary["global_step"] == 2
+    assert summary.output_dir == out and isinstance(summary.model, PersonaExtractor)  # a RecipeResult
     assert summary["train_examples"] == 64 and summary["dev_examples"] == 8
     assert summary["best_checkpoint"] is not None
     assert (out / "checkpoint-2" / "trainer_state.json").is_file()
@@ -197,7 +198,7 @@ def test_training_learns_on_a_fixed_batch(tiny_bert_dir):
     """Dev loss after a few steps on the dev examples themselves is lower than before training."""
     import torch
 
-    from hf_persona.training.persona_extractor import ExtractorFormat, tokenize_examples, build_extractor_model
+    from hf_persona.training.persona_extractor import ExtractorFormat, build_extractor_model, tokenize_examples
 
     model, tok = build_extractor_model(tiny_bert_dir, seed=0)
     exs = examples_from_personachat(read_personachat(sample_path("personachat")))[:4]
@@ -254,7 +255,7 @@ def test_bad_inputs(tmp_path, trained_tiny):
 def test_cli_eval_writes_json(trained_tiny, tmp_path):
     from click.testing import CliRunner
 
-    from hf_persona.cli import register_plugin_commands, cli
+    from hf_persona.cli import cli, register_plugin_commands
 
     register_plugin_commands()
     out, _ = trained_tiny
@@ -266,6 +267,46 @@ def test_cli_eval_writes_json(trained_tiny, tmp_path):
     metrics = json.loads(js.read_text())
     assert metrics["n"] == 2 and {"bleu2", "bleu4", "rougeL", "dist1", "dist2"} <= set(metrics)
     assert "bleu2" in res.output
+
+
+def test_train_cli_options_are_the_config_fields(tmp_path, monkeypatch):
+    """`train persona-extractor`'s recipe options are PersonaExtractorTrainingConfig's fields: with none
+    given the command builds the Python default config (--dev-from clamped to the small sample); a bad
+    value from Python is an HFPersonaError naming the field."""
+    import dataclasses
+
+    from click.testing import CliRunner
+
+    import hf_persona.training.persona_extractor as recipe
+    from hf_persona.cli import cli, register_plugin_commands
+    from hf_persona.training.configs import PersonaExtractorTrainingConfig as Config
+    from hf_persona.training.recipe import RecipeResult
+
+    register_plugin_commands()
+    calls = []
+    monkeypatch.setattr(recipe, "train_persona_extractor",
+                        lambda config, files: calls.append((config, files)) or RecipeResult({}, config.output_dir))
+    pc = str(sample_path("personachat"))
+    args = ["train", "persona-extractor", "--data", pc, "--output-dir", str(tmp_path / "run")]
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 0, res.output
+    config, files = calls.pop()
+    n = len(read_personachat(pc))
+    assert files == [pc] and config.dev_from == n - n // 5  # 800 holds nothing of the sample back
+    assert config == Config(output_dir=config.output_dir, dev_from=config.dev_from)
+    on_cli = {f.name for f in dataclasses.fields(Config) if f.metadata["option"].cli}
+    assert on_cli == {p.name for p in cli.commands["train"].commands["persona-extractor"].params} - {"data_files", "json_out"}
+    res = CliRunner().invoke(cli, args + ["--eval-examples", "0", "--merge", "--lora", "8", "--dev-from", "20",
+                                          "--max-dev-examples", "5", "--no-resume"])
+    assert res.exit_code == 0, res.output
+    config = calls.pop()[0]
+    assert (config.eval_generation_examples, config.merge, config.lora, config.dev_from) == (0, True, 8, 20)
+    assert config.max_dev_examples == 5 and not config.resume and config.json_out is None
+    monkeypatch.undo()
+    for bad, shown in ((dict(min_support=1.5), "min_support = 1.5"), (dict(num_beams=0), "num_beams = 0"),
+                       (dict(lora=-1), "lora = -1"), (dict(epochs=float("nan")), "epochs = nan")):
+        with pytest.raises(HFPersonaError, match=f"PersonaExtractorTrainingConfig.{shown}: expected"):
+            train_persona_extractor(tmp_path / "o", [tmp_path / "missing.txt"], **bad)
 
 
 # ---------------------------------------------------------------- causal-LM extractor

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from hf_persona.errors import HFPersonaError
-from hf_persona.models.pal import PAL_SPECIAL_TOKENS, PALForCausalLM
+from hf_persona.models.pal import PALForCausalLM
 from hf_persona.training.pal import (
     PAL_ADAPTER_CONFIG,
     PAL_FUSION_WEIGHTS,
@@ -106,9 +106,9 @@ def test_one_lm_serves_two_adapters(tiny_llama_dir, tmp_path):
 
 def test_train_pal_lora_keeps_the_backbone_and_saves_the_adapter(tiny_llama_dir, tmp_path):
     from hf_persona.data import sample_path
+    from hf_persona.data.pesconv import annotate
     from hf_persona.evaluation.pal import evaluate_pal, load_pal_for_eval
     from hf_persona.training.pal import train_pal
-    from hf_persona.data.pesconv import annotate
 
     annotate(lambda batch: [["i talk about my job."] for _ in batch], sample_path("esconv"), tmp_path / "pesconv",
              progress=False)
@@ -117,6 +117,7 @@ def test_train_pal_lora_keeps_the_backbone_and_saves_the_adapter(tiny_llama_dir,
                         max_source_length=96, max_persona_length=16, max_target_length=8, progress=False)
     assert summary["lora_rank"] == 4 and summary["global_step"] == 2 and summary["fusion_gate_mean_abs"] > 0
     assert not (tmp_path / "pal" / "model.safetensors").exists()
+    assert summary.output_dir == tmp_path / "pal" and type(summary.model).__name__ == "PALForCausalLM"  # RecipeResult
     model, tok, cfg = load_pal_for_eval(tmp_path / "pal")
     assert cfg["lora_rank"] == 4 and model.fusion_gate.abs().max() > 0
     metrics = evaluate_pal(tmp_path / "pal", tmp_path / "pesconv", max_examples=4, max_generate=2,
@@ -138,8 +139,8 @@ def test_lora_on_an_lm_with_tied_embeddings(tiny_llama_dir, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from hf_persona.data import sample_path
-    from hf_persona.training.pal import train_pal
     from hf_persona.data.pesconv import annotate
+    from hf_persona.training.pal import train_pal
 
     lm = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
     lm.config.tie_word_embeddings = True
