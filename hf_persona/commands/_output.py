@@ -14,6 +14,8 @@ import math
 
 import click
 
+from .options import dev_from_option  # noqa: F401  (its home before issue 24)
+
 #: what ``--json`` means on every train / eval command
 JSON_HELP = "Write the full results JSON to this file ('-': print it instead of the table)."
 
@@ -127,41 +129,3 @@ def default_data(name: str = "personachat") -> str:
     from hf_persona.data import sample_path
 
     return str(sample_path(name))
-
-
-def dev_from_option(default, *aliases, help: str, type=None):
-    """``--dev-from N``: the one way to choose splits (dialogues before N train, from N on are held
-    out). ``aliases`` are the older spellings of the same option (``--train-dialogues``, ``--first``,
-    ``--skip-dialogues``): still accepted, hidden from ``--help``, and a warning names ``--dev-from``.
-    Giving both is a usage error."""
-    from .options import NONNEG_INT
-
-    kind = type or NONNEG_INT
-    main = click.option("--dev-from", "dev_from", default=default, show_default=default is not None, type=kind,
-                        help=help)
-
-    def param(alias: str) -> str:
-        return "old_" + alias.lstrip("-").replace("-", "_")
-
-    def deco(f):
-        @functools.wraps(f)
-        def wrapper(*args, **kwargs):
-            given = {a: v for a in aliases if (v := kwargs.pop(param(a))) is not None}
-            if given:
-                ctx = click.get_current_context()
-                if len(given) > 1 or ctx.get_parameter_source("dev_from") != click.core.ParameterSource.DEFAULT:
-                    raise click.UsageError(f"give the split once, as --dev-from (got {', '.join(['--dev-from', *given][-2:])})",
-                                           ctx=ctx)
-                alias, kwargs["dev_from"] = next(iter(given.items()))
-                from hf_persona.utils import get_logger
-
-                get_logger("hf_persona.cli").warning(f"{alias} is deprecated: use --dev-from {kwargs['dev_from']} "
-                                                     "(the same split)")
-            return f(*args, **kwargs)
-
-        for alias in aliases:
-            wrapper = click.option(alias, param(alias), default=None, type=kind, hidden=True,
-                                   help="Deprecated spelling of --dev-from.")(wrapper)
-        return main(wrapper)
-
-    return deco

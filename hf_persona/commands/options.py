@@ -194,11 +194,23 @@ def check_model(ctx, param, value):
     return value
 
 
+def check_modules(ctx, param, value):
+    """Click callback for comma-separated module names (LoRA targets): the list of names."""
+    if value is None:
+        return value
+    names = [m.strip() for m in value.split(",") if m.strip()]
+    if not names:
+        raise click.BadParameter("expected comma-separated module names such as q_proj,v_proj", ctx=ctx, param=param)
+    return names
+
+
 # ---------------------------------------------------------------------------------------------
 # the options of ``hf-persona train <recipe>``, generated from the recipe's config dataclass
 
 def range_type(spec):
     """The click type of a :class:`hf_persona.training.recipe.Range` (the same check, while parsing)."""
+    if spec.kind is int and spec.min is None and spec.max is None and not spec.extra:
+        return click.INT
     if spec.kind is int:
         if spec.extra == (-1,) and spec.min == 1 and spec.max is None:
             return MAX_STEPS
@@ -211,6 +223,7 @@ def range_type(spec):
 _KINDS = {
     "backbone": lambda: {"callback": check_backbone},
     "model": lambda: {"callback": check_model},
+    "modules": lambda: {"callback": check_modules},
     "output_dir": lambda: {"type": output_dir()},
     "input_file": lambda: {"type": input_file()},
     "input_dir": lambda: {"type": input_dir()},
@@ -267,5 +280,46 @@ def recipe_options(config_class, *, skip=(), defaults=None, help=None):
         for opt in reversed(chosen):
             command = opt(command)
         return command
+
+    return deco
+
+
+# ---------------------------------------------------------------------------------------------
+# the split
+
+def dev_from_option(default, *aliases, help: str, type=None):
+    """``--dev-from N``: the one way to choose splits (dialogues before N train, from N on are held
+    out). ``aliases`` are the older spellings of the same option (``--train-dialogues``, ``--first``,
+    ``--skip-dialogues``): still accepted, hidden from ``--help``, and a warning names ``--dev-from``.
+    Giving both is a usage error."""
+    import functools
+
+    kind = type or NONNEG_INT
+    main = click.option("--dev-from", "dev_from", default=default, show_default=default is not None, type=kind,
+                        help=help)
+
+    def param(alias: str) -> str:
+        return "old_" + alias.lstrip("-").replace("-", "_")
+
+    def deco(f):
+        @functools.wraps(f)
+        def wrapper(*args, **kwargs):
+            given = {a: v for a in aliases if (v := kwargs.pop(param(a))) is not None}
+            if given:
+                ctx = click.get_current_context()
+                if len(given) > 1 or ctx.get_parameter_source("dev_from") != click.core.ParameterSource.DEFAULT:
+                    raise click.UsageError(f"give the split once, as --dev-from (got {', '.join(['--dev-from', *given][-2:])})",
+                                           ctx=ctx)
+                alias, kwargs["dev_from"] = next(iter(given.items()))
+                from hf_persona.utils import get_logger
+
+                get_logger("hf_persona.cli").warning(f"{alias} is deprecated: use --dev-from {kwargs['dev_from']} "
+                                                     "(the same split)")
+            return f(*args, **kwargs)
+
+        for alias in aliases:
+            wrapper = click.option(alias, param(alias), default=None, type=kind, hidden=True,
+                                   help="Deprecated spelling of --dev-from.")(wrapper)
+        return main(wrapper)
 
     return deco

@@ -196,7 +196,7 @@ def test_an_older_split_spelling_still_works_and_names_dev_from(tmp_path, caplog
     import click
     from click.testing import CliRunner
 
-    from hf_persona.commands._output import dev_from_option
+    from hf_persona.commands.options import dev_from_option
 
     seen = []
 
