@@ -131,13 +131,15 @@ def run_receiver(args, command: str) -> dict:
     probe = {k: ds.select(range(800, len(ds))) for k, ds in data.items()}
     t0 = time.time()
     steps = args.receiver_steps
-    peft_model, metrics = train_receiver(
+    trained = train_receiver(
         list(train.values()), Path(args.work) / "receiver", backbone="minilm", eval_ds=None,
         max_steps=steps, batch_size=args.batch_size, learning_rate=args.lr_receiver,
         negatives="in_batch", max_train_utterances=4, seed=args.seed, tau_start=2.0,
-        resume=False, logging_steps=10, time_budget_minutes=args.budget_minutes or None, disable_tqdm=True,
+        resume=False, logging_steps=10, budget_minutes=args.budget_minutes or None, progress=False,
         peft_config=lora_config(args.lora, args.lora_alpha, args.lora_dropout), merge_adapter=False,
     )
+    peft_model, metrics = trained.model, trained.summary
+    del trained
     train_s = time.time() - t0
     folder = save_encoder_adapter(peft_model, Path(args.ship) / "receiver", "receiver", manifest={"command": command})
     del peft_model

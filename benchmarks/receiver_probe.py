@@ -169,7 +169,7 @@ def main(argv=None):
         steps = args.max_steps or max(10, int(args.budget_minutes * 60 * 0.85 / step_s))
         print(f"calibrated {step_s:.2f}s/step -> {steps} steps", flush=True)
         t0 = time.perf_counter()
-        _, metrics = train_receiver(
+        metrics = train_receiver(
             list(train.values()), args.model_dir, backbone=args.init or args.backbone, eval_ds=list(select.values()),
             max_steps=steps, batch_size=args.batch_size, learning_rate=args.lr, eval_negatives=3,
             negatives=args.negatives, max_train_utterances=args.max_train_utterances,
@@ -177,8 +177,8 @@ def main(argv=None):
             eval_steps=max(1, steps // args.evals), seed=args.seed if args.train_seed is None else args.train_seed,
             tau_start=args.tau_start, loss_type=args.loss, loss_temperature=args.loss_temperature,
             resume=False, logging_steps=10,
-            time_budget_minutes=args.budget_minutes * 1.15, disable_tqdm=True,
-        )
+            budget_minutes=args.budget_minutes * 1.15, progress=False,
+        ).summary  # the metrics; the model is read back from args.model_dir below
         result["training"] = {
             "budget_minutes": args.budget_minutes,
             "init": args.init,

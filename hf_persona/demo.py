@@ -182,14 +182,14 @@ def stage_receiver(ctx: DemoContext) -> None:
     train, dev = _personachat_splits(ctx)
     run_dir = ctx.work / "receiver"
     started = time.time()
-    model, metrics = train_receiver(train, run_dir, backbone=ctx.backbone, eval_ds=dev,
-                                    max_steps=ctx.budgets["receiver"], batch_size=ctx.budgets["batch_size"],
-                                    logging_steps=1 if ctx.quick else 5, seed=0, resume=False,
-                                    disable_tqdm=False, time_budget_minutes=ctx.budgets["minutes"]["receiver"],
-                                    eval_negatives=3 if ctx.quick else 7)
-    model.eval()
+    result = train_receiver(train, run_dir, backbone=ctx.backbone, eval_ds=dev,
+                            max_steps=ctx.budgets["receiver"], batch_size=ctx.budgets["batch_size"],
+                            logging_steps=1 if ctx.quick else 5, seed=0, resume=False,
+                            progress=True, budget_minutes=ctx.budgets["minutes"]["receiver"],
+                            eval_negatives=3 if ctx.quick else 7)
+    model = result.model.eval()
     ctx.models["receiver"] = model
-    shown = {k: v for k, v in (metrics or {}).items() if "hits" in k and isinstance(v, (int, float))}
+    shown = {k: v for k, v in result.items() if "hits" in k and isinstance(v, (int, float))}
     _record_run(ctx, "Receiver", run_dir, time.time() - started,
                 {"dev metric": ", ".join(f"{k} = {v:.3f}" for k, v in sorted(shown.items())[:1])})
     # Paper Figure 6: the relevance grid of a held-out speaker's utterances vs their own persona.

@@ -12,9 +12,21 @@ from __future__ import annotations
 
 import click
 
-from .options import (CANDIDATES, FRACTION, MAX_STEPS, NONNEG_FLOAT, NONNEG_INT, POS_FLOAT, POS_INT, SEED,
-                       check_backbone, check_model, input_file, output_dir, output_file)
-from ._output import dev_from_option, finish, json_option, quiet_work
+from hf_persona.training.configs import ReceiverTrainingConfig
+
+from ._output import finish, json_file, json_option, quiet_work
+from .options import (
+    CANDIDATES,
+    FRACTION,
+    POS_INT,
+    SEED,
+    check_backbone,
+    check_model,
+    dev_from_option,
+    input_file,
+    output_file,
+    recipe_options,
+)
 
 TRAIN_KEYS = ("train_loss", "eval_hits_at_1", "eval_mean_margin", "global_step")
 
@@ -45,60 +57,22 @@ def add_commands(cli) -> None:
     @click.option("--data", "data", multiple=True, type=input_file(),
                   help="PERSONA-CHAT / MSC file(s); repeat for original + revised (distractors never cross files). "
                        "Default: the embedded sample.")
-    @click.option("--output-dir", required=True, type=output_dir(), help="Where the model is saved.")
-    @click.option("--backbone", default="minilm", show_default=True, callback=check_backbone,
-                  help="'minilm', a Hub id or a local encoder.")
     @dev_from_option(None, "--first", type=POS_INT,
                      help="Train on the dialogues before index N of each file, validate on the rest (clamped, with "
                           "a warning, to keep one to validate on).")
     @click.option("--dev-fraction", type=FRACTION, default=None, help="Else hold out this seeded fraction (default 0.2).")
-    @click.option("--max-steps", type=MAX_STEPS, default=-1, show_default=True, help="Optimizer steps (-1: use --epochs).")
-    @click.option("--epochs", type=POS_FLOAT, default=1.0, show_default=True)
-    @click.option("--batch-size", type=POS_INT, default=16, show_default=True)
-    @click.option("--lr", type=POS_FLOAT, default=6.25e-5, show_default=True)
-    @click.option("--separate-encoders", is_flag=True, help="Separate impression and persona encoders (paper) "
-                  "instead of one shared encoder with segment ids (authors' code).")
-    @click.option("--negatives", type=click.Choice(["sampled", "in_batch"]), default="sampled", show_default=True,
-                  help="One sampled distractor persona per example (paper) or every other persona in the batch.")
-    @click.option("--max-train-utterances", type=POS_INT, default=None,
-                  help="Train on a random subset of at most N utterances per side (cheaper steps).")
-    @click.option("--freeze-layers", type=NONNEG_INT, default=0, show_default=True,
-                  help="Freeze the embeddings and the N lowest encoder layers.")
-    @click.option("--allow-shared-sentences", is_flag=True,
-                  help="Let a distractor persona share sentences with the true one (older behaviour; by default "
-                       "such personas are versions of the same persona and are never distractors).")
-    @click.option("--margin", type=NONNEG_FLOAT, default=0.4, show_default=True)
-    @click.option("--l1-weight", type=NONNEG_FLOAT, default=1e-4, show_default=True)
-    @click.option("--loss", "loss_type", type=click.Choice(["margin", "softmax"]), default="margin", show_default=True,
-                  help="The paper's hinge loss, or cross-entropy of the true persona among the distractors.")
-    @click.option("--loss-temperature", type=POS_FLOAT, default=0.1, show_default=True,
-                  help="Temperature of the softmax loss.")
-    @click.option("--tau-start", type=POS_FLOAT, default=10.0, show_default=True)
-    @click.option("--tau-end", type=POS_FLOAT, default=0.5, show_default=True)
-    @click.option("--eval-steps", type=POS_INT, default=None, help="Evaluate/checkpoint every N steps (default: 4 per run).")
-    @click.option("--seed", type=SEED, default=0, show_default=True)
-    @click.option("--no-resume", is_flag=True, help="Start fresh even if OUTPUT_DIR has checkpoints.")
+    @recipe_options(ReceiverTrainingConfig, skip=ReceiverTrainingConfig.unused)
     @json_option()
     @quiet_work(warm_start=True)
-    def train_receiver_cmd(data, output_dir, backbone, dev_from, dev_fraction, max_steps, epochs, batch_size, lr,
-                           separate_encoders, negatives, max_train_utterances, freeze_layers,
-                           allow_shared_sentences, margin, l1_weight, loss_type, loss_temperature, tau_start, tau_end,
-                           eval_steps, seed, no_resume, json_out):
+    def train_receiver_cmd(data, dev_from, dev_fraction, json_out, **fields):
         """Train P2Bot's Receiver (margin or softmax ranking loss + L1, τ annealed) on PERSONA-CHAT-style dialogues."""
         from hf_persona.evaluation.receiver import load_splits
         from hf_persona.training.receiver import train_receiver
 
-        splits = load_splits(data, _clamped_first(data, dev_from), dev_fraction, seed)
-        _, metrics = train_receiver(
-            [s[1] for s in splits], output_dir, backbone=backbone, eval_ds=[s[2] for s in splits],
-            max_steps=max_steps, num_train_epochs=epochs, batch_size=batch_size, learning_rate=lr,
-            share_encoders=not separate_encoders, negatives=negatives, max_train_utterances=max_train_utterances,
-            freeze_layers=freeze_layers, allow_shared_sentences=allow_shared_sentences, margin=margin,
-            l1_weight=l1_weight, loss_type=loss_type,
-            loss_temperature=loss_temperature, tau_start=tau_start,
-            tau_end=tau_end, eval_steps=eval_steps, seed=seed, resume=not no_resume,
-        )
-        finish(dict(metrics), TRAIN_KEYS, saved_to=output_dir, json_out=json_out, write_json=True)
+        config = ReceiverTrainingConfig(json_out=json_file(json_out), **fields)
+        splits = load_splits(data, _clamped_first(data, dev_from), dev_fraction, config.seed)
+        result = train_receiver([s[1] for s in splits], config, eval_ds=[s[2] for s in splits])
+        finish(result, TRAIN_KEYS, saved_to=result.output_dir, json_out=json_out)
 
     @eval_group.command("receiver")
     @click.option("--model", "model_dir", required=True, callback=check_model, help="Trained Receiver folder or Hub id.")

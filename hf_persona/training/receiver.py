@@ -28,7 +28,8 @@ from ..errors import HFPersonaError
 from ..evaluation.receiver_probe import shares_sentence
 from ..utils import get_logger
 from .common import last_checkpoint, time_budget_callback, train_resumable
-from .recipe import run_size, trainer_arguments, write_summary
+from .configs import ReceiverTrainingConfig
+from .recipe import RecipeResult, run_size, trainer_arguments, write_summary
 
 logger = get_logger(__name__)
 
@@ -431,149 +432,104 @@ def _atomic_save(model, tokenizer, output_dir: Path) -> None:
     tmp.rmdir()
 
 
-def train_receiver(
-    train_ds,
-    output_dir,
-    backbone: str = "minilm",
-    eval_ds=None,
-    *,
-    max_steps: int = -1,
-    num_train_epochs: float = 1.0,
-    learning_rate: float = 6.25e-5,
-    batch_size: int = 16,
-    share_encoders: bool = True,
-    margin: float = 0.4,
-    l1_weight: float = 1e-4,
-    loss_type: str = "margin",
-    loss_temperature: float = 0.1,
-    tau_start: float = 10.0,
-    tau_end: float = 0.5,
-    max_utterance_length: int = 64,
-    max_persona_length: int = 32,
-    sides: Sequence[str] = SIDES,
-    negatives: str = "sampled",
-    max_train_utterances: int | None = None,
-    freeze_layers: int = 0,
-    allow_shared_sentences: bool = False,
-    eval_negatives: int = 7,
-    eval_steps: int | None = None,
-    save_steps: int | None = None,
-    logging_steps: int = 10,
-    warmup_ratio: float = 0.0,
-    seed: int = 0,
-    resume: bool = True,
-    peft_config=None,
-    merge_adapter: bool = True,
-    disable_tqdm: bool | None = None,
-    time_budget_minutes: float | None = None,
-    **training_args,
-):
-    """Train a Receiver and save it (safetensors + tokenizer) to ``output_dir``.
+def train_receiver(train_ds, config=None, /, eval_ds=None, **kwargs) -> RecipeResult:
+    """Train a Receiver and save it (safetensors + tokenizer) to the config's ``output_dir``.
 
     Args:
         train_ds / eval_ds: dialogues (see :func:`dialogue_sides` for accepted columns), or a list of
             such datasets (e.g. original and revised PERSONA-CHAT): distractors are then drawn within
             each dataset, never across, so a revised copy of the true persona is never a "negative".
-        backbone: ``"minilm"`` (packaged all-MiniLM-L6-v2), a Hub id, a local encoder folder, or a
-            folder holding a saved Receiver (training then continues from it).
-        max_steps / num_train_epochs: run length (``max_steps > 0`` wins).
-        share_encoders: one encoder with segment ids (authors' code) or two encoders (paper).
-        margin, l1_weight, tau_start, tau_end: the loss and annealing hyper-parameters.
-        loss_type, loss_temperature: ``"margin"`` (the paper's hinge) or ``"softmax"`` (cross-entropy of
-            the true persona among the distractors at temperature ``loss_temperature``); see ReceiverConfig.
-        negatives: ``"sampled"`` (the paper: one distractor persona drawn per example and step) or
-            ``"in_batch"`` (every other persona of the batch is a distractor: ``batch_size - 1`` of them
-            at no extra encoding cost; the hinge is averaged over them).
-        max_train_utterances: train on a random subset of at most this many utterances per side (None: all).
-        freeze_layers: freeze the embeddings and this many lower encoder layers (0: train everything).
-        allow_shared_sentences: let a distractor persona (sampled, in-batch or for ``eval_ds``) share
-            sentences with the true one. Default False: such personas are versions of the same persona
-            in PERSONA-CHAT, not negatives (:func:`shares_sentence`); True restores the older behaviour.
-        eval_negatives: distractors per dev example for ``hits_at_1`` during training (fewer, with a
-            warning, when a small dev set leaves some side fewer personas that share no sentence with its own).
-        eval_steps / save_steps: evaluate and checkpoint every N steps (default: 4 times per run);
-            the best ``hits_at_1`` checkpoint is loaded at the end when ``eval_ds`` is given.
-        resume: continue from the newest intact checkpoint in ``output_dir`` if there is one (see
-            :func:`hf_persona.training.common.train_resumable`: corrupt checkpoints are set aside,
-            SIGTERM/SIGINT save a checkpoint first, ``train_loss`` covers the whole run).
-        peft_config: an optional ``peft.LoraConfig``; the adapters are merged before the final save
-            unless ``merge_adapter`` is False: ``output_dir`` then holds the PEFT adapter
-            (``adapter_model.safetensors``) plus ``config.json`` and the tokenizer, and the returned
-            model is the ``PeftModel`` (see :func:`hf_persona.pretrained.encoders.save_encoder_adapter`).
-        time_budget_minutes: stop early (saving a checkpoint) when training has run this long; the
-            τ schedule still spans ``max_steps``, so pick ``max_steps`` to fit the budget.
-        training_args: any other ``TrainingArguments`` field.
+        config: a :class:`~hf_persona.training.configs.ReceiverTrainingConfig`, or the output folder (then
+            ``kwargs`` are its fields; the older ``num_train_epochs``, ``time_budget_minutes`` and
+            ``disable_tqdm`` still work, with a ``DeprecationWarning``; keywords that are no field are
+            further ``TrainingArguments`` fields).
+
+    The fields, in short: ``backbone`` is ``"minilm"`` (packaged all-MiniLM-L6-v2), a Hub id, a local
+    encoder folder, or a folder holding a saved Receiver (training then continues from it);
+    ``max_steps > 0`` wins over ``epochs``. ``share_encoders``: one encoder with segment ids (authors'
+    code) or two encoders (paper). ``loss_type``: ``"margin"`` (the paper's hinge) or ``"softmax"``
+    (cross-entropy of the true persona among the distractors at ``loss_temperature``); see ReceiverConfig.
+    ``negatives``: ``"sampled"`` (the paper: one distractor persona drawn per example and step) or
+    ``"in_batch"`` (every other persona of the batch is a distractor: ``batch_size - 1`` of them at no
+    extra encoding cost; the hinge is averaged over them). ``allow_shared_sentences`` lets a distractor
+    persona (sampled, in-batch or for ``eval_ds``) share sentences with the true one; by default such
+    personas are versions of the same persona in PERSONA-CHAT, not negatives (:func:`shares_sentence`).
+    ``eval_negatives``: distractors per dev example for ``hits_at_1`` during training (fewer, with a
+    warning, when a small dev set leaves some side fewer personas that share no sentence with its own).
+    ``eval_steps`` / ``save_steps``: evaluate and checkpoint every N steps (default: 4 times per run); the
+    best ``hits_at_1`` checkpoint is loaded at the end when ``eval_ds`` is given. ``resume`` continues from
+    the newest intact checkpoint (:func:`hf_persona.training.common.train_resumable`: corrupt checkpoints
+    are set aside, SIGTERM/SIGINT save a checkpoint first, ``train_loss`` covers the whole run).
+    ``peft_config``: an optional ``peft.LoraConfig``; the adapters are merged before the final save unless
+    ``merge_adapter`` is False: ``output_dir`` then holds the PEFT adapter plus ``config.json`` and the
+    tokenizer, and the result's model is the ``PeftModel`` (see
+    :func:`hf_persona.pretrained.encoders.save_encoder_adapter`). ``budget_minutes``: stop early (saving a
+    checkpoint) when training has run this long; the τ schedule still spans ``max_steps``, so pick
+    ``max_steps`` to fit the budget.
 
     Returns:
-        ``(model, metrics)``: the trained :class:`ReceiverModel` (τ = ``tau_end``) and a dict with
-        the training metrics and, with ``eval_ds``, the final ``eval_*`` metrics.
+        a :class:`~hf_persona.training.recipe.RecipeResult`: the metrics (training, and with ``eval_ds``
+        the final ``eval_*`` ones; also written to ``output_dir/receiver_train_results.json`` and
+        ``json_out``), ``output_dir`` and ``model``, the trained :class:`ReceiverModel` (τ = ``tau_end``).
     """
     from transformers import AutoTokenizer
 
     from ..backbones import resolve
     from ..models.receiver import ReceiverModel
-    from ..models.receiver.configuration_receiver import LOSS_TYPES
     from ..utils import set_seed
 
-    if loss_type not in LOSS_TYPES:
-        raise HFPersonaError(f"loss_type must be one of {', '.join(LOSS_TYPES)}, got {loss_type!r}")
-    if isinstance(loss_temperature, bool) or not isinstance(loss_temperature, (int, float)) or not loss_temperature > 0:
-        raise HFPersonaError(f"loss_temperature must be a number > 0, got {loss_temperature!r}")
+    known = set(ReceiverTrainingConfig.field_names()) | set(ReceiverTrainingConfig.renamed)
+    extra = {k: kwargs.pop(k) for k in list(kwargs) if k not in known}  # further TrainingArguments fields
+    cfg = ReceiverTrainingConfig.build(config, **kwargs)
+    if extra:
+        cfg = ReceiverTrainingConfig.build(cfg, training_args={**cfg.training_args, **extra})
+    unknown = sorted(set(cfg.training_args) - {f.name for f in dataclasses.fields(TrainingArguments)})
+    if unknown:
+        raise HFPersonaError(f"unknown training argument(s) {unknown} for the Receiver recipe")
+    seed, batch_size, tau_start, tau_end = cfg.seed, cfg.batch_size, cfg.tau_start, cfg.tau_end
+    peft_config, shared_ok = cfg.peft_config, cfg.allow_shared_sentences
     set_seed(seed)
-    output_dir = Path(output_dir)
-    source = resolve(backbone)
+    output_dir = Path(cfg.output_dir)
+    source = resolve(cfg.backbone)
     is_receiver = (Path(source) / "config.json").is_file() and '"p2bot_receiver"' in (Path(source) / "config.json").read_text()
+    loss = {"margin": float(cfg.margin), "l1_weight": float(cfg.l1_weight), "loss_type": cfg.loss_type,
+            "loss_temperature": float(cfg.loss_temperature), "tau_start": float(tau_start), "tau_end": float(tau_end)}
     if is_receiver:
         model = ReceiverModel.from_pretrained(source)
-        model.config.margin, model.config.l1_weight = float(margin), float(l1_weight)
-        model.config.loss_type, model.config.loss_temperature = loss_type, float(loss_temperature)
-        model.config.tau_start, model.config.tau_end = float(tau_start), float(tau_end)
+        for key, value in loss.items():
+            setattr(model.config, key, value)
     else:
         model = ReceiverModel.from_encoder_pretrained(
-            source,
-            share_encoders=share_encoders,
-            margin=margin,
-            l1_weight=l1_weight,
-            loss_type=loss_type,
-            loss_temperature=loss_temperature,
-            tau=tau_end,
-            tau_start=tau_start,
-            tau_end=tau_end,
-            max_utterance_length=max_utterance_length,
-            max_persona_length=max_persona_length,
-        )
+            source, share_encoders=cfg.share_encoders, tau=tau_end, max_utterance_length=cfg.max_utterance_length,
+            max_persona_length=cfg.max_persona_length, **loss)
     tokenizer = AutoTokenizer.from_pretrained(source)
     model.tokenizer = tokenizer
 
     tokenized = Tokenized(tokenizer, model.config.max_utterance_length, model.config.max_persona_length)
-    if negatives not in ("sampled", "in_batch"):
-        raise HFPersonaError(f"negatives must be 'sampled' or 'in_batch', got {negatives!r}")
     train_set = ReceiverPairDataset(
-        grouped_sides(train_ds, sides), tokenized, num_negatives=1 if negatives == "sampled" else 0, seed=seed,
-        max_utterances=max_train_utterances, allow_shared_sentences=allow_shared_sentences,
+        grouped_sides(train_ds, cfg.sides), tokenized, num_negatives=1 if cfg.negatives == "sampled" else 0,
+        seed=seed, max_utterances=cfg.max_train_utterances, allow_shared_sentences=shared_ok,
     )
-    if freeze_layers:
-        freeze_lower_layers(model, freeze_layers)
+    if cfg.freeze_layers:
+        freeze_lower_layers(model, cfg.freeze_layers)
     eval_set = None
     if eval_ds is not None:
-        eval_examples = grouped_sides(eval_ds, sides)
-        if not allow_shared_sentences:
+        eval_examples = grouped_sides(eval_ds, cfg.sides)
+        eval_negatives = cfg.eval_negatives
+        if not shared_ok:
             available, _ = fewest_distractors(eval_examples)
             if 0 < available < eval_negatives:
                 logger.warning("the dev set leaves some sides only %d distractor persona(s) that share no sentence "
                                "with their own: dev hits_at_1 uses %d instead of %d", available, available,
                                eval_negatives)
                 eval_negatives = available
-        eval_set = ReceiverPairDataset(
-            eval_examples, tokenized, num_negatives=eval_negatives, seed=seed + 1, fixed=True,
-            allow_shared_sentences=allow_shared_sentences,
-        )
+        eval_set = ReceiverPairDataset(eval_examples, tokenized, num_negatives=eval_negatives, seed=seed + 1,
+                                       fixed=True, allow_shared_sentences=shared_ok)
 
     steps_per_epoch = math.ceil(len(train_set) / batch_size)
-    total = max_steps if max_steps and max_steps > 0 else math.ceil(steps_per_epoch * num_train_epochs)
-    every = max(1, total // 4)
-    eval_steps = eval_steps or every
-    save_steps = save_steps or eval_steps
+    total = cfg.max_steps if cfg.max_steps > 0 else math.ceil(steps_per_epoch * cfg.epochs)
+    eval_steps = cfg.eval_steps or max(1, total // 4)
+    save_steps = cfg.save_steps or eval_steps
 
     train_model = model
     if peft_config is not None:
@@ -581,56 +537,46 @@ def train_receiver(
 
         train_model = get_peft_model(model, peft_config)
 
-    unknown = sorted(set(training_args) - {f.name for f in dataclasses.fields(TrainingArguments)})
-    if unknown:
-        raise HFPersonaError(f"unknown training argument(s) {unknown} for the Receiver recipe")
-    args = trainer_arguments(
-        TrainingArguments, output_dir, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
-        max_steps=max_steps if max_steps else -1, epochs=num_train_epochs,
-        warmup_steps=int(round(warmup_ratio * total)), logging_steps=logging_steps, save_steps=save_steps,
-        progress=None if disable_tqdm is None else not disable_tqdm,
-        per_device_eval_batch_size=batch_size,
-        eval_strategy="steps" if eval_set is not None else "no",
-        eval_steps=eval_steps if eval_set is not None else None,
-        load_best_model_at_end=eval_set is not None and peft_config is None,
-        metric_for_best_model="hits_at_1" if eval_set is not None else None,
-        greater_is_better=True if eval_set is not None else None,
+    has_eval = eval_set is not None
+    specific = dict(
+        per_device_eval_batch_size=batch_size, eval_strategy="steps" if has_eval else "no",
+        eval_steps=eval_steps if has_eval else None, load_best_model_at_end=has_eval and peft_config is None,
+        metric_for_best_model="hits_at_1" if has_eval else None, greater_is_better=True if has_eval else None,
         remove_unused_columns=False,
-        **training_args,
     )
+    args = trainer_arguments(
+        TrainingArguments, output_dir, batch_size=batch_size, learning_rate=cfg.learning_rate, seed=seed,
+        max_steps=cfg.max_steps, epochs=cfg.epochs, logging_steps=cfg.logging_steps, save_steps=save_steps,
+        warmup_steps=cfg.warmup_steps or int(round(cfg.warmup_ratio * total)), progress=cfg.progress,
+        **{**specific, **cfg.training_args},
+    )
+    budget = [time_budget_callback(cfg.budget_minutes)] if cfg.budget_minutes else []
     trainer = ReceiverTrainer(
-        model=train_model,
-        args=args,
-        train_dataset=train_set,
-        eval_dataset=eval_set,
-        processing_class=tokenizer,
-        data_collator=ReceiverCollator(pad_token_id=tokenizer.pad_token_id or 0,
-                                       allow_shared_sentences=allow_shared_sentences),
-        compute_metrics=receiver_metrics if eval_set is not None else None,
-        callbacks=[TauAnnealingCallback(tau_start, tau_end)]
-        + ([time_budget_callback(time_budget_minutes)] if time_budget_minutes else []),
-        eval_tau=tau_end,
+        model=train_model, args=args, train_dataset=train_set, eval_dataset=eval_set, processing_class=tokenizer,
+        data_collator=ReceiverCollator(pad_token_id=tokenizer.pad_token_id or 0, allow_shared_sentences=shared_ok),
+        compute_metrics=receiver_metrics if has_eval else None,
+        callbacks=[TauAnnealingCallback(tau_start, tau_end), *budget], eval_tau=tau_end,
     )
-    checkpoint = last_checkpoint(output_dir) if resume else None
+    checkpoint = last_checkpoint(output_dir) if cfg.resume else None
     if checkpoint:
         logger.info("resuming Receiver training from %s", checkpoint)
     # SIGTERM/SIGINT save a checkpoint first; after a resume train_loss is the whole run's
-    result = train_resumable(trainer, resume=resume)
+    result = train_resumable(trainer, resume=cfg.resume)
     metrics = dict(result.metrics)
     metrics["global_step"] = trainer.state.global_step
     metrics.update(run_size(args, trainer.state))
     metrics["resumed_from"] = checkpoint
-    if eval_set is not None:
+    if has_eval:
         if trainer.state.best_metric is not None and args.load_best_model_at_end:
             metrics["best_checkpoint"] = trainer.state.best_model_checkpoint
             metrics["eval_hits_at_1"] = trainer.state.best_metric
         else:
             metrics.update(trainer.evaluate())
-    if peft_config is not None and merge_adapter:
+    if peft_config is not None and cfg.merge_adapter:
         model = train_model.merge_and_unload()
     model.set_tau(tau_end)
     model.tokenizer = tokenizer
-    if peft_config is not None and not merge_adapter:
+    if peft_config is not None and not cfg.merge_adapter:
         if args.should_save:  # rank 0 of a multi-process run writes the folder
             _atomic_save(train_model, tokenizer, output_dir)  # the adapter only
             model.config.save_pretrained(output_dir)  # with the Receiver config (τ, lengths) to rebuild it
@@ -638,9 +584,9 @@ def train_receiver(
     elif args.should_save:
         _atomic_save(model, tokenizer, output_dir)
     metrics["train_examples"] = len(train_set)
-    metrics["eval_examples"] = len(eval_set) if eval_set is not None else 0
+    metrics["eval_examples"] = len(eval_set) if has_eval else 0
     write_summary(metrics, output_dir / "receiver_train_results.json", args)
-    return model, metrics
+    return RecipeResult(write_summary(metrics, cfg.json_out, args), output_dir, model)
 
 
 __all__ = [

@@ -23,7 +23,8 @@ from pathlib import Path
 
 from ..errors import HFPersonaError
 from ..utils import get_logger
-from .recipe import trainer_arguments, write_summary
+from .configs import SelfPlayTrainingConfig
+from .recipe import RecipeResult, trainer_arguments, write_summary
 
 logger = get_logger(__name__)
 
@@ -209,40 +210,19 @@ def persona_scorer_from_receiver(receiver, gamma: float = 0.5, mode: str = "disc
     return hf_persona.get_reward("persona_perception", model=receiver, mode=mode, gamma=gamma)
 
 
-def train_selfplay(
-    sft_model,
-    output_dir,
-    train_data=None,
-    receiver=None,
-    persona_scorer=None,
-    weights: dict | None = None,
-    baseline: str = "mean",
-    turns: int = 3,
-    episodes_per_seed: int = 2,
-    seeds_per_step: int = 1,
-    gamma: float = 0.5,
-    learning_rate: float = 1e-6,
-    kl_beta: float = 0.0,
-    mask_truncated: bool = False,
-    sft_weight: float = 0.0,
-    sft_batch_size: int = 8,
-    max_steps: int = 1000,
-    budget_minutes: float | None = None,
-    save_steps: int = 20,
-    dev_from: int = 800,
-    language_model=None,
-    max_new_tokens: int = 32,
-    seed: int = 0,
-    resume: bool = True,
-    json_out=None,
-) -> dict:
-    """Self-play fine-tuning of a supervised Transmitter; returns a summary (saved to ``json_out``).
+def train_selfplay(sft_model, config=None, /, train_data=None, receiver=None, persona_scorer=None,
+                   **kwargs) -> RecipeResult:
+    """Self-play fine-tuning of the supervised Transmitter in ``sft_model`` (a folder); returns a
+    :class:`~hf_persona.training.recipe.RecipeResult` (the summary, also saved to ``json_out``; the model
+    is in ``output_dir``).
 
-    ``weights`` maps reward names to λ (default: the paper's 0.4 / 0.1 / 0.5 and 0.1 for the
-    penalty); a reward left out or with weight 0 is not computed. ``receiver`` is a trained Receiver
-    folder (RS.3) or pass ``persona_scorer`` directly. Each optimisation step plays
-    ``seeds_per_step × episodes_per_seed`` episodes; the paper's 2000 dialogues of 3 turns
-    correspond to ``max_steps = 2000 / episodes_per_seed``.
+    ``config``: a :class:`~hf_persona.training.configs.SelfPlayTrainingConfig`, or the output folder (then
+    ``kwargs`` are its fields). ``train_data``: the seed dialogues, as for
+    :func:`~hf_persona.training.transmitter.train_transmitter`. ``weights`` maps reward names to λ
+    (default: the paper's 0.4 / 0.1 / 0.5 and 0.1 for the penalty); a reward left out or with weight 0 is
+    not computed. ``receiver`` is a trained Receiver folder or model (RS.3), or pass ``persona_scorer``
+    directly. Each optimisation step plays ``seeds_per_step × episodes_per_seed`` episodes; the paper's
+    2000 dialogues of 3 turns correspond to ``max_steps = 2000 / episodes_per_seed``.
 
     ``kl_beta`` > 0 adds TRL's per-token KL penalty to a frozen copy of the supervised model
     (``beta`` of GRPO), a brake on drifting away from the supervised language model. The paper
@@ -258,7 +238,10 @@ def train_selfplay(
     the next ``sft_batch_size`` real turns of the training dialogues. Where the KL term only pulls
     the sampled turns towards the supervised model, this term keeps fitting the real replies
     (their words and where they end). The paper has no such term (0 reproduces it).
+
+    ``warmup_steps`` > 0 warms the (otherwise constant) learning rate up over that many steps.
     """
+    cfg = SelfPlayTrainingConfig.build(config, **kwargs)  # a bad setting fails before anything loads
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
@@ -266,33 +249,25 @@ def train_selfplay(
     from hf_persona.training.transmitter import load_transmitter, training_dialogues
     from hf_persona.utils import set_seed
 
+    seed, gamma, turns, episodes_per_seed, seeds_per_step = (cfg.seed, cfg.gamma, cfg.turns, cfg.episodes_per_seed,
+                                                             cfg.seeds_per_step)
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     set_seed(seed)
-    weights = dict(PAPER_WEIGHTS if weights is None else weights)
+    weights = dict(PAPER_WEIGHTS if cfg.weights is None else cfg.weights)
     unknown = set(weights) - set(REWARD_NAMES)
     if unknown:
         raise HFPersonaError(f"unknown reward weights {sorted(unknown)}; valid: {', '.join(REWARD_NAMES)}")
     names = [n for n in REWARD_NAMES if weights.get(n, 0.0) != 0.0]
     if not names:
         raise HFPersonaError("self-play needs at least one reward with a non-zero weight")
-    if baseline not in ("mean", "leave_one_out"):
-        raise HFPersonaError(f"baseline must be 'mean' or 'leave_one_out', got {baseline!r}")
-    if episodes_per_seed < 1 or seeds_per_step < 1:
-        raise HFPersonaError("episodes_per_seed and seeds_per_step must be at least 1")
     if "persona_perception" in names and persona_scorer is None and receiver is None:
         raise HFPersonaError("RS.3 (persona_perception) needs receiver=<trained Receiver folder> (or 'minilm' "
                              "for the zero-shot Receiver); or leave persona_perception out of the weights")
-    if isinstance(kl_beta, bool) or not isinstance(kl_beta, (int, float)) or not kl_beta >= 0:
-        raise HFPersonaError(f"kl_beta must be a number >= 0, got {kl_beta!r}")
-    if isinstance(sft_weight, bool) or not isinstance(sft_weight, (int, float)) or not sft_weight >= 0:
-        raise HFPersonaError(f"sft_weight must be a number >= 0, got {sft_weight!r}")
-    if sft_weight and (isinstance(sft_batch_size, bool) or not isinstance(sft_batch_size, int) or sft_batch_size < 1):
-        raise HFPersonaError(f"sft_batch_size must be a positive integer, got {sft_batch_size!r}")
     group = turns * episodes_per_seed
     if group < 2:
         raise HFPersonaError("a baseline needs at least 2 agent turns per group (turns × episodes_per_seed)")
 
-    dataset = training_dialogues(train_data, dev_from)
+    dataset = training_dialogues(train_data, cfg.dev_from)
     seeds = selfplay_seeds(dataset)
     order = list(range(len(seeds)))
     random.Random(seed).shuffle(order)
@@ -307,24 +282,24 @@ def train_selfplay(
     if "persona_perception" in names and persona_scorer is None:
         persona_scorer = persona_scorer_from_receiver(receiver, gamma=gamma)
     reward_funcs = build_rewards(names, user, tokenizer, persona_scorer=persona_scorer, gamma=gamma,
-                                 language_model=language_model)
-    scale = group / (group - 1) if baseline == "leave_one_out" else 1.0
+                                 language_model=cfg.language_model)
+    scale = group / (group - 1) if cfg.baseline == "leave_one_out" else 1.0
     reward_weights = [float(weights[n]) * scale for n in names]
 
-    output_dir = Path(output_dir)
-    resume_from = last_checkpoint(output_dir) if resume else None
+    output_dir = Path(cfg.output_dir)
+    resume_from = last_checkpoint(output_dir) if cfg.resume else None
     args = trainer_arguments(
-        GRPOConfig, output_dir, batch_size=group * seeds_per_step, learning_rate=learning_rate, seed=seed,
-        max_steps=max_steps, logging_steps=1, save_steps=save_steps,
-        lr_scheduler_type="constant",
+        GRPOConfig, output_dir, batch_size=group * seeds_per_step, learning_rate=cfg.learning_rate, seed=seed,
+        max_steps=cfg.max_steps, logging_steps=cfg.logging_steps, save_steps=cfg.save_steps, progress=cfg.progress,
+        warmup_steps=cfg.warmup_steps, lr_scheduler_type="constant_with_warmup" if cfg.warmup_steps else "constant",
         steps_per_generation=1,
         num_generations=group,
         num_iterations=1,
-        beta=float(kl_beta),
-        mask_truncated_completions=bool(mask_truncated),
+        beta=float(cfg.kl_beta),
+        mask_truncated_completions=bool(cfg.mask_truncated),
         loss_type="dr_grpo",
         scale_rewards="none",
-        max_completion_length=max_new_tokens,
+        max_completion_length=cfg.max_new_tokens,
         temperature=1.0,
         reward_weights=reward_weights,
         disable_dropout=True,
@@ -333,22 +308,22 @@ def train_selfplay(
         shuffle_dataset=False,
     )
     trainer_class = GRPOTrainer
-    if sft_weight:
-        batches = supervised_batches(dataset, tokenizer, agent.config, sft_batch_size, seed=seed)
+    if cfg.sft_weight:
+        batches = supervised_batches(dataset, tokenizer, agent.config, cfg.sft_batch_size, seed=seed)
         for _ in range(_checkpoint_step(resume_from)):  # a resumed run goes on with the batches it had not seen
             next(batches)
-        trainer_class = _anchored_trainer_class(GRPOTrainer, float(sft_weight), batches)
+        trainer_class = _anchored_trainer_class(GRPOTrainer, float(cfg.sft_weight), batches)
     trainer = trainer_class(
         model=agent,
         reward_funcs=reward_funcs,
         args=args,
         train_dataset=Dataset.from_dict({"prompt": prompts}),
         processing_class=tokenizer,
-        rollout_func=make_rollout_func(user, tokenizer, seeds, turns, episodes_per_seed, max_new_tokens),
-        callbacks=[time_budget_callback(budget_minutes)] if budget_minutes else None,
+        rollout_func=make_rollout_func(user, tokenizer, seeds, turns, episodes_per_seed, cfg.max_new_tokens),
+        callbacks=[time_budget_callback(cfg.budget_minutes)] if cfg.budget_minutes else None,
     )
     start = time.monotonic()
-    result = train_resumable(trainer, resume=resume)  # SIGTERM/SIGINT: checkpoint, then stop
+    result = train_resumable(trainer, resume=cfg.resume)  # SIGTERM/SIGINT: checkpoint, then stop
     seconds = time.monotonic() - start
     trainer.save_model(str(output_dir))
     tokenizer.padding_side = "right"
@@ -360,20 +335,20 @@ def train_selfplay(
         "sft_model": str(sft_model),
         "rewards": names,
         "weights": {n: weights[n] for n in names},
-        "baseline": baseline,
+        "baseline": cfg.baseline,
         "global_step": trainer.state.global_step,
         "episodes": trainer.state.global_step * seeds_per_step * episodes_per_seed,
         "seconds": seconds,
         "seconds_per_episode": seconds / max(1, steps_run * seeds_per_step * episodes_per_seed),
-        "learning_rate": learning_rate,
-        "kl_beta": float(kl_beta),
-        "mask_truncated": bool(mask_truncated),
-        "sft_weight": float(sft_weight),
+        "learning_rate": cfg.learning_rate,
+        "kl_beta": float(cfg.kl_beta),
+        "mask_truncated": bool(cfg.mask_truncated),
+        "sft_weight": float(cfg.sft_weight),
         "train_loss": result.training_loss,  # the whole run's mean, across resumes
         "first_reward": history[0]["reward"] if history else None,
         "last_reward": history[-1]["reward"] if history else None,
         "resumed_from": resume_from,
-        "budget_minutes": budget_minutes,
+        "budget_minutes": cfg.budget_minutes,
     }
     kls = [h["kl"] for h in history if "kl" in h]
     if kls:  # logged by TRL only when kl_beta > 0
@@ -389,7 +364,7 @@ def train_selfplay(
         if vals:
             summary[f"{n}.first"] = vals[0]
             summary[f"{n}.last"] = vals[-1]
-    return write_summary(summary, json_out, args)
+    return RecipeResult(write_summary(summary, cfg.json_out, args), output_dir)
 
 
 def _checkpoint_step(checkpoint) -> int:

@@ -15,11 +15,11 @@ from pathlib import Path
 
 from ..errors import HFPersonaError
 from ..utils import get_logger
-from .recipe import run_size, trainer_arguments, write_summary
+from .configs import P2BOT_LEARNING_RATE as PAPER_LEARNING_RATE  # noqa: F401 (its older home)
+from .configs import TransmitterTrainingConfig
+from .recipe import RecipeResult, run_size, trainer_arguments, write_summary
 
 logger = get_logger(__name__)
-
-PAPER_LEARNING_RATE = 6.25e-5
 
 
 def _check_personachat(dataset) -> None:
@@ -161,35 +161,15 @@ def training_dialogues(train_data=None, dev_from: int | None = None):
     return dataset
 
 
-def train_transmitter(
-    output_dir,
-    train_data=None,
-    backbone: str = "minilm",
-    dev_from: int = 800,
-    both_sides: bool = True,
-    epochs: float = 2.0,
-    max_steps: int = -1,
-    budget_minutes: float | None = None,
-    lora: int = 0,
-    batch_size: int = 8,
-    gradient_accumulation_steps: int = 1,
-    learning_rate: float = PAPER_LEARNING_RATE,
-    warmup_steps: int = 0,
-    lm_weight: float = 0.6,
-    label_smoothing: float = 0.05,
-    max_context_tokens: int = 256,
-    max_response_tokens: int = 32,
-    save_steps: int = 200,
-    seed: int = 0,
-    resume: bool = True,
-    json_out=None,
-) -> dict:
-    """Supervised Transmitter training; returns a summary dict (also saved to ``json_out``).
+def train_transmitter(config=None, /, train_data=None, **kwargs) -> RecipeResult:
+    """Supervised Transmitter training; returns a :class:`~hf_persona.training.recipe.RecipeResult`
+    (the summary, also saved to ``json_out``; the model is in ``output_dir``).
 
-    ``train_data``: a PERSONA-CHAT file path or a ``datasets.Dataset`` of ``read_personachat``
-    rows; with a path, only its first ``dev_from`` dialogues train (the rest stay for evaluation).
-    ``lora`` > 0 trains LoRA adapters of that rank on every linear layer of the backbone (alpha
-    2·rank) with the NUP head fully trained, and saves the merged model: a plain Transmitter
+    ``config``: a :class:`~hf_persona.training.configs.TransmitterTrainingConfig`, or the output folder
+    (then ``kwargs`` are its fields). ``train_data``: a PERSONA-CHAT file path or a ``datasets.Dataset``
+    of ``read_personachat`` rows; with a path, only its first ``dev_from`` dialogues train (the rest stay
+    for evaluation). ``lora`` > 0 trains LoRA adapters of that rank on every linear layer of the backbone
+    (alpha 2·rank) with the NUP head fully trained, and saves the merged model: a plain Transmitter
     checkpoint that loads like a fully fine-tuned one. The adapter is also kept, in
     ``output_dir/adapter`` (it applies to the warm start of this run; the new special-token rows and
     the NUP head live outside the backbone, so the merged folder is the one to load).
@@ -197,27 +177,29 @@ def train_transmitter(
     (:func:`hf_persona.training.common.train_resumable`: SIGTERM/SIGINT save a checkpoint first);
     after a resume ``train_loss`` is the mean over the whole run, not only the last segment.
     """
+    cfg = TransmitterTrainingConfig.build(config, **kwargs)  # a bad setting fails before anything loads
     import torch
     from transformers import Trainer, TrainingArguments
 
     from hf_persona.training.common import last_checkpoint, time_budget_callback, train_resumable
     from hf_persona.utils import set_seed
 
+    seed, lora, backbone = cfg.seed, cfg.lora, cfg.backbone
     set_seed(seed)
-    dataset = training_dialogues(train_data, dev_from)
-    examples = add_distractors(dialogue_examples(dataset, both_sides=both_sides), seed=seed)
+    dataset = training_dialogues(train_data, cfg.dev_from)
+    examples = add_distractors(dialogue_examples(dataset, both_sides=cfg.both_sides), seed=seed)
     if not examples:
         raise HFPersonaError("no training examples: the dataset holds no non-empty turns")
-    output_dir = Path(output_dir)
-    resume_from = last_checkpoint(output_dir) if resume else None
+    output_dir = Path(cfg.output_dir)
+    resume_from = last_checkpoint(output_dir) if cfg.resume else None
     if resume_from:
         logger.info("resuming from %s", resume_from)
     if _is_transmitter_dir(backbone):  # continue from a trained Transmitter
         model, tokenizer = load_transmitter(backbone)
     else:
         model, tokenizer = load_transmitter(
-            backbone, lm_weight=lm_weight, label_smoothing=label_smoothing,
-            max_context_tokens=max_context_tokens, max_response_tokens=max_response_tokens,
+            backbone, lm_weight=cfg.lm_weight, label_smoothing=cfg.label_smoothing,
+            max_context_tokens=cfg.max_context_tokens, max_response_tokens=cfg.max_response_tokens,
         )
 
     class _ListDataset(torch.utils.data.Dataset):
@@ -228,22 +210,23 @@ def train_transmitter(
             return examples[i]
 
     args = trainer_arguments(
-        TrainingArguments, output_dir, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
-        max_steps=max_steps, epochs=epochs, warmup_steps=warmup_steps, save_steps=save_steps,
-        gradient_accumulation_steps=gradient_accumulation_steps,
+        TrainingArguments, output_dir, batch_size=cfg.batch_size, learning_rate=cfg.learning_rate, seed=seed,
+        max_steps=cfg.max_steps, epochs=cfg.epochs, warmup_steps=cfg.warmup_steps, save_steps=cfg.save_steps,
+        logging_steps=cfg.logging_steps, progress=cfg.progress,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
         lr_scheduler_type="linear",
         weight_decay=0.0,
         remove_unused_columns=False,
     )
-    callbacks = [time_budget_callback(budget_minutes)] if budget_minutes else []
+    callbacks = [time_budget_callback(cfg.budget_minutes)] if cfg.budget_minutes else []
     if lora:
         model = add_transmitter_lora(model, lora)
     trainer = Trainer(model=model, args=args, train_dataset=_ListDataset(),
-                      data_collator=TransmitterCollator(tokenizer, max_context_tokens, max_response_tokens),
+                      data_collator=TransmitterCollator(tokenizer, cfg.max_context_tokens, cfg.max_response_tokens),
                       callbacks=callbacks)
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     start = time.monotonic()
-    result = train_resumable(trainer, resume=resume)  # SIGTERM/SIGINT: checkpoint, then stop
+    result = train_resumable(trainer, resume=cfg.resume)  # SIGTERM/SIGINT: checkpoint, then stop
     seconds = time.monotonic() - start
     if not lora:
         trainer.save_model(str(output_dir))  # the main process only
@@ -266,15 +249,11 @@ def train_transmitter(
         "last_logged_loss": losses[-1] if losses else None,
         "seconds": seconds,
         "resumed_from": resume_from,
-        "learning_rate": learning_rate,
-        "warmup_steps": warmup_steps,
-        "batch_size": batch_size,
-        "gradient_accumulation_steps": gradient_accumulation_steps,
-        "budget_minutes": budget_minutes,
-        "lora": lora,
+        **{key: getattr(cfg, key) for key in ("learning_rate", "warmup_steps", "batch_size",
+                                              "gradient_accumulation_steps", "budget_minutes", "lora")},
         "trainable_parameters": trainable,
     }
-    return write_summary(summary, json_out, args)
+    return RecipeResult(write_summary(summary, cfg.json_out, args), output_dir)
 
 
 def add_transmitter_lora(model, rank: int):

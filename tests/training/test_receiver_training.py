@@ -152,8 +152,10 @@ def test_linear_tau_schedule():
 def test_train_eval_best_checkpoint_resume_and_tau(tiny_bert_dir, tmp_path, sample):
     train, dev = split_by_dialogue(sample, first=28)
     out = tmp_path / "run"
-    model, metrics = train_receiver(train, out, backbone=tiny_bert_dir, eval_ds=dev, max_steps=4, batch_size=8,
-                                    eval_steps=2, logging_steps=1, resume=False, disable_tqdm=True)
+    metrics = train_receiver(train, out, backbone=tiny_bert_dir, eval_ds=dev, max_steps=4, batch_size=8,
+                             eval_steps=2, logging_steps=1, resume=False, progress=False)
+    model = metrics.model  # a RecipeResult: the metrics, the output folder and the trained model
+    assert metrics.output_dir == out and dict(metrics) == json.loads((out / "receiver_train_results.json").read_text())
     state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())
     taus = [h["tau"] for h in state["log_history"] if "loss" in h]
     # τ before each optimizer step: 10 → 0.5 linearly over 4 steps (logged after steps 1..4)
@@ -165,8 +167,8 @@ def test_train_eval_best_checkpoint_resume_and_tau(tiny_bert_dir, tmp_path, samp
     assert json.loads((out / "receiver_train_results.json").read_text())["global_step"] == 4
     assert metrics["resumed_from"] is None and (out / "checkpoint-4" / MANIFEST_NAME).is_file()
     # resume: a longer run continues from the newest complete checkpoint, the τ schedule follows
-    _, metrics = train_receiver(train, out, backbone=tiny_bert_dir, eval_ds=dev, max_steps=6, batch_size=8,
-                                eval_steps=2, logging_steps=1, resume=True, disable_tqdm=True)
+    metrics = train_receiver(train, out, backbone=tiny_bert_dir, eval_ds=dev, max_steps=6, batch_size=8,
+                             eval_steps=2, logging_steps=1, resume=True, progress=False)
     state = json.loads((out / "checkpoint-6" / "trainer_state.json").read_text())
     steps_logged = [h["step"] for h in state["log_history"] if "loss" in h]
     assert metrics["global_step"] == 6 and steps_logged[-2:] == [5, 6]
@@ -315,17 +317,17 @@ def test_real_data_probe_items(shared_data):
 
 
 def test_in_batch_training_runs_and_rejects_unknown_mode(tiny_bert_dir, tmp_path, sample):
-    model, metrics = train_receiver(sample, tmp_path / "ib", backbone=tiny_bert_dir, negatives="in_batch",
-                                    max_steps=2, batch_size=8, resume=False, disable_tqdm=True)
+    metrics = train_receiver(sample, tmp_path / "ib", backbone=tiny_bert_dir, negatives="in_batch",
+                             max_steps=2, batch_size=8, resume=False, progress=False)
     assert metrics["global_step"] == 2 and metrics["train_loss"] > 0
     with pytest.raises(HFPersonaError, match="negatives"):
         train_receiver(sample, tmp_path / "x", backbone=tiny_bert_dir, negatives="hard", max_steps=1)
 
 
 def test_softmax_loss_trains_saves_and_rejects_bad_values(tiny_bert_dir, tmp_path, sample):
-    model, metrics = train_receiver(sample, tmp_path / "sm", backbone=tiny_bert_dir, negatives="in_batch",
-                                    loss_type="softmax", loss_temperature=0.2, max_steps=2, batch_size=8,
-                                    resume=False, disable_tqdm=True)
+    metrics = train_receiver(sample, tmp_path / "sm", backbone=tiny_bert_dir, negatives="in_batch",
+                             loss_type="softmax", loss_temperature=0.2, max_steps=2, batch_size=8,
+                             resume=False, progress=False)
     assert metrics["global_step"] == 2 and metrics["train_loss"] > 0
     from hf_persona.models.receiver import ReceiverModel
 
@@ -376,8 +378,9 @@ def test_train_with_lora_merges_adapters(tiny_bert_dir, tmp_path, sample):
     base = ReceiverModel.from_encoder_pretrained(tiny_bert_dir)
     before = {k: v.clone() for k, v in base.state_dict().items()}
     lora = LoraConfig(r=4, lora_alpha=8, target_modules=["query", "value"], lora_dropout=0.0)
-    model, metrics = train_receiver(sample, tmp_path / "lora", backbone=tiny_bert_dir, peft_config=lora,
-                                    max_steps=3, batch_size=8, learning_rate=5e-3, resume=False, disable_tqdm=True)
+    metrics = train_receiver(sample, tmp_path / "lora", backbone=tiny_bert_dir, peft_config=lora,
+                             max_steps=3, batch_size=8, learning_rate=5e-3, resume=False, progress=False)
+    model = metrics.model
     saved = load_file(str(tmp_path / "lora" / "model.safetensors"))
     assert not any("lora" in k for k in saved)  # adapters merged into the saved weights
     changed = [k for k in saved if k in before and not torch.equal(saved[k], before[k])]

@@ -129,8 +129,13 @@ def test_left_padding_and_cache_do_not_change_outputs(tok, tiny):
 
 
 def test_rank_and_rerank_match_definitions(tok, tiny):
-    from hf_persona.models.transmitter import build_context_ids, build_example, encode_response, pad_batch, \
-        special_token_ids
+    from hf_persona.models.transmitter import (
+        build_context_ids,
+        build_example,
+        encode_response,
+        pad_batch,
+        special_token_ids,
+    )
 
     persona, history = ["i like cats ."], ["do you have pets ?"]
     cands = ["yes a cat", "no", "i drive a bus every day"]
@@ -321,8 +326,12 @@ def test_simulate_episodes_structure(tok, tiny):
 
 
 def test_evaluate_selfplay_means(tok, tiny, receiver):
-    from hf_persona.training.selfplay import episode_columns, evaluate_selfplay, persona_scorer_from_receiver, \
-        simulate_episodes
+    from hf_persona.training.selfplay import (
+        episode_columns,
+        evaluate_selfplay,
+        persona_scorer_from_receiver,
+        simulate_episodes,
+    )
 
     seeds = [{"user_persona": ["i drive a bus ."], "agent_persona": ["i like cats ."], "first_utterance": "hi !"}]
     got = evaluate_selfplay(tiny, tiny, tok, seeds, receiver, turns=2, seed=3, max_new_tokens=4)
@@ -367,7 +376,7 @@ def test_selfplay_kl_penalty_builds_a_reference_and_logs_kl(tmp_path, tiny_dir, 
     kl = train_selfplay(tiny_dir, tmp_path / "kl", max_steps=2, kl_beta=0.5, **kw)
     # step 1 starts from the reference itself (KL 0); after one large update the policy has moved away
     assert kl["kl_beta"] == 0.5 and kl["kl.first"] == pytest.approx(0.0, abs=1e-6) and kl["kl.last"] > 0
-    with pytest.raises(HFPersonaError, match="kl_beta must be a number >= 0"):
+    with pytest.raises(HFPersonaError, match="kl_beta = -0.1: expected a finite number >= 0"):
         train_selfplay(tiny_dir, tmp_path / "bad", max_steps=1, kl_beta=-0.1, **kw)
 
 
@@ -419,9 +428,9 @@ def test_selfplay_sft_weight_adds_the_supervised_loss_of_real_turns(tmp_path, ti
     after = TransmitterForDialogue.from_pretrained(tmp_path / "anchored")
     assert any(not torch.equal(a, b) for a, b in zip(start.parameters(), after.parameters()))
     for bad in (-1.0, "1", True):
-        with pytest.raises(HFPersonaError, match="sft_weight must be a number >= 0"):
+        with pytest.raises(HFPersonaError, match="sft_weight = .*: expected a finite number >= 0"):
             train_selfplay(tiny_dir, tmp_path / "bad", sft_weight=bad, **kw)
-    with pytest.raises(HFPersonaError, match="sft_batch_size must be a positive integer"):
+    with pytest.raises(HFPersonaError, match="sft_batch_size = 0: expected an integer >= 1"):
         train_selfplay(tiny_dir, tmp_path / "bad", sft_weight=1.0, sft_batch_size=0, **kw)
     with pytest.raises(HFPersonaError, match="hold only"):
         supervised_batches(training_dialogues(data, None), tok, model.config, 10 ** 6)
