@@ -147,13 +147,13 @@ def main(argv=None):
             log(f"{name}: reusing {path}")
             return P.read_meta(path)
         log(f"{name}: training")
-        meta = fn()
+        meta = dict(fn())  # the summary alone (the RecipeResult also holds the trained model)
         log(f"{name}: {json.dumps({k: meta.get(k) for k in ('steps', 'train_loss', 'seconds', 'dev_accuracy')})}")
         return meta
 
     critic = work / "critic"
     cm = stage("critic", critic, lambda: P.train_critic(
-        train_rows, critic, "minilm", dev_rows, budget_minutes=a.budget_minutes, seed=a.seed,
+        train_rows, critic, dev_rows=dev_rows, backbone="minilm", budget_minutes=a.budget_minutes, seed=a.seed,
         learning_rate=a.critic_lr, batch_size=a.critic_batch_size, max_length=a.critic_max_length,
         num_layers=None if causal else a.num_layers))
     res["critic.accuracy"] = cm["dev_accuracy"]
@@ -165,12 +165,13 @@ def main(argv=None):
                   max_prompt_tokens=a.max_prompt_tokens, logging_steps=5, num_layers=a.num_layers,
                   learning_rate=gen_lr)
     if lora:
-        gen_kw.update(lora_target_modules=lora, lora_r=a.lora_r)
+        gen_kw.update(lora_target_modules=lora, lora=a.lora_r)
     if causal:
         gen_kw.update(gradient_checkpointing=a.gradient_checkpointing)
     ppg, drg, drg_bm25 = work / "ppg_sft", work / "drg_sft", work / "drg_bm25"
-    pm = stage("ppg sft", ppg, lambda: P.train_generator("ppg", train_rows, ppg, a.backbone, **gen_kw))
-    dm = stage("drg sft", drg, lambda: P.train_generator("drg", train_rows, drg, a.backbone, **gen_kw))
+    gen_kw.update(backbone=a.backbone)
+    pm = stage("ppg sft", ppg, lambda: P.train_generator(train_rows, ppg, task="ppg", **gen_kw))
+    dm = stage("drg sft", drg, lambda: P.train_generator(train_rows, drg, task="drg", **gen_kw))
     res["ppg.sft.steps"], res["drg.sft.steps"] = pm["steps"], dm["steps"]
     for name, meta in (("ppg.sft", pm), ("drg.sft", dm)):
         res[f"{name}.examples_seen"] = meta["steps"] * meta["batch_size"]
@@ -179,7 +180,7 @@ def main(argv=None):
         res[f"{name}.stopped_by_budget"] = meta.get("stopped_by_budget")
     bm25_path = None
     if not a.skip_bm25_training:
-        bm = stage("drg bm25", drg_bm25, lambda: P.train_generator("drg", train_rows, drg_bm25, a.backbone,
+        bm = stage("drg bm25", drg_bm25, lambda: P.train_generator(train_rows, drg_bm25, task="drg",
                                                                     partner_persona="bm25", **gen_kw))
         res["drg.bm25.steps"] = bm["steps"]
         bm25_path = drg_bm25
@@ -192,7 +193,7 @@ def main(argv=None):
     state = train_rl(ppg, drg, critic, train_rows, work / "rl", rounds=a.rounds, steps_per_phase=a.steps_per_phase,
                      learning_rate=rl_lr, batch_size=a.rl_batch_size, num_generations=2, max_context=a.max_context,
                      max_prompt_tokens=a.max_prompt_tokens, reward_mode=a.rl_reward_mode, seed=a.seed, log=log,
-                     normalize_advantages=a.rl_normalize_advantages, lora_target_modules=lora, lora_r=a.lora_r,
+                     normalize_advantages=a.rl_normalize_advantages, lora_target_modules=lora, lora=a.lora_r,
                      gradient_checkpointing=a.gradient_checkpointing if causal else None)
     res["rl.seconds_per_step"] = state.get("seconds_per_step")
     res["rl.reward_share"] = state.get("reward_share")
@@ -250,8 +251,8 @@ def _measure_tuning(a, train_rows, folder, log):
 
     from transformers import TrainerCallback
 
-    from hf_persona.training import ppg as P
     from hf_persona.data import ppg as D
+    from hf_persona.training import ppg as P
 
     if a.measure_steps < 2:
         raise SystemExit("--measure-steps must be >= 2 (the first step is not timed)")
@@ -279,7 +280,7 @@ def _measure_tuning(a, train_rows, folder, log):
                                      learning_rate=a.lora_lr if variant == "lora" else 5e-5,
                                      max_length=a.max_prompt_tokens + 34, logging_steps=1, save_steps=10 ** 6,
                                      seed=a.seed, lora_target_modules=lora if variant == "lora" else None,
-                                     lora_r=a.lora_r, callbacks=[timer],
+                                     lora=a.lora_r, callbacks=[timer],
                                      gradient_checkpointing=a.gradient_checkpointing)
         trainer.train()
         sec = statistics.mean(timer.times[1:])
@@ -302,8 +303,8 @@ def _minilm_reference(a, res, dev_rows, log):
     from transformers import AutoTokenizer
 
     from hf_persona.backbones import resolve
-    from hf_persona.training import ppg as P
     from hf_persona.data import ppg as D
+    from hf_persona.training import ppg as P
     from hf_persona.training.persona_extractor import count_words
 
     ref_path = Path(a.minilm_results)

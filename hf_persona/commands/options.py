@@ -196,10 +196,8 @@ def check_model(ctx, param, value):
 
 def check_modules(ctx, param, value):
     """Click callback for comma-separated module names (LoRA targets): the list of names."""
-    if value is None:
-        return value
-    names = [m.strip() for m in value.split(",") if m.strip()]
-    if not names:
+    names = None if value is None else [m.strip() for m in value.split(",") if m.strip()]
+    if names == []:
         raise click.BadParameter("expected comma-separated module names such as q_proj,v_proj", ctx=ctx, param=param)
     return names
 

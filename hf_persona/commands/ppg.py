@@ -14,15 +14,18 @@ from __future__ import annotations
 
 import click
 
-from .options import (MAX_STEPS, NONNEG_FLOAT, NONNEG_INT, POS_FLOAT, POS_INT, SEED, UNIT_FLOAT_OPEN, check_backbone,
-                       check_model, input_file, output_dir)
-from ._output import (clamp_first, clamp_held_out, default_data, dev_from_option, finish, json_option, quiet_work)
+from hf_persona.training.configs import CriticTrainingConfig, GeneratorTrainingConfig, PPGRLTrainingConfig
+
+from ._output import clamp_first, clamp_held_out, default_data, finish, json_file, json_option, quiet_work
+from .options import NONNEG_INT, SEED, check_model, dev_from_option, input_file, recipe_options
 
 _DATA_HELP = "PERSONA-CHAT file with both personas (ParlAI text, *_both_*). Default: the embedded sample."
 _TRAIN_DEV_FROM_HELP = ("Train on the dialogues before index N (fewer in the file: all, with a warning); 0 = all.")
 GENERATOR_KEYS = ("task", "train_examples", "steps", "train_loss", "seconds", "resumed_from")
 CRITIC_KEYS = ("train_pairs", "steps", "train_loss", "dev_accuracy", "dev_pairs", "seconds", "resumed_from")
-RL_KEYS = ("rounds", "rl_steps", "mean_train_reward", "train_loss", "seconds", "resumed_from")
+RL_KEYS = ("ppg", "drg", "steps", "train_seconds", "reward_seconds", "seconds_per_step", "reward_share")
+#: RecipeConfig fields train_rl has no use for (a phase is --steps-per-phase steps; a re-run resumes)
+_RL_UNUSED = ("backbone", "epochs", "max_steps", "budget_minutes", "warmup_steps", "eval_steps", "resume")
 
 
 def _rows(data_path, first=None, skip=0):
@@ -40,97 +43,47 @@ def _rows(data_path, first=None, skip=0):
     return list(ds)
 
 
-def _lora(value):
-    return [m.strip() for m in value.split(",") if m.strip()] if value else None
-
-
-def _check_lora(ctx, param, value):
-    if value is not None and not _lora(value):
-        raise click.BadParameter("expected comma-separated module names such as q_proj,v_proj", ctx=ctx, param=param)
-    return value
-
-
-def _common_train_options(f):
-    opts = [
-        click.option("--data", "data_path", default=None, type=input_file(), help=_DATA_HELP),
-        click.option("--output-dir", required=True, type=output_dir()),
-        click.option("--backbone", default="minilm", show_default=True, callback=check_backbone,
-                     help="'minilm' (offline), 'smollm2' (offline, chat template), a Hub id "
-                          "(microsoft/DialoGPT-small) or a local folder."),
-        dev_from_option(800, "--train-dialogues", help=_TRAIN_DEV_FROM_HELP),
-        click.option("--epochs", default=2.0, show_default=True, type=POS_FLOAT, help="Paper: 2 for the generators."),
-        click.option("--max-steps", default=-1, show_default=True, type=MAX_STEPS, help="Optimiser steps (-1: --epochs)."),
-        click.option("--budget-minutes", default=None, type=POS_FLOAT, help="Stop (saving a checkpoint) after this time."),
-        click.option("--batch-size", default=8, show_default=True, type=POS_INT),
-        click.option("--lr", "learning_rate", default=1e-4, show_default=True, type=POS_FLOAT),
-        click.option("--max-context", default=None, type=POS_INT, help="Keep at most the last N context utterances."),
-        click.option("--max-prompt-tokens", default=192, show_default=True, type=POS_INT),
-        click.option("--lora", default=None, callback=_check_lora,
-                     help="Train LoRA adapters on these comma-separated modules (merged at save), e.g. "
-                          "q_proj,k_proj,v_proj,o_proj for smollm2."),
-        click.option("--lora-r", default=8, show_default=True, type=POS_INT, help="LoRA rank (alpha = 2 x rank)."),
-        click.option("--seed", default=0, show_default=True, type=SEED),
-        click.option("--no-resume", is_flag=True, help="Start afresh even when checkpoints exist."),
-        json_option(),
-    ]
-    for o in reversed(opts):
-        f = o(f)
-    return f
+def _data_options(f):
+    f = dev_from_option(800, "--train-dialogues", help=_TRAIN_DEV_FROM_HELP)(f)
+    return click.option("--data", "data_path", default=None, type=input_file(), help=_DATA_HELP)(f)
 
 
 @quiet_work(warm_start=True)
-def _train_generator(task, data_path, output_dir, backbone, dev_from, epochs, max_steps, budget_minutes,
-                     batch_size, learning_rate, max_context, max_prompt_tokens, lora, lora_r, seed, no_resume,
-                     json_out, partner_persona="gold"):
+def _train_generator(task, data_path, dev_from, json_out, fields):
     from hf_persona.training.ppg import train_generator
 
-    meta = train_generator(task, _rows(data_path, dev_from), output_dir, backbone,
-                           partner_persona=partner_persona, epochs=epochs, max_steps=max_steps,
-                           budget_minutes=budget_minutes, learning_rate=learning_rate, batch_size=batch_size,
-                           max_prompt_tokens=max_prompt_tokens, max_context=max_context,
-                           lora_target_modules=_lora(lora), lora_r=lora_r, seed=seed, resume=not no_resume)
-    finish(meta, GENERATOR_KEYS, saved_to=output_dir, json_out=json_out, write_json=True)
+    config = GeneratorTrainingConfig(task=task, json_out=json_file(json_out), **fields)
+    result = train_generator(_rows(data_path, dev_from), config)
+    finish(result, GENERATOR_KEYS, saved_to=result.output_dir, json_out=json_out)
 
 
 @click.command("ppg")
-@_common_train_options
-def train_ppg_cmd(**kw):
+@_data_options
+@recipe_options(GeneratorTrainingConfig, skip=("eval_steps", "partner_persona"))
+@json_option()
+def train_ppg_cmd(data_path, dev_from, json_out, **fields):
     """Supervised partner-persona generator: (self persona, context) -> partner persona."""
-    _train_generator("ppg", **kw)
+    _train_generator("ppg", data_path, dev_from, json_out, fields)
 
 
 @click.command("drg")
-@_common_train_options
-@click.option("--partner-persona", type=click.Choice(["gold", "bm25"]), default="gold", show_default=True,
-              help="Gold partner persona in the prompt: all sentences, or the BM25 top-3 (the paper's baseline).")
-def train_drg_cmd(partner_persona, **kw):
+@_data_options
+@recipe_options(GeneratorTrainingConfig, skip=("eval_steps",))
+@json_option()
+def train_drg_cmd(data_path, dev_from, json_out, **fields):
     """Supervised response generator: (self persona, partner persona, context) -> response."""
-    _train_generator("drg", partner_persona=partner_persona, **kw)
+    _train_generator("drg", data_path, dev_from, json_out, fields)
 
 
 @click.command("critic")
 @click.option("--data", "data_path", default=None, type=input_file(), help=_DATA_HELP)
-@click.option("--output-dir", required=True, type=output_dir())
-@click.option("--backbone", default="minilm", show_default=True, callback=check_backbone,
-              help="'minilm' or distilbert-base-uncased, ...")
 @dev_from_option(800, "--train-dialogues",
                  help="Dialogues before index N train, the rest are dev (fewer in the file: all train, no dev, with "
                       "a warning; 0 = all train, no dev).")
-@click.option("--epochs", default=1.0, show_default=True, type=POS_FLOAT)
-@click.option("--max-steps", default=-1, show_default=True, type=MAX_STEPS, help="Optimiser steps (-1: --epochs).")
-@click.option("--budget-minutes", default=None, type=POS_FLOAT)
-@click.option("--batch-size", default=32, show_default=True, type=POS_INT)
-@click.option("--lr", "learning_rate", default=2e-5, show_default=True, type=POS_FLOAT)
-@click.option("--max-length", default=128, show_default=True, type=POS_INT,
-              help="Word pieces per (persona, response) pair; too few cut the persona off.")
-@click.option("--warmup-ratio", default=0.06, show_default=True, type=UNIT_FLOAT_OPEN,
-              help="Linear warm-up, fraction of the steps.")
-@click.option("--seed", default=0, show_default=True, type=SEED)
-@click.option("--no-resume", is_flag=True, help="Start afresh even when checkpoints exist.")
+@recipe_options(CriticTrainingConfig, skip=("eval_steps",))
 @json_option()
 @quiet_work(warm_start=True)
-def train_critic_cmd(data_path, output_dir, backbone, dev_from, epochs, max_steps, budget_minutes, batch_size,
-                     learning_rate, max_length, warmup_ratio, seed, no_resume, json_out):
+def train_critic_cmd(data_path, dev_from, json_out, **fields):
     """Binary critic on (self persona, response) positives and swapped-persona negatives; prints dev accuracy."""
     from hf_persona.data import read_personachat
     from hf_persona.training.ppg import train_critic
@@ -139,59 +92,35 @@ def train_critic_cmd(data_path, output_dir, backbone, dev_from, epochs, max_step
     n = clamp_first(dev_from, len(ds)) or len(ds)
     train_rows = list(ds.select(range(min(n, len(ds)))))
     dev_rows = list(ds.select(range(n, len(ds)))) if n < len(ds) else None
-    meta = train_critic(train_rows, output_dir, backbone, dev_rows, epochs=epochs, max_steps=max_steps,
-                        budget_minutes=budget_minutes, learning_rate=learning_rate, batch_size=batch_size, seed=seed,
-                        resume=not no_resume, max_length=max_length, warmup_ratio=warmup_ratio)
-    finish(meta, CRITIC_KEYS, saved_to=output_dir, json_out=json_out, write_json=True)
+    result = train_critic(train_rows, CriticTrainingConfig(json_out=json_file(json_out), **fields), dev_rows=dev_rows)
+    finish(result, CRITIC_KEYS, saved_to=result.output_dir, json_out=json_out)
 
 
 @click.command("ppg-rl")
 @click.option("--ppg", "ppg_path", required=True, callback=check_model, help="Supervised PPG folder.")
 @click.option("--drg", "drg_path", required=True, callback=check_model, help="Supervised DRG folder.")
 @click.option("--critic", "critic_path", required=True, callback=check_model, help="Critic folder (frozen during RL).")
-@click.option("--data", "data_path", default=None, type=input_file(), help=_DATA_HELP)
-@click.option("--output-dir", required=True, type=output_dir())
-@dev_from_option(800, "--train-dialogues", help=_TRAIN_DEV_FROM_HELP)
-@click.option("--rounds", default=2, show_default=True, type=POS_INT, help="Alternations of a PPG phase and a DRG phase.")
-@click.option("--steps-per-phase", default=10, show_default=True, type=POS_INT)
+@_data_options
 @click.option("--only", type=click.Choice(["both", "ppg", "drg"]), default="both", show_default=True,
               help="Which generator(s) RL updates (the other stays frozen): the paper's ablation.")
-@click.option("--reward-mode", type=click.Choice(["label", "prob"]), default="label", show_default=True)
-@click.option("--lr", "learning_rate", default=1e-5, show_default=True, type=POS_FLOAT, help="Paper: 5e-6 (Adam).")
-@click.option("--batch-size", default=8, show_default=True, type=POS_INT,
-              help="Completions per step (prompts x generations); a multiple of --num-generations.")
-@click.option("--num-generations", default=2, show_default=True, type=click.IntRange(min=2),
-              help="Samples per prompt (RLOO needs at least 2).")
-@click.option("--beta", default=0.0, show_default=True, type=NONNEG_FLOAT,
-              help="KL penalty to the phase's starting model (0: none).")
-@click.option("--max-context", default=None, type=POS_INT)
-@click.option("--lora", default=None, callback=_check_lora,
-              help="Comma-separated LoRA target modules (merged after each phase).")
-@click.option("--seed", default=0, show_default=True, type=SEED)
+@recipe_options(PPGRLTrainingConfig, skip=_RL_UNUSED)
 @json_option()
-def train_ppg_rl_cmd(ppg_path, drg_path, critic_path, data_path, output_dir, dev_from, rounds, steps_per_phase,
-                     only, reward_mode, learning_rate, batch_size, num_generations, beta, max_context, lora, seed,
-                     json_out):
+def train_ppg_rl_cmd(ppg_path, drg_path, critic_path, data_path, dev_from, only, json_out, **fields):
     """RLOO on PPG and DRG with the critic reward, alternating; re-run to resume after a kill."""
-    if batch_size % num_generations:
-        raise click.BadParameter(f"{batch_size} is not a multiple of --num-generations {num_generations}",
-                                 param_hint="'--batch-size'")
-    _train_rl(ppg_path, drg_path, critic_path, data_path, output_dir, dev_from, rounds, steps_per_phase, only,
-              reward_mode, learning_rate, batch_size, num_generations, beta, max_context, lora, seed, json_out)
+    if fields["batch_size"] % fields["num_generations"]:
+        raise click.BadParameter(f"{fields['batch_size']} is not a multiple of --num-generations "
+                                 f"{fields['num_generations']}", param_hint="'--batch-size'")
+    config = PPGRLTrainingConfig(train_ppg=only in ("both", "ppg"), train_drg=only in ("both", "drg"), **fields)
+    _train_rl(ppg_path, drg_path, critic_path, _rows(data_path, dev_from), config, json_out)
 
 
 @quiet_work()
-def _train_rl(ppg_path, drg_path, critic_path, data_path, output_dir, dev_from, rounds, steps_per_phase, only,
-              reward_mode, learning_rate, batch_size, num_generations, beta, max_context, lora, seed, json_out):
+def _train_rl(ppg_path, drg_path, critic_path, rows, config, json_out):
     from hf_persona.training.ppg_rl import train_rl
 
-    state = train_rl(ppg_path, drg_path, critic_path, _rows(data_path, dev_from), output_dir, rounds=rounds,
-                     steps_per_phase=steps_per_phase, train_ppg=only in ("both", "ppg"),
-                     train_drg=only in ("both", "drg"), reward_mode=reward_mode, learning_rate=learning_rate,
-                     batch_size=batch_size, num_generations=num_generations, beta=beta, max_context=max_context,
-                     lora_target_modules=_lora(lora), seed=seed)
-    summary = {k: v for k, v in state.items() if k != "phases"}
-    finish(summary, RL_KEYS, saved_to=output_dir, json_out=json_out, write_json=True)
+    result = train_rl(ppg_path, drg_path, critic_path, rows, config)
+    summary = {k: v for k, v in result.items() if k != "phases"}
+    finish(summary, RL_KEYS, saved_to=result.output_dir, json_out=json_out, write_json=True)
 
 
 @click.command("ppg")

@@ -25,17 +25,19 @@ import json
 import math
 import os
 import time
+import warnings
 from pathlib import Path
 
 from ..data import ppg as D
 from ..errors import HFPersonaError
 from ..utils import moved_names
 from .common import time_budget_callback
-from .recipe import run_size, trainer_arguments, write_summary
+from .configs import PPG_MAX_COMPLETION_TOKENS as DEFAULT_MAX_COMPLETION_TOKENS
+from .configs import PPG_MAX_PROMPT_TOKENS as DEFAULT_MAX_PROMPT_TOKENS
+from .configs import CriticTrainingConfig, GeneratorTrainingConfig
+from .recipe import RecipeResult, run_size, trainer_arguments, write_summary
 
 META_FILE = "ppg_meta.json"
-DEFAULT_MAX_PROMPT_TOKENS = 192
-DEFAULT_MAX_COMPLETION_TOKENS = {D.PPG: 48, D.DRG: 32}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -59,6 +61,23 @@ def use_omp_threads():
 def _check_task(task):
     if task not in (D.PPG, D.DRG):
         raise HFPersonaError(f"task must be 'ppg' or 'drg', got {task!r}")
+
+
+def older_positional(recipe: str, names, values, kwargs: dict) -> dict:
+    """``kwargs`` with ``values``, positional arguments of ``recipe``'s earlier signature, under their
+    ``names`` (a ``DeprecationWarning`` says to pass them by keyword or in the config)."""
+    if len(values) > len(names):
+        raise TypeError(f"{recipe}() got {len(values)} extra positional arguments; at most {len(names)} "
+                        f"({', '.join(names)}) of the earlier signature")
+    given = names[:len(values)]
+    if given:
+        warnings.warn(f"{recipe}: pass {', '.join(given)} by keyword (positionally is deprecated)",
+                      DeprecationWarning, stacklevel=3)
+    for name, value in zip(given, values):
+        if name in kwargs:
+            raise TypeError(f"{recipe}() got {name!r} twice (positionally and as a keyword)")
+        kwargs[name] = value
+    return kwargs
 
 
 # ----------------------------------------------------------------------------------------------
@@ -198,107 +217,106 @@ def lora_config(target_modules=None, r=8, alpha=None, dropout=0.05, task_type="C
                       task_type=task_type)
 
 
-def train_generator(
-    task,
-    train_rows,
-    output_dir,
-    base="minilm",
-    *,
-    partner_persona="gold",
-    epochs=2.0,
-    max_steps=-1,
-    budget_minutes=None,
-    learning_rate=1e-4,
-    batch_size=8,
-    max_prompt_tokens=DEFAULT_MAX_PROMPT_TOKENS,
-    max_completion_tokens=None,
-    max_context=None,
-    lora_target_modules=None,
-    seed=0,
-    save_steps=200,
-    resume=True,
-    logging_steps=20,
-    num_layers=None,
-    lora_r=8,
-    gradient_checkpointing=None,
-):
+def train_generator(train_rows, config=None, *older, **kwargs) -> RecipeResult:
     """Supervised PPG (``task="ppg"``) or DRG (``task="drg"``) training with ``trl.SFTTrainer``.
+
+    Args:
+        train_rows: PERSONA-CHAT dialogues with both personas (``read_personachat`` rows).
+        config: a :class:`~hf_persona.training.configs.GeneratorTrainingConfig`, or the output folder
+            (then ``kwargs`` are its fields: ``task``, ``backbone``, ``max_steps``...).
+
+    The earlier order, ``train_generator(task, train_rows, output_dir, base)``, still works (with a
+    ``DeprecationWarning``), and so does the keyword ``base`` (now ``backbone``) and ``lora_r`` (``lora``).
 
     Saves the final generator + tokenizer + ``ppg_meta.json`` in ``output_dir``; checkpoints
     go to ``output_dir/checkpoints`` and a killed run resumes from the newest intact one
     (:func:`hf_persona.training.common.train_resumable`; SIGTERM/SIGINT save a checkpoint first).
-    Returns a dict with the step count, the whole run's training loss and seconds.
+    Returns a :class:`~hf_persona.training.recipe.RecipeResult`: the summary written to
+    ``ppg_meta.json`` (the step count, the whole run's training loss, seconds...), the output folder
+    and the trained generator (LoRA adapters merged).
     """
     from ..utils import set_seed
     from .common import last_checkpoint, train_resumable
 
-    _check_task(task)
+    if isinstance(train_rows, str):  # the earlier order: (task, train_rows, output_dir[, base])
+        warnings.warn("train_generator(task, train_rows, output_dir, ...) is deprecated: use "
+                      "train_generator(train_rows, output_dir, task=...) or a GeneratorTrainingConfig",
+                      DeprecationWarning, stacklevel=2)
+        kwargs["task"], train_rows = train_rows, config
+        config, *older = older or (kwargs.pop("output_dir", None),)
+    cfg = GeneratorTrainingConfig.build(config, **older_positional("train_generator", ("backbone",), older, kwargs))
+    task, modules = cfg.task, cfg.lora_target_modules
     use_omp_threads()
-    set_seed(seed)
-    max_completion_tokens = max_completion_tokens or DEFAULT_MAX_COMPLETION_TOKENS[task]
-    model, tok = load_generator(base, num_layers=num_layers)
-    turns = D.build_turns(train_rows, min_context=1, max_context=max_context)
-    examples = task_examples(task, turns, tok, max_prompt_tokens, partner_persona)
+    set_seed(cfg.seed)
+    max_completion_tokens = cfg.completion_tokens()
+    model, tok = load_generator(cfg.backbone, num_layers=cfg.num_layers)
+    turns = D.build_turns(train_rows, min_context=1, max_context=cfg.max_context)
+    examples = task_examples(task, turns, tok, cfg.max_prompt_tokens, cfg.partner_persona)
     ds = sft_dataset(examples, tok, max_completion_tokens)
-    out = Path(output_dir)
+    out = Path(cfg.output_dir)
     ckpt_dir = out / "checkpoints"
-    budget = time_budget_callback(budget_minutes)
-    trainer = make_sft_trainer(model, tok, ds, ckpt_dir, epochs=epochs, max_steps=max_steps,
-                               learning_rate=learning_rate, batch_size=batch_size,
-                               max_length=max_prompt_tokens + max_completion_tokens + 2, logging_steps=logging_steps,
-                               save_steps=save_steps, seed=seed, lora_target_modules=lora_target_modules,
-                               callbacks=[budget], lora_r=lora_r, gradient_checkpointing=gradient_checkpointing)
-    resume_from = last_checkpoint(ckpt_dir) if resume else None
+    budget = time_budget_callback(cfg.budget_minutes)
+    trainer = make_sft_trainer(model, tok, ds, ckpt_dir, cfg, callbacks=[budget],
+                               max_length=cfg.max_prompt_tokens + max_completion_tokens + 2)
+    resume_from = last_checkpoint(ckpt_dir) if cfg.resume else None
     t0 = time.monotonic()
-    result = train_resumable(trainer, resume=resume)  # SIGTERM/SIGINT: checkpoint, then stop
+    result = train_resumable(trainer, resume=cfg.resume)  # SIGTERM/SIGINT: checkpoint, then stop
     seconds = time.monotonic() - t0
     final = trainer.model
-    if lora_target_modules:
+    if modules:
         final = final.merge_and_unload()
     if trainer.args.should_save:  # rank 0 of a multi-process run writes the folder
         final.save_pretrained(out)
         tok.save_pretrained(out)
     meta = {
         "task": task,
-        "base": str(base),
+        "base": str(cfg.backbone),
         "format": "hf_persona.ppg/v2-chat" if D.uses_chat_template(tok) else "hf_persona.ppg/v1",
-        "partner_persona": partner_persona if isinstance(partner_persona, str) else "given",
-        "max_prompt_tokens": max_prompt_tokens,
+        "partner_persona": cfg.partner_persona if isinstance(cfg.partner_persona, str) else "given",
+        "max_prompt_tokens": cfg.max_prompt_tokens,
         "max_completion_tokens": max_completion_tokens,
-        "max_context": max_context,
+        "max_context": cfg.max_context,
         "train_examples": len(ds),
         "steps": trainer.state.global_step,
         **run_size(trainer.args, trainer.state),
         "train_loss": float(result.training_loss),  # the whole run's mean, across resumes
         "seconds": seconds,
         "resumed_from": resume_from,
-        "budget_minutes": budget_minutes,
+        "budget_minutes": cfg.budget_minutes,
         "stopped_by_budget": budget.stopped_early,
-        "lora": list(lora_target_modules) if lora_target_modules else None,
-        "lora_r": lora_r if lora_target_modules else None,
-        "learning_rate": learning_rate,
-        "batch_size": batch_size,
+        "lora": list(modules) if modules else None,
+        "lora_r": cfg.lora if modules else None,
+        "learning_rate": cfg.learning_rate,
+        "batch_size": cfg.batch_size,
         "num_layers": model.config.num_hidden_layers if hasattr(model.config, "num_hidden_layers") else None,
     }
-    return write_summary(meta, out / META_FILE, trainer.args)
+    write_summary(meta, out / META_FILE, trainer.args)
+    return RecipeResult(write_summary(meta, cfg.json_out, trainer.args), out, final)
 
 
-def make_sft_trainer(model, tokenizer, dataset, output_dir, *, epochs=2.0, max_steps=-1, learning_rate=1e-4,
-                     batch_size=8, max_length=None, logging_steps=20, save_steps=200, seed=0,
-                     lora_target_modules=None, callbacks=None, lora_r=8, gradient_checkpointing=None):
+def make_sft_trainer(model, tokenizer, dataset, output_dir, config=None, *, max_length=None, callbacks=None,
+                     **settings):
     """``trl.SFTTrainer`` on a pre-tokenized ``input_ids`` + ``completion_mask`` dataset, with
-    completion-only loss (prompt tokens get label -100). ``gradient_checkpointing`` None keeps
-    TRL's default (on in TRL 1.x: less memory, about a third more compute per step)."""
+    completion-only loss (prompt tokens get label -100), checkpoints in ``output_dir``.
+
+    The settings (steps, batch, learning rate, LoRA, ``gradient_checkpointing``: None keeps TRL's
+    default, on in TRL 1.x: less memory, about a third more compute per step) are those of ``config``,
+    a :class:`~hf_persona.training.configs.GeneratorTrainingConfig`, or ``settings``, its fields
+    (``config`` None: the defaults). ``max_length``: tokens per example (None: TRL's default)."""
     from trl import SFTConfig, SFTTrainer
 
+    cfg = GeneratorTrainingConfig.build(output_dir if config is None else config, **settings)
+    checkpointing = cfg.gradient_checkpointing
     args = trainer_arguments(
-        SFTConfig, output_dir, batch_size=batch_size, learning_rate=learning_rate, seed=seed, max_steps=max_steps,
-        epochs=epochs, logging_steps=logging_steps, save_steps=save_steps,
+        SFTConfig, output_dir, batch_size=cfg.batch_size, learning_rate=cfg.learning_rate, seed=cfg.seed,
+        max_steps=cfg.max_steps, epochs=cfg.epochs, warmup_steps=cfg.warmup_steps, logging_steps=cfg.logging_steps,
+        save_steps=cfg.save_steps, progress=cfg.progress,
         completion_only_loss=True,
         max_length=max_length,
-        **({} if gradient_checkpointing is None else {"gradient_checkpointing": bool(gradient_checkpointing)}),
+        **({} if checkpointing is None else {"gradient_checkpointing": bool(checkpointing)}),
     )
-    peft_config = lora_config(lora_target_modules, r=lora_r) if lora_target_modules else None
+    modules = cfg.lora_target_modules
+    peft_config = lora_config(modules, r=cfg.lora) if modules else None
 
     class PPGSFTTrainer(SFTTrainer):
         """``SFTTrainer`` whose loss is the model's own causal-LM loss.
@@ -515,33 +533,24 @@ class CriticScorer:
         return [1.0 if p > 0.5 else -1.0 for p in probs]
 
 
-def train_critic(
-    train_rows,
-    output_dir,
-    base="minilm",
-    dev_rows=None,
-    *,
-    epochs=1.0,
-    max_steps=-1,
-    budget_minutes=None,
-    learning_rate=2e-5,
-    batch_size=32,
-    max_length=128,
-    seed=0,
-    resume=True,
-    save_steps=200,
-    max_dev_pairs=2000,
-    num_layers=None,
-    warmup_ratio=0.06,
-):
+def train_critic(train_rows, config=None, *older, dev_rows=None, **kwargs) -> RecipeResult:
     """Train the critic on (s, r) positives and swapped negatives (section 3.3); report dev accuracy.
+
+    Args:
+        train_rows: PERSONA-CHAT dialogues with both personas (``read_personachat`` rows).
+        config: a :class:`~hf_persona.training.configs.CriticTrainingConfig`, or the output folder (then
+            ``kwargs`` are its fields). The earlier positional ``base`` and ``dev_rows`` after it still
+            work (with a ``DeprecationWarning``), and so does the keyword ``base`` (now ``backbone``).
+        dev_rows: held-back dialogues: the saved critic's accuracy on their pairs (at most
+            ``max_dev_pairs``) goes into the summary.
 
     ``max_length`` must leave room for the whole persona (about 50 word pieces for five
     sentences) plus the response: truncation removes persona words first, and a critic that
-    cannot see the persona can only guess. A short linear warm-up (``warmup_ratio``) keeps the
-    fresh classification head from pushing the encoder into always predicting one class.
+    cannot see the persona can only guess. A short linear warm-up (``warmup_ratio``, or
+    ``warmup_steps``) keeps the fresh classification head from pushing the encoder into always
+    predicting one class. Returns a :class:`~hf_persona.training.recipe.RecipeResult`: the summary
+    written to ``ppg_meta.json``, the output folder and the trained classifier.
     """
-    import torch
     from datasets import Dataset
     from transformers import (
         AutoModelForSequenceClassification,
@@ -555,11 +564,15 @@ def train_critic(
     from ..utils import set_seed
     from .common import last_checkpoint, train_resumable
 
+    kwargs = older_positional("train_critic", ("backbone", "dev_rows"), older, kwargs)
+    dev_rows = kwargs.pop("dev_rows", dev_rows)
+    cfg = CriticTrainingConfig.build(config, **kwargs)
+    seed, batch_size, max_length = cfg.seed, cfg.batch_size, cfg.max_length
     use_omp_threads()
     set_seed(seed)
-    path = resolve(base)
+    path = resolve(cfg.backbone)
     tok = AutoTokenizer.from_pretrained(path)
-    extra = {"num_hidden_layers": num_layers} if num_layers else {}
+    extra = {"num_hidden_layers": cfg.num_layers} if cfg.num_layers else {}
     model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2, **extra)
     pairs = D.critic_examples(train_rows)
     if not pairs:
@@ -572,40 +585,39 @@ def train_critic(
 
     ds = Dataset.from_list(pairs).shuffle(seed=seed)
     ds = ds.map(enc, batched=True, remove_columns=["persona", "response", "label"])
-    out = Path(output_dir)
+    out = Path(cfg.output_dir)
     ckpt = out / "checkpoints"
-    if not 0 <= warmup_ratio < 1:
-        raise HFPersonaError(f"warmup_ratio must be in [0, 1), got {warmup_ratio}")
-    planned = max_steps if max_steps > 0 else math.ceil(len(ds) / batch_size * epochs)
-    warmup_steps = int(warmup_ratio * planned)
+    planned = cfg.max_steps if cfg.max_steps > 0 else math.ceil(len(ds) / batch_size * cfg.epochs)
+    warmup_steps = cfg.warmup_steps or int(cfg.warmup_ratio * planned)
     args = trainer_arguments(
-        TrainingArguments, ckpt, batch_size=batch_size, learning_rate=learning_rate, seed=seed, max_steps=max_steps,
-        epochs=epochs, warmup_steps=warmup_steps, logging_steps=20, save_steps=save_steps,
+        TrainingArguments, ckpt, batch_size=batch_size, learning_rate=cfg.learning_rate, seed=seed,
+        max_steps=cfg.max_steps, epochs=cfg.epochs, warmup_steps=warmup_steps, logging_steps=cfg.logging_steps,
+        save_steps=cfg.save_steps, progress=cfg.progress,
         ddp_find_unused_parameters=False,  # every parameter of a sequence classifier takes part
     )
-    budget = time_budget_callback(budget_minutes)
+    budget = time_budget_callback(cfg.budget_minutes)
     trainer = Trainer(model=model, args=args, train_dataset=ds, data_collator=DataCollatorWithPadding(tok),
                       callbacks=[budget])
-    resume_from = last_checkpoint(ckpt) if resume else None
+    resume_from = last_checkpoint(ckpt) if cfg.resume else None
     t0 = time.monotonic()
-    result = train_resumable(trainer, resume=resume)  # SIGTERM/SIGINT: checkpoint, then stop
+    result = train_resumable(trainer, resume=cfg.resume)  # SIGTERM/SIGINT: checkpoint, then stop
     seconds = time.monotonic() - t0
     if args.should_save:  # rank 0 of a multi-process run writes the folder
         trainer.model.save_pretrained(out)
         tok.save_pretrained(out)
-    meta = {"task": "critic", "base": str(base), "train_pairs": len(pairs), "steps": trainer.state.global_step,
+    meta = {"task": "critic", "base": str(cfg.backbone), "train_pairs": len(pairs), "steps": trainer.state.global_step,
             **run_size(args, trainer.state),
             "train_loss": float(result.training_loss), "seconds": seconds, "resumed_from": resume_from,
-            "budget_minutes": budget_minutes,
-            "stopped_by_budget": budget.stopped_early, "learning_rate": learning_rate, "max_length": max_length,
+            "budget_minutes": cfg.budget_minutes,
+            "stopped_by_budget": budget.stopped_early, "learning_rate": cfg.learning_rate, "max_length": max_length,
             "warmup_steps": warmup_steps,
             "batch_size": batch_size}
     if dev_rows is not None and args.should_save:  # the saved critic, read back where it was written
-        dev_pairs = D.critic_examples(dev_rows)[:max_dev_pairs]
+        dev_pairs = D.critic_examples(dev_rows)[:cfg.max_dev_pairs]
         meta["dev_accuracy"] = critic_accuracy(CriticScorer(out, max_length=max_length), dev_pairs)
         meta["dev_pairs"] = len(dev_pairs)
-    del torch
-    return write_summary(meta, out / META_FILE, args)
+    write_summary(meta, out / META_FILE, args)
+    return RecipeResult(write_summary(meta, cfg.json_out, args), out, trainer.model)
 
 
 def critic_accuracy(critic, pairs) -> float:

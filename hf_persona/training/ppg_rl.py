@@ -38,6 +38,7 @@ overrides ``_get_per_token_logps_and_entropies`` only: a plain forward with mask
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -46,7 +47,8 @@ from ..data import ppg as D
 from ..errors import HFPersonaError
 from ..utils import atomic_write_json, moved_names
 from . import ppg as P
-from .recipe import trainer_arguments
+from .configs import PPGRLTrainingConfig
+from .recipe import RecipeResult, trainer_arguments
 
 STATE_FILE = "rl_state.json"
 
@@ -109,35 +111,35 @@ def _make_trainer_class():
     return PPGRLOOTrainer
 
 
-def make_rloo_trainer(model, tokenizer, reward, train_dataset, output_dir, *, max_steps, learning_rate=1e-5,
-                      batch_size=8, num_generations=2, max_completion_length=32, beta=0.0, temperature=1.0,
-                      top_p=0.9, save_steps=10, seed=0, lora_target_modules=None, callbacks=None,
-                      normalize_advantages=False, lora_r=8, gradient_checkpointing=None):
-    """An ``RLOOTrainer`` (with the adaptation above) for one generator and one reward.
+def make_rloo_trainer(model, tokenizer, reward, train_dataset, output_dir, config=None, *, max_steps=None,
+                      max_completion_length=32, callbacks=None, **settings):
+    """An ``RLOOTrainer`` (with the adaptation above) for one generator and one reward, checkpoints in
+    ``output_dir``, for ``max_steps`` steps (None: ``steps_per_phase``).
 
-    Prompts in ``train_dataset`` are strings (already rendered with the chat template by
-    :func:`hf_persona.training.ppg.task_examples` for chat tokenizers): TRL tokenizes them with
-    ``tokenizer(text=prompts)``, the ids :func:`hf_persona.data.ppg.encode_prompt` gives."""
+    The settings (batch, generations, learning rate, sampling, LoRA...) are those of ``config``, a
+    :class:`~hf_persona.training.configs.PPGRLTrainingConfig`, or ``settings``, its fields (``config``
+    None: the defaults). Prompts in ``train_dataset`` are strings (already rendered with the chat
+    template by :func:`hf_persona.training.ppg.task_examples` for chat tokenizers): TRL tokenizes them
+    with ``tokenizer(text=prompts)``, the ids :func:`hf_persona.data.ppg.encode_prompt` gives."""
     from trl import RLOOConfig
 
-    if num_generations < 2:
-        raise HFPersonaError(f"RLOO needs at least 2 generations per prompt (leave-one-out baseline), got "
-                             f"{num_generations}")
-    if batch_size % num_generations:
-        raise HFPersonaError(f"batch_size ({batch_size}) must be a multiple of num_generations ({num_generations})")
+    cfg = PPGRLTrainingConfig.build(output_dir if config is None else config, **settings)
+    checkpointing = cfg.gradient_checkpointing
     args = trainer_arguments(
-        RLOOConfig, output_dir, batch_size=batch_size, learning_rate=learning_rate, seed=seed, max_steps=max_steps,
-        logging_steps=1, save_steps=save_steps,
-        num_generations=num_generations,
-        max_completion_length=max_completion_length, beta=beta, temperature=temperature, top_p=top_p,
+        RLOOConfig, output_dir, batch_size=cfg.batch_size, learning_rate=cfg.learning_rate, seed=cfg.seed,
+        max_steps=cfg.steps_per_phase if max_steps is None else max_steps, logging_steps=cfg.logging_steps,
+        save_steps=cfg.save_steps, progress=cfg.progress,
+        num_generations=cfg.num_generations,
+        max_completion_length=max_completion_length, beta=cfg.beta, temperature=cfg.temperature, top_p=cfg.top_p,
         remove_unused_columns=False,
-        normalize_advantages=normalize_advantages,
+        normalize_advantages=cfg.normalize_advantages,
         # the sequence-level importance ratio exp(sum log p - sum log p_old) explodes when dropout makes the
         # two passes differ; sampling and scoring must use the same (deterministic) policy
         disable_dropout=True,
-        **({} if gradient_checkpointing is None else {"gradient_checkpointing": bool(gradient_checkpointing)}),
+        **({} if checkpointing is None else {"gradient_checkpointing": bool(checkpointing)}),
     )
-    peft_config = P.lora_config(lora_target_modules, r=lora_r) if lora_target_modules else None
+    modules = cfg.lora_target_modules
+    peft_config = P.lora_config(modules, r=cfg.lora) if modules else None
     cls = _make_trainer_class()
     return cls(model=model, reward_funcs=reward, args=args, train_dataset=train_dataset, processing_class=tokenizer,
                peft_config=peft_config, callbacks=callbacks)
@@ -192,81 +194,58 @@ def _save_model(trainer, tokenizer, path, meta):
     tmp.rename(path)
 
 
-def train_rl(
-    ppg_path,
-    drg_path,
-    critic_path,
-    train_rows,
-    output_dir,
-    *,
-    rounds=2,
-    steps_per_phase=10,
-    train_ppg=True,
-    train_drg=True,
-    reward_mode="label",
-    learning_rate=1e-5,
-    batch_size=8,
-    num_generations=2,
-    beta=0.0,
-    temperature=1.0,
-    top_p=0.9,
-    max_prompt_tokens=P.DEFAULT_MAX_PROMPT_TOKENS,
-    max_context=None,
-    lora_target_modules=None,
-    save_steps=5,
-    seed=0,
-    max_prompts=None,
-    log=None,
-    callbacks=None,
-    normalize_advantages=False,
-    lora_r=8,
-    gradient_checkpointing=None,
-):
-    """Alternate RLOO phases on PPG and DRG; returns the state dict (paths of the final models, timings).
+def train_rl(ppg_path, drg_path, critic_path, train_rows, config=None, *, log=None, callbacks=None,
+             **kwargs) -> RecipeResult:
+    """Alternate RLOO phases on PPG and DRG, starting from the supervised generators in ``ppg_path`` and
+    ``drg_path``, with the frozen critic in ``critic_path``, on prompts from ``train_rows``.
 
-    ``train_ppg=False`` / ``train_drg=False`` freeze one generator (the paper's ablation).
-    Re-running with the same ``output_dir`` resumes after a kill.
+    ``config``: a :class:`~hf_persona.training.configs.PPGRLTrainingConfig`, or the output folder (then
+    ``kwargs`` are its fields; ``lora_r`` is the older keyword of ``lora``). ``train_ppg=False`` /
+    ``train_drg=False`` freeze one generator (the paper's ablation). Re-running with the same
+    ``output_dir`` resumes after a kill. ``log``: a function given each progress line (default: the
+    logger); ``callbacks``: more ``TrainerCallback``s for every phase.
+
+    Returns a :class:`~hf_persona.training.recipe.RecipeResult` whose summary is the run's state, also
+    in ``output_dir/rl_state.json``: ``ppg`` / ``drg`` (the folders of the final generators),
+    ``done`` (finished phases), ``phases`` (per phase: steps, seconds, rewards, loss), ``steps``,
+    timings and ``config``; its ``model`` is None (the generators are the folders named there).
     """
     import random
 
     from datasets import Dataset
 
     from ..rewards.critic import CriticReward, PPGCriticReward
-    from ..utils import set_seed
+    from ..utils import is_main_process, set_seed
     from .common import last_checkpoint, train_resumable
 
-    if not (train_ppg or train_drg):
-        raise HFPersonaError("nothing to train: both train_ppg and train_drg are False")
-    if rounds < 1 or steps_per_phase < 1:
-        raise HFPersonaError(f"rounds and steps_per_phase must be >= 1, got {rounds} and {steps_per_phase}")
+    cfg = PPGRLTrainingConfig.build(config, **kwargs)
+    rounds, steps_per_phase, batch_size, reward_mode = cfg.rounds, cfg.steps_per_phase, cfg.batch_size, cfg.reward_mode
+    max_prompt_tokens, seed = cfg.max_prompt_tokens, cfg.seed
     for name, p in (("PPG", ppg_path), ("DRG", drg_path), ("critic", critic_path)):
         if not (Path(str(p)) / "config.json").is_file():
             raise HFPersonaError(f"{name} model folder {str(p)!r} has no config.json (train it first)")
     P.use_omp_threads()
     set_seed(seed)
-    out = Path(output_dir)
+    out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    recorded = ("rounds", "steps_per_phase", "train_ppg", "train_drg", "learning_rate", "batch_size",
+                "num_generations", "beta", "normalize_advantages", "reward_mode")
     state = _load_state(out) or {
         "ppg": str(ppg_path), "drg": str(drg_path), "done": [], "train_seconds": 0.0, "reward_seconds": 0.0,
-        "steps": 0, "phases": {}, "config": {"rounds": rounds, "steps_per_phase": steps_per_phase,
-                                             "train_ppg": train_ppg, "train_drg": train_drg,
-                                             "learning_rate": learning_rate, "batch_size": batch_size,
-                                             "num_generations": num_generations, "beta": beta,
-                                             "normalize_advantages": normalize_advantages,
-                                             "reward_mode": reward_mode}}
+        "steps": 0, "phases": {}, "config": {k: getattr(cfg, k) for k in recorded}}
     schedule = []
     for r in range(rounds):
-        if train_ppg:
+        if cfg.train_ppg:
             schedule.append((r, D.PPG))
-        if train_drg:
+        if cfg.train_drg:
             schedule.append((r, D.DRG))
     critic = P.CriticScorer(critic_path)
-    turns = D.build_turns(train_rows, min_context=1, max_context=max_context)
+    turns = D.build_turns(train_rows, min_context=1, max_context=cfg.max_context)
     rng = random.Random(seed)
     rng.shuffle(turns)
-    prompts_per_phase = steps_per_phase * batch_size // num_generations
-    if max_prompts:
-        turns = turns[:max_prompts]
+    prompts_per_phase = steps_per_phase * batch_size // cfg.num_generations
+    if cfg.max_prompts:
+        turns = turns[:cfg.max_prompts]
     say = log or (lambda msg: P._log().info(msg))
 
     for idx, (r, task) in enumerate(schedule):
@@ -309,13 +288,9 @@ def train_rl(
         if len(ds) == 0:
             raise HFPersonaError(f"RL phase {name}: no prompt fits max_prompt_tokens={max_prompt_tokens}; raise it")
         timer = _step_timer()
-        trainer = make_rloo_trainer(
-            model, tok, reward, ds, phase_dir / "checkpoints", max_steps=steps_per_phase,
-            learning_rate=learning_rate, batch_size=batch_size, num_generations=num_generations,
-            max_completion_length=max_len, beta=beta, temperature=temperature, top_p=top_p, save_steps=save_steps,
-            seed=seed + idx, lora_target_modules=lora_target_modules, callbacks=[timer, *(callbacks or [])],
-            normalize_advantages=normalize_advantages, lora_r=lora_r,
-            gradient_checkpointing=gradient_checkpointing)
+        trainer = make_rloo_trainer(model, tok, reward, ds, phase_dir / "checkpoints",
+                                    dataclasses.replace(cfg, seed=seed + idx), max_completion_length=max_len,
+                                    callbacks=[timer, *(callbacks or [])])
         resume = last_checkpoint(phase_dir / "checkpoints")
         say(f"RL phase {name}: {len(ds)} prompts, {steps_per_phase} steps" + (f", resuming {resume}" if resume else ""))
         result = train_resumable(trainer)  # SIGTERM/SIGINT: checkpoint, then stop; the next run resumes
@@ -340,4 +315,6 @@ def train_rl(
         state["seconds_per_step"] = state["train_seconds"] / max(1, state["steps"])
         state["reward_share"] = state["reward_seconds"] / state["train_seconds"]
     atomic_write_json(out / STATE_FILE, state)
-    return state
+    if cfg.json_out and is_main_process():
+        atomic_write_json(cfg.json_out, state)
+    return RecipeResult(state, out)

@@ -1,18 +1,18 @@
 """PPG generators, critic reward, the RLOO adaptation, RL steps and resume (tiny random models)."""
 
 import json
+import warnings
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-
-from hf_persona.errors import HFPersonaError
-from hf_persona.training.common import MANIFEST_NAME
-from hf_persona.training import ppg as P
 from hf_persona.data import ppg as D
+from hf_persona.errors import HFPersonaError
 from hf_persona.rewards import CriticScore, PPGCriticScore
+from hf_persona.training import ppg as P
 from hf_persona.training import ppg_rl as R
+from hf_persona.training.common import MANIFEST_NAME
 from tests.resume_checks import assert_whole_run_loss
 
 
@@ -127,10 +127,13 @@ def test_train_generator_with_lora_changes_attention_and_saves_a_causal_lm(tiny_
 
     base, _ = P.load_generator(tiny_bert_dir)
     q0 = base.bert.encoder.layer[0].attention.self.query.weight.clone()
-    meta = P.train_generator("ppg", rows, tmp_path / "g", tiny_bert_dir, max_steps=2, batch_size=2,
+    meta = P.train_generator(rows, tmp_path / "g", task="ppg", backbone=tiny_bert_dir, max_steps=2, batch_size=2,
                              learning_rate=1e-2, lora_target_modules=["query", "value"], max_prompt_tokens=60,
                              max_completion_tokens=16)
     assert meta["steps"] == 2 and meta["lora"] == ["query", "value"]
+    # a RecipeResult: the summary written, the folder and the trained generator (adapters merged)
+    assert dict(meta) == json.loads((tmp_path / "g" / P.META_FILE).read_text()) and meta.output_dir == tmp_path / "g"
+    assert type(meta.model).__name__ == "BertLMHeadModel"
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "g")
     assert type(loaded).__name__ == "BertLMHeadModel"
     q1 = loaded.bert.encoder.layer[0].attention.self.query.weight
@@ -138,32 +141,35 @@ def test_train_generator_with_lora_changes_attention_and_saves_a_causal_lm(tiny_
     assert not torch.allclose(q0, q1)  # the merged adapter moved the targeted module
     assert torch.equal(k0, loaded.bert.encoder.layer[0].attention.self.key.weight)  # untargeted: untouched
     assert json.loads((tmp_path / "g" / P.META_FILE).read_text())["task"] == "ppg"
-    with pytest.raises(HFPersonaError, match="task must be"):
-        P.train_generator("persona", rows, tmp_path / "x", tiny_bert_dir)
+    with warnings.catch_warnings(record=True) as said:  # the earlier (task, rows, output_dir, base) order
+        warnings.simplefilter("always")
+        with pytest.raises(HFPersonaError, match=r"GeneratorTrainingConfig\.task = 'persona': expected one of"):
+            P.train_generator("persona", rows, tmp_path / "x", tiny_bert_dir)
+    assert any("train_generator(task, train_rows, output_dir" in str(w.message) for w in said)
 
 
 def test_train_generator_resumes_with_manifests_and_the_whole_run_loss(tiny_bert_dir, rows, tmp_path):
     out = tmp_path / "g"
     kw = dict(batch_size=2, learning_rate=1e-3, max_prompt_tokens=60, max_completion_tokens=16, save_steps=2,
               logging_steps=1)
-    first = P.train_generator("drg", rows, out, tiny_bert_dir, max_steps=2, **kw)
+    first = P.train_generator(rows, out, task="drg", backbone=tiny_bert_dir, max_steps=2, **kw)
     assert first["steps"] == 2 and first["resumed_from"] is None
     assert (out / "checkpoints" / "checkpoint-2" / MANIFEST_NAME).is_file()
-    again = P.train_generator("drg", rows, out, tiny_bert_dir, max_steps=3, **kw)
+    again = P.train_generator(rows, out, task="drg", backbone=tiny_bert_dir, max_steps=3, **kw)
     assert again["steps"] == 3 and again["resumed_from"] == str(out / "checkpoints" / "checkpoint-2")
     losses = assert_whole_run_loss(again["train_loss"], out / "checkpoints" / "checkpoint-3", 2)
     assert again["train_loss"] != pytest.approx(losses[3], rel=1e-4)  # not the resumed segment's alone
     assert json.loads((out / P.META_FILE).read_text())["train_loss"] == again["train_loss"]
-    fresh = P.train_generator("drg", rows, out, tiny_bert_dir, max_steps=3, resume=False, **kw)
+    fresh = P.train_generator(rows, out, task="drg", backbone=tiny_bert_dir, max_steps=3, resume=False, **kw)
     assert fresh["resumed_from"] is None and fresh["steps"] == 3
 
 
 def test_train_critic_resumes_with_manifests_and_the_whole_run_loss(tiny_bert_dir, rows, tmp_path):
     out = tmp_path / "c"
-    kw = dict(batch_size=8, max_length=64, warmup_ratio=0.0, save_steps=2)
-    first = P.train_critic(rows[:3], out, tiny_bert_dir, max_steps=2, **kw)
+    kw = dict(backbone=tiny_bert_dir, batch_size=8, max_length=64, warmup_ratio=0.0, save_steps=2)
+    first = P.train_critic(rows[:3], out, max_steps=2, **kw)
     assert first["steps"] == 2 and first["resumed_from"] is None
-    again = P.train_critic(rows[:3], out, tiny_bert_dir, max_steps=4, **kw)
+    again = P.train_critic(rows[:3], out, max_steps=4, **kw)
     assert again["steps"] == 4 and again["resumed_from"] == str(out / "checkpoints" / "checkpoint-2")
     # logging_steps=20: only the saves (steps 2 and 4) log; the loss covers steps 1-4
     losses = assert_whole_run_loss(again["train_loss"], out / "checkpoints" / "checkpoint-4", 2)
@@ -208,16 +214,17 @@ def test_critic_reward_bad_input(random_critic, tmp_path):
 
 
 def test_train_critic_warms_up_and_reports_dev_accuracy(tiny_bert_dir, rows, tmp_path):
-    meta = P.train_critic(rows[:3], tmp_path / "c", tiny_bert_dir, rows[3:], max_steps=4, batch_size=8,
-                          max_length=64, warmup_ratio=0.5, save_steps=100)
+    meta = P.train_critic(rows[:3], tmp_path / "c", dev_rows=rows[3:], backbone=tiny_bert_dir, max_steps=4,
+                          batch_size=8, max_length=64, warmup_ratio=0.5, save_steps=100)
     assert meta["steps"] == 4 and meta["warmup_steps"] == 2 and meta["max_length"] == 64
     pairs = D.critic_examples(rows[3:])
     assert meta["dev_pairs"] == len(pairs) and sum(p["label"] for p in pairs) * 2 == len(pairs)
     # the stored accuracy is the saved critic's accuracy on the dev pairs, recomputed here
     assert meta["dev_accuracy"] == pytest.approx(P.critic_accuracy(P.CriticScorer(tmp_path / "c"), pairs))
-    assert json.loads((tmp_path / "c" / P.META_FILE).read_text())["warmup_steps"] == 2
-    with pytest.raises(HFPersonaError, match="warmup_ratio must be in"):
-        P.train_critic(rows[:1], tmp_path / "bad", tiny_bert_dir, max_steps=1, warmup_ratio=1.0)
+    assert json.loads((tmp_path / "c" / P.META_FILE).read_text()) == dict(meta) and meta.output_dir == tmp_path / "c"
+    assert meta["warmup_steps"] == 2 and meta.model.config.num_labels == 2
+    with pytest.raises(HFPersonaError, match=r"CriticTrainingConfig\.warmup_ratio = 1\.0: expected"):
+        P.train_critic(rows[:1], tmp_path / "bad", backbone=tiny_bert_dir, max_steps=1, warmup_ratio=1.0)
 
 
 def test_why_rloo_needed_an_adaptation(tiny_gen):
@@ -264,7 +271,7 @@ def test_rloo_logps_match_the_model_under_left_padding(tiny_bert_dir, random_cri
 def test_rloo_needs_two_generations(tiny_gen, random_critic):
     model, tok = tiny_gen
     reward = CriticScore(random_critic)
-    with pytest.raises(HFPersonaError, match="at least 2 generations"):
+    with pytest.raises(HFPersonaError, match=r"num_generations = 1: expected an integer >= 2"):
         R.make_rloo_trainer(model, tok, reward, None, "unused", max_steps=1, num_generations=1)
     with pytest.raises(HFPersonaError, match="multiple of num_generations"):
         R.make_rloo_trainer(model, tok, reward, None, "unused", max_steps=1, batch_size=3)
@@ -297,7 +304,7 @@ def test_rl_phases_score_with_the_floored_rewards(tiny_bert_dir, random_critic, 
 
     captured = {}
 
-    def capture(model, tok, reward, train_dataset, output_dir, **kw):
+    def capture(model, tok, reward, train_dataset, output_dir, config, **kw):
         captured.update(reward=reward, ds=train_dataset)
         raise Captured
 
@@ -343,6 +350,9 @@ def test_alternating_rl_resumes_after_a_kill(tiny_bert_dir, random_critic, rows,
     assert not (out / R.STATE_FILE).exists()
     state = R.train_rl(gens["ppg"], gens["drg"], random_critic, rows, out, **kw)
     assert state["done"] == ["round0-ppg", "round0-drg"]
+    # a RecipeResult: the state (as in rl_state.json), the folder, no model in memory
+    assert dict(state) == json.loads((out / R.STATE_FILE).read_text())
+    assert state.output_dir == out and state.model is None
     assert state["phases"]["round0-ppg"]["steps"] == 1  # resumed at step 1: only step 2 ran again
     # the phases train through train_resumable: manifests, and the resumed phase's loss covers both steps
     ppg_phase = state["phases"]["round0-ppg"]
@@ -370,7 +380,7 @@ def test_alternating_rl_resumes_after_a_kill(tiny_bert_dir, random_critic, rows,
 def test_train_critic_cli_passes_length_and_warmup(tiny_bert_dir, tmp_path):
     from click.testing import CliRunner
 
-    from hf_persona.cli import register_plugin_commands, cli
+    from hf_persona.cli import cli, register_plugin_commands
     from hf_persona.data import sample_path
 
     register_plugin_commands()
@@ -388,7 +398,7 @@ def test_train_critic_cli_passes_length_and_warmup(tiny_bert_dir, tmp_path):
 def test_eval_ppg_cli_evaluates_the_rl_ablation(monkeypatch, tmp_path):
     from click.testing import CliRunner
 
-    from hf_persona.cli import register_plugin_commands, cli
+    from hf_persona.cli import cli, register_plugin_commands
     from hf_persona.data import read_personachat, sample_path
 
     calls = []
