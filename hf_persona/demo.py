@@ -32,8 +32,7 @@ from pathlib import Path
 
 import click
 
-from .pipeline import merge_persona
-from .pipeline import candidate_pool, strategy_first_processor
+from .pipeline import candidate_pool, merge_persona, strategy_first_processor
 from .tiny import tiny_bert
 from .training.common import trainer_state
 from .utils import atomic_write_bytes, atomic_write_text, get_logger, set_seed

@@ -12,19 +12,10 @@ Heavy imports (torch, transformers) happen inside the commands so that ``hf-pers
 
 from __future__ import annotations
 
-
 import click
 
 from hf_persona.training.configs import CoBERTTrainingConfig
 
-from .options import (
-    CANDIDATES,
-    POS_INT,
-    SEED,
-    check_model,
-    input_file,
-    recipe_options,
-)
 from ._output import (
     clamp_first,
     clamp_held_out,
@@ -34,6 +25,14 @@ from ._output import (
     json_file,
     json_option,
     quiet_work,
+)
+from .options import (
+    CANDIDATES,
+    POS_INT,
+    SEED,
+    check_model,
+    input_file,
+    recipe_options,
 )
 
 TRAIN_KEYS = ("model", "train_examples", "global_step", "train_loss", "best_eval_hits@1", "train_seconds",

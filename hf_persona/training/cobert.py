@@ -122,8 +122,7 @@ def _max_candidates(examples) -> int:
 
 
 def _classes(kind: str):
-    from ..models.cobert import (BiEncoderConfig, BiEncoderForResponseSelection, CoBERTConfig,
-                                 CoBERTForResponseSelection)
+    from ..models.cobert import BiEncoderConfig, BiEncoderForResponseSelection, CoBERTConfig, CoBERTForResponseSelection
 
     if kind == "cobert":
         return CoBERTConfig, CoBERTForResponseSelection

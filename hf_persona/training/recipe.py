@@ -42,7 +42,6 @@ from typing import Any, ClassVar
 from ..errors import HFPersonaError
 from ..utils import atomic_write_json
 
-
 # ---------------------------------------------------------------------------------------------
 # checked ranges and the field metadata the command line is built from
 

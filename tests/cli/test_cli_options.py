@@ -22,7 +22,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from hf_persona.cli import register_plugin_commands, cli, main
+from hf_persona.cli import cli, main, register_plugin_commands
 from hf_persona.commands import options
 from hf_persona.data import sample_path
 

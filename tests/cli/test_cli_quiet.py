@@ -133,7 +133,7 @@ def test_the_filter_hides_listed_warnings_and_records_only_and_v_shows_them():
 
 
 def _cli():
-    from hf_persona.cli import register_plugin_commands, cli
+    from hf_persona.cli import cli, register_plugin_commands
 
     register_plugin_commands()
     return cli

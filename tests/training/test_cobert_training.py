@@ -50,7 +50,7 @@ def test_candidate_sets_gold_first_other_dialogues_only_and_seeded():
 def test_train_eval_resume_and_cli(tiny_bert_dir, tmp_path):
     from click.testing import CliRunner
 
-    from hf_persona.cli import register_plugin_commands, cli
+    from hf_persona.cli import cli, register_plugin_commands
     from hf_persona.training.cobert import train_cobert
 
     register_plugin_commands()

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from hf_persona.commands.options import range_type, recipe_options
 from hf_persona.errors import HFPersonaError
 from hf_persona.training import configs
-from hf_persona.training.recipe import (STEPS, UNIT_OPEN, Range, RecipeConfig, RecipeResult, field_option)
+from hf_persona.training.recipe import STEPS, UNIT_OPEN, Range, RecipeConfig, RecipeResult, field_option
 
 CONFIGS = [c for _, c in inspect.getmembers(configs, inspect.isclass)
            if issubclass(c, RecipeConfig) and c is not RecipeConfig and c.__module__ == configs.__name__]
