@@ -256,8 +256,8 @@ def _click_option(f, spec, default, required: bool):
 def recipe_options(config_class, *, skip=(), defaults=None, help=None):
     """Decorator adding one click option per command-line field of ``config_class`` (a
     :class:`hf_persona.training.recipe.RecipeConfig` subclass), in field order: the flag, check, default
-    and help of each come from the field (one default, in one place). ``skip``: fields the command sets
-    itself; ``defaults`` / ``help``: {field: value} where the command's default or help differs. The
+    and help of each come from the field (one default, in one place). The config's ``unused`` fields and
+    ``skip`` (fields the command sets itself) get no option; ``defaults`` / ``help``: {field: value} where the command's default or help differs. The
     command receives each field under its own name."""
     import dataclasses
 
@@ -265,7 +265,7 @@ def recipe_options(config_class, *, skip=(), defaults=None, help=None):
     chosen = []
     for f in dataclasses.fields(config_class):
         spec = f.metadata.get("option")
-        if spec is None or not spec.cli or f.name in skip:
+        if spec is None or not spec.cli or f.name in skip or f.name in config_class.unused:
             continue
         if f.name in help:
             spec = dataclasses.replace(spec, help=help[f.name])

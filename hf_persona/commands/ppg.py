@@ -25,9 +25,6 @@ GENERATOR_KEYS = ("task", "train_examples", "steps", "train_loss", "seconds", "r
 CRITIC_KEYS = ("train_pairs", "steps", "train_loss", "dev_accuracy", "dev_pairs", "seconds", "resumed_from")
 RL_KEYS = ("ppg", "drg", "steps", "train_seconds", "reward_seconds", "seconds_per_step", "reward_share")
 #: RecipeConfig fields train_rl has no use for (a phase is --steps-per-phase steps; a re-run resumes)
-_RL_UNUSED = ("backbone", "epochs", "max_steps", "budget_minutes", "warmup_steps", "eval_steps", "resume")
-
-
 def _rows(data_path, first=None, skip=0):
     """Dialogues of ``data_path`` (the sample when None): those before ``first`` (training, clamped
     with a warning), or those from ``skip`` on (evaluation; all, with a warning, when none is there)."""
@@ -59,7 +56,7 @@ def _train_generator(task, data_path, dev_from, json_out, fields):
 
 @click.command("ppg")
 @_data_options
-@recipe_options(GeneratorTrainingConfig, skip=("eval_steps", "partner_persona"))
+@recipe_options(GeneratorTrainingConfig, skip=("partner_persona",))
 @json_option()
 def train_ppg_cmd(data_path, dev_from, json_out, **fields):
     """Supervised partner-persona generator: (self persona, context) -> partner persona."""
@@ -68,7 +65,7 @@ def train_ppg_cmd(data_path, dev_from, json_out, **fields):
 
 @click.command("drg")
 @_data_options
-@recipe_options(GeneratorTrainingConfig, skip=("eval_steps",))
+@recipe_options(GeneratorTrainingConfig)
 @json_option()
 def train_drg_cmd(data_path, dev_from, json_out, **fields):
     """Supervised response generator: (self persona, partner persona, context) -> response."""
@@ -80,7 +77,7 @@ def train_drg_cmd(data_path, dev_from, json_out, **fields):
 @dev_from_option(800, "--train-dialogues",
                  help="Dialogues before index N train, the rest are dev (fewer in the file: all train, no dev, with "
                       "a warning; 0 = all train, no dev).")
-@recipe_options(CriticTrainingConfig, skip=("eval_steps",))
+@recipe_options(CriticTrainingConfig)
 @json_option()
 @quiet_work(warm_start=True)
 def train_critic_cmd(data_path, dev_from, json_out, **fields):
@@ -103,7 +100,7 @@ def train_critic_cmd(data_path, dev_from, json_out, **fields):
 @_data_options
 @click.option("--only", type=click.Choice(["both", "ppg", "drg"]), default="both", show_default=True,
               help="Which generator(s) RL updates (the other stays frozen): the paper's ablation.")
-@recipe_options(PPGRLTrainingConfig, skip=_RL_UNUSED)
+@recipe_options(PPGRLTrainingConfig)
 @json_option()
 def train_ppg_rl_cmd(ppg_path, drg_path, critic_path, data_path, dev_from, only, json_out, **fields):
     """RLOO on PPG and DRG with the critic reward, alternating; re-run to resume after a kill."""

@@ -61,7 +61,7 @@ def add_commands(cli) -> None:
                      help="Train on the dialogues before index N of each file, validate on the rest (clamped, with "
                           "a warning, to keep one to validate on).")
     @click.option("--dev-fraction", type=FRACTION, default=None, help="Else hold out this seeded fraction (default 0.2).")
-    @recipe_options(ReceiverTrainingConfig, skip=ReceiverTrainingConfig.unused)
+    @recipe_options(ReceiverTrainingConfig)
     @json_option()
     @quiet_work(warm_start=True)
     def train_receiver_cmd(data, dev_from, dev_fraction, json_out, **fields):

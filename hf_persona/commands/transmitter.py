@@ -88,7 +88,7 @@ def _default_data():
 @click.command("transmitter")
 @click.option("--data", default=None, type=input_file(),
               help="PERSONA-CHAT ParlAI text file (default: shared original personas, else the embedded sample).")
-@recipe_options(TransmitterTrainingConfig, skip=TransmitterTrainingConfig.unused)
+@recipe_options(TransmitterTrainingConfig)
 @json_option()
 @quiet_work(warm_start=True)
 def train_transmitter_cmd(data, json_out, **fields):
@@ -109,7 +109,7 @@ def train_transmitter_cmd(data, json_out, **fields):
 @click.option("--data", default=None, type=input_file(), help="PERSONA-CHAT file for the seeds.")
 @click.option("--weights", default=None,
               help="Reward weights, e.g. 'rs1=0.4,rs2=0.1,rs3=0.5,penalty=0.1' (default: the paper's).")
-@recipe_options(SelfPlayTrainingConfig, skip=SelfPlayTrainingConfig.unused)
+@recipe_options(SelfPlayTrainingConfig)
 @json_option()
 def train_selfplay_cmd(sft_model, receiver, data, weights, json_out, **fields):
     """Self-play RL: frozen user vs learning agent, rewards RS.1-RS.3 and the information penalty."""

@@ -181,21 +181,10 @@ def _setting(default, help: str, **spec):
 
 @dataclass(kw_only=True)
 class P2BotTrainingConfig(RecipeConfig):
-    """What P2Bot's three recipes share: the paper's learning rate, and ``unused``, the shared fields a
-    recipe has no use for: its command leaves them out, and one set from Python is an error."""
-
-    unused: ClassVar[tuple] = ()
+    """What P2Bot's three recipes share: the paper's learning rate."""
 
     output_dir: str | Path = _rebased("output_dir", dataclasses.MISSING, "Checkpoints and the final model.")
     learning_rate: float = _rebased("learning_rate", P2BOT_LEARNING_RATE)
-
-    def __post_init__(self):
-        super().__post_init__()
-        shared = {f.name: f.default for f in dataclasses.fields(RecipeConfig)}
-        for name in self.unused:
-            if getattr(self, name) != shared[name]:
-                raise HFPersonaError(f"{type(self).__name__}.{name} = {getattr(self, name)!r}: not used by this "
-                                     f"recipe (leave it at {shared[name]!r})")
 
 
 @dataclass(kw_only=True)
@@ -316,6 +305,7 @@ class PPGRecipeConfig(RecipeConfig):
     no progress bar; ``base`` is the older keyword of ``backbone``."""
 
     renamed: ClassVar[dict] = {"base": "backbone"}
+    unused: ClassVar[tuple] = ("eval_steps",)  # no evaluation while training
 
     output_dir: str = _rebased("output_dir", dataclasses.MISSING, "Checkpoints (in checkpoints/), the final model and "
                                                                   "its summary, ppg_meta.json.")
@@ -410,6 +400,9 @@ class PPGRLTrainingConfig(PPGGeneratorConfig):
     generators the function is given. :class:`RecipeConfig`'s ``backbone``, ``epochs``, ``max_steps``,
     ``budget_minutes``, ``warmup_steps``, ``eval_steps`` and ``resume`` do not apply (a re-run always
     resumes after the last finished phase)."""
+
+    unused: ClassVar[tuple] = ("backbone", "epochs", "max_steps", "budget_minutes", "warmup_steps", "eval_steps",
+                               "resume")
 
     output_dir: str = _rebased("output_dir", dataclasses.MISSING, "A folder per phase (roundR-ppg, roundR-drg: "
                                                                   "checkpoints, final model) and rl_state.json.")

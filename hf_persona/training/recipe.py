@@ -144,6 +144,9 @@ class RecipeConfig:
 
     #: older keyword names of fields: {old: new}; a recipe adds its own
     renamed: ClassVar[dict] = {}
+    #: shared fields this recipe has no use for: its command leaves them out, and one set from Python to
+    #: anything but its default is an error (never silently ignored)
+    unused: ClassVar[tuple] = ()
 
     output_dir: str | Path = field(metadata=option(
         "Checkpoints, the final model and train_summary.json.", kind="output_dir"))
@@ -175,6 +178,9 @@ class RecipeConfig:
         name = type(self).__name__
         for f in dataclasses.fields(self):
             _check_value(name, f, getattr(self, f.name))
+            if f.name in self.unused and getattr(self, f.name) != f.default:
+                raise HFPersonaError(f"{name}.{f.name} = {getattr(self, f.name)!r}: not used by this recipe "
+                                     f"(leave it at {f.default!r})")
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:

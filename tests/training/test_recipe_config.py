@@ -160,3 +160,16 @@ def test_configs_import_neither_torch_nor_transformers():
             "print('torch' in sys.modules, 'transformers' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+@pytest.mark.parametrize("config_class", [c for c in CONFIGS if c.unused], ids=lambda c: c.__name__)
+def test_a_field_the_recipe_does_not_use_is_neither_an_option_nor_silently_ignored(config_class, tmp_path):
+    seen: list = []
+    command = _command(config_class, seen)
+    flags = {opt for p in command.params for opt in p.opts}
+    for name in config_class.unused:
+        f = next(f for f in dataclasses.fields(config_class) if f.name == name)
+        assert "--" + name.replace("_", "-") not in flags, name
+        other = {int: 7, float: 0.5, str: "other", bool: not f.default}.get(type(f.default), 7)
+        with pytest.raises(HFPersonaError, match=rf"{config_class.__name__}\.{name} = .*not used by this recipe"):
+            config_class(output_dir=str(tmp_path), **{name: other})
