@@ -173,3 +173,12 @@ def test_a_field_the_recipe_does_not_use_is_neither_an_option_nor_silently_ignor
         other = {int: 7, float: 0.5, str: "other", bool: not f.default}.get(type(f.default), 7)
         with pytest.raises(HFPersonaError, match=rf"{config_class.__name__}\.{name} = .*not used by this recipe"):
             config_class(output_dir=str(tmp_path), **{name: other})
+
+
+def test_the_training_page_names_every_recipe_config_and_every_shared_field():
+    page = (Path(__file__).resolve().parents[2] / "docs" / "training.md").read_text()
+    for cls in CONFIGS:
+        if cls.__doc__ and cls.__doc__.startswith("The settings of"):  # a recipe's own config, not a shared base
+            assert f"`{cls.__name__}`" in page, cls.__name__
+    for f in dataclasses.fields(RecipeConfig):
+        assert f"| `{f.name}` |" in page, f.name
