@@ -233,7 +233,8 @@ def stage_persona_extractor(ctx: DemoContext) -> None:
 
 
 def stage_pal(ctx: DemoContext) -> None:
-    train_pal, load_pal = landed("PAL", "hf_persona.training.pal", "train_pal", "load_pal_for_eval")
+    train_pal = landed("PAL", "hf_persona.training.pal", "train_pal")
+    load_pal = landed("PAL", "hf_persona.evaluation.pal", "load_pal_for_eval")
     if "pesconv" not in ctx.runs:
         raise NotLanded("PAL", "it trains on PESConv, which needs the persona extractor")
     _header("Training PAL (persona-augmented supporter) on the annotated ESConv sample")
