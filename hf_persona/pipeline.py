@@ -58,6 +58,16 @@ class SupportTurn:
         return row
 
 
+def whole_sentences(text: str) -> str:
+    """``text`` up to its last sentence end (``.``, ``!``, ``?``, with a closing quote or bracket),
+    for a reply that reached the token limit mid-sentence; ``text`` itself when it holds no sentence
+    end before its last word."""
+    import re
+
+    ends = [m.end() for m in re.finditer(r"[.!?]+[\"')\]]*(?=\s|$)", text)]
+    return text[:ends[-1]].rstrip() if ends else text
+
+
 def merge_persona(persona: list[str], new: Sequence[str]) -> list[str]:
     """Append the sentences of ``new`` not yet in ``persona`` (compared lower-cased, without end
     punctuation); returns ``persona``."""
@@ -270,10 +280,16 @@ class SupportPipeline:
             probs = torch.softmax(first / self.decoding.get("temperature", 1.0), dim=-1)
             index = int(torch.multinomial(probs, 1)) if self.decoding.get("do_sample") else int(first.argmax())
             chosen = STRATEGIES[index]
-        # 2. the reply text, contrasted with the strategy's alpha. The shipped adapter (60 steps)
-        #    closes its turn when a strategy token is written first, so the text is decoded from
-        #    the prompt itself: the contrastive processor's slot then holds no strategy token and
-        #    takes the chosen strategy's alpha as its "unknown strategy" alpha (from the second token on)
+        # 2. the reply text, contrasted with the strategy's alpha, decoded where the model expects it
+        #    (reply_opening): after the strategy token once an earlier supporter turn opened with one,
+        #    else straight after the prompt. Either way the contrastive processor's slot (the first
+        #    generated position) holds a text token and takes the chosen strategy's alpha as its
+        #    "unknown strategy" alpha, from the second token on
+        opening = self.reply_opening(chosen)
+        if opening is not None:
+            batch["input_ids"] = torch.cat([batch["input_ids"], batch["input_ids"].new_tensor([[opening]])], 1)
+            batch["attention_mask"] = torch.cat([batch["attention_mask"], batch["attention_mask"].new_ones((1, 1))], 1)
+            width += 1
         processors = []
         used_alpha = None
         if persona:
@@ -283,8 +299,24 @@ class SupportPipeline:
         processors.append(_Banned(banned))
         with torch.no_grad():
             out = self.pal.generate(**batch, **self.decoding, logits_processor=LogitsProcessorList(processors))
-        text = tok.decode(out[0, width:], skip_special_tokens=True).strip()
-        return text or "...", chosen, used_alpha
+        new = out[0, width:].tolist()
+        text = tok.decode(new, skip_special_tokens=True).strip()
+        cut = tok.eos_token_id not in new and len(new) >= self.decoding.get("max_new_tokens", len(new) + 1)
+        return (whole_sentences(text) if cut else text) or "...", chosen, used_alpha
+
+    def reply_opening(self, strategy: str) -> int | None:
+        """The token the reply text is decoded after: the strategy token of ``strategy`` when an
+        earlier supporter turn of this conversation opened with a strategy token, else ``None``
+        (straight after the prompt).
+
+        Measured on the shipped SmolLM2 adapter (``hf-persona demo``'s seeker turns): once the dialogue
+        shows supporter turns opened by strategy tokens, the model writes text after a strategy token
+        (p("I") ≈ 0.4-0.5) and its distribution straight after the prompt is flat (p("I") ≈ 0.01-0.05, a
+        strategy token being what it expects), which sampled stray word pieces ("arf", "zon") at the
+        start of a third of the replies; in the first supporter turn it is the other way round."""
+        if not any(self.strategies):
+            return None
+        return self._strategy_ids[strategy]
 
     def _rank(self, reply: str) -> list[tuple[str, float]]:
         import torch

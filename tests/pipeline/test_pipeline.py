@@ -64,3 +64,57 @@ def test_bad_input_is_a_clear_error(pipe):
     assert pipe.history == before  # a rejected turn leaves no trace
     pipe.reset()
     assert pipe.heatmap("unused.png") is None  # no persona yet
+
+
+def test_whole_sentences_cuts_a_reply_at_its_last_sentence_end():
+    from hf_persona.pipeline import whole_sentences
+
+    assert whole_sentences("I am sorry. Have you tried talking to someone") == "I am sorry."
+    assert whole_sentences("Hi! How are you?") == "Hi! How are you?"
+    assert whole_sentences('He said "stop." Then he') == 'He said "stop."'
+    assert whole_sentences("Really?! and then") == "Really?!"
+    assert whole_sentences("no sentence end here") == "no sentence end here"
+    assert whole_sentences("version 2.5 is out and") == "version 2.5 is out and"  # a dot inside a number is no end
+
+
+def _recording_generate(pipe, new_text=None):
+    """Wrap ``pipe.pal.generate``: record each prompt; with ``new_text``, return it (tokenised, cut or
+    repeated to ``max_new_tokens``, no end-of-turn) as the generated tokens."""
+    import torch
+
+    prompts, original = [], pipe.pal.generate
+
+    def generate(**kwargs):
+        prompts.append(kwargs["input_ids"][0].tolist())
+        if new_text is None:
+            return original(**kwargs)
+        ids = pipe.tokenizer(new_text, add_special_tokens=False)["input_ids"]
+        n = kwargs["max_new_tokens"]
+        new = (ids * n)[:n]
+        return torch.cat([kwargs["input_ids"], torch.tensor([new])], 1)
+
+    return prompts, generate
+
+
+def test_the_reply_is_decoded_after_its_strategy_token_once_the_dialogue_shows_one(pipe, monkeypatch):
+    pipe.reset()
+    prompts, generate = _recording_generate(pipe)
+    monkeypatch.setattr(pipe.pal, "generate", generate)
+    first = pipe.respond("i lost my job and i can not sleep", seed=1)
+    assert pipe.reply_opening(first.strategy) is not None  # the next turn follows a strategy-opened one
+    second = pipe.respond("my wife says i should talk to someone", seed=1)
+    strategy_ids = set(pipe._strategy_ids.values())
+    # turn 1: no supporter turn yet, the text starts right after the generation prompt
+    assert prompts[0][-1] not in strategy_ids
+    # turn 2: the prompt ends with the strategy token PAL chose, and the reply is the text after it
+    assert prompts[1][-1] == pipe._strategy_ids[second.strategy]
+    assert pipe.strategies == ["", first.strategy, "", second.strategy]
+
+
+def test_a_reply_cut_by_the_token_limit_ends_at_its_last_sentence(pipe, monkeypatch):
+    pipe.reset()
+    _, generate = _recording_generate(pipe, "i hear you. maybe a walk would")
+    monkeypatch.setattr(pipe.pal, "generate", generate)
+    turn = pipe.respond("i can not sleep", seed=0)
+    assert turn.reply == "i hear you."
+    assert pipe.history[-1] == ("supporter", "i hear you.")
