@@ -138,12 +138,17 @@ class SupportPipeline:
     >>> pipe = SupportPipeline.from_shipped()                              # doctest: +SKIP
     >>> turn = pipe.respond("i lost my job and i can not sleep")          # doctest: +SKIP
     >>> turn.strategy, turn.alpha, turn.reply                              # doctest: +SKIP
+
+    ``decoding``: the ``generate`` settings of the reply (default :data:`DECODING`); ``alternatives``:
+    how many other supporter replies CoBERT ranks the reply against; ``fresh_tries``: when a reply
+    repeats an earlier supporter reply of the conversation word for word, sample it again with other
+    seeds, at most this many times (0: never).
     """
 
     def __init__(self, pal, pal_tokenizer, extractor=None, cobert=None, receiver=None,
                  candidates: Sequence[str] | None = None, decoding: dict | None = None,
                  max_source_length: int = 256, max_persona_length: int = 96, persona_from_turn: int = 1,
-                 alternatives: int = 4):
+                 alternatives: int = 4, fresh_tries: int = 2):
         from .models.pal import STRATEGY_TOKENS
 
         if getattr(pal.config, "model_type", None) != "pal_causal":
@@ -155,6 +160,11 @@ class SupportPipeline:
         self.decoding = dict(DECODING if decoding is None else decoding)
         self.max_source_length, self.max_persona_length = max_source_length, max_persona_length
         self.persona_from_turn, self.alternatives = persona_from_turn, alternatives
+        if isinstance(fresh_tries, bool) or not isinstance(fresh_tries, int) or fresh_tries < 0:
+            raise HFPersonaError(f"fresh_tries must be an integer >= 0, got {fresh_tries!r}")
+        #: more samples (other seeds) when a reply repeats an earlier supporter reply word for word
+        self.fresh_tries = fresh_tries
+        self.last_resamples = 0
         self._strategy_ids = dict(zip(STRATEGIES, pal_tokenizer.convert_tokens_to_ids(list(STRATEGY_TOKENS))))
         self.reset()
 
@@ -228,6 +238,13 @@ class SupportPipeline:
             timings["persona"] = time.perf_counter() - t
         t = time.perf_counter()
         reply, chosen, used_alpha = self._reply(persona_off, alpha, strategy, seed)
+        # a small PAL copies its own earlier turn once the dialogue shows it: sample again (other
+        # seeds, at most fresh_tries times) rather than say the same thing twice
+        said = {" ".join(text.lower().split()) for speaker, text in self.history if speaker == "supporter"}
+        self.last_resamples = 0
+        while " ".join(reply.lower().split()) in said and self.last_resamples < self.fresh_tries:
+            self.last_resamples += 1
+            reply, chosen, used_alpha = self._reply(persona_off, alpha, strategy, seed + 7919 * self.last_resamples)
         timings["reply"] = time.perf_counter() - t
         ranking = []
         if self.cobert is not None:

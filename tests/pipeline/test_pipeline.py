@@ -118,3 +118,26 @@ def test_a_reply_cut_by_the_token_limit_ends_at_its_last_sentence(pipe, monkeypa
     turn = pipe.respond("i can not sleep", seed=0)
     assert turn.reply == "i hear you."
     assert pipe.history[-1] == ("supporter", "i hear you.")
+
+
+def test_a_reply_that_repeats_an_earlier_one_is_sampled_again(pipe, monkeypatch):
+    import torch
+
+    texts = iter(["i hear you.", "I hear  you.", "tell me more.", "unused."])  # the second repeats the first
+    calls = []
+
+    def generate(**kwargs):
+        calls.append(kwargs["input_ids"].shape[1])
+        ids = pipe.tokenizer(next(texts), add_special_tokens=False)["input_ids"] + [pipe.tokenizer.eos_token_id]
+        return torch.cat([kwargs["input_ids"], torch.tensor([ids])], 1)
+
+    monkeypatch.setattr(pipe.pal, "generate", generate)
+    pipe.reset()
+    assert pipe.respond("i can not sleep", seed=0).reply == "i hear you." and pipe.last_resamples == 0
+    second = pipe.respond("i worry all night", seed=0)
+    assert second.reply == "tell me more." and pipe.last_resamples == 1 and len(calls) == 3
+    monkeypatch.setattr(pipe, "fresh_tries", 0)
+    texts = iter(["tell me more."])
+    assert pipe.respond("still awake", seed=0).reply == "tell me more." and pipe.last_resamples == 0
+    with pytest.raises(HFPersonaError, match="fresh_tries must be an integer >= 0, got -1"):
+        SupportPipeline(pipe.pal, pipe.tokenizer, fresh_tries=-1)
