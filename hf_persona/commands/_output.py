@@ -14,8 +14,6 @@ import math
 
 import click
 
-from .options import dev_from_option  # noqa: F401  (its home before issue 24)
-
 #: what ``--json`` means on every train / eval command
 JSON_HELP = "Write the full results JSON to this file ('-': print it instead of the table)."
 

@@ -20,7 +20,6 @@ from ._output import (
     clamp_first,
     clamp_held_out,
     default_data,
-    dev_from_option,
     finish,
     json_file,
     json_option,
@@ -31,6 +30,7 @@ from .options import (
     POS_INT,
     SEED,
     check_model,
+    dev_from_option,
     input_file,
     recipe_options,
 )

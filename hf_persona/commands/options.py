@@ -253,23 +253,20 @@ def _click_option(f, spec, default, required: bool):
     return click.option(flag, *spec.aliases, f.name, **kwargs)
 
 
-def recipe_options(config_class, *, skip=(), defaults=None, help=None):
+def recipe_options(config_class, *, skip=()):
     """Decorator adding one click option per command-line field of ``config_class`` (a
     :class:`hf_persona.training.recipe.RecipeConfig` subclass), in field order: the flag, check, default
     and help of each come from the field (one default, in one place). The config's ``unused`` fields and
-    ``skip`` (fields the command sets itself) get no option; ``defaults`` / ``help``: {field: value} where the command's default or help differs. The
-    command receives each field under its own name."""
+    ``skip`` (fields the command sets itself) get no option. The command receives each field under its
+    own name."""
     import dataclasses
 
-    defaults, help = defaults or {}, help or {}
     chosen = []
     for f in dataclasses.fields(config_class):
         spec = f.metadata.get("option")
         if spec is None or not spec.cli or f.name in skip or f.name in config_class.unused:
             continue
-        if f.name in help:
-            spec = dataclasses.replace(spec, help=help[f.name])
-        default = defaults.get(f.name, f.default)
+        default = f.default
         if default is dataclasses.MISSING and f.default_factory is not dataclasses.MISSING:
             default = f.default_factory()
         chosen.append(_click_option(f, spec, default, required=default is dataclasses.MISSING))
@@ -306,8 +303,8 @@ def dev_from_option(default, *aliases, help: str, type=None):
             if given:
                 ctx = click.get_current_context()
                 if len(given) > 1 or ctx.get_parameter_source("dev_from") != click.core.ParameterSource.DEFAULT:
-                    raise click.UsageError(f"give the split once, as --dev-from (got {', '.join(['--dev-from', *given][-2:])})",
-                                           ctx=ctx)
+                    both = ", ".join(["--dev-from", *given][-2:])
+                    raise click.UsageError(f"give the split once, as --dev-from (got {both})", ctx=ctx)
                 alias, kwargs["dev_from"] = next(iter(given.items()))
                 from hf_persona.utils import get_logger
 

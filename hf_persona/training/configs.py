@@ -83,8 +83,9 @@ def _rebased(name: str, default, help: str | None = None, **spec):
     return field(default=default, metadata={"option": dataclasses.replace(base, **changes)})
 
 
-def _positive(default: int, help: str):
-    return field(default=default, metadata=option(help, range=POSITIVE_INT))
+def _setting(default, help: str, **spec):
+    """A recipe field on one line: its default, then :func:`option`'s help and spec."""
+    return field(default=default, metadata=option(help, **spec))
 
 
 @dataclass(kw_only=True)
@@ -116,10 +117,10 @@ class PALTrainingConfig(RecipeConfig):
         "Causal backbones: the decoder layer whose output PAL fuses (-1 = the last, the default).", range=Range(int)))
     max_train_examples: int | None = field(default=None, metadata=option(
         "Train on at most N examples (shuffled first).", range=POSITIVE_INT))
-    max_eval_examples: int = _positive(200, "Validation examples for the loss.")
-    max_source_length: int = _positive(256, "Dialogue tokens kept (the latest).")
-    max_persona_length: int = _positive(96, "Persona tokens kept.")
-    max_target_length: int = _positive(50, "Response tokens kept.")
+    max_eval_examples: int = _setting(200, "Validation examples for the loss.", range=POSITIVE_INT)
+    max_source_length: int = _setting(256, "Dialogue tokens kept (the latest).", range=POSITIVE_INT)
+    max_persona_length: int = _setting(96, "Persona tokens kept.", range=POSITIVE_INT)
+    max_target_length: int = _setting(50, "Response tokens kept.", range=POSITIVE_INT)
     warm_start: bool = field(default=True, metadata=option(
         "BERT2BERT backbones: start the cross-attention as a copy of the self-attention.", cli=False))
 
@@ -149,9 +150,9 @@ class PersonaExtractorTrainingConfig(RecipeConfig):
     dev_from: int = field(default=800, metadata=option(
         "PERSONA-CHAT dialogues from this index on (and MSC episodes built on them) are held back.",
         range=POSITIVE_INT))
-    max_source_length: int = _positive(256, "Source tokens kept (the latest utterances).")
-    max_target_length: int = _positive(64, "Target (persona) tokens.")
-    num_beams: int = _positive(4, "Beams for the final generation-based evaluation.")
+    max_source_length: int = _setting(256, "Source tokens kept (the latest utterances).", range=POSITIVE_INT)
+    max_target_length: int = _setting(64, "Target (persona) tokens.", range=POSITIVE_INT)
+    num_beams: int = _setting(4, "Beams for the final generation-based evaluation.", range=POSITIVE_INT)
     min_support: float = field(default=0.0, metadata=option(
         "Train only on persona sentences sharing at least this share of their content words with the "
         "speaker's utterances (0: all, the paper; 0.5 teaches restating over inventing).", range=UNIT))
@@ -161,7 +162,7 @@ class PersonaExtractorTrainingConfig(RecipeConfig):
         "Run the generation-based evaluation at the end.", cli=False))
     merge: bool = field(default=False, metadata=option(
         "With --lora: save the merged full model instead of the adapter."))
-    max_dev_examples: int = _positive(200, "Held-back examples for the dev loss.")
+    max_dev_examples: int = _setting(200, "Held-back examples for the dev loss.", range=POSITIVE_INT)
     max_train_examples: int | None = field(default=None, metadata=option(
         "Train on at most N examples (shuffled first).", range=POSITIVE_INT))
 
@@ -172,11 +173,6 @@ class PersonaExtractorTrainingConfig(RecipeConfig):
 P2BOT_LEARNING_RATE = 6.25e-5  # the paper's, for the Receiver and the supervised Transmitter
 RECEIVER_LOSSES = ("margin", "softmax")  # hf_persona.models.receiver.configuration_receiver.LOSS_TYPES
 SELFPLAY_BASELINES = ("mean", "leave_one_out")
-
-
-def _setting(default, help: str, **spec):
-    """A recipe field on one line: its default, then :func:`option`'s help and spec."""
-    return field(default=default, metadata=option(help, **spec))
 
 
 @dataclass(kw_only=True)
